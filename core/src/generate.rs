@@ -1,0 +1,90 @@
+//! Greedy decoding along a layer path, with the three stop conditions the search needs: an end
+//! token of the model, a token budget, and a caller's predicate that sees the tokens so far (the
+//! graders use it to stop once a verdict can no longer change).
+
+use candle_core::Tensor;
+
+use crate::cache::PathCache;
+use crate::error::Result;
+use crate::model::{Logits, Model};
+use crate::path::LayerPath;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StopReason {
+    /// The model produced one of its end-of-sequence tokens (not included in the output).
+    Eos,
+    /// `max_new_tokens` were generated.
+    MaxTokens,
+    /// The caller's predicate said stop.
+    Predicate,
+    /// The model's context is full.
+    ContextFull,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Generation {
+    pub tokens: Vec<u32>,
+    pub stop: StopReason,
+}
+
+/// Index of the largest logit (the first one on ties) of a `[vocab]` or `[1, vocab]` tensor.
+pub fn argmax(logits: &Tensor) -> Result<u32> {
+    let v = logits.flatten_all()?.to_vec1::<f32>()?;
+    let mut best = 0;
+    for (i, &x) in v.iter().enumerate() {
+        if x > v[best] {
+            best = i;
+        }
+    }
+    Ok(best as u32)
+}
+
+/// Greedy generation of up to `max_new_tokens` after `prompt`, along `path`.
+pub fn greedy(
+    model: &Model,
+    prompt: &[u32],
+    path: &LayerPath,
+    max_new_tokens: usize,
+    stop: impl FnMut(&[u32]) -> bool,
+) -> Result<Generation> {
+    let mut cache = PathCache::new(path);
+    let logits = model.forward(prompt, path, &mut cache, 0, Logits::Last)?;
+    greedy_continue(model, &mut cache, &logits, max_new_tokens, stop)
+}
+
+/// Continues greedy generation from a cache that already holds the prompt, given the logits of
+/// its last position.
+pub fn greedy_continue(
+    model: &Model,
+    cache: &mut PathCache,
+    last_logits: &Tensor,
+    max_new_tokens: usize,
+    mut stop: impl FnMut(&[u32]) -> bool,
+) -> Result<Generation> {
+    let eos = &model.config().eos_token_ids;
+    let max_ctx = model.config().max_position_embeddings;
+    let path = cache.path().clone();
+    let mut tokens = Vec::new();
+    let mut logits = last_logits.clone();
+    loop {
+        if tokens.len() >= max_new_tokens {
+            return Ok(Generation { tokens, stop: StopReason::MaxTokens });
+        }
+        let next = argmax(&logits)?;
+        if eos.contains(&next) {
+            return Ok(Generation { tokens, stop: StopReason::Eos });
+        }
+        tokens.push(next);
+        if stop(&tokens) {
+            return Ok(Generation { tokens, stop: StopReason::Predicate });
+        }
+        if tokens.len() >= max_new_tokens {
+            return Ok(Generation { tokens, stop: StopReason::MaxTokens });
+        }
+        let pos = cache.len();
+        if pos + 1 > max_ctx {
+            return Ok(Generation { tokens, stop: StopReason::ContextFull });
+        }
+        logits = model.forward(&[next], &path, cache, pos, Logits::Last)?;
+    }
+}

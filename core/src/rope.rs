@@ -1,0 +1,84 @@
+//! Rotary position embeddings: inverse frequencies (with Llama 3 scaling or per-frequency factors
+//! from a GGUF `rope_freqs` tensor) and the cos/sin tables for a range of token positions.
+
+use candle_core::{DType, Device, Tensor};
+
+use crate::config::ModelConfig;
+use crate::error::Result;
+
+/// Inverse frequencies of a model's rotary embedding, `head_dim / 2` of them.
+#[derive(Debug, Clone)]
+pub(crate) struct RopeFreqs {
+    inv_freq: Tensor,
+    interleaved: bool,
+}
+
+impl RopeFreqs {
+    /// `factors` are GGUF `rope_freqs.weight` divisors (Llama 3 files store their scaling so).
+    pub(crate) fn new(cfg: &ModelConfig, factors: Option<&[f32]>) -> Result<Self> {
+        let hd = cfg.head_dim;
+        let mut inv: Vec<f32> = (0..hd)
+            .step_by(2)
+            .map(|i| 1f32 / cfg.rope_theta.powf(i as f32 / hd as f32))
+            .collect();
+        if let Some(s) = &cfg.rope_scaling {
+            let orig = s.original_max_position_embeddings as f32;
+            let low_wavelen = orig / s.low_freq_factor;
+            let high_wavelen = orig / s.high_freq_factor;
+            for f in inv.iter_mut() {
+                let wavelen = 2. * std::f32::consts::PI / *f;
+                *f = if wavelen < high_wavelen {
+                    *f
+                } else if wavelen > low_wavelen {
+                    *f / s.factor
+                } else {
+                    let smooth =
+                        (orig / wavelen - s.low_freq_factor) / (s.high_freq_factor - s.low_freq_factor);
+                    (1. - smooth) * *f / s.factor + smooth * *f
+                };
+            }
+        }
+        if let Some(factors) = factors {
+            for (f, d) in inv.iter_mut().zip(factors) {
+                *f /= d;
+            }
+        }
+        let n = inv.len();
+        Ok(Self {
+            inv_freq: Tensor::from_vec(inv, (1, n), &Device::Cpu)?,
+            interleaved: cfg.rope_interleaved,
+        })
+    }
+
+    /// Tables for positions `start .. start + len`.
+    pub(crate) fn at(&self, start: usize, len: usize) -> Result<Rope> {
+        let pos = Tensor::arange(start as u32, (start + len) as u32, &Device::Cpu)?
+            .to_dtype(DType::F32)?
+            .reshape((len, 1))?;
+        let freqs = pos.broadcast_mul(&self.inv_freq)?;
+        Ok(Rope {
+            cos: freqs.cos()?,
+            sin: freqs.sin()?,
+            interleaved: self.interleaved,
+        })
+    }
+}
+
+/// cos/sin tables for a run of consecutive positions, shared by every layer of a forward pass.
+#[derive(Debug, Clone)]
+pub struct Rope {
+    cos: Tensor,
+    sin: Tensor,
+    interleaved: bool,
+}
+
+impl Rope {
+    /// Rotates `x` of shape `[1, heads, seq, head_dim]` (contiguous).
+    pub(crate) fn apply(&self, x: &Tensor) -> Result<Tensor> {
+        Ok(if self.interleaved {
+            candle_nn::rotary_emb::rope_i(x, &self.cos, &self.sin)?
+        } else {
+            candle_nn::rotary_emb::rope(x, &self.cos, &self.sin)?
+        })
+    }
+}

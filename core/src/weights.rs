@@ -1,0 +1,301 @@
+//! Where weights come from: a GGUF file (quantized tensors, dequantized on load) or a Hugging Face
+//! folder of safetensors (f32/f16/bf16, single file or sharded). Both answer the same question —
+//! "give me tensor X of layer i as f32" — under their own naming scheme.
+
+use std::collections::{HashMap, HashSet};
+use std::fs::File;
+use std::io::BufReader;
+use std::path::{Path, PathBuf};
+
+use candle_core::quantized::gguf_file;
+use candle_core::safetensors::MmapedSafetensors;
+use candle_core::{DType, Device, Tensor};
+
+use crate::config::ModelConfig;
+use crate::error::{Error, Result};
+
+/// The tensors of a decoder, independent of file format.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Key {
+    Embed,
+    Head,
+    FinalNorm,
+    RopeFreqs,
+    AttnNorm,
+    Q,
+    K,
+    V,
+    O,
+    QBias,
+    KBias,
+    VBias,
+    QNorm,
+    KNorm,
+    FfnNorm,
+    Gate,
+    Up,
+    Down,
+}
+
+impl Key {
+    fn gguf_name(self, layer: usize) -> String {
+        let global = match self {
+            Key::Embed => Some("token_embd.weight"),
+            Key::Head => Some("output.weight"),
+            Key::FinalNorm => Some("output_norm.weight"),
+            Key::RopeFreqs => Some("rope_freqs.weight"),
+            _ => None,
+        };
+        if let Some(g) = global {
+            return g.to_string();
+        }
+        let local = match self {
+            Key::AttnNorm => "attn_norm.weight",
+            Key::Q => "attn_q.weight",
+            Key::K => "attn_k.weight",
+            Key::V => "attn_v.weight",
+            Key::O => "attn_output.weight",
+            Key::QBias => "attn_q.bias",
+            Key::KBias => "attn_k.bias",
+            Key::VBias => "attn_v.bias",
+            Key::QNorm => "attn_q_norm.weight",
+            Key::KNorm => "attn_k_norm.weight",
+            Key::FfnNorm => "ffn_norm.weight",
+            Key::Gate => "ffn_gate.weight",
+            Key::Up => "ffn_up.weight",
+            _ => "ffn_down.weight",
+        };
+        format!("blk.{layer}.{local}")
+    }
+
+    fn hf_name(self, layer: usize) -> String {
+        let global = match self {
+            Key::Embed => Some("model.embed_tokens.weight"),
+            Key::Head => Some("lm_head.weight"),
+            Key::FinalNorm => Some("model.norm.weight"),
+            Key::RopeFreqs => Some("rope_freqs.weight"),
+            _ => None,
+        };
+        if let Some(g) = global {
+            return g.to_string();
+        }
+        let local = match self {
+            Key::AttnNorm => "input_layernorm.weight",
+            Key::Q => "self_attn.q_proj.weight",
+            Key::K => "self_attn.k_proj.weight",
+            Key::V => "self_attn.v_proj.weight",
+            Key::O => "self_attn.o_proj.weight",
+            Key::QBias => "self_attn.q_proj.bias",
+            Key::KBias => "self_attn.k_proj.bias",
+            Key::VBias => "self_attn.v_proj.bias",
+            Key::QNorm => "self_attn.q_norm.weight",
+            Key::KNorm => "self_attn.k_norm.weight",
+            Key::FfnNorm => "post_attention_layernorm.weight",
+            Key::Gate => "mlp.gate_proj.weight",
+            Key::Up => "mlp.up_proj.weight",
+            _ => "mlp.down_proj.weight",
+        };
+        format!("model.layers.{layer}.{local}")
+    }
+
+    /// The shape the config implies for this tensor.
+    fn expected_shape(self, c: &ModelConfig) -> Vec<usize> {
+        let (d, hd) = (c.hidden_size, c.head_dim);
+        match self {
+            Key::Embed | Key::Head => vec![c.vocab_size, d],
+            Key::FinalNorm | Key::AttnNorm | Key::FfnNorm => vec![d],
+            Key::RopeFreqs => vec![hd / 2],
+            Key::Q => vec![c.num_heads * hd, d],
+            Key::K | Key::V => vec![c.num_kv_heads * hd, d],
+            Key::O => vec![d, c.num_heads * hd],
+            Key::QBias => vec![c.num_heads * hd],
+            Key::KBias | Key::VBias => vec![c.num_kv_heads * hd],
+            Key::QNorm | Key::KNorm => vec![hd],
+            Key::Gate | Key::Up => vec![c.intermediate_size, d],
+            Key::Down => vec![d, c.intermediate_size],
+        }
+    }
+}
+
+/// An opened weight file (or folder).
+pub(crate) enum Source {
+    Gguf {
+        path: PathBuf,
+        content: gguf_file::Content,
+        reader: BufReader<File>,
+    },
+    Safetensors {
+        dir: PathBuf,
+        st: MmapedSafetensors,
+        names: HashSet<String>,
+    },
+}
+
+impl Source {
+    pub(crate) fn open_gguf(path: &Path) -> Result<Self> {
+        let file = File::open(path).map_err(|e| Error::io(path, e))?;
+        let mut reader = BufReader::new(file);
+        let content = gguf_file::Content::read(&mut reader).map_err(|e| Error::Gguf {
+            path: path.to_path_buf(),
+            reason: e.to_string(),
+        })?;
+        Ok(Source::Gguf {
+            path: path.to_path_buf(),
+            content,
+            reader,
+        })
+    }
+
+    /// Opens `model.safetensors` or the shards a `model.safetensors.index.json` lists.
+    pub(crate) fn open_safetensors(dir: &Path) -> Result<Self> {
+        let index = dir.join("model.safetensors.index.json");
+        let files: Vec<PathBuf> = if index.exists() {
+            let text = std::fs::read_to_string(&index).map_err(|e| Error::io(&index, e))?;
+            let v: serde_json::Value = serde_json::from_str(&text).map_err(|e| Error::Config {
+                path: index.clone(),
+                reason: e.to_string(),
+            })?;
+            let map = v
+                .get("weight_map")
+                .and_then(|m| m.as_object())
+                .ok_or_else(|| Error::Config {
+                    path: index.clone(),
+                    reason: "`weight_map` object is missing".into(),
+                })?;
+            let mut shards: Vec<String> = map
+                .values()
+                .filter_map(|s| s.as_str().map(str::to_string))
+                .collect();
+            shards.sort();
+            shards.dedup();
+            shards.into_iter().map(|s| dir.join(s)).collect()
+        } else {
+            let single = dir.join("model.safetensors");
+            if !single.exists() {
+                return Err(Error::io(
+                    &single,
+                    std::io::Error::new(
+                        std::io::ErrorKind::NotFound,
+                        "no model.safetensors or model.safetensors.index.json in the folder",
+                    ),
+                ));
+            }
+            vec![single]
+        };
+        for f in &files {
+            if !f.exists() {
+                return Err(Error::io(
+                    f,
+                    std::io::Error::new(std::io::ErrorKind::NotFound, "shard listed in the index"),
+                ));
+            }
+        }
+        // SAFETY: the files are memory-mapped read-only; drllm never writes model files.
+        let st = unsafe { MmapedSafetensors::multi(&files) }.map_err(|e| Error::Config {
+            path: dir.to_path_buf(),
+            reason: format!("safetensors: {e}"),
+        })?;
+        let names = st.tensors().into_iter().map(|(n, _)| n).collect();
+        Ok(Source::Safetensors {
+            dir: dir.to_path_buf(),
+            st,
+            names,
+        })
+    }
+
+    /// A human-readable name for error messages.
+    pub(crate) fn name(&self) -> String {
+        match self {
+            Source::Gguf { path, .. } => path.display().to_string(),
+            Source::Safetensors { dir, .. } => dir.display().to_string(),
+        }
+    }
+
+    pub(crate) fn gguf_metadata(&self) -> Option<&HashMap<String, gguf_file::Value>> {
+        match self {
+            Source::Gguf { content, .. } => Some(&content.metadata),
+            Source::Safetensors { .. } => None,
+        }
+    }
+
+    fn tensor_name(&self, key: Key, layer: usize) -> String {
+        match self {
+            Source::Gguf { .. } => key.gguf_name(layer),
+            Source::Safetensors { .. } => key.hf_name(layer),
+        }
+    }
+
+    /// Shape of a tensor by its file name, if present.
+    pub(crate) fn dims_of(&self, name: &str) -> Option<Vec<usize>> {
+        match self {
+            Source::Gguf { content, .. } => content
+                .tensor_infos
+                .get(name)
+                .map(|t| t.shape.dims().to_vec()),
+            Source::Safetensors { st, names, .. } => names
+                .contains(name)
+                .then(|| st.get(name).ok().map(|v| v.shape().to_vec()))
+                .flatten(),
+        }
+    }
+
+    pub(crate) fn has(&self, key: Key, layer: usize) -> bool {
+        self.dims_of(&self.tensor_name(key, layer)).is_some()
+    }
+
+    /// Loads tensor `key` of `layer` as f32, checking its shape against the config.
+    /// `Ok(None)` when the file does not have it.
+    pub(crate) fn get(
+        &mut self,
+        key: Key,
+        layer: usize,
+        cfg: &ModelConfig,
+    ) -> Result<Option<Tensor>> {
+        let name = self.tensor_name(key, layer);
+        let Some(dims) = self.dims_of(&name) else {
+            return Ok(None);
+        };
+        let expected = key.expected_shape(cfg);
+        if dims != expected {
+            return Err(Error::ShapeMismatch {
+                source_name: self.name(),
+                tensor: name,
+                expected,
+                actual: dims,
+            });
+        }
+        let source_name = self.name();
+        let t = match self {
+            Source::Gguf {
+                path,
+                content,
+                reader,
+            } => content
+                .tensor(reader, &name, &Device::Cpu)
+                .and_then(|q| q.dequantize(&Device::Cpu))
+                .map_err(|e| Error::Gguf {
+                    path: path.clone(),
+                    reason: format!("tensor `{name}`: {e}"),
+                })?,
+            Source::Safetensors { st, .. } => st
+                .load(&name, &Device::Cpu)
+                .and_then(|t| t.to_dtype(DType::F32))
+                .map_err(|e| Error::Config {
+                    path: source_name.into(),
+                    reason: format!("tensor `{name}`: {e}"),
+                })?,
+        };
+        Ok(Some(t))
+    }
+
+    /// Like [`Source::get`], but a missing tensor is an error.
+    pub(crate) fn require(&mut self, key: Key, layer: usize, cfg: &ModelConfig) -> Result<Tensor> {
+        match self.get(key, layer, cfg)? {
+            Some(t) => Ok(t),
+            None => Err(Error::MissingTensor {
+                source_name: self.name(),
+                tensor: self.tensor_name(key, layer),
+            }),
+        }
+    }
+}

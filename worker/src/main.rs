@@ -1,0 +1,84 @@
+//! `worker`: the drllm worker binary. Today it carries the engine's debug and benchmark commands;
+//! the search and the coordinator client join it in later releases.
+
+mod bench;
+mod logits;
+
+use clap::{Parser, Subcommand};
+
+/// drllm worker: runs layer-path searches on a model (engine debug and benchmark commands).
+#[derive(Parser)]
+#[command(version, about, long_about = None)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Print the prompt's token ids, the top next-token logits and a greedy continuation as JSON.
+    Logits(logits::Args),
+    /// Measure prefill and decode tokens/s and memory of a model on this machine.
+    Bench(bench::Args),
+}
+
+fn main() -> anyhow::Result<()> {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    match Cli::parse().command {
+        Command::Logits(a) => logits::run(a),
+        Command::Bench(a) => bench::run(a),
+    }
+}
+
+/// Options shared by every command that loads a model.
+#[derive(clap::Args, Debug, Clone)]
+pub struct ModelArgs {
+    /// Model: `smollm2-135m-instruct` (the default, fetched by scripts/fetch-model.sh), a .gguf
+    /// file, a Hugging Face model folder, or a Hugging Face id (org/name, needs network).
+    #[arg(long, default_value = drllm_core::DEFAULT_MODEL)]
+    pub model: String,
+    /// Quantized copy of the weights used for single-token (decode) matmuls: q8_0, q4_0, q4k,
+    /// or none (f32 only).
+    #[arg(long, default_value = "q8_0", value_parser = parse_decode_dtype)]
+    pub decode_weights: Option<drllm_core::GgmlDType>,
+    /// Exact float32 arithmetic everywhere (dequantized weights, no activation quantization):
+    /// slower, for parity checks against reference implementations.
+    #[arg(long)]
+    pub exact: bool,
+}
+
+impl ModelArgs {
+    pub fn load(&self) -> anyhow::Result<drllm_core::LoadedModel> {
+        use anyhow::Context;
+        let opts = if self.exact {
+            drllm_core::LoadOptions::exact()
+        } else {
+            drllm_core::LoadOptions {
+                decode_dtype: self.decode_weights,
+                ..Default::default()
+            }
+        };
+        drllm_core::load(&self.model, &opts)
+            .with_context(|| format!("loading model `{}`", self.model))
+    }
+}
+
+fn parse_decode_dtype(s: &str) -> Result<Option<drllm_core::GgmlDType>, String> {
+    use drllm_core::GgmlDType as D;
+    Ok(Some(match s.to_ascii_lowercase().as_str() {
+        "none" | "f32" => return Ok(None),
+        "q8_0" => D::Q8_0,
+        "q4_0" => D::Q4_0,
+        "q4_1" => D::Q4_1,
+        "q4k" | "q4_k" => D::Q4K,
+        "q6k" | "q6_k" => D::Q6K,
+        "f16" => D::F16,
+        other => return Err(format!("unknown weight format `{other}` (q8_0, q4_0, q4_1, q4k, q6k, f16, none)")),
+    }))
+}
