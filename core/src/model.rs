@@ -165,7 +165,7 @@ impl Model {
 
     /// Bytes held by all weights.
     pub fn size_in_bytes(&self) -> usize {
-        let tied = self.head.weight().same_storage(&self.embed);
+        let tied = self.head.weight().id() == self.embed.id();
         self.layers.iter().map(|l| l.size_in_bytes()).sum::<usize>()
             + self.embed.elem_count() * 4
             + self.head.size_in_bytes()

@@ -239,10 +239,6 @@ impl Source {
         }
     }
 
-    pub(crate) fn has(&self, key: Key, layer: usize) -> bool {
-        self.dims_of(&self.tensor_name(key, layer)).is_some()
-    }
-
     /// Loads tensor `key` of `layer` as f32, checking its shape against the config.
     /// `Ok(None)` when the file does not have it.
     pub(crate) fn get(
