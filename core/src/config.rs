@@ -92,10 +92,16 @@ impl ModelConfig {
             )));
         }
         if self.head_dim % 2 != 0 {
-            return Err(bad(format!("head_dim {} is odd; RoPE needs pairs", self.head_dim)));
+            return Err(bad(format!(
+                "head_dim {} is odd; RoPE needs pairs",
+                self.head_dim
+            )));
         }
         if self.num_layers > u16::MAX as usize {
-            return Err(bad(format!("{} layers is more than drllm supports", self.num_layers)));
+            return Err(bad(format!(
+                "{} layers is more than drllm supports",
+                self.num_layers
+            )));
         }
         Ok(())
     }
@@ -245,7 +251,9 @@ fn value_as_f64(v: &Value) -> Option<f64> {
     }
 }
 
-fn parse_rope_scaling(v: &serde_json::Value) -> std::result::Result<Option<Llama3RopeScaling>, String> {
+fn parse_rope_scaling(
+    v: &serde_json::Value,
+) -> std::result::Result<Option<Llama3RopeScaling>, String> {
     let kind = v
         .get("rope_type")
         .or_else(|| v.get("type"))

@@ -26,7 +26,9 @@ pub enum Error {
     UnknownArchitecture(String),
     #[error("{source_name}: tensor `{tensor}` is missing")]
     MissingTensor { source_name: String, tensor: String },
-    #[error("{source_name}: tensor `{tensor}` has shape {actual:?}, the config implies {expected:?}")]
+    #[error(
+        "{source_name}: tensor `{tensor}` has shape {actual:?}, the config implies {expected:?}"
+    )]
     ShapeMismatch {
         source_name: String,
         tensor: String,

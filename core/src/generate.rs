@@ -68,22 +68,37 @@ pub fn greedy_continue(
     let mut logits = last_logits.clone();
     loop {
         if tokens.len() >= max_new_tokens {
-            return Ok(Generation { tokens, stop: StopReason::MaxTokens });
+            return Ok(Generation {
+                tokens,
+                stop: StopReason::MaxTokens,
+            });
         }
         let next = argmax(&logits)?;
         if eos.contains(&next) {
-            return Ok(Generation { tokens, stop: StopReason::Eos });
+            return Ok(Generation {
+                tokens,
+                stop: StopReason::Eos,
+            });
         }
         tokens.push(next);
         if stop(&tokens) {
-            return Ok(Generation { tokens, stop: StopReason::Predicate });
+            return Ok(Generation {
+                tokens,
+                stop: StopReason::Predicate,
+            });
         }
         if tokens.len() >= max_new_tokens {
-            return Ok(Generation { tokens, stop: StopReason::MaxTokens });
+            return Ok(Generation {
+                tokens,
+                stop: StopReason::MaxTokens,
+            });
         }
         let pos = cache.len();
         if pos + 1 > max_ctx {
-            return Ok(Generation { tokens, stop: StopReason::ContextFull });
+            return Ok(Generation {
+                tokens,
+                stop: StopReason::ContextFull,
+            });
         }
         logits = model.forward(&[next], &path, cache, pos, Logits::Last)?;
     }

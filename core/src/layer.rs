@@ -115,9 +115,14 @@ fn causal_mask(t: usize, n_rep: usize, start: usize, total: usize) -> Result<Ten
     let mut m = Vec::with_capacity(n_rep * t * total);
     for _ in 0..n_rep {
         for i in 0..t {
-            m.extend((0..total).map(|j| if j <= start + i { 0f32 } else { f32::NEG_INFINITY }));
+            m.extend((0..total).map(|j| {
+                if j <= start + i {
+                    0f32
+                } else {
+                    f32::NEG_INFINITY
+                }
+            }));
         }
     }
     Ok(Tensor::from_vec(m, (n_rep * t, total), &Device::Cpu)?)
 }
-

@@ -32,7 +32,11 @@ pub struct Linear {
 
 impl Linear {
     /// Builds a layer from an f32 `[out, in]` weight; `decode_dtype` adds a quantized copy.
-    pub fn new(dense: Tensor, bias: Option<Tensor>, decode_dtype: Option<GgmlDType>) -> Result<Self> {
+    pub fn new(
+        dense: Tensor,
+        bias: Option<Tensor>,
+        decode_dtype: Option<GgmlDType>,
+    ) -> Result<Self> {
         let quant = match decode_dtype {
             Some(dt) if quantizable(&dense, dt) => {
                 Some(QMatMul::from_qtensor(QTensor::quantize(&dense, dt)?)?)

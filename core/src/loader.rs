@@ -100,7 +100,8 @@ fn looks_like_hub_id(spec: &str) -> bool {
         && parts.iter().all(|p| {
             !p.is_empty()
                 && !p.starts_with('.')
-                && p.chars().all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c))
+                && p.chars()
+                    .all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c))
         })
 }
 
@@ -182,4 +183,23 @@ pub fn load(spec: &str, opts: &LoadOptions) -> Result<LoadedModel> {
         model,
         tokenizer,
     })
+}
+
+/// For test suites that need the default model: its path, or `None` after a loud notice when it is
+/// absent outside CI. Under CI (`CI` set) a missing model is a failure, never a skip.
+#[doc(hidden)]
+pub fn default_model_for_tests() -> Option<PathBuf> {
+    let path = default_model_path();
+    if path.is_file() {
+        return Some(path);
+    }
+    let msg = format!(
+        "the default model is not at {}: run {FETCH_COMMAND}",
+        path.display()
+    );
+    if std::env::var_os("CI").is_some() {
+        panic!("{msg} (CI must fetch it before the tests)");
+    }
+    eprintln!("\n!!!!!!!! SKIPPED: {msg} !!!!!!!!\n");
+    None
 }

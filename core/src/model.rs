@@ -67,11 +67,7 @@ pub struct Model {
 }
 
 impl Model {
-    pub(crate) fn load(
-        source: &mut Source,
-        cfg: ModelConfig,
-        opts: &LoadOptions,
-    ) -> Result<Self> {
+    pub(crate) fn load(source: &mut Source, cfg: ModelConfig, opts: &LoadOptions) -> Result<Self> {
         let dq = opts.decode_dtype;
         let embed = source.require(Key::Embed, 0, &cfg)?;
         let head = match source.get(Key::Head, 0, &cfg)? {
@@ -251,7 +247,9 @@ impl Model {
         cache.set_len(start + ids.len());
         let rows = match which {
             Logits::Last => x.narrow(0, ids.len() - 1, 1)?,
-            Logits::From(from) => x.narrow(0, from.min(ids.len()), ids.len() - from.min(ids.len()))?,
+            Logits::From(from) => {
+                x.narrow(0, from.min(ids.len()), ids.len() - from.min(ids.len()))?
+            }
         };
         self.head(&rows)
     }

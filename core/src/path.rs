@@ -21,7 +21,9 @@ pub enum PathError {
         prev: usize,
         layer: usize,
     },
-    #[error("layer {layer} appears more than twice; a layer may be skipped, executed or repeated once")]
+    #[error(
+        "layer {layer} appears more than twice; a layer may be skipped, executed or repeated once"
+    )]
     TooManyRepeats { layer: usize },
     #[error("per-layer count {count} for layer {layer} is not 0, 1 or 2")]
     BadCount { layer: usize, count: u8 },
@@ -51,7 +53,13 @@ impl LayerPath {
                 });
             }
             match prev {
-                Some(p) if layer < p => return Err(PathError::OutOfOrder { pos, prev: p, layer }),
+                Some(p) if layer < p => {
+                    return Err(PathError::OutOfOrder {
+                        pos,
+                        prev: p,
+                        layer,
+                    })
+                }
                 Some(p) if layer == p => {
                     run += 1;
                     if run > 2 {

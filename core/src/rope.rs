@@ -32,8 +32,8 @@ impl RopeFreqs {
                 } else if wavelen > low_wavelen {
                     *f / s.factor
                 } else {
-                    let smooth =
-                        (orig / wavelen - s.low_freq_factor) / (s.high_freq_factor - s.low_freq_factor);
+                    let smooth = (orig / wavelen - s.low_freq_factor)
+                        / (s.high_freq_factor - s.low_freq_factor);
                     (1. - smooth) * *f / s.factor + smooth * *f
                 };
             }

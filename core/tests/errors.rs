@@ -9,7 +9,8 @@ use drllm_core::{Error, LoadOptions, Model};
 
 #[test]
 fn missing_gguf_is_an_io_error_naming_the_file() {
-    let err = Model::from_gguf("/nonexistent/model.gguf".as_ref(), &LoadOptions::exact()).unwrap_err();
+    let err =
+        Model::from_gguf("/nonexistent/model.gguf".as_ref(), &LoadOptions::exact()).unwrap_err();
     assert!(matches!(err, Error::Io { .. }), "{err}");
     assert!(err.to_string().contains("/nonexistent/model.gguf"));
 }
@@ -31,7 +32,10 @@ fn non_gguf_and_truncated_gguf_are_rejected() {
         std::fs::write(&cut, &bytes[..keep]).unwrap();
         let err = Model::from_gguf(&cut, &LoadOptions::exact()).unwrap_err();
         assert!(matches!(err, Error::Gguf { .. }), "cut at {keep}: {err}");
-        assert!(err.to_string().contains(&format!("cut{keep}.gguf")), "{err}");
+        assert!(
+            err.to_string().contains(&format!("cut{keep}.gguf")),
+            "{err}"
+        );
     }
 }
 
@@ -40,9 +44,17 @@ fn unknown_architecture_is_named() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("gpt2.gguf");
     let arch = gguf_file::Value::String("gpt2".into());
-    gguf_file::write(&mut std::fs::File::create(&path).unwrap(), &[("general.architecture", &arch)], &[]).unwrap();
+    gguf_file::write(
+        &mut std::fs::File::create(&path).unwrap(),
+        &[("general.architecture", &arch)],
+        &[],
+    )
+    .unwrap();
     let err = Model::from_gguf(&path, &LoadOptions::exact()).unwrap_err();
-    assert!(matches!(err, Error::UnknownArchitecture(ref a) if a == "gpt2"), "{err}");
+    assert!(
+        matches!(err, Error::UnknownArchitecture(ref a) if a == "gpt2"),
+        "{err}"
+    );
 
     let tiny = Tiny::llama();
     let hf = dir.path().join("bert");
@@ -51,7 +63,10 @@ fn unknown_architecture_is_named() {
     cfg["model_type"] = "bert".into();
     std::fs::write(hf.join("config.json"), cfg.to_string()).unwrap();
     let err = Model::from_hf_dir(&hf, &LoadOptions::exact()).unwrap_err();
-    assert!(matches!(err, Error::UnknownArchitecture(ref a) if a == "bert"), "{err}");
+    assert!(
+        matches!(err, Error::UnknownArchitecture(ref a) if a == "bert"),
+        "{err}"
+    );
 }
 
 #[test]
@@ -64,7 +79,12 @@ fn config_that_does_not_match_the_weights_is_rejected() {
     std::fs::write(dir.path().join("config.json"), cfg.to_string()).unwrap();
     let err = Model::from_hf_dir(dir.path(), &LoadOptions::exact()).unwrap_err();
     match &err {
-        Error::ShapeMismatch { tensor, expected, actual, .. } => {
+        Error::ShapeMismatch {
+            tensor,
+            expected,
+            actual,
+            ..
+        } => {
             assert!(tensor.contains("mlp"), "{err}");
             assert_ne!(expected, actual);
         }

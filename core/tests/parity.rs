@@ -25,7 +25,10 @@ fn ours_last(model: &Model, ids: &[u32]) -> Tensor {
 }
 
 fn input(ids: &[u32]) -> Tensor {
-    Tensor::new(ids, &Device::Cpu).unwrap().unsqueeze(0).unwrap()
+    Tensor::new(ids, &Device::Cpu)
+        .unwrap()
+        .unsqueeze(0)
+        .unwrap()
 }
 
 fn candle_llama(dir: &std::path::Path, ids: &[u32]) -> Tensor {
@@ -33,25 +36,38 @@ fn candle_llama(dir: &std::path::Path, ids: &[u32]) -> Tensor {
         serde_json::from_str(&std::fs::read_to_string(dir.join("config.json")).unwrap()).unwrap();
     let cfg = cfg.into_config(false);
     let vb = unsafe {
-        VarBuilder::from_mmaped_safetensors(&[dir.join("model.safetensors")], DType::F32, &Device::Cpu)
-            .unwrap()
+        VarBuilder::from_mmaped_safetensors(
+            &[dir.join("model.safetensors")],
+            DType::F32,
+            &Device::Cpu,
+        )
+        .unwrap()
     };
     let model = ct::llama::Llama::load(vb, &cfg).unwrap();
     let mut cache = ct::llama::Cache::new(true, DType::F32, &cfg, &Device::Cpu).unwrap();
-    model.forward(&input(ids), 0, &mut cache).unwrap().squeeze(0).unwrap()
+    model
+        .forward(&input(ids), 0, &mut cache)
+        .unwrap()
+        .squeeze(0)
+        .unwrap()
 }
 
 fn candle_quantized_llama(path: &std::path::Path, ids: &[u32]) -> Tensor {
     let mut f = std::fs::File::open(path).unwrap();
     let content = gguf_file::Content::read(&mut f).unwrap();
-    let mut m = ct::quantized_llama::ModelWeights::from_gguf(content, &mut f, &Device::Cpu).unwrap();
+    let mut m =
+        ct::quantized_llama::ModelWeights::from_gguf(content, &mut f, &Device::Cpu).unwrap();
     m.forward(&input(ids), 0).unwrap().squeeze(0).unwrap()
 }
 
 #[test]
 fn hf_llama_matches_candle_llama() {
     for (tie, scaling) in [(false, false), (true, true)] {
-        let tiny = Tiny { tie, llama3_scaling: scaling, ..Tiny::llama() };
+        let tiny = Tiny {
+            tie,
+            llama3_scaling: scaling,
+            ..Tiny::llama()
+        };
         let dir = tempfile::tempdir().unwrap();
         tiny.write_hf(dir.path(), &tiny.weights(1), DType::F32, 1);
         let model = Model::from_hf_dir(dir.path(), &LoadOptions::exact()).unwrap();
@@ -70,7 +86,10 @@ fn gguf_llama_matches_candle_quantized_llama() {
     tiny.write_gguf(&path, &tiny.weights(3), GgmlDType::F32);
     let model = Model::from_gguf(&path, &LoadOptions::exact()).unwrap();
     let ids = ids(17, tiny.vocab, 4);
-    let d = max_abs_diff(&ours_last(&model, &ids), &candle_quantized_llama(&path, &ids));
+    let d = max_abs_diff(
+        &ours_last(&model, &ids),
+        &candle_quantized_llama(&path, &ids),
+    );
     assert!(d < TOL, "max |diff| {d}");
 }
 
@@ -101,16 +120,31 @@ fn every_supported_gguf_dtype_loads_exactly() {
         let deq: Vec<(String, candle_core::quantized::QTensor)> = names
             .iter()
             .map(|n| {
-                let t = content.tensor(&mut f, n, &Device::Cpu).unwrap().dequantize(&Device::Cpu).unwrap();
-                (n.clone(), candle_core::quantized::QTensor::quantize(&t, GgmlDType::F32).unwrap())
+                let t = content
+                    .tensor(&mut f, n, &Device::Cpu)
+                    .unwrap()
+                    .dequantize(&Device::Cpu)
+                    .unwrap();
+                (
+                    n.clone(),
+                    candle_core::quantized::QTensor::quantize(&t, GgmlDType::F32).unwrap(),
+                )
             })
             .collect();
         let fpath = dir.path().join(format!("{dtype:?}-dequantized.gguf"));
-        let md: Vec<(&str, &gguf_file::Value)> = content.metadata.iter().map(|(k, v)| (k.as_str(), v)).collect();
-        let ts: Vec<(&str, &candle_core::quantized::QTensor)> = deq.iter().map(|(k, v)| (k.as_str(), v)).collect();
+        let md: Vec<(&str, &gguf_file::Value)> = content
+            .metadata
+            .iter()
+            .map(|(k, v)| (k.as_str(), v))
+            .collect();
+        let ts: Vec<(&str, &candle_core::quantized::QTensor)> =
+            deq.iter().map(|(k, v)| (k.as_str(), v)).collect();
         gguf_file::write(&mut std::fs::File::create(&fpath).unwrap(), &md, &ts).unwrap();
 
-        let ours = ours_last(&Model::from_gguf(&qpath, &LoadOptions::exact()).unwrap(), &ids);
+        let ours = ours_last(
+            &Model::from_gguf(&qpath, &LoadOptions::exact()).unwrap(),
+            &ids,
+        );
         let theirs = candle_quantized_llama(&fpath, &ids);
         let d = max_abs_diff(&ours, &theirs);
         assert!(d < TOL, "{dtype:?}: max |diff| {d}");
@@ -126,8 +160,14 @@ fn hf_and_gguf_copies_of_one_model_agree() {
     let gguf = dir.path().join("m.gguf");
     tiny.write_gguf(&gguf, &w, GgmlDType::F32);
     let ids = ids(23, tiny.vocab, 8);
-    let a = ours_last(&Model::from_hf_dir(dir.path(), &LoadOptions::exact()).unwrap(), &ids);
-    let b = ours_last(&Model::from_gguf(&gguf, &LoadOptions::exact()).unwrap(), &ids);
+    let a = ours_last(
+        &Model::from_hf_dir(dir.path(), &LoadOptions::exact()).unwrap(),
+        &ids,
+    );
+    let b = ours_last(
+        &Model::from_gguf(&gguf, &LoadOptions::exact()).unwrap(),
+        &ids,
+    );
     assert!(max_abs_diff(&a, &b) < TOL);
 }
 
@@ -139,21 +179,33 @@ fn half_precision_and_sharded_checkpoints_load() {
     let base = tempfile::tempdir().unwrap();
     let f32_dir = base.path().join("f32");
     tiny.write_hf(&f32_dir, &w, DType::F32, 1);
-    let reference = ours_last(&Model::from_hf_dir(&f32_dir, &LoadOptions::exact()).unwrap(), &ids);
+    let reference = ours_last(
+        &Model::from_hf_dir(&f32_dir, &LoadOptions::exact()).unwrap(),
+        &ids,
+    );
     let sharded = base.path().join("sharded");
     tiny.write_hf(&sharded, &w, DType::F32, 3);
-    let s = ours_last(&Model::from_hf_dir(&sharded, &LoadOptions::exact()).unwrap(), &ids);
+    let s = ours_last(
+        &Model::from_hf_dir(&sharded, &LoadOptions::exact()).unwrap(),
+        &ids,
+    );
     assert!(max_abs_diff(&reference, &s) < 1e-6, "sharded differs");
     for dtype in [DType::BF16, DType::F16] {
         let dir = base.path().join(format!("{dtype:?}"));
         tiny.write_hf(&dir, &w, dtype, 1);
-        let ours = ours_last(&Model::from_hf_dir(&dir, &LoadOptions::exact()).unwrap(), &ids);
+        let ours = ours_last(
+            &Model::from_hf_dir(&dir, &LoadOptions::exact()).unwrap(),
+            &ids,
+        );
         // candle's llama reading the same half-precision file, upcast to f32.
         let theirs = candle_llama(&dir, &ids);
         let d = max_abs_diff(&ours, &theirs);
         assert!(d < TOL, "{dtype:?}: max |diff| {d}");
         // and rounding the weights did change the output (the file really is half precision)
-        assert!(max_abs_diff(&ours, &reference) > 1e-5, "{dtype:?} file looks like f32");
+        assert!(
+            max_abs_diff(&ours, &reference) > 1e-5,
+            "{dtype:?} file looks like f32"
+        );
     }
 }
 
@@ -163,11 +215,18 @@ fn qwen2_matches_candle_qwen2() {
     let dir = tempfile::tempdir().unwrap();
     tiny.write_hf(dir.path(), &tiny.weights(11), DType::F32, 1);
     let ids = ids(19, tiny.vocab, 12);
-    let ours = ours_last(&Model::from_hf_dir(dir.path(), &LoadOptions::exact()).unwrap(), &ids);
-    let cfg: ct::qwen2::Config =
-        serde_json::from_value(tiny.config_json()).unwrap();
+    let ours = ours_last(
+        &Model::from_hf_dir(dir.path(), &LoadOptions::exact()).unwrap(),
+        &ids,
+    );
+    let cfg: ct::qwen2::Config = serde_json::from_value(tiny.config_json()).unwrap();
     let vb = unsafe {
-        VarBuilder::from_mmaped_safetensors(&[dir.path().join("model.safetensors")], DType::F32, &Device::Cpu).unwrap()
+        VarBuilder::from_mmaped_safetensors(
+            &[dir.path().join("model.safetensors")],
+            DType::F32,
+            &Device::Cpu,
+        )
+        .unwrap()
     };
     let mut m = ct::qwen2::ModelForCausalLM::new(&cfg, vb).unwrap();
     let theirs = m.forward(&input(&ids), 0).unwrap().flatten_all().unwrap();
@@ -181,10 +240,18 @@ fn qwen3_matches_candle_qwen3() {
     let dir = tempfile::tempdir().unwrap();
     tiny.write_hf(dir.path(), &tiny.weights(13), DType::F32, 1);
     let ids = ids(21, tiny.vocab, 14);
-    let ours = ours_last(&Model::from_hf_dir(dir.path(), &LoadOptions::exact()).unwrap(), &ids);
+    let ours = ours_last(
+        &Model::from_hf_dir(dir.path(), &LoadOptions::exact()).unwrap(),
+        &ids,
+    );
     let cfg: ct::qwen3::Config = serde_json::from_value(tiny.config_json()).unwrap();
     let vb = unsafe {
-        VarBuilder::from_mmaped_safetensors(&[dir.path().join("model.safetensors")], DType::F32, &Device::Cpu).unwrap()
+        VarBuilder::from_mmaped_safetensors(
+            &[dir.path().join("model.safetensors")],
+            DType::F32,
+            &Device::Cpu,
+        )
+        .unwrap()
     };
     let mut m = ct::qwen3::ModelForCausalLM::new(&cfg, vb).unwrap();
     let theirs = m.forward(&input(&ids), 0).unwrap().flatten_all().unwrap();

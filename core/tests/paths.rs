@@ -40,14 +40,20 @@ fn incremental_decoding_equals_full_recompute_on_every_path() {
         for path in paths(tiny.layers) {
             // Full recompute: every position's logits from one pass, no cache reuse.
             let mut fresh = PathCache::new(&path);
-            let full = model.forward(&seq, &path, &mut fresh, 0, Logits::From(0)).unwrap();
+            let full = model
+                .forward(&seq, &path, &mut fresh, 0, Logits::From(0))
+                .unwrap();
             // Prefill 5 tokens, then one token at a time with the cache.
             let mut cache = PathCache::new(&path);
-            let pre = model.forward(&seq[..5], &path, &mut cache, 0, Logits::From(0)).unwrap();
+            let pre = model
+                .forward(&seq[..5], &path, &mut cache, 0, Logits::From(0))
+                .unwrap();
             let d = max_abs_diff(&pre, &full.narrow(0, 0, 5).unwrap());
             assert!(d < TOL, "{} path {path}: prefill diff {d}", tiny.arch);
             for t in 5..seq.len() {
-                let step = model.forward(&seq[t..t + 1], &path, &mut cache, t, Logits::Last).unwrap();
+                let step = model
+                    .forward(&seq[t..t + 1], &path, &mut cache, t, Logits::Last)
+                    .unwrap();
                 let d = max_abs_diff(&step, &full.narrow(0, t, 1).unwrap());
                 assert!(d < TOL, "{} path {path}: token {t} diff {d}", tiny.arch);
             }
@@ -93,13 +99,19 @@ fn cache_rewind_recomputes_from_the_given_start() {
     let seq = ids(10, tiny.vocab, 26);
     let path = LayerPath::from_counts(&[2, 0, 1, 1]).unwrap();
     let mut cache = PathCache::new(&path);
-    model.forward(&seq, &path, &mut cache, 0, Logits::Last).unwrap();
+    model
+        .forward(&seq, &path, &mut cache, 0, Logits::Last)
+        .unwrap();
     // Rewind to 6 and feed other tokens: equals a fresh run of the spliced sequence.
     let other = ids(4, tiny.vocab, 27);
-    let a = model.forward(&other, &path, &mut cache, 6, Logits::Last).unwrap();
+    let a = model
+        .forward(&other, &path, &mut cache, 6, Logits::Last)
+        .unwrap();
     let spliced: Vec<u32> = seq[..6].iter().chain(&other).copied().collect();
     let mut fresh = PathCache::new(&path);
-    let b = model.forward(&spliced, &path, &mut fresh, 0, Logits::Last).unwrap();
+    let b = model
+        .forward(&spliced, &path, &mut fresh, 0, Logits::Last)
+        .unwrap();
     assert!(max_abs_diff(&a, &b) < TOL);
 }
 
@@ -119,11 +131,15 @@ fn greedy_generation_stops_on_budget_predicate_and_eos() {
     // Greedy tokens are the argmax of a cached forward, step by step.
     let mut cache = PathCache::new(&path);
     let mut seq = prompt.clone();
-    let mut logits = model.forward(&seq, &path, &mut cache, 0, Logits::Last).unwrap();
+    let mut logits = model
+        .forward(&seq, &path, &mut cache, 0, Logits::Last)
+        .unwrap();
     for &tok in &g.tokens {
         assert_eq!(drllm_core::argmax(&logits).unwrap(), tok);
         seq.push(tok);
-        logits = model.forward(&[tok], &path, &mut cache, seq.len() - 1, Logits::Last).unwrap();
+        logits = model
+            .forward(&[tok], &path, &mut cache, seq.len() - 1, Logits::Last)
+            .unwrap();
     }
     if !g.tokens.is_empty() {
         let p = greedy(&model, &prompt, &path, 5, |t| t.len() == 1).unwrap();
@@ -131,7 +147,10 @@ fn greedy_generation_stops_on_budget_predicate_and_eos() {
         assert_eq!(p.tokens, g.tokens[..1]);
     }
     // The max-token budget of zero generates nothing.
-    assert!(greedy(&model, &prompt, &path, 0, |_| false).unwrap().tokens.is_empty());
+    assert!(greedy(&model, &prompt, &path, 0, |_| false)
+        .unwrap()
+        .tokens
+        .is_empty());
 }
 
 #[test]
@@ -151,7 +170,10 @@ fn bad_calls_give_typed_errors() {
     ));
     assert!(matches!(
         model.forward(&[1, 2], &path, &mut cache, 3, Logits::Last),
-        Err(Error::CacheGap { cached: 0, start: 3 })
+        Err(Error::CacheGap {
+            cached: 0,
+            start: 3
+        })
     ));
     assert!(matches!(
         model.forward(&[tiny.vocab as u32], &path, &mut cache, 0, Logits::Last),

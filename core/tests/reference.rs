@@ -29,23 +29,15 @@ struct PathRef {
 }
 
 fn prompts() -> Vec<Prompt> {
-    let p = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/data/smollm2_135m_q4_1.json");
+    let p = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/tests/data/smollm2_135m_q4_1.json"
+    );
     serde_json::from_str(&std::fs::read_to_string(p).unwrap()).unwrap()
 }
 
 fn load(opts: &LoadOptions) -> Option<LoadedModel> {
-    let path = drllm_core::loader::default_model_path();
-    if !path.is_file() {
-        let msg = format!(
-            "the default model is not at {}: run scripts/fetch-model.sh",
-            path.display()
-        );
-        if std::env::var_os("CI").is_some() {
-            panic!("{msg} (CI must fetch it)");
-        }
-        eprintln!("\n!!!!!!!! SKIPPED: {msg} !!!!!!!!\n");
-        return None;
-    }
+    drllm_core::loader::default_model_for_tests()?;
     Some(drllm_core::load(drllm_core::DEFAULT_MODEL, opts).expect("loading the default model"))
 }
 
@@ -63,17 +55,32 @@ fn last_logits(lm: &LoadedModel, ids: &[u32], path: &LayerPath) -> Vec<f32> {
 fn top(logits: &[f32], k: usize) -> Vec<(u32, f32)> {
     let mut idx: Vec<usize> = (0..logits.len()).collect();
     idx.sort_by(|&a, &b| logits[b].total_cmp(&logits[a]));
-    idx.into_iter().take(k).map(|i| (i as u32, logits[i])).collect()
+    idx.into_iter()
+        .take(k)
+        .map(|i| (i as u32, logits[i]))
+        .collect()
 }
 
 /// The reference's tolerance for engines that quantize activations.
 fn assert_close_top10(what: &str, ours: &[f32], reference: &[(u32, f32)]) {
     let mine = top(ours, 10);
     let ref_top3: Vec<u32> = reference.iter().take(3).map(|p| p.0).collect();
-    assert!(ref_top3.contains(&mine[0].0), "{what}: our top-1 {:?} not in reference top-3 {ref_top3:?}", mine[0]);
+    assert!(
+        ref_top3.contains(&mine[0].0),
+        "{what}: our top-1 {:?} not in reference top-3 {ref_top3:?}",
+        mine[0]
+    );
     let ref_map: HashMap<u32, f32> = reference.iter().copied().collect();
-    let common: Vec<u32> = mine.iter().map(|p| p.0).filter(|id| ref_map.contains_key(id)).collect();
-    assert!(common.len() >= 6, "{what}: only {} of the top-10 ids agree", common.len());
+    let common: Vec<u32> = mine
+        .iter()
+        .map(|p| p.0)
+        .filter(|id| ref_map.contains_key(id))
+        .collect();
+    assert!(
+        common.len() >= 6,
+        "{what}: only {} of the top-10 ids agree",
+        common.len()
+    );
     for id in common {
         let d = (ours[id as usize] - ref_map[&id]).abs();
         assert!(d < 1.5, "{what}: id {id} logit differs by {d}");
@@ -82,19 +89,39 @@ fn assert_close_top10(what: &str, ours: &[f32], reference: &[(u32, f32)]) {
 
 #[test]
 fn tokenizer_and_chat_template_reproduce_reference_ids() {
-    let Some(lm) = load(&LoadOptions::default()) else { return };
+    let Some(lm) = load(&LoadOptions::default()) else {
+        return;
+    };
     for p in prompts() {
-        assert_eq!(lm.tokenizer.encode(&p.text, false).unwrap(), p.ids, "{}", p.name);
-        assert_eq!(lm.tokenizer.decode(&p.ids).unwrap(), p.text, "{}: decode", p.name);
+        assert_eq!(
+            lm.tokenizer.encode(&p.text, false).unwrap(),
+            p.ids,
+            "{}",
+            p.name
+        );
+        assert_eq!(
+            lm.tokenizer.decode(&p.ids).unwrap(),
+            p.text,
+            "{}: decode",
+            p.name
+        );
     }
-    let chat = lm.tokenizer.apply_chat("What is the capital of France?").unwrap();
-    let reference = prompts().into_iter().find(|p| p.name == "chat_capital").unwrap();
+    let chat = lm
+        .tokenizer
+        .apply_chat("What is the capital of France?")
+        .unwrap();
+    let reference = prompts()
+        .into_iter()
+        .find(|p| p.name == "chat_capital")
+        .unwrap();
     assert_eq!(chat, reference.text);
 }
 
 #[test]
 fn exact_mode_matches_reference_logits_and_greedy_tokens() {
-    let Some(lm) = load(&LoadOptions::exact()) else { return };
+    let Some(lm) = load(&LoadOptions::exact()) else {
+        return;
+    };
     let l = lm.model.num_layers();
     for p in prompts() {
         for r in &p.paths {
@@ -105,7 +132,11 @@ fn exact_mode_matches_reference_logits_and_greedy_tokens() {
             // differs, so every reference logit is reproduced to a few hundredths.
             for &(id, v) in &r.exact_top10 {
                 let d = (logits[id as usize] - v).abs();
-                assert!(d < 0.02, "{what}: id {id}: ours {} reference {v}", logits[id as usize]);
+                assert!(
+                    d < 0.02,
+                    "{what}: id {id}: ours {} reference {v}",
+                    logits[id as usize]
+                );
             }
             assert_eq!(top(&logits, 1)[0].0, r.exact_top10[0].0, "{what}: top-1");
             let g = greedy(&lm.model, &p.ids, &path, 8, |_| false).unwrap();
@@ -116,24 +147,39 @@ fn exact_mode_matches_reference_logits_and_greedy_tokens() {
 
 #[test]
 fn fast_mode_is_within_the_reference_tolerances() {
-    let Some(fast) = load(&LoadOptions::default()) else { return };
-    let Some(exact) = load(&LoadOptions::exact()) else { return };
+    let Some(fast) = load(&LoadOptions::default()) else {
+        return;
+    };
+    let Some(exact) = load(&LoadOptions::exact()) else {
+        return;
+    };
     let l = fast.model.num_layers();
     for p in prompts() {
         let full = LayerPath::full(l);
-        assert_close_top10(&format!("{} vs llama.cpp", p.name), &last_logits(&fast, &p.ids, &full), &p.llama_cpp_top10);
+        assert_close_top10(
+            &format!("{} vs llama.cpp", p.name),
+            &last_logits(&fast, &p.ids, &full),
+            &p.llama_cpp_top10,
+        );
         for r in &p.paths {
             let what = format!("{} / {}", p.name, r.name);
             let path = LayerPath::new(r.path.clone(), l).unwrap();
             assert_close_top10(&what, &last_logits(&fast, &p.ids, &path), &r.exact_top10);
             // Greedy agrees with the reference until the first near-tie: where the tokens first
             // differ, the exact logits of the two candidates must be close.
-            let g = greedy(&fast.model, &p.ids, &path, 8, |_| false).unwrap().tokens;
+            let g = greedy(&fast.model, &p.ids, &path, 8, |_| false)
+                .unwrap()
+                .tokens;
             if let Some(i) = g.iter().zip(&r.exact_greedy8).position(|(a, b)| a != b) {
                 let prefix: Vec<u32> = p.ids.iter().chain(&r.exact_greedy8[..i]).copied().collect();
                 let ex = last_logits(&exact, &prefix, &path);
                 let gap = (ex[g[i] as usize] - ex[r.exact_greedy8[i] as usize]).abs();
-                assert!(gap < 1.0, "{what}: step {i} differs ({} vs {}) with gap {gap}", g[i], r.exact_greedy8[i]);
+                assert!(
+                    gap < 1.0,
+                    "{what}: step {i} differs ({} vs {}) with gap {gap}",
+                    g[i],
+                    r.exact_greedy8[i]
+                );
             }
         }
     }

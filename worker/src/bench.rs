@@ -19,14 +19,13 @@ pub struct Args {
     /// Timed repetitions (the best is reported; one untimed warm-up runs first).
     #[arg(long, default_value_t = 3)]
     repeats: usize,
-    /// Rayon/candle threads (0: all cores).
-    #[arg(long, default_value_t = 0)]
-    threads: usize,
 }
 
 /// The benchmark's prompt: deterministic ids spread over the vocabulary (same in the Python script).
 pub fn bench_ids(n: usize, vocab: usize) -> Vec<u32> {
-    (0..n).map(|i| ((i * 7919 + 13) % (vocab - 100) + 100) as u32).collect()
+    (0..n)
+        .map(|i| ((i * 7919 + 13) % (vocab - 100) + 100) as u32)
+        .collect()
 }
 
 fn proc_status_kib(field: &str) -> Option<u64> {
@@ -40,9 +39,6 @@ fn proc_status_kib(field: &str) -> Option<u64> {
 }
 
 pub fn run(a: Args) -> anyhow::Result<()> {
-    if a.threads > 0 {
-        std::env::set_var("RAYON_NUM_THREADS", a.threads.to_string());
-    }
     let t0 = Instant::now();
     let lm = a.model.load()?;
     let load_s = t0.elapsed().as_secs_f64();
@@ -70,9 +66,9 @@ pub fn run(a: Args) -> anyhow::Result<()> {
     }
     let out = serde_json::json!({
         "model": lm.id,
-        "decode_weights": format!("{:?}", a.model.decode_weights),
+        "decode_weights": format!("{:?}", a.model.decode_weights.0),
         "exact": a.model.exact,
-        "threads": rayon_threads(),
+        "threads": drllm_core::init_cpu_threads(),
         "load_s": load_s,
         "prefill_tokens": a.prefill,
         "prefill_tok_s": a.prefill as f64 / best_prefill,
@@ -84,11 +80,4 @@ pub fn run(a: Args) -> anyhow::Result<()> {
     });
     println!("{}", serde_json::to_string(&out)?);
     Ok(())
-}
-
-fn rayon_threads() -> usize {
-    std::env::var("RAYON_NUM_THREADS")
-        .ok()
-        .and_then(|s| s.parse().ok())
-        .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()))
 }

@@ -23,6 +23,7 @@ enum Command {
 }
 
 fn main() -> anyhow::Result<()> {
+    drllm_core::init_cpu_threads();
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env()
@@ -46,7 +47,7 @@ pub struct ModelArgs {
     /// Quantized copy of the weights used for single-token (decode) matmuls: q8_0, q4_0, q4k,
     /// or none (f32 only).
     #[arg(long, default_value = "q8_0", value_parser = parse_decode_dtype)]
-    pub decode_weights: Option<drllm_core::GgmlDType>,
+    pub decode_weights: DecodeWeights,
     /// Exact float32 arithmetic everywhere (dequantized weights, no activation quantization):
     /// slower, for parity checks against reference implementations.
     #[arg(long)]
@@ -60,7 +61,7 @@ impl ModelArgs {
             drllm_core::LoadOptions::exact()
         } else {
             drllm_core::LoadOptions {
-                decode_dtype: self.decode_weights,
+                decode_dtype: self.decode_weights.0,
                 ..Default::default()
             }
         };
@@ -69,16 +70,24 @@ impl ModelArgs {
     }
 }
 
-fn parse_decode_dtype(s: &str) -> Result<Option<drllm_core::GgmlDType>, String> {
+/// The `--decode-weights` format; `None` keeps f32 weights only.
+#[derive(Debug, Clone, Copy)]
+pub struct DecodeWeights(pub Option<drllm_core::GgmlDType>);
+
+fn parse_decode_dtype(s: &str) -> Result<DecodeWeights, String> {
     use drllm_core::GgmlDType as D;
-    Ok(Some(match s.to_ascii_lowercase().as_str() {
-        "none" | "f32" => return Ok(None),
+    Ok(DecodeWeights(Some(match s.to_ascii_lowercase().as_str() {
+        "none" | "f32" => return Ok(DecodeWeights(None)),
         "q8_0" => D::Q8_0,
         "q4_0" => D::Q4_0,
         "q4_1" => D::Q4_1,
         "q4k" | "q4_k" => D::Q4K,
         "q6k" | "q6_k" => D::Q6K,
         "f16" => D::F16,
-        other => return Err(format!("unknown weight format `{other}` (q8_0, q4_0, q4_1, q4k, q6k, f16, none)")),
-    }))
+        other => {
+            return Err(format!(
+                "unknown weight format `{other}` (q8_0, q4_0, q4_1, q4k, q6k, f16, none)"
+            ))
+        }
+    })))
 }

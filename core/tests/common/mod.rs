@@ -118,7 +118,10 @@ impl Tiny {
         };
         let (d, hd, i) = (self.hidden, self.head_dim, self.intermediate);
         let (qd, kvd) = (self.heads * hd, self.kv_heads * hd);
-        w.insert("model.embed_tokens.weight".into(), rand(&[self.vocab, d], 1.0, 0.0));
+        w.insert(
+            "model.embed_tokens.weight".into(),
+            rand(&[self.vocab, d], 1.0, 0.0),
+        );
         if !self.tie {
             w.insert("lm_head.weight".into(), rand(&[self.vocab, d], 0.2, 0.0));
         }
@@ -134,7 +137,10 @@ impl Tiny {
             w.insert(p("self_attn.o_proj.weight"), rand(&[d, qd], ws, 0.0));
             w.insert(p("mlp.gate_proj.weight"), rand(&[i, d], ws, 0.0));
             w.insert(p("mlp.up_proj.weight"), rand(&[i, d], ws, 0.0));
-            w.insert(p("mlp.down_proj.weight"), rand(&[d, i], 1.0 / (i as f32).sqrt(), 0.0));
+            w.insert(
+                p("mlp.down_proj.weight"),
+                rand(&[d, i], 1.0 / (i as f32).sqrt(), 0.0),
+            );
             if self.arch == "qwen2" {
                 w.insert(p("self_attn.q_proj.bias"), rand(&[qd], 0.1, 0.0));
                 w.insert(p("self_attn.k_proj.bias"), rand(&[kvd], 0.1, 0.0));
@@ -185,8 +191,14 @@ impl Tiny {
         let mut tensors: Vec<(String, QTensor)> = Vec::new();
         for (name, t) in w {
             let gname = gguf_name(name);
-            let t = if self.arch == "llama" && (name.ends_with("q_proj.weight") || name.ends_with("k_proj.weight")) {
-                let heads = if name.ends_with("q_proj.weight") { self.heads } else { self.kv_heads };
+            let t = if self.arch == "llama"
+                && (name.ends_with("q_proj.weight") || name.ends_with("k_proj.weight"))
+            {
+                let heads = if name.ends_with("q_proj.weight") {
+                    self.heads
+                } else {
+                    self.kv_heads
+                };
                 permute_for_interleaved_rope(t, heads)
             } else {
                 t.clone()
@@ -198,7 +210,10 @@ impl Tiny {
         let a = self.arch;
         let u = |v: usize| gguf_file::Value::U32(v as u32);
         let md: Vec<(String, gguf_file::Value)> = vec![
-            ("general.architecture".into(), gguf_file::Value::String(a.into())),
+            (
+                "general.architecture".into(),
+                gguf_file::Value::String(a.into()),
+            ),
             (format!("{a}.block_count"), u(self.layers)),
             (format!("{a}.embedding_length"), u(self.hidden)),
             (format!("{a}.feed_forward_length"), u(self.intermediate)),
@@ -206,12 +221,19 @@ impl Tiny {
             (format!("{a}.attention.head_count_kv"), u(self.kv_heads)),
             (format!("{a}.attention.key_length"), u(self.head_dim)),
             (format!("{a}.rope.dimension_count"), u(self.head_dim)),
-            (format!("{a}.attention.layer_norm_rms_epsilon"), gguf_file::Value::F32(1e-5)),
-            (format!("{a}.rope.freq_base"), gguf_file::Value::F32(10000.0)),
+            (
+                format!("{a}.attention.layer_norm_rms_epsilon"),
+                gguf_file::Value::F32(1e-5),
+            ),
+            (
+                format!("{a}.rope.freq_base"),
+                gguf_file::Value::F32(10000.0),
+            ),
             (format!("{a}.context_length"), u(self.max_pos)),
             ("tokenizer.ggml.eos_token_id".into(), u(2)),
         ];
-        let md_refs: Vec<(&str, &gguf_file::Value)> = md.iter().map(|(k, v)| (k.as_str(), v)).collect();
+        let md_refs: Vec<(&str, &gguf_file::Value)> =
+            md.iter().map(|(k, v)| (k.as_str(), v)).collect();
         let t_refs: Vec<(&str, &QTensor)> = tensors.iter().map(|(k, v)| (k.as_str(), v)).collect();
         let mut f = std::fs::File::create(path).unwrap();
         gguf_file::write(&mut f, &md_refs, &t_refs).unwrap();
@@ -264,7 +286,10 @@ pub fn max_abs_diff(a: &Tensor, b: &Tensor) -> f32 {
     let a = a.flatten_all().unwrap().to_vec1::<f32>().unwrap();
     let b = b.flatten_all().unwrap().to_vec1::<f32>().unwrap();
     assert_eq!(a.len(), b.len(), "shapes differ");
-    a.iter().zip(&b).map(|(x, y)| (x - y).abs()).fold(0.0, f32::max)
+    a.iter()
+        .zip(&b)
+        .map(|(x, y)| (x - y).abs())
+        .fold(0.0, f32::max)
 }
 
 /// Deterministic token ids below `vocab`.
