@@ -7,6 +7,7 @@ use crate::error::{Error, Result};
 
 pub struct ChatTemplate {
     env: Environment<'static>,
+    source: String,
     bos: String,
     eos: String,
 }
@@ -23,7 +24,22 @@ impl ChatTemplate {
         );
         env.add_template_owned("chat", source.to_string())
             .map_err(|e| Error::ChatTemplate(format!("cannot parse: {e}")))?;
-        Ok(Self { env, bos, eos })
+        Ok(Self {
+            env,
+            source: source.to_string(),
+            bos,
+            eos,
+        })
+    }
+
+    /// The template's Jinja source.
+    pub fn source(&self) -> &str {
+        &self.source
+    }
+
+    /// The BOS and EOS token texts the template is rendered with.
+    pub fn special_tokens(&self) -> (&str, &str) {
+        (&self.bos, &self.eos)
     }
 
     /// Renders `(role, content)` messages; `add_generation_prompt` opens the assistant turn.

@@ -141,6 +141,24 @@ impl TextTokenizer {
         })
     }
 
+    /// Writes `tokenizer.json` and `tokenizer_config.json` (chat template, BOS/EOS) into `dir`:
+    /// a GGUF's tokenizer for Hugging Face tools, loadable again with [`Self::from_hf_dir`].
+    pub fn save_hf_dir(&self, dir: &Path) -> Result<()> {
+        std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
+        self.inner
+            .save(dir.join("tokenizer.json"), false)
+            .map_err(|e| Error::Tokenizer(format!("saving tokenizer.json: {e}")))?;
+        let mut cfg = json!({"add_bos_token": self.bos_prefix.is_some()});
+        if let Some(chat) = &self.chat {
+            let (bos, eos) = chat.special_tokens();
+            cfg["chat_template"] = json!(chat.source());
+            cfg["bos_token"] = json!(bos);
+            cfg["eos_token"] = json!(eos);
+        }
+        let path = dir.join("tokenizer_config.json");
+        std::fs::write(&path, cfg.to_string()).map_err(|e| Error::io(&path, e))
+    }
+
     /// Token ids of `text`. Special tokens written in the text (`<|im_start|>`) are always parsed;
     /// `add_special` adds what the model adds around a sequence (BOS for most GGUF llamas).
     pub fn encode(&self, text: &str, add_special: bool) -> Result<Vec<u32>> {
@@ -248,4 +266,69 @@ fn tokenizer_json(tokens: &[String], types: &[u64], merges: &[String], pre: &str
             "ignore_merges": false, "vocab": vocab, "merges": merges
         }
     }))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A vocabulary whose merges reveal where the pre-tokenizer cut "12345".
+    fn metadata(pre: &str) -> HashMap<String, Value> {
+        let strs =
+            |v: &[&str]| Value::Array(v.iter().map(|s| Value::String(s.to_string())).collect());
+        let mut md = HashMap::new();
+        md.insert("tokenizer.ggml.model".into(), Value::String("gpt2".into()));
+        md.insert("tokenizer.ggml.pre".into(), Value::String(pre.into()));
+        md.insert(
+            "tokenizer.ggml.tokens".into(),
+            strs(&["1", "2", "3", "4", "5", "12", "123", "45", "<|end|>"]),
+        );
+        md.insert(
+            "tokenizer.ggml.merges".into(),
+            strs(&["1 2", "12 3", "4 5"]),
+        );
+        md.insert(
+            "tokenizer.ggml.token_type".into(),
+            Value::Array(
+                [1, 1, 1, 1, 1, 1, 1, 1, 3]
+                    .into_iter()
+                    .map(Value::I32)
+                    .collect(),
+            ),
+        );
+        md
+    }
+
+    #[test]
+    fn gguf_pre_tokenizer_names_select_the_right_splits() {
+        for (pre, ids) in [
+            ("smollm", vec![0, 1, 2, 3, 4]), // every digit alone
+            ("qwen2", vec![0, 1, 2, 3, 4]),  // \p{N}: one digit per piece
+            ("llama-bpe", vec![6, 7]),       // \p{N}{1,3}: "123" "45"
+            ("gpt2", vec![6, 7]),            // digits stay together, merges decide
+        ] {
+            let t = TextTokenizer::from_gguf_metadata(&metadata(pre)).unwrap();
+            assert_eq!(
+                t.encode("12345", false).unwrap(),
+                ids,
+                "pre-tokenizer {pre}"
+            );
+            // Control tokens are parsed out of the text.
+            assert_eq!(
+                t.encode("1<|end|>", false).unwrap(),
+                vec![0, 8],
+                "pre-tokenizer {pre}"
+            );
+        }
+        let err = TextTokenizer::from_gguf_metadata(&metadata("no-such-pre")).unwrap_err();
+        assert!(err.to_string().contains("no-such-pre"), "{err}");
+    }
+
+    #[test]
+    fn non_bpe_gguf_tokenizers_are_refused_by_name() {
+        let mut md = metadata("gpt2");
+        md.insert("tokenizer.ggml.model".into(), Value::String("llama".into()));
+        let err = TextTokenizer::from_gguf_metadata(&md).unwrap_err();
+        assert!(err.to_string().contains("`llama`"), "{err}");
+    }
 }

@@ -171,6 +171,47 @@ fn hf_and_gguf_copies_of_one_model_agree() {
     assert!(max_abs_diff(&a, &b) < TOL);
 }
 
+/// GGUF conventions per architecture: llama q/k permuted for interleaved RoPE and Llama 3 scaling
+/// as a `rope_freqs` tensor; qwen2/qwen3 unpermuted (NEOX RoPE) with biases / q-k norms.
+#[test]
+fn gguf_conventions_of_each_architecture_match_the_hf_copy() {
+    let cases = [
+        Tiny {
+            llama3_scaling: true,
+            ..Tiny::llama()
+        },
+        Tiny {
+            tie: true,
+            ..Tiny::llama()
+        },
+        Tiny::qwen2(),
+        Tiny::qwen3(),
+    ];
+    for tiny in cases {
+        let w = tiny.weights(17);
+        let dir = tempfile::tempdir().unwrap();
+        tiny.write_hf(dir.path(), &w, DType::F32, 1);
+        let gguf = dir.path().join("m.gguf");
+        tiny.write_gguf(&gguf, &w, GgmlDType::F32);
+        let ids = ids(40, tiny.vocab, 18);
+        let a = ours_last(
+            &Model::from_hf_dir(dir.path(), &LoadOptions::exact()).unwrap(),
+            &ids,
+        );
+        let b = ours_last(
+            &Model::from_gguf(&gguf, &LoadOptions::exact()).unwrap(),
+            &ids,
+        );
+        let d = max_abs_diff(&a, &b);
+        assert!(
+            d < TOL,
+            "{} (llama3 scaling {}): max |diff| {d}",
+            tiny.arch,
+            tiny.llama3_scaling
+        );
+    }
+}
+
 #[test]
 fn half_precision_and_sharded_checkpoints_load() {
     let tiny = Tiny::llama();

@@ -115,6 +115,23 @@ fn tokenizer_and_chat_template_reproduce_reference_ids() {
         .find(|p| p.name == "chat_capital")
         .unwrap();
     assert_eq!(chat, reference.text);
+
+    // The same tokenizer as a Hugging Face folder (tokenizer.json + tokenizer_config.json).
+    let dir = tempfile::tempdir().unwrap();
+    lm.tokenizer.save_hf_dir(dir.path()).unwrap();
+    let hf = drllm_core::TextTokenizer::from_hf_dir(dir.path()).unwrap();
+    for p in prompts() {
+        assert_eq!(
+            hf.encode(&p.text, false).unwrap(),
+            p.ids,
+            "{} via tokenizer.json",
+            p.name
+        );
+    }
+    assert_eq!(
+        hf.apply_chat("What is the capital of France?").unwrap(),
+        reference.text
+    );
 }
 
 #[test]

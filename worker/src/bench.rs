@@ -66,7 +66,11 @@ pub fn run(a: Args) -> anyhow::Result<()> {
     }
     let out = serde_json::json!({
         "model": lm.id,
-        "decode_weights": format!("{:?}", a.model.decode_weights.0),
+        "decode_weights": if a.model.exact {
+            "none (exact)".to_string()
+        } else {
+            format!("{:?}", a.model.decode_weights.0)
+        },
         "exact": a.model.exact,
         "threads": drllm_core::init_cpu_threads(),
         "load_s": load_s,

@@ -98,7 +98,7 @@ impl Tiny {
         if self.llama3_scaling {
             c["rope_scaling"] = serde_json::json!({
                 "rope_type": "llama3", "factor": 8.0, "low_freq_factor": 1.0,
-                "high_freq_factor": 4.0, "original_max_position_embeddings": 32
+                "high_freq_factor": 4.0, "original_max_position_embeddings": 64
             });
             c["rope_theta"] = serde_json::json!(500000.0);
         }
@@ -206,8 +206,23 @@ impl Tiny {
             let dt = if t.rank() == 1 { GgmlDType::F32 } else { dtype };
             tensors.push((gname, QTensor::quantize(&t, dt).unwrap()));
         }
+        if self.llama3_scaling {
+            // What llama.cpp's converter writes for Llama 3 scaling: per-frequency divisors.
+            let f = llama3_rope_factors(self.head_dim, 500000.0, 8.0, 1.0, 4.0, 64.0);
+            let n = f.len();
+            let t = Tensor::from_vec(f, n, &Device::Cpu).unwrap();
+            tensors.push((
+                "rope_freqs.weight".into(),
+                QTensor::quantize(&t, GgmlDType::F32).unwrap(),
+            ));
+        }
         tensors.sort_by(|a, b| a.0.cmp(&b.0));
         let a = self.arch;
+        let theta = if self.llama3_scaling {
+            500000.0
+        } else {
+            10000.0
+        };
         let u = |v: usize| gguf_file::Value::U32(v as u32);
         let md: Vec<(String, gguf_file::Value)> = vec![
             (
@@ -225,10 +240,7 @@ impl Tiny {
                 format!("{a}.attention.layer_norm_rms_epsilon"),
                 gguf_file::Value::F32(1e-5),
             ),
-            (
-                format!("{a}.rope.freq_base"),
-                gguf_file::Value::F32(10000.0),
-            ),
+            (format!("{a}.rope.freq_base"), gguf_file::Value::F32(theta)),
             (format!("{a}.context_length"), u(self.max_pos)),
             ("tokenizer.ggml.eos_token_id".into(), u(2)),
         ];
@@ -238,6 +250,33 @@ impl Tiny {
         let mut f = std::fs::File::create(path).unwrap();
         gguf_file::write(&mut f, &md_refs, &t_refs).unwrap();
     }
+}
+
+/// Divisors of the RoPE inverse frequencies for Llama 3 scaling, computed the way llama.cpp's
+/// converter does (an independent formulation of the scaling the engine applies from config.json).
+fn llama3_rope_factors(
+    hd: usize,
+    theta: f32,
+    factor: f32,
+    low: f32,
+    high: f32,
+    orig: f32,
+) -> Vec<f32> {
+    (0..hd)
+        .step_by(2)
+        .map(|i| {
+            let freq = 1.0 / theta.powf(i as f32 / hd as f32);
+            let wavelen = 2.0 * std::f32::consts::PI / freq;
+            if wavelen < orig / high {
+                1.0
+            } else if wavelen > orig / low {
+                factor
+            } else {
+                let smooth = (orig / wavelen - low) / (high - low);
+                1.0 / ((1.0 - smooth) / factor + smooth)
+            }
+        })
+        .collect()
 }
 
 /// llama.cpp's converter permutes q/k rows so that rotary pairs are adjacent (interleaved RoPE).
