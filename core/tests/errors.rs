@@ -122,3 +122,12 @@ fn missing_default_model_says_how_to_fetch_it() {
     let err = drllm_core::resolve("no/such/local/thing/at/all").unwrap_err();
     assert!(matches!(err, Error::ModelNotFound { .. }), "{err}");
 }
+
+#[test]
+fn unreachable_or_unknown_hub_ids_give_a_hub_error_naming_the_repo() {
+    // Offline this fails at the connection, online with "not found": a typed error either way.
+    let repo = "drllm-tests/no-such-model-8f3a2c";
+    let err = drllm_core::resolve(repo).unwrap_err();
+    assert!(matches!(err, Error::Hub { .. }), "{err}");
+    assert!(err.to_string().contains(repo), "{err}");
+}

@@ -1,7 +1,7 @@
 //! The engine's default path against candle-transformers' own implementations on the same tiny
 //! random weights: llama (HF safetensors), quantized_llama (GGUF), qwen2 and qwen3. Also: every
 //! supported ggml dtype loads to the exact dequantized weights, HF and GGUF copies of one model
-//! agree, half-precision and sharded checkpoints load.
+//! agree for each architecture, half-precision and sharded checkpoints load.
 
 mod common;
 
@@ -151,31 +151,12 @@ fn every_supported_gguf_dtype_loads_exactly() {
     }
 }
 
-#[test]
-fn hf_and_gguf_copies_of_one_model_agree() {
-    let tiny = Tiny::llama();
-    let w = tiny.weights(7);
-    let dir = tempfile::tempdir().unwrap();
-    tiny.write_hf(dir.path(), &w, DType::F32, 1);
-    let gguf = dir.path().join("m.gguf");
-    tiny.write_gguf(&gguf, &w, GgmlDType::F32);
-    let ids = ids(23, tiny.vocab, 8);
-    let a = ours_last(
-        &Model::from_hf_dir(dir.path(), &LoadOptions::exact()).unwrap(),
-        &ids,
-    );
-    let b = ours_last(
-        &Model::from_gguf(&gguf, &LoadOptions::exact()).unwrap(),
-        &ids,
-    );
-    assert!(max_abs_diff(&a, &b) < TOL);
-}
-
 /// GGUF conventions per architecture: llama q/k permuted for interleaved RoPE and Llama 3 scaling
 /// as a `rope_freqs` tensor; qwen2/qwen3 unpermuted (NEOX RoPE) with biases / q-k norms.
 #[test]
 fn gguf_conventions_of_each_architecture_match_the_hf_copy() {
     let cases = [
+        Tiny::llama(),
         Tiny {
             llama3_scaling: true,
             ..Tiny::llama()
@@ -250,17 +231,16 @@ fn half_precision_and_sharded_checkpoints_load() {
     }
 }
 
-#[test]
-fn qwen2_matches_candle_qwen2() {
-    let tiny = Tiny::qwen2();
+/// Writes `tiny` as an f32 HF folder and compares our last-position logits with the logits
+/// `theirs` computes from a VarBuilder over the same file and the `[1, seq]` input ids.
+fn check_hf_against(tiny: &Tiny, seed: u64, theirs: impl FnOnce(VarBuilder, &Tensor) -> Tensor) {
     let dir = tempfile::tempdir().unwrap();
-    tiny.write_hf(dir.path(), &tiny.weights(11), DType::F32, 1);
-    let ids = ids(19, tiny.vocab, 12);
+    tiny.write_hf(dir.path(), &tiny.weights(seed), DType::F32, 1);
+    let ids = ids(19, tiny.vocab, seed + 1);
     let ours = ours_last(
         &Model::from_hf_dir(dir.path(), &LoadOptions::exact()).unwrap(),
         &ids,
     );
-    let cfg: ct::qwen2::Config = serde_json::from_value(tiny.config_json()).unwrap();
     let vb = unsafe {
         VarBuilder::from_mmaped_safetensors(
             &[dir.path().join("model.safetensors")],
@@ -269,35 +249,29 @@ fn qwen2_matches_candle_qwen2() {
         )
         .unwrap()
     };
-    let mut m = ct::qwen2::ModelForCausalLM::new(&cfg, vb).unwrap();
-    let theirs = m.forward(&input(&ids), 0).unwrap().flatten_all().unwrap();
+    let theirs = theirs(vb, &input(&ids)).flatten_all().unwrap();
     let d = max_abs_diff(&ours, &theirs);
-    assert!(d < TOL, "max |diff| {d}");
+    assert!(d < TOL, "{}: max |diff| {d}", tiny.arch);
+}
+
+#[test]
+fn qwen2_matches_candle_qwen2() {
+    let tiny = Tiny::qwen2();
+    let cfg: ct::qwen2::Config = serde_json::from_value(tiny.config_json()).unwrap();
+    check_hf_against(&tiny, 11, |vb, x| {
+        let mut m = ct::qwen2::ModelForCausalLM::new(&cfg, vb).unwrap();
+        m.forward(x, 0).unwrap()
+    });
 }
 
 #[test]
 fn qwen3_matches_candle_qwen3() {
     let tiny = Tiny::qwen3();
-    let dir = tempfile::tempdir().unwrap();
-    tiny.write_hf(dir.path(), &tiny.weights(13), DType::F32, 1);
-    let ids = ids(21, tiny.vocab, 14);
-    let ours = ours_last(
-        &Model::from_hf_dir(dir.path(), &LoadOptions::exact()).unwrap(),
-        &ids,
-    );
     let cfg: ct::qwen3::Config = serde_json::from_value(tiny.config_json()).unwrap();
-    let vb = unsafe {
-        VarBuilder::from_mmaped_safetensors(
-            &[dir.path().join("model.safetensors")],
-            DType::F32,
-            &Device::Cpu,
-        )
-        .unwrap()
-    };
-    let mut m = ct::qwen3::ModelForCausalLM::new(&cfg, vb).unwrap();
-    let theirs = m.forward(&input(&ids), 0).unwrap().flatten_all().unwrap();
-    let d = max_abs_diff(&ours, &theirs);
-    assert!(d < TOL, "max |diff| {d}");
+    check_hf_against(&tiny, 13, |vb, x| {
+        let mut m = ct::qwen3::ModelForCausalLM::new(&cfg, vb).unwrap();
+        m.forward(x, 0).unwrap()
+    });
 }
 
 /// The quantized decode weights are an approximation of the f32 ones: close, not equal.
