@@ -13,7 +13,7 @@ use crate::config::ModelConfig;
 use crate::error::{Error, Result};
 use crate::layer::DecoderLayer;
 use crate::linear::{KernelPolicy, Linear};
-use crate::path::LayerPath;
+use crate::path::{LayerPath, PathError};
 use crate::rope::{Rope, RopeFreqs};
 use crate::weights::{Key, Source};
 
@@ -208,7 +208,12 @@ impl Model {
         rope: &Rope,
         slot: &mut KvSlot,
     ) -> Result<Tensor> {
-        self.layers[layer].forward(x, rope, slot, self.policy)
+        let block = self.layers.get(layer).ok_or(PathError::OutOfRange {
+            pos: 0,
+            layer,
+            num_layers: self.layers.len(),
+        })?;
+        block.forward(x, rope, slot, self.policy)
     }
 
     /// Final norm and LM head on the rows of `x` (`[rows, hidden]` → `[rows, vocab]`).

@@ -191,6 +191,13 @@ fn bad_calls_give_typed_errors() {
         model.forward(&[1], &deep, &mut c, 0, Logits::Last),
         Err(Error::Path(PathError::OutOfRange { layer: 5, .. }))
     ));
+    // The layer primitive checks its index too.
+    let rope = model.rope(0, 1).unwrap();
+    let x = model.embed(&[1]).unwrap();
+    assert!(matches!(
+        model.run_layer(4, &x, &rope, &mut drllm_core::KvSlot::new()),
+        Err(Error::Path(PathError::OutOfRange { layer: 4, .. }))
+    ));
     // Path validation itself.
     assert!(LayerPath::new(vec![0, 4], 4).is_err());
     assert!(LayerPath::new(vec![1, 0], 4).is_err());
