@@ -256,7 +256,8 @@ fn tokenizer_json(tokens: &[String], types: &[u64], merges: &[String], pre: &str
         "truncation": null,
         "padding": null,
         "added_tokens": added,
-        "normalizer": null,
+        // Qwen2's tokenizer.json normalizes to NFC; the others do not normalize.
+        "normalizer": if pre.starts_with("qwen2") { json!({"type": "NFC"}) } else { Json::Null },
         "pre_tokenizer": pre_tokenizer(pre)?,
         "post_processor": null,
         "decoder": {"type": "ByteLevel", "add_prefix_space": true, "trim_offsets": true, "use_regex": true},
