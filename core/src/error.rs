@@ -65,6 +65,10 @@ pub enum Error {
     ChatTemplate(String),
     #[error("download from the Hugging Face hub failed for `{repo}`: {reason}")]
     Hub { repo: String, reason: String },
+    #[error("example `{id}`: {reason}")]
+    Reward { id: String, reason: String },
+    #[error(transparent)]
+    Data(#[from] crate::tasks::DataError),
     #[error(transparent)]
     Candle(#[from] candle_core::Error),
 }

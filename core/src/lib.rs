@@ -4,6 +4,8 @@
 
 pub mod cache;
 pub mod chat;
+#[cfg(feature = "cli")]
+pub mod cli;
 pub mod config;
 pub mod error;
 pub mod generate;
@@ -13,6 +15,7 @@ pub mod loader;
 pub mod model;
 pub mod path;
 pub mod rope;
+pub mod tasks;
 pub mod tokenizer;
 mod weights;
 

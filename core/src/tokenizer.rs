@@ -15,6 +15,8 @@ use crate::error::{Error, Result};
 
 pub struct TextTokenizer {
     inner: tokenizers::Tokenizer,
+    /// Longest token, in bytes of text: an upper bound on the characters one token can add.
+    max_token_chars: std::sync::OnceLock<usize>,
     chat: Option<ChatTemplate>,
     /// Prepend this id when encoding with special tokens (GGUF `add_bos_token`).
     bos_prefix: Option<u32>,
@@ -62,6 +64,7 @@ impl TextTokenizer {
         };
         Ok(Self {
             inner,
+            max_token_chars: Default::default(),
             chat,
             bos_prefix: None,
         })
@@ -136,6 +139,7 @@ impl TextTokenizer {
         };
         Ok(Self {
             inner,
+            max_token_chars: Default::default(),
             chat,
             bos_prefix: if add_bos { bos } else { None },
         })
@@ -179,6 +183,19 @@ impl TextTokenizer {
         self.inner
             .decode(ids, false)
             .map_err(|e| Error::Tokenizer(e.to_string()))
+    }
+
+    /// An upper bound on the characters one generated token can add to decoded text (the longest
+    /// token's byte length; byte-level BPE tokens decode to at most one character per byte).
+    pub fn max_token_chars(&self) -> usize {
+        *self.max_token_chars.get_or_init(|| {
+            self.inner
+                .get_vocab(true)
+                .keys()
+                .map(|t| t.chars().count().max(t.len()))
+                .max()
+                .unwrap_or(1)
+        })
     }
 
     pub fn vocab_size(&self) -> usize {

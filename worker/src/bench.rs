@@ -9,7 +9,7 @@ use drllm_core::{argmax, LayerPath, Logits, PathCache};
 #[derive(clap::Args, Debug)]
 pub struct Args {
     #[command(flatten)]
-    model: crate::ModelArgs,
+    model: drllm_core::cli::ModelArgs,
     /// Prompt tokens per prefill.
     #[arg(long, default_value_t = 128)]
     prefill: usize,

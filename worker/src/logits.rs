@@ -9,7 +9,7 @@ use drllm_core::{greedy, Logits, PathCache, PathSpec};
 #[derive(clap::Args, Debug)]
 pub struct Args {
     #[command(flatten)]
-    model: crate::ModelArgs,
+    model: drllm_core::cli::ModelArgs,
     /// File holding the prompt text (used verbatim; special tokens like <|im_start|> are parsed).
     #[arg(long)]
     prompt_file: PathBuf,

@@ -1,0 +1,72 @@
+//! Command-line pieces shared by the drllm binaries (feature `cli`): how a user names a model and
+//! how its weights are held.
+
+use anyhow::Context;
+
+use crate::{GgmlDType, LoadOptions, LoadedModel};
+
+/// Start-up shared by the binaries: candle's thread count pinned once, logs to stderr
+/// (`RUST_LOG` filters, warnings by default).
+pub fn init() {
+    crate::init_cpu_threads();
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+}
+
+/// Options shared by every command that loads a model.
+#[derive(clap::Args, Debug, Clone)]
+pub struct ModelArgs {
+    /// Model: `smollm2-135m-instruct` (the default, fetched by scripts/fetch-model.sh), a .gguf
+    /// file, a Hugging Face model folder, or a Hugging Face id (org/name, needs network).
+    #[arg(long, default_value = crate::DEFAULT_MODEL)]
+    pub model: String,
+    /// Quantized copy of the weights used for single-token (decode) matmuls: q8_0, q4_0, q4k,
+    /// or none (f32 only).
+    #[arg(long, default_value = "q8_0", value_parser = parse_decode_dtype)]
+    pub decode_weights: DecodeWeights,
+    /// Exact float32 arithmetic everywhere (dequantized weights, no activation quantization):
+    /// slower, for parity checks against reference implementations.
+    #[arg(long)]
+    pub exact: bool,
+}
+
+impl ModelArgs {
+    pub fn load(&self) -> anyhow::Result<LoadedModel> {
+        let opts = if self.exact {
+            LoadOptions::exact()
+        } else {
+            LoadOptions {
+                decode_dtype: self.decode_weights.0,
+                ..Default::default()
+            }
+        };
+        crate::load(&self.model, &opts).with_context(|| format!("loading model `{}`", self.model))
+    }
+}
+
+/// The `--decode-weights` format; `None` keeps f32 weights only.
+#[derive(Debug, Clone, Copy)]
+pub struct DecodeWeights(pub Option<GgmlDType>);
+
+fn parse_decode_dtype(s: &str) -> Result<DecodeWeights, String> {
+    use GgmlDType as D;
+    Ok(DecodeWeights(Some(match s.to_ascii_lowercase().as_str() {
+        "none" | "f32" => return Ok(DecodeWeights(None)),
+        "q8_0" => D::Q8_0,
+        "q4_0" => D::Q4_0,
+        "q4_1" => D::Q4_1,
+        "q4k" | "q4_k" => D::Q4K,
+        "q6k" | "q6_k" => D::Q6K,
+        "f16" => D::F16,
+        other => {
+            return Err(format!(
+                "unknown weight format `{other}` (q8_0, q4_0, q4_1, q4k, q6k, f16, none)"
+            ))
+        }
+    })))
+}

@@ -1,0 +1,143 @@
+//! The ARC letter grader of the paper: the stripped output must match
+//! `^(?:Answer:\s*)?([A-Da-d])\.?$` and the letter equal the gold letter. Written as a small
+//! matcher rather than a regex so that the same code also answers "can any continuation of this
+//! partial output still change the verdict?" — the exact early-stop test of generation.
+
+/// Python's `str.isspace` (what `strip()` and `\s` use in the paper's code): Unicode whitespace
+/// plus the ASCII separators U+001C–U+001F.
+fn py_space(c: char) -> bool {
+    c.is_whitespace() || ('\u{1c}'..='\u{1f}').contains(&c)
+}
+
+const ANSWER: &str = "Answer:";
+
+/// Where a (left-stripped) output stands against the pattern.
+#[derive(Debug, PartialEq, Eq)]
+enum State {
+    /// Matches now with this letter (upper-cased); appended text can only keep or break it.
+    Letter(char),
+    /// No letter yet, but a continuation can still produce a match.
+    Open,
+    /// No continuation can match.
+    Dead,
+}
+
+fn state(s: &str) -> State {
+    let s = s.trim_start_matches(py_space);
+    if ANSWER.starts_with(s) {
+        return State::Open; // "", "A", "Ans", … "Answer:"
+    }
+    let rest = match s.strip_prefix(ANSWER) {
+        Some(r) => {
+            let r = r.trim_start_matches(py_space);
+            if r.is_empty() {
+                return State::Open;
+            }
+            r
+        }
+        None => s,
+    };
+    let mut chars = rest.chars();
+    let Some(l) = chars.next().filter(|c| matches!(c, 'A'..='D' | 'a'..='d')) else {
+        return State::Dead;
+    };
+    let after = chars.as_str();
+    let after = after.strip_prefix('.').unwrap_or(after);
+    if after.chars().all(py_space) {
+        State::Letter(l.to_ascii_uppercase())
+    } else {
+        State::Dead
+    }
+}
+
+/// The letter the output answers, if it matches the pattern.
+pub fn extract(output: &str) -> Option<char> {
+    // Trailing whitespace is stripped; `Letter` already tolerates it.
+    match state(output) {
+        State::Letter(l) => Some(l),
+        _ => None,
+    }
+}
+
+/// The paper's verdict for a complete output.
+pub fn grade(output: &str, gold: char) -> bool {
+    extract(output) == Some(gold.to_ascii_uppercase())
+}
+
+/// True when no continuation of `partial` can change its verdict: nothing can match any more, or
+/// the letter is already there and wrong (appending can only keep a match or break it).
+pub fn verdict_fixed(partial: &str, gold: char) -> bool {
+    match state(partial) {
+        State::Dead => true,
+        State::Letter(l) => l != gold.to_ascii_uppercase(),
+        State::Open => false,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    #[test]
+    fn grades_like_the_papers_regex() {
+        for (out, gold, ok) in [
+            ("B", 'B', true),
+            (" b. ", 'B', true),
+            ("Answer: C", 'C', true),
+            ("Answer:D.", 'D', true),
+            ("Answer:\n a", 'A', true),
+            ("A. water", 'A', false), // what the 135M model says: rejected by the regex
+            ("E", 'E', false),        // only A–D match
+            ("Answer: B is right", 'B', false),
+            ("The answer is B", 'B', false),
+            ("", 'A', false),
+            ("Answer:", 'A', false),
+            ("B..", 'B', false),
+            ("\u{1c}B\u{1f}", 'B', true),
+        ] {
+            assert_eq!(grade(out, gold), ok, "{out:?}");
+        }
+    }
+
+    #[test]
+    fn early_stop_cases() {
+        assert!(!verdict_fixed("", 'B'));
+        assert!(!verdict_fixed("Ans", 'B'));
+        assert!(!verdict_fixed("Answer: ", 'B'));
+        assert!(!verdict_fixed("Answer: B", 'B'));
+        assert!(verdict_fixed("Answer: C", 'B'));
+        assert!(verdict_fixed("A. water", 'A'));
+        assert!(verdict_fixed("The", 'A'));
+    }
+
+    /// Outputs over an alphabet where matches are likely.
+    fn outputs() -> impl Strategy<Value = String> {
+        proptest::collection::vec(
+            prop_oneof![
+                Just("Answer:".to_string()),
+                Just("Answer".to_string()),
+                "[ABCDEabcde.: \n\tx]".prop_map(|s| s.to_string()),
+                any::<char>().prop_map(|c| c.to_string()),
+            ],
+            0..8,
+        )
+        .prop_map(|v| v.concat())
+    }
+
+    proptest! {
+        /// Stopping early never changes a verdict: whenever a prefix is declared fixed, its
+        /// verdict equals the full output's.
+        #[test]
+        fn early_stop_is_exact(full in outputs(), gold in "[A-E]") {
+            let gold = gold.chars().next().unwrap();
+            let verdict = grade(&full, gold);
+            for (i, _) in full.char_indices().chain(std::iter::once((full.len(), ' '))) {
+                let prefix = &full[..i];
+                if verdict_fixed(prefix, gold) {
+                    prop_assert_eq!(grade(prefix, gold), verdict, "prefix {:?} of {:?}", prefix, full);
+                }
+            }
+        }
+    }
+}

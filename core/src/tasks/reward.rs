@@ -1,0 +1,285 @@
+//! Rewards: is the model right about an example under a layer path? Two modes (DESIGN.md
+//! "Rewards"): `generate` (greedy decoding, the paper's grader) and `choice-loglik` (the
+//! lm-eval-harness multiple-choice metric, `acc` and `acc_norm`), the latter running the shared
+//! context once and only the continuations per choice.
+
+use candle_core::{Tensor, D};
+
+use super::dataset::{AnswerKind, Example};
+use super::prompts::{self, PromptStyle};
+use super::{letter, math};
+use crate::cache::PathCache;
+use crate::error::{Error, Result};
+use crate::generate::{greedy, StopReason};
+use crate::loader::LoadedModel;
+use crate::model::Logits;
+use crate::path::LayerPath;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum RewardMode {
+    /// Chat-templated prompt, greedy generation, the paper's grader.
+    Generate,
+    /// Highest summed log-probability of the choice continuations (multiple choice only).
+    ChoiceLoglik,
+}
+
+impl std::str::FromStr for RewardMode {
+    type Err = String;
+    fn from_str(s: &str) -> std::result::Result<Self, String> {
+        match s {
+            "generate" => Ok(RewardMode::Generate),
+            "choice-loglik" | "choice_loglik" => Ok(RewardMode::ChoiceLoglik),
+            other => Err(format!(
+                "unknown reward mode `{other}` (generate, choice-loglik)"
+            )),
+        }
+    }
+}
+
+impl std::fmt::Display for RewardMode {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            RewardMode::Generate => "generate",
+            RewardMode::ChoiceLoglik => "choice-loglik",
+        })
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RewardOptions {
+    pub mode: RewardMode,
+    pub style: PromptStyle,
+    /// Stop generation once the grader's verdict can no longer change (never changes a verdict).
+    pub early_stop: bool,
+    /// choice-loglik: reward by `acc_norm` (log-prob per byte) instead of `acc`.
+    pub length_normalized: bool,
+}
+
+impl RewardOptions {
+    /// Defaults for a model: instruct prompts when it has a chat template, early stop on.
+    pub fn for_model(lm: &LoadedModel, mode: RewardMode) -> Self {
+        Self {
+            mode,
+            style: if lm.tokenizer.chat_template().is_some() {
+                PromptStyle::Instruct
+            } else {
+                PromptStyle::Base
+            },
+            early_stop: true,
+            length_normalized: false,
+        }
+    }
+}
+
+/// The result of one (model, example, path) evaluation.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Outcome {
+    /// The reward: 1 if correct.
+    pub correct: bool,
+    /// generate: the decoded response (without the base-math `\boxed{` prefix).
+    pub response: Option<String>,
+    /// generate: what the grader extracted (letter, or `\boxed{}` content).
+    pub extracted: Option<String>,
+    /// generate: tokens produced and why generation stopped.
+    pub tokens_generated: usize,
+    pub stop: Option<StopReason>,
+    /// choice-loglik: summed continuation log-probs and continuation lengths in bytes.
+    pub choice_logprobs: Vec<f64>,
+    pub choice_bytes: Vec<usize>,
+    /// choice-loglik: `acc` and `acc_norm` picks and verdicts.
+    pub pick: Option<usize>,
+    pub pick_norm: Option<usize>,
+    pub correct_acc: Option<bool>,
+    pub correct_acc_norm: Option<bool>,
+}
+
+/// Is the model right about `ex` when it runs `path`?
+pub fn evaluate(
+    lm: &LoadedModel,
+    ex: &Example,
+    path: &LayerPath,
+    opts: &RewardOptions,
+) -> Result<Outcome> {
+    match opts.mode {
+        RewardMode::Generate => generate(lm, ex, path, opts),
+        RewardMode::ChoiceLoglik => choice_loglik(lm, ex, path, opts),
+    }
+}
+
+fn generate(
+    lm: &LoadedModel,
+    ex: &Example,
+    path: &LayerPath,
+    opts: &RewardOptions,
+) -> Result<Outcome> {
+    let prompt = prompts::generation_prompt(ex, opts.style);
+    let ids = match opts.style {
+        PromptStyle::Instruct => lm
+            .tokenizer
+            .encode(&lm.tokenizer.apply_chat(&prompt.text)?, false)?,
+        PromptStyle::Base => lm.tokenizer.encode(&prompt.text, true)?,
+    };
+    let max = prompt.max_new_tokens;
+    let max_token_chars = lm.tokenizer.max_token_chars();
+    let gold = ex.answer.chars().next().unwrap_or('?');
+    let mut decode_error = None;
+    let gen = greedy(&lm.model, &ids, path, max, |tokens| {
+        if !opts.early_stop {
+            return false;
+        }
+        let partial = match lm.tokenizer.decode(tokens) {
+            Ok(t) => t,
+            Err(e) => {
+                decode_error = Some(e);
+                return true;
+            }
+        };
+        // A trailing replacement character is an incomplete UTF-8 sequence that later tokens
+        // may complete into any character: undecided.
+        if partial.ends_with('\u{FFFD}') {
+            return false;
+        }
+        match ex.kind {
+            AnswerKind::Letter => letter::verdict_fixed(&partial, gold),
+            AnswerKind::Math => math_verdict_fixed(
+                &format!("{}{partial}", prompt.output_prefix),
+                (max - tokens.len()) * max_token_chars,
+            ),
+        }
+    })?;
+    if let Some(e) = decode_error {
+        return Err(e);
+    }
+    let response = lm.tokenizer.decode(&gen.tokens)?;
+    let graded = format!("{}{response}", prompt.output_prefix);
+    let (correct, extracted) = match ex.kind {
+        AnswerKind::Letter => {
+            let l = letter::extract(&graded);
+            (l == Some(gold), l.map(String::from))
+        }
+        AnswerKind::Math => {
+            let b = math::extract_boxed(&graded);
+            (
+                b.as_deref().is_some_and(|b| math::is_equiv(b, &ex.answer)),
+                b,
+            )
+        }
+    };
+    Ok(Outcome {
+        correct,
+        response: Some(response),
+        extracted,
+        tokens_generated: gen.tokens.len(),
+        stop: Some(gen.stop),
+        choice_logprobs: Vec::new(),
+        choice_bytes: Vec::new(),
+        pick: None,
+        pick_norm: None,
+        correct_acc: None,
+        correct_acc_norm: None,
+    })
+}
+
+/// Exact early stop for the math grader: the verdict depends only on the last `\boxed{…}`, so it
+/// is fixed once the remaining budget (`chars_left`, an upper bound on the characters the
+/// remaining tokens can add) cannot close an open box or write a new one.
+pub fn math_verdict_fixed(text: &str, chars_left: usize) -> bool {
+    const OPEN: &str = "\\boxed{";
+    if let Some(start) = text.rfind(OPEN) {
+        if math::extract_boxed(&text[start..]).is_none() {
+            return chars_left == 0; // one `}` closes it
+        }
+    }
+    // A new box needs `\boxed{` (minus what the text already ends with) and a closing `}`.
+    let have = (0..OPEN.len())
+        .rev()
+        .find(|&k| text.ends_with(&OPEN[..k]))
+        .unwrap_or(0);
+    chars_left < OPEN.len() - have + 1
+}
+
+fn choice_loglik(
+    lm: &LoadedModel,
+    ex: &Example,
+    path: &LayerPath,
+    opts: &RewardOptions,
+) -> Result<Outcome> {
+    let gold = ex.gold_index().ok_or_else(|| Error::Reward {
+        id: ex.id.clone(),
+        reason: "choice-loglik needs a multiple-choice example with a gold letter".into(),
+    })?;
+    let context = prompts::loglik_context(ex);
+    let ctx_ids = lm.tokenizer.encode(&context, true)?;
+    let model = &lm.model;
+    let mut cache = PathCache::new(path);
+    // The context runs once; every choice continues from a clone of its cache.
+    let last = model.forward(&ctx_ids, path, &mut cache, 0, Logits::Last)?;
+    let mut logprobs = Vec::with_capacity(ex.choices.len());
+    let mut bytes = Vec::with_capacity(ex.choices.len());
+    for cont in prompts::loglik_continuations(ex) {
+        // lm-eval-harness: encode context + continuation, the continuation is what follows the
+        // context's own tokens.
+        let whole = lm.tokenizer.encode(&format!("{context}{cont}"), true)?;
+        let mut cont_ids = whole.get(ctx_ids.len()..).unwrap_or_default().to_vec();
+        if cont_ids.is_empty() {
+            cont_ids = lm.tokenizer.encode(&cont, false)?;
+        }
+        let logits = if cont_ids.len() > 1 {
+            let mut c = cache.clone();
+            let n = cont_ids.len() - 1;
+            let rest =
+                model.forward(&cont_ids[..n], path, &mut c, ctx_ids.len(), Logits::From(0))?;
+            Tensor::cat(&[&last, &rest], 0)?
+        } else {
+            last.clone()
+        };
+        let lp = candle_nn::ops::log_softmax(&logits, D::Minus1)?.to_vec2::<f32>()?;
+        logprobs.push(
+            cont_ids
+                .iter()
+                .zip(&lp)
+                .map(|(&id, row)| row[id as usize] as f64)
+                .sum(),
+        );
+        bytes.push(cont.len());
+    }
+    let argmax = |score: &dyn Fn(usize) -> f64| {
+        (0..logprobs.len()).fold(0, |best, i| if score(i) > score(best) { i } else { best })
+    };
+    let pick = argmax(&|i| logprobs[i]);
+    let pick_norm = argmax(&|i| logprobs[i] / bytes[i].max(1) as f64);
+    let (acc, acc_norm) = (pick == gold, pick_norm == gold);
+    Ok(Outcome {
+        correct: if opts.length_normalized {
+            acc_norm
+        } else {
+            acc
+        },
+        response: None,
+        extracted: None,
+        tokens_generated: 0,
+        stop: None,
+        choice_logprobs: logprobs,
+        choice_bytes: bytes,
+        pick: Some(pick),
+        pick_norm: Some(pick_norm),
+        correct_acc: Some(acc),
+        correct_acc_norm: Some(acc_norm),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn math_early_stop_only_when_no_box_can_change() {
+        assert!(!math_verdict_fixed("\\boxed{5", 1));
+        assert!(math_verdict_fixed("\\boxed{5", 0));
+        assert!(!math_verdict_fixed("\\boxed{5}", 8));
+        assert!(math_verdict_fixed("\\boxed{5}", 7));
+        assert!(!math_verdict_fixed("x \\box", 4)); // "ed{}"
+        assert!(math_verdict_fixed("x \\box", 3));
+    }
+}
