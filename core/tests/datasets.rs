@@ -99,7 +99,8 @@ fn write(lines: &[&str]) -> tempfile::NamedTempFile {
 #[test]
 fn user_jsonl_errors_name_file_line_and_field() {
     let good = r#"{"id": "q1", "question": "2+2?", "answer": "4"}"#;
-    let cases: Vec<(&str, Box<dyn Fn(&DataError) -> bool>)> = vec![
+    type Expect = Box<dyn Fn(&DataError) -> bool>;
+    let cases: Vec<(&str, Expect)> = vec![
         (
             "{not json",
             Box::new(|e| matches!(e, DataError::Json { line: 2, .. })),

@@ -4,6 +4,9 @@
 pub mod dataset;
 pub mod letter;
 pub mod math;
+pub(crate) mod math_eval;
+pub(crate) mod math_expr;
+pub(crate) mod math_latex;
 pub mod prompts;
 pub mod reward;
 

@@ -183,7 +183,7 @@ fn generate(
 
 /// Exact early stop for the math grader: the verdict depends only on the last `\boxed{…}`, so it
 /// is fixed once the remaining budget (`chars_left`, an upper bound on the characters the
-/// remaining tokens can add) cannot close an open box or write a new one.
+/// remaining tokens can add) can neither close an open box nor open a new one.
 pub fn math_verdict_fixed(text: &str, chars_left: usize) -> bool {
     const OPEN: &str = "\\boxed{";
     if let Some(start) = text.rfind(OPEN) {
@@ -191,12 +191,13 @@ pub fn math_verdict_fixed(text: &str, chars_left: usize) -> bool {
             return chars_left == 0; // one `}` closes it
         }
     }
-    // A new box needs `\boxed{` (minus what the text already ends with) and a closing `}`.
+    // Writing a new `\boxed{` (minus what the text already ends with) changes the extraction,
+    // even before it is closed.
     let have = (0..OPEN.len())
         .rev()
         .find(|&k| text.ends_with(&OPEN[..k]))
         .unwrap_or(0);
-    chars_left < OPEN.len() - have + 1
+    chars_left < OPEN.len() - have
 }
 
 fn choice_loglik(
@@ -272,14 +273,37 @@ fn choice_loglik(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use proptest::prelude::*;
+
+    proptest! {
+        /// Early stop is exact for math: whenever a prefix is declared fixed given the characters
+        /// the rest of the output really adds, the extracted answer (all the verdict depends on)
+        /// is the full output's.
+        #[test]
+        fn math_early_stop_is_exact(parts in proptest::collection::vec(
+            prop_oneof![
+                Just("\\boxed{".to_string()), Just("\\box".to_string()), Just("}".to_string()),
+                Just("{".to_string()), "[0-9a-z ]{1,3}".prop_map(String::from),
+            ],
+            0..10,
+        )) {
+            let full = parts.concat();
+            for (i, _) in full.char_indices() {
+                let (prefix, rest) = full.split_at(i);
+                if math_verdict_fixed(prefix, rest.chars().count()) {
+                    prop_assert_eq!(math::extract_boxed(prefix), math::extract_boxed(&full), "{:?} | {:?}", prefix, rest);
+                }
+            }
+        }
+    }
 
     #[test]
     fn math_early_stop_only_when_no_box_can_change() {
         assert!(!math_verdict_fixed("\\boxed{5", 1));
         assert!(math_verdict_fixed("\\boxed{5", 0));
-        assert!(!math_verdict_fixed("\\boxed{5}", 8));
-        assert!(math_verdict_fixed("\\boxed{5}", 7));
-        assert!(!math_verdict_fixed("x \\box", 4)); // "ed{}"
-        assert!(math_verdict_fixed("x \\box", 3));
+        assert!(!math_verdict_fixed("\\boxed{5}", 7)); // a new, even unclosed, box
+        assert!(math_verdict_fixed("\\boxed{5}", 6));
+        assert!(!math_verdict_fixed("x \\box", 3)); // "ed{"
+        assert!(math_verdict_fixed("x \\box", 2));
     }
 }
