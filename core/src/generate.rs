@@ -81,16 +81,16 @@ pub fn greedy_continue(
             });
         }
         tokens.push(next);
-        if stop(&tokens) {
-            return Ok(Generation {
-                tokens,
-                stop: StopReason::Predicate,
-            });
-        }
         if tokens.len() >= max_new_tokens {
             return Ok(Generation {
                 tokens,
                 stop: StopReason::MaxTokens,
+            });
+        }
+        if stop(&tokens) {
+            return Ok(Generation {
+                tokens,
+                stop: StopReason::Predicate,
             });
         }
         let pos = cache.len();
