@@ -15,6 +15,7 @@ pub mod loader;
 pub mod model;
 pub mod path;
 pub mod rope;
+pub mod search;
 pub mod tasks;
 pub mod tokenizer;
 mod weights;

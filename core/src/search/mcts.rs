@@ -1,0 +1,296 @@
+//! Length-aware MCTS over layer paths, exactly as the paper's search runs it: actions skip one or
+//! two consecutive path positions or repeat one position; selection follows UCB with a length
+//! penalty (or, with a small probability, a uniformly random child) down to a leaf; a leaf that was
+//! visited before is expanded by one untried action; the new node's path is evaluated (each path
+//! once per example); rewards propagate to the root; the search stops early once a wrong answer is
+//! fixed or a correct path two positions shorter than the model is found.
+//!
+//! Deliberate differences from the reference code: children know the model's real depth (the
+//! reference builds them for 28 layers), a repeat never makes a layer run three times, and the
+//! no-op "repeat zero times" actions are not generated (DESIGN.md states the rules this way).
+
+use std::collections::HashMap;
+
+use rand::rngs::StdRng;
+use rand::seq::SliceRandom;
+use rand::{Rng, SeedableRng};
+
+use crate::path::LayerPath;
+
+/// Search hyper-parameters (defaults are the paper's).
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct SearchConfig {
+    pub num_simulations: usize,
+    pub exploration: f64,
+    pub length_penalty: f64,
+    pub random_prob: f64,
+    /// Longest path allowed, as a multiple of the model's depth.
+    pub max_len_factor: usize,
+    pub seed: u64,
+}
+
+impl Default for SearchConfig {
+    fn default() -> Self {
+        Self {
+            num_simulations: 50,
+            exploration: 1.8,
+            length_penalty: 3.0,
+            random_prob: 0.1,
+            max_len_factor: 2,
+            seed: 0,
+        }
+    }
+}
+
+/// An edit of a path.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Action {
+    /// Drop `size` (1 or 2) consecutive positions starting at `start`.
+    Skip { start: usize, size: usize },
+    /// Run the layer at position `pos` once more, right after itself.
+    Repeat { pos: usize },
+}
+
+impl Action {
+    fn apply(self, path: &LayerPath) -> LayerPath {
+        let mut layers = path.layers().to_vec();
+        match self {
+            Action::Skip { start, size } => {
+                layers.drain(start..start + size);
+            }
+            Action::Repeat { pos } => layers.insert(pos + 1, layers[pos]),
+        }
+        LayerPath::new(layers, path.num_layers()).expect("actions keep paths valid")
+    }
+}
+
+/// Why a search ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum StopRule {
+    /// A correct path was found for an example the full model got wrong.
+    FixedWrongAnswer,
+    /// A correct path at least two positions shorter than the model was found.
+    ShorterCorrectPath,
+    /// The simulation budget ran out.
+    Budget,
+}
+
+struct Node {
+    path: LayerPath,
+    parent: Option<usize>,
+    children: Vec<usize>,
+    untried: Vec<Action>,
+    visits: u32,
+    reward_sum: f64,
+}
+
+/// Read-only view of a tree node, for inspection and tests.
+#[derive(Debug, Clone, PartialEq)]
+pub struct NodeView {
+    pub path: LayerPath,
+    pub parent: Option<usize>,
+    pub children: Vec<usize>,
+    pub visits: u32,
+    pub reward_sum: f64,
+}
+
+/// What one search found.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SearchOutcome {
+    pub original_correct: bool,
+    /// Paths with reward 1, in the order they were first evaluated.
+    pub good_paths: Vec<LayerPath>,
+    /// Shortest good path (ties: fewer distinct layers, then first found); the full path if none.
+    pub best_path: LayerPath,
+    pub found: bool,
+    pub simulations: usize,
+    /// Distinct paths whose reward was computed (the full path included).
+    pub distinct_paths: usize,
+    pub stop: StopRule,
+}
+
+/// One search over the paths of a model with `num_layers` layers.
+pub struct Mcts {
+    cfg: SearchConfig,
+    num_layers: usize,
+    rng: StdRng,
+    nodes: Vec<Node>,
+    rewards: HashMap<Vec<u16>, bool>,
+    /// Evaluation order of the paths, for deterministic good-path lists.
+    order: Vec<LayerPath>,
+}
+
+impl Mcts {
+    pub fn new(num_layers: usize, cfg: SearchConfig) -> Self {
+        let rng = StdRng::seed_from_u64(cfg.seed);
+        let mut m = Self {
+            cfg,
+            num_layers,
+            rng,
+            nodes: Vec::new(),
+            rewards: HashMap::new(),
+            order: Vec::new(),
+        };
+        m.add_node(LayerPath::full(num_layers), None);
+        m
+    }
+
+    /// The actions a path allows, shuffled by the search's RNG.
+    fn actions(&mut self, path: &LayerPath) -> Vec<Action> {
+        let n = path.len();
+        let counts = path.counts();
+        let max_len = self.cfg.max_len_factor * self.num_layers;
+        let mut actions: Vec<Action> = (0..n)
+            .flat_map(|start| {
+                [1, 2]
+                    .into_iter()
+                    .filter(move |size| start + size <= n)
+                    .map(move |size| Action::Skip { start, size })
+            })
+            .collect();
+        if n < max_len {
+            actions.extend(
+                (0..n)
+                    .filter(|&pos| counts[path.layers()[pos] as usize] < 2)
+                    .map(|pos| Action::Repeat { pos }),
+            );
+        }
+        actions.shuffle(&mut self.rng);
+        actions
+    }
+
+    fn add_node(&mut self, path: LayerPath, parent: Option<usize>) -> usize {
+        let untried = self.actions(&path);
+        self.nodes.push(Node {
+            path,
+            parent,
+            children: Vec::new(),
+            untried,
+            visits: 0,
+            reward_sum: 0.0,
+        });
+        let id = self.nodes.len() - 1;
+        if let Some(p) = parent {
+            self.nodes[p].children.push(id);
+        }
+        id
+    }
+
+    fn ucb(&self, id: usize, total: usize) -> f64 {
+        let n = &self.nodes[id];
+        if n.visits == 0 {
+            return f64::INFINITY;
+        }
+        let v = n.visits as f64;
+        n.reward_sum / v + self.cfg.exploration * ((total as f64).ln() / v).sqrt()
+            - self.cfg.length_penalty * (n.path.len() as f64 / self.num_layers as f64)
+    }
+
+    fn select(&mut self, total: usize) -> usize {
+        let mut id = 0;
+        while !self.nodes[id].children.is_empty() {
+            let children = &self.nodes[id].children;
+            id = if self.rng.random::<f64>() < self.cfg.random_prob {
+                children[self.rng.random_range(0..children.len())]
+            } else {
+                // The first child with the largest score, as Python's max() picks.
+                let mut best = children[0];
+                for &c in &children[1..] {
+                    if self.ucb(c, total) > self.ucb(best, total) {
+                        best = c;
+                    }
+                }
+                best
+            };
+        }
+        id
+    }
+
+    fn evaluate<E>(
+        &mut self,
+        path: &LayerPath,
+        reward: &mut impl FnMut(&LayerPath) -> Result<bool, E>,
+    ) -> Result<bool, E> {
+        if let Some(&r) = self.rewards.get(path.layers()) {
+            return Ok(r);
+        }
+        let r = reward(path)?;
+        self.rewards.insert(path.layers().to_vec(), r);
+        self.order.push(path.clone());
+        Ok(r)
+    }
+
+    /// Runs the search; `reward` says whether the model is right along a path.
+    pub fn run<E>(
+        mut self,
+        mut reward: impl FnMut(&LayerPath) -> Result<bool, E>,
+    ) -> Result<(SearchOutcome, Vec<NodeView>), E> {
+        let l = self.num_layers;
+        let original = self.evaluate(&LayerPath::full(l), &mut reward)?;
+        let mut best_len = l;
+        let mut stop = StopRule::Budget;
+        let mut simulations = 0;
+        for sim in 0..self.cfg.num_simulations {
+            simulations = sim + 1;
+            let mut id = self.select(sim + 1);
+            if self.nodes[id].visits > 0 {
+                if let Some(action) = self.nodes[id].untried.pop() {
+                    let path = action.apply(&self.nodes[id].path);
+                    id = self.add_node(path, Some(id));
+                }
+            }
+            let path = self.nodes[id].path.clone();
+            let r = self.evaluate(&path, &mut reward)?;
+            if r && path.len() < best_len {
+                best_len = path.len();
+            }
+            let mut cur = Some(id);
+            while let Some(c) = cur {
+                self.nodes[c].visits += 1;
+                self.nodes[c].reward_sum += f64::from(u8::from(r));
+                cur = self.nodes[c].parent;
+            }
+            if r && !original {
+                stop = StopRule::FixedWrongAnswer;
+                break;
+            }
+            if r && best_len + 2 <= l {
+                stop = StopRule::ShorterCorrectPath;
+                break;
+            }
+        }
+        let good_paths: Vec<LayerPath> = self
+            .order
+            .iter()
+            .filter(|p| self.rewards[p.layers()])
+            .cloned()
+            .collect();
+        let best_path = good_paths
+            .iter()
+            .min_by_key(|p| (p.len(), p.distinct_layers()))
+            .cloned()
+            .unwrap_or_else(|| LayerPath::full(l));
+        let outcome = SearchOutcome {
+            original_correct: original,
+            found: !good_paths.is_empty(),
+            good_paths,
+            best_path,
+            simulations,
+            distinct_paths: self.rewards.len(),
+            stop,
+        };
+        let views = self
+            .nodes
+            .into_iter()
+            .map(|n| NodeView {
+                path: n.path,
+                parent: n.parent,
+                children: n.children,
+                visits: n.visits,
+                reward_sum: n.reward_sum,
+            })
+            .collect();
+        Ok((outcome, views))
+    }
+}

@@ -1,0 +1,176 @@
+//! MCTS mechanics with synthetic rewards (no model): the known best path is found, every path is
+//! valid, visits and rewards add up, early-stop rules fire as specified, seeds make runs repeatable.
+
+use std::convert::Infallible;
+
+use drllm_core::search::{Mcts, NodeView, SearchConfig, SearchOutcome, StopRule};
+use drllm_core::LayerPath;
+
+fn run(
+    l: usize,
+    cfg: SearchConfig,
+    reward: impl Fn(&LayerPath) -> bool,
+) -> (SearchOutcome, Vec<NodeView>, Vec<LayerPath>) {
+    let mut asked = Vec::new();
+    let (o, tree) = Mcts::new(l, cfg)
+        .run(|p| {
+            asked.push(p.clone());
+            Ok::<_, Infallible>(reward(p))
+        })
+        .unwrap();
+    (o, tree, asked)
+}
+
+fn skips_3_and_7(p: &LayerPath) -> bool {
+    let c = p.counts();
+    c[3] == 0 && c[7] == 0
+}
+
+#[test]
+fn finds_the_known_best_path_and_every_path_is_valid() {
+    let cfg = SearchConfig {
+        num_simulations: 400,
+        seed: 7,
+        ..Default::default()
+    };
+    let (o, tree, asked) = run(12, cfg, skips_3_and_7);
+    assert!(!o.original_correct);
+    assert!(o.found, "no path skipping 3 and 7 in 400 simulations");
+    assert!(o.simulations < 400);
+    assert_eq!(o.stop, StopRule::FixedWrongAnswer);
+    assert!(skips_3_and_7(&o.best_path));
+    assert!(o.good_paths.iter().all(skips_3_and_7));
+    // Each path was evaluated once; every path in the tree is valid for 12 layers.
+    let mut distinct = asked
+        .iter()
+        .map(|p| p.layers().to_vec())
+        .collect::<Vec<_>>();
+    distinct.sort();
+    distinct.dedup();
+    assert_eq!(distinct.len(), asked.len(), "a path was evaluated twice");
+    assert_eq!(o.distinct_paths, asked.len());
+    for n in &tree {
+        assert!(LayerPath::new(n.path.layers().to_vec(), 12).is_ok());
+        assert!(n.path.len() <= 24);
+    }
+}
+
+#[test]
+fn visits_and_rewards_add_up() {
+    // Correct iff layer 5 runs once and at most one position is dropped: the full path is correct
+    // and no correct path is 2 shorter, so no early stop fires and the whole budget runs, with a
+    // mix of rewards 0 and 1 across the tree.
+    let cfg = SearchConfig {
+        num_simulations: 120,
+        seed: 3,
+        ..Default::default()
+    };
+    let (o, tree, _) = run(10, cfg, |p| p.counts()[5] == 1 && p.len() >= 9);
+    assert_eq!(o.stop, StopRule::Budget);
+    assert_eq!(tree[0].visits as usize, o.simulations);
+    for (i, n) in tree.iter().enumerate() {
+        let child_visits: u32 = n.children.iter().map(|&c| tree[c].visits).sum();
+        let child_rewards: f64 = n.children.iter().map(|&c| tree[c].reward_sum).sum();
+        // A node's own simulations are its visits minus its children's.
+        let own = n.visits - child_visits;
+        assert!(n.visits >= child_visits, "node {i}");
+        let own_reward = n.reward_sum - child_rewards;
+        let r = f64::from(u8::from(n.path.counts()[5] == 1 && n.path.len() >= 9));
+        assert!(
+            (own_reward - own as f64 * r).abs() < 1e-9,
+            "node {i}: rewards do not add up"
+        );
+        for &c in &n.children {
+            assert_eq!(tree[c].parent, Some(i));
+        }
+    }
+}
+
+#[test]
+fn early_stop_rules() {
+    // Correct everywhere: stops at the first correct path 2 positions shorter than L.
+    let (o, _, _) = run(
+        8,
+        SearchConfig {
+            seed: 1,
+            ..Default::default()
+        },
+        |_| true,
+    );
+    assert!(o.original_correct);
+    assert_eq!(o.stop, StopRule::ShorterCorrectPath);
+    assert!(o.best_path.len() <= 6);
+    assert!(o.simulations < 50);
+    // Wrong everywhere: the whole budget runs, nothing found, the best path is the full one.
+    let (o, tree, _) = run(
+        8,
+        SearchConfig {
+            seed: 1,
+            ..Default::default()
+        },
+        |_| false,
+    );
+    assert_eq!(
+        (o.stop, o.found, o.simulations),
+        (StopRule::Budget, false, 50)
+    );
+    assert_eq!(o.best_path, LayerPath::full(8));
+    assert_eq!(tree[0].visits, 50);
+    // Wrong on the full path, right once any layer is skipped: fixed at the first skip.
+    let (o, _, asked) = run(
+        8,
+        SearchConfig {
+            seed: 1,
+            ..Default::default()
+        },
+        |p| p.len() < 8,
+    );
+    assert_eq!(o.stop, StopRule::FixedWrongAnswer);
+    assert_eq!(o.good_paths.len(), 1);
+    assert_eq!(&o.good_paths[0], asked.last().unwrap());
+}
+
+#[test]
+fn best_path_is_shortest_then_fewest_distinct_layers() {
+    // Correct iff the path keeps layer 0; the full path is correct so only the shorter-path rule
+    // stops it. Among good paths the best has the fewest positions.
+    let (o, _, _) = run(
+        6,
+        SearchConfig {
+            num_simulations: 200,
+            seed: 11,
+            ..Default::default()
+        },
+        |p| p.counts()[0] >= 1,
+    );
+    let min_len = o.good_paths.iter().map(|p| p.len()).min().unwrap();
+    assert_eq!(o.best_path.len(), min_len);
+    let min_distinct = o
+        .good_paths
+        .iter()
+        .filter(|p| p.len() == min_len)
+        .map(|p| p.distinct_layers())
+        .min()
+        .unwrap();
+    assert_eq!(o.best_path.distinct_layers(), min_distinct);
+}
+
+#[test]
+fn seeds_make_searches_repeatable() {
+    let reward = |p: &LayerPath| p.counts()[2] == 2 && p.counts()[4] == 0;
+    let cfg = SearchConfig {
+        num_simulations: 150,
+        seed: 42,
+        ..Default::default()
+    };
+    let (a, ta, pa) = run(8, cfg.clone(), reward);
+    let (b, tb, pb) = run(8, cfg.clone(), reward);
+    assert_eq!(a, b);
+    assert_eq!(ta, tb);
+    assert_eq!(pa, pb);
+    let (_, _, pc) = run(8, SearchConfig { seed: 43, ..cfg }, reward);
+    assert_ne!(
+        pa, pc,
+        "another seed explored the same paths in the same order"
+    );
+}
