@@ -66,6 +66,22 @@ impl PathCache {
         }
     }
 
+    /// A cache assembled from slots computed elsewhere (the search's prefix cache): one slot per
+    /// path position, each holding `len` positions.
+    pub fn from_slots(path: &LayerPath, slots: Vec<KvSlot>, len: usize) -> Result<Self> {
+        if slots.len() != path.len() || slots.iter().any(|s| s.len() != len) {
+            return Err(Error::CacheGap {
+                cached: slots.iter().map(KvSlot::len).min().unwrap_or(0),
+                start: len,
+            });
+        }
+        Ok(Self {
+            path: path.clone(),
+            slots,
+            len,
+        })
+    }
+
     pub fn path(&self) -> &LayerPath {
         &self.path
     }

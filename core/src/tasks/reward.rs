@@ -10,7 +10,7 @@ use super::prompts::{self, PromptStyle};
 use super::{letter, math};
 use crate::cache::PathCache;
 use crate::error::{Error, Result};
-use crate::generate::{greedy, StopReason};
+use crate::generate::{greedy_continue, StopReason};
 use crate::loader::LoadedModel;
 use crate::model::Logits;
 use crate::path::LayerPath;
@@ -73,7 +73,7 @@ impl RewardOptions {
 }
 
 /// The result of one (model, example, path) evaluation.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, Default, PartialEq)]
 pub struct Outcome {
     /// The reward: 1 if correct.
     pub correct: bool,
@@ -94,6 +94,63 @@ pub struct Outcome {
     pub correct_acc_norm: Option<bool>,
 }
 
+/// What an example needs once, whatever the path: the prompt's token ids and, for
+/// choice-loglik, each choice's continuation ids and length in bytes.
+#[derive(Debug, Clone)]
+pub struct Prepared {
+    pub prompt_ids: Vec<u32>,
+    conts: Vec<(Vec<u32>, usize)>,
+    gen: Option<prompts::GenPrompt>,
+    gold: char,
+}
+
+/// Tokenizes what `ex` needs under `opts`.
+pub fn prepare(lm: &LoadedModel, ex: &Example, opts: &RewardOptions) -> Result<Prepared> {
+    let gold = ex.answer.chars().next().unwrap_or('?');
+    match opts.mode {
+        RewardMode::Generate => {
+            let prompt = prompts::generation_prompt(ex, opts.style);
+            let prompt_ids = match opts.style {
+                PromptStyle::Instruct => lm
+                    .tokenizer
+                    .encode(&lm.tokenizer.apply_chat(&prompt.text)?, false)?,
+                PromptStyle::Base => lm.tokenizer.encode(&prompt.text, true)?,
+            };
+            Ok(Prepared {
+                prompt_ids,
+                conts: Vec::new(),
+                gen: Some(prompt),
+                gold,
+            })
+        }
+        RewardMode::ChoiceLoglik => {
+            ex.gold_index().ok_or_else(|| Error::Reward {
+                id: ex.id.clone(),
+                reason: "choice-loglik needs a multiple-choice example with a gold letter".into(),
+            })?;
+            let context = prompts::loglik_context(ex);
+            let prompt_ids = lm.tokenizer.encode(&context, true)?;
+            let mut conts = Vec::with_capacity(ex.choices.len());
+            for cont in prompts::loglik_continuations(ex) {
+                // lm-eval-harness: encode context + continuation; the continuation is what follows
+                // the context's own tokens.
+                let whole = lm.tokenizer.encode(&format!("{context}{cont}"), true)?;
+                let mut ids = whole.get(prompt_ids.len()..).unwrap_or_default().to_vec();
+                if ids.is_empty() {
+                    ids = lm.tokenizer.encode(&cont, false)?;
+                }
+                conts.push((ids, cont.len()));
+            }
+            Ok(Prepared {
+                prompt_ids,
+                conts,
+                gen: None,
+                gold,
+            })
+        }
+    }
+}
+
 /// Is the model right about `ex` when it runs `path`?
 pub fn evaluate(
     lm: &LoadedModel,
@@ -101,30 +158,64 @@ pub fn evaluate(
     path: &LayerPath,
     opts: &RewardOptions,
 ) -> Result<Outcome> {
-    match opts.mode {
-        RewardMode::Generate => generate(lm, ex, path, opts),
-        RewardMode::ChoiceLoglik => choice_loglik(lm, ex, path, opts),
+    let prep = prepare(lm, ex, opts)?;
+    let mut cache = PathCache::new(path);
+    let last = lm
+        .model
+        .forward(&prep.prompt_ids, path, &mut cache, 0, Logits::Last)?;
+    finish(lm, ex, &prep, opts, cache, &last, &mut 0)
+}
+
+/// Completes an evaluation from the prompt already run along the cache's path (`last`: logits of
+/// the prompt's last position). Adds the layer executions it runs to `layer_execs`.
+pub fn finish(
+    lm: &LoadedModel,
+    ex: &Example,
+    prep: &Prepared,
+    opts: &RewardOptions,
+    mut cache: PathCache,
+    last: &Tensor,
+    layer_execs: &mut u64,
+) -> Result<Outcome> {
+    let positions = cache.path().len() as u64;
+    match &prep.gen {
+        Some(prompt) => {
+            let o = generate(lm, ex, prep, prompt, opts, &mut cache, last)?;
+            // Every generated token is fed back except a final one the loop stopped on.
+            let fed = match o.stop {
+                Some(StopReason::Eos) | None => o.tokens_generated,
+                _ => o.tokens_generated.saturating_sub(1),
+            };
+            *layer_execs += fed as u64 * positions;
+            Ok(o)
+        }
+        None => {
+            let o = choice_loglik(lm, prep, opts, &cache, last)?;
+            *layer_execs += prep
+                .conts
+                .iter()
+                .map(|(c, _)| (c.len() as u64).saturating_sub(1))
+                .sum::<u64>()
+                * positions;
+            Ok(o)
+        }
     }
 }
 
 fn generate(
     lm: &LoadedModel,
     ex: &Example,
-    path: &LayerPath,
+    prep: &Prepared,
+    prompt: &prompts::GenPrompt,
     opts: &RewardOptions,
+    cache: &mut PathCache,
+    last: &Tensor,
 ) -> Result<Outcome> {
-    let prompt = prompts::generation_prompt(ex, opts.style);
-    let ids = match opts.style {
-        PromptStyle::Instruct => lm
-            .tokenizer
-            .encode(&lm.tokenizer.apply_chat(&prompt.text)?, false)?,
-        PromptStyle::Base => lm.tokenizer.encode(&prompt.text, true)?,
-    };
     let max = prompt.max_new_tokens;
     let max_token_chars = lm.tokenizer.max_token_chars();
-    let gold = ex.answer.chars().next().unwrap_or('?');
+    let gold = prep.gold;
     let mut decode_error = None;
-    let gen = greedy(&lm.model, &ids, path, max, |tokens| {
+    let gen = greedy_continue(&lm.model, cache, last, max, |tokens| {
         if !opts.early_stop {
             return false;
         }
@@ -172,12 +263,7 @@ fn generate(
         extracted,
         tokens_generated: gen.tokens.len(),
         stop: Some(gen.stop),
-        choice_logprobs: Vec::new(),
-        choice_bytes: Vec::new(),
-        pick: None,
-        pick_norm: None,
-        correct_acc: None,
-        correct_acc_norm: None,
+        ..Outcome::default()
     })
 }
 
@@ -202,36 +288,23 @@ pub fn math_verdict_fixed(text: &str, chars_left: usize) -> bool {
 
 fn choice_loglik(
     lm: &LoadedModel,
-    ex: &Example,
-    path: &LayerPath,
+    prep: &Prepared,
     opts: &RewardOptions,
+    cache: &PathCache,
+    last: &Tensor,
 ) -> Result<Outcome> {
-    let gold = ex.gold_index().ok_or_else(|| Error::Reward {
-        id: ex.id.clone(),
-        reason: "choice-loglik needs a multiple-choice example with a gold letter".into(),
-    })?;
-    let context = prompts::loglik_context(ex);
-    let ctx_ids = lm.tokenizer.encode(&context, true)?;
     let model = &lm.model;
-    let mut cache = PathCache::new(path);
-    // The context runs once; every choice continues from a clone of its cache.
-    let last = model.forward(&ctx_ids, path, &mut cache, 0, Logits::Last)?;
-    let mut logprobs = Vec::with_capacity(ex.choices.len());
-    let mut bytes = Vec::with_capacity(ex.choices.len());
-    for cont in prompts::loglik_continuations(ex) {
-        // lm-eval-harness: encode context + continuation, the continuation is what follows the
-        // context's own tokens.
-        let whole = lm.tokenizer.encode(&format!("{context}{cont}"), true)?;
-        let mut cont_ids = whole.get(ctx_ids.len()..).unwrap_or_default().to_vec();
-        if cont_ids.is_empty() {
-            cont_ids = lm.tokenizer.encode(&cont, false)?;
-        }
+    let path = cache.path().clone();
+    let start = cache.len();
+    let mut logprobs = Vec::with_capacity(prep.conts.len());
+    let mut bytes = Vec::with_capacity(prep.conts.len());
+    // Every choice continues from a clone of the context's cache (clones share the tensors).
+    for (cont_ids, nbytes) in &prep.conts {
         let logits = if cont_ids.len() > 1 {
             let mut c = cache.clone();
             let n = cont_ids.len() - 1;
-            let rest =
-                model.forward(&cont_ids[..n], path, &mut c, ctx_ids.len(), Logits::From(0))?;
-            Tensor::cat(&[&last, &rest], 0)?
+            let rest = model.forward(&cont_ids[..n], &path, &mut c, start, Logits::From(0))?;
+            Tensor::cat(&[last, &rest], 0)?
         } else {
             last.clone()
         };
@@ -243,11 +316,12 @@ fn choice_loglik(
                 .map(|(&id, row)| row[id as usize] as f64)
                 .sum(),
         );
-        bytes.push(cont.len());
+        bytes.push(*nbytes);
     }
     let argmax = |score: &dyn Fn(usize) -> f64| {
         (0..logprobs.len()).fold(0, |best, i| if score(i) > score(best) { i } else { best })
     };
+    let gold = (prep.gold as u32).saturating_sub('A' as u32) as usize;
     let pick = argmax(&|i| logprobs[i]);
     let pick_norm = argmax(&|i| logprobs[i] / bytes[i].max(1) as f64);
     let (acc, acc_norm) = (pick == gold, pick_norm == gold);
@@ -257,16 +331,13 @@ fn choice_loglik(
         } else {
             acc
         },
-        response: None,
-        extracted: None,
-        tokens_generated: 0,
-        stop: None,
         choice_logprobs: logprobs,
         choice_bytes: bytes,
         pick: Some(pick),
         pick_norm: Some(pick_norm),
         correct_acc: Some(acc),
         correct_acc_norm: Some(acc_norm),
+        ..Outcome::default()
     })
 }
 
