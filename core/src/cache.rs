@@ -27,6 +27,13 @@ impl KvSlot {
         self.len() == 0
     }
 
+    /// Number of f32 values held (keys and values).
+    pub fn elem_count(&self) -> usize {
+        self.kv
+            .as_ref()
+            .map_or(0, |(k, v)| k.elem_count() + v.elem_count())
+    }
+
     /// Appends `k`, `v` for new positions and returns the keys and values of all positions.
     pub fn append(&mut self, k: &Tensor, v: &Tensor) -> Result<(Tensor, Tensor)> {
         let (k, v) = match &self.kv {

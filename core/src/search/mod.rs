@@ -1,6 +1,10 @@
 //! The search: length-aware Monte Carlo Tree Search over layer paths (DESIGN.md "The search").
 //! [`mcts`] holds the tree mechanics, generic over the reward so they can be tested without a model.
 
+pub mod evaluator;
 pub mod mcts;
+pub mod run;
 
+pub use evaluator::{Counters, PathEvaluator};
 pub use mcts::{Action, Mcts, NodeView, SearchConfig, SearchOutcome, StopRule};
+pub use run::{search_example, ExampleSearch, DEFAULT_REUSE_BUDGET};
