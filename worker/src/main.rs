@@ -3,6 +3,7 @@
 
 mod bench;
 mod logits;
+mod search;
 
 use clap::{Parser, Subcommand};
 
@@ -20,6 +21,8 @@ enum Command {
     Logits(logits::Args),
     /// Measure prefill and decode tokens/s and memory of a model on this machine.
     Bench(bench::Args),
+    /// Search layer paths for a dataset slice on this machine and print a summary.
+    Search(search::Args),
 }
 
 fn main() -> anyhow::Result<()> {
@@ -27,5 +30,6 @@ fn main() -> anyhow::Result<()> {
     match Cli::parse().command {
         Command::Logits(a) => logits::run(a),
         Command::Bench(a) => bench::run(a),
+        Command::Search(a) => search::run(a),
     }
 }

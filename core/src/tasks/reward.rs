@@ -100,7 +100,8 @@ pub struct Outcome {
 pub struct Prepared {
     pub prompt_ids: Vec<u32>,
     conts: Vec<(Vec<u32>, usize)>,
-    gen: Option<prompts::GenPrompt>,
+    /// generate mode: the prompt (None for choice-loglik).
+    pub gen: Option<prompts::GenPrompt>,
     gold: char,
 }
 
@@ -296,17 +297,41 @@ fn choice_loglik(
     let model = &lm.model;
     let path = cache.path().clone();
     let start = cache.len();
-    let mut logprobs = Vec::with_capacity(prep.conts.len());
-    let mut bytes = Vec::with_capacity(prep.conts.len());
     // Every choice continues from a clone of the context's cache (clones share the tensors).
-    for (cont_ids, nbytes) in &prep.conts {
-        let logits = if cont_ids.len() > 1 {
+    let mut rests = Vec::with_capacity(prep.conts.len());
+    for (cont_ids, _) in &prep.conts {
+        rests.push(if cont_ids.len() > 1 {
             let mut c = cache.clone();
             let n = cont_ids.len() - 1;
-            let rest = model.forward(&cont_ids[..n], &path, &mut c, start, Logits::From(0))?;
-            Tensor::cat(&[last, &rest], 0)?
+            Some(model.forward(&cont_ids[..n], &path, &mut c, start, Logits::From(0))?)
         } else {
-            last.clone()
+            None
+        });
+    }
+    score_choices(prep, opts, last, &rests)
+}
+
+impl Prepared {
+    /// choice-loglik: the continuation token ids of each choice.
+    pub fn continuations(&self) -> impl Iterator<Item = &[u32]> {
+        self.conts.iter().map(|(ids, _)| ids.as_slice())
+    }
+}
+
+/// choice-loglik verdict from the logits of the context's last position (`last`, `[1, vocab]`)
+/// and, per choice, of its continuation positions but the last (`None` for one-token choices).
+pub fn score_choices(
+    prep: &Prepared,
+    opts: &RewardOptions,
+    last: &Tensor,
+    rests: &[Option<Tensor>],
+) -> Result<Outcome> {
+    let mut logprobs = Vec::with_capacity(prep.conts.len());
+    let mut bytes = Vec::with_capacity(prep.conts.len());
+    for ((cont_ids, nbytes), rest) in prep.conts.iter().zip(rests) {
+        let logits = match rest {
+            Some(rest) => Tensor::cat(&[last, rest], 0)?,
+            None => last.clone(),
         };
         let lp = candle_nn::ops::log_softmax(&logits, D::Minus1)?.to_vec2::<f32>()?;
         logprobs.push(
