@@ -65,6 +65,8 @@ pub enum Error {
     ChatTemplate(String),
     #[error("download from the Hugging Face hub failed for `{repo}`: {reason}")]
     Hub { repo: String, reason: String },
+    #[error("writing output: {0}")]
+    Output(String),
     #[error("example `{id}`: {reason}")]
     Reward { id: String, reason: String },
     #[error(transparent)]

@@ -154,12 +154,40 @@ pub(crate) fn gguf_config(source: &Source) -> Result<ModelConfig> {
     })
 }
 
+/// blake3 over the files that hold the weights, in a fixed order.
+pub fn fingerprint(location: &ModelLocation) -> Result<String> {
+    let files: Vec<PathBuf> = match location {
+        ModelLocation::Gguf(p) => vec![p.clone()],
+        ModelLocation::HfDir(d) => {
+            let mut v: Vec<PathBuf> = std::fs::read_dir(d)
+                .map_err(|e| Error::io(d, e))?
+                .filter_map(|e| e.ok().map(|e| e.path()))
+                .filter(|p| {
+                    p.extension().is_some_and(|x| x == "safetensors")
+                        || p.file_name().is_some_and(|n| n == "config.json")
+                })
+                .collect();
+            v.sort();
+            v
+        }
+    };
+    let mut h = blake3::Hasher::new();
+    for f in &files {
+        let mut file = std::fs::File::open(f).map_err(|e| Error::io(f, e))?;
+        h.update_reader(&mut file).map_err(|e| Error::io(f, e))?;
+    }
+    Ok(h.finalize().to_hex()[..32].to_string())
+}
+
 /// A model and its tokenizer, as one spec names them.
 #[derive(Debug)]
 pub struct LoadedModel {
     /// What the user asked for (the spec), for records and messages.
     pub id: String,
     pub location: ModelLocation,
+    /// blake3 of the weight files (GGUF, or config.json + safetensors): records and checkpoints
+    /// carry it so that results of different weights are never mixed.
+    pub fingerprint: String,
     pub model: Model,
     pub tokenizer: TextTokenizer,
 }
@@ -179,6 +207,7 @@ pub fn load(spec: &str, opts: &LoadOptions) -> Result<LoadedModel> {
     };
     Ok(LoadedModel {
         id: spec.to_string(),
+        fingerprint: fingerprint(&location)?,
         location,
         model,
         tokenizer,

@@ -1,11 +1,12 @@
 //! `worker search`: the search on one machine, no coordinator: every example of a dataset slice
 //! searched in turn, a progress bar, and a summary (found rate, best path lengths, fixed answers,
-//! simulations/s). Parquet output arrives with the record schema.
+//! simulations/s), and with `--out` the records as Parquet (README "Search records").
 
+use std::path::PathBuf;
 use std::time::Instant;
 
 use anyhow::Context;
-use drllm_core::search::{search_example, SearchConfig, DEFAULT_REUSE_BUDGET};
+use drllm_core::search::{search_example, write_parquet, SearchConfig, DEFAULT_REUSE_BUDGET};
 use drllm_core::tasks::prompts::PromptStyle;
 use drllm_core::tasks::reward::RewardOptions;
 use drllm_core::tasks::{load_dataset, DatasetSpec, RewardMode};
@@ -53,6 +54,12 @@ pub struct Args {
     /// Skip (and count) invalid dataset lines instead of stopping.
     #[arg(long)]
     skip_invalid: bool,
+    /// Folder for the Parquet records (created if missing); one file per run.
+    #[arg(long)]
+    out: Option<PathBuf>,
+    /// Name recorded in every row as `worker_id`.
+    #[arg(long, default_value = "local")]
+    worker_id: String,
 }
 
 pub fn run(a: Args) -> anyhow::Result<()> {
@@ -93,9 +100,11 @@ pub fn run(a: Args) -> anyhow::Result<()> {
     let (mut found, mut original, mut fixed, mut sims, mut execs, mut paths) =
         (0, 0, 0, 0, 0u64, 0u64);
     let mut best_len_sum = 0usize;
+    let mut records = Vec::with_capacity(data.examples.len());
     for ex in &data.examples {
         let r = search_example(&lm, ex, &cfg, &opts, budget)
             .with_context(|| format!("example {}", ex.id))?;
+        records.push(r.record(&lm, ex, &cfg, &opts, &a.worker_id));
         let o = &r.outcome;
         found += usize::from(o.found);
         original += usize::from(o.original_correct);
@@ -108,6 +117,20 @@ pub fn run(a: Args) -> anyhow::Result<()> {
         bar.set_message(format!("found {found}"));
     }
     bar.finish_and_clear();
+    let written = match &a.out {
+        Some(dir) => {
+            std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+            let file = dir.join(format!(
+                "search-{}-{}-{}.parquet",
+                a.dataset.name().replace([':', '/'], "_"),
+                a.split,
+                records.first().map_or(0, |r| r.timestamp_ms)
+            ));
+            write_parquet(&file, &records, &serde_json::to_string(&cfg)?)?;
+            Some(file.display().to_string())
+        }
+        None => None,
+    };
     let n = data.examples.len();
     let secs = t0.elapsed().as_secs_f64();
     println!(
@@ -121,6 +144,7 @@ pub fn run(a: Args) -> anyhow::Result<()> {
             "layer_executions_per_simulation": execs as f64 / sims as f64,
             "seconds_incl_load": secs, "simulations_per_s": sims as f64 / secs,
             "reuse": !a.no_reuse, "early_stop": !a.no_early_stop, "seed": a.seed,
+            "parquet": written,
         })
     );
     Ok(())

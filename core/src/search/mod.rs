@@ -3,8 +3,10 @@
 
 pub mod evaluator;
 pub mod mcts;
+pub mod record;
 pub mod run;
 
 pub use evaluator::{Counters, PathEvaluator};
 pub use mcts::{Action, Mcts, NodeView, SearchConfig, SearchOutcome, StopRule};
+pub use record::{write_parquet, SearchRecord, SCHEMA_VERSION};
 pub use run::{search_example, ExampleSearch, DEFAULT_REUSE_BUDGET};

@@ -6,9 +6,11 @@ use std::time::Instant;
 
 use super::evaluator::{Counters, PathEvaluator};
 use super::mcts::{Mcts, SearchConfig, SearchOutcome};
+use super::record::SearchRecord;
 use crate::error::Result;
 use crate::loader::LoadedModel;
-use crate::tasks::reward::RewardOptions;
+use crate::tasks::prompts;
+use crate::tasks::reward::{RewardMode, RewardOptions};
 use crate::tasks::Example;
 
 /// Default memory for cached prefix states per example (hidden states and KV slots).
@@ -51,4 +53,49 @@ pub fn search_example(
         counters: eval.counters,
         wall_seconds: t0.elapsed().as_secs_f64(),
     })
+}
+
+impl ExampleSearch {
+    /// The Parquet row for this search.
+    pub fn record(
+        &self,
+        lm: &LoadedModel,
+        ex: &Example,
+        cfg: &SearchConfig,
+        opts: &RewardOptions,
+        worker_id: &str,
+    ) -> SearchRecord {
+        let o = &self.outcome;
+        let question = match opts.mode {
+            RewardMode::Generate => prompts::generation_prompt(ex, opts.style).text,
+            RewardMode::ChoiceLoglik => prompts::loglik_context(ex),
+        };
+        SearchRecord {
+            example_id: ex.id.clone(),
+            dataset: ex.dataset.clone(),
+            split: ex.split.clone(),
+            question,
+            gold: ex.answer.clone(),
+            model_id: lm.id.clone(),
+            model_fingerprint: lm.fingerprint.clone(),
+            num_layers: lm.model.num_layers() as u16,
+            reward_mode: opts.mode.to_string(),
+            original_correct: o.original_correct,
+            found: o.found,
+            best_path: o.best_path.layers().to_vec(),
+            best_decisions: o.best_path.counts(),
+            distinct_layers: o.best_path.distinct_layers() as u16,
+            good_paths: o.good_paths.iter().map(|p| p.layers().to_vec()).collect(),
+            best_response: self.best_response.clone(),
+            simulations: o.simulations as u32,
+            distinct_paths: o.distinct_paths as u32,
+            layer_executions: self.counters.layer_executions,
+            wall_seconds: self.wall_seconds,
+            search_config: serde_json::to_string(cfg).unwrap_or_default(),
+            worker_id: worker_id.to_string(),
+            timestamp_ms: std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| d.as_millis() as i64),
+        }
+    }
 }

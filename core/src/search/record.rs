@@ -1,0 +1,163 @@
+//! The search's output record — one row per searched example — and its Parquet files. Files are
+//! written to a temporary name, fsynced and renamed, so a reader never sees half a file. The
+//! schema (README "Search records") is versioned in the file metadata.
+
+use std::fs::File;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use arrow_array::builder::{
+    BooleanBuilder, Float64Builder, ListBuilder, StringBuilder, TimestampMillisecondBuilder,
+    UInt16Builder, UInt32Builder, UInt64Builder, UInt8Builder,
+};
+use arrow_array::{ArrayRef, RecordBatch};
+use parquet::arrow::ArrowWriter;
+use parquet::file::metadata::KeyValue;
+use parquet::file::properties::WriterProperties;
+
+use crate::error::{Error, Result};
+
+/// Version of the record schema, stored as `drllm.schema_version` in every file.
+pub const SCHEMA_VERSION: &str = "1";
+
+/// One searched example.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SearchRecord {
+    pub example_id: String,
+    pub dataset: String,
+    pub split: String,
+    /// The task prompt, before any chat template.
+    pub question: String,
+    pub gold: String,
+    pub model_id: String,
+    /// blake3 of the weight files.
+    pub model_fingerprint: String,
+    pub num_layers: u16,
+    pub reward_mode: String,
+    pub original_correct: bool,
+    pub found: bool,
+    pub best_path: Vec<u16>,
+    /// Per layer: 0 skip, 1 execute, 2 repeat (length L).
+    pub best_decisions: Vec<u8>,
+    pub distinct_layers: u16,
+    pub good_paths: Vec<Vec<u16>>,
+    /// generate mode: the response under the best path.
+    pub best_response: Option<String>,
+    pub simulations: u32,
+    pub distinct_paths: u32,
+    pub layer_executions: u64,
+    pub wall_seconds: f64,
+    /// The search configuration as JSON.
+    pub search_config: String,
+    pub worker_id: String,
+    /// Milliseconds since the Unix epoch, UTC.
+    pub timestamp_ms: i64,
+}
+
+fn to_batch(records: &[SearchRecord]) -> Result<RecordBatch> {
+    let s = |f: fn(&SearchRecord) -> &str| {
+        let mut b = StringBuilder::new();
+        records.iter().for_each(|r| b.append_value(f(r)));
+        Arc::new(b.finish()) as ArrayRef
+    };
+    let strings = [
+        ("example_id", s(|r| &r.example_id)),
+        ("dataset", s(|r| &r.dataset)),
+        ("split", s(|r| &r.split)),
+        ("question", s(|r| &r.question)),
+        ("gold", s(|r| &r.gold)),
+        ("model_id", s(|r| &r.model_id)),
+        ("model_fingerprint", s(|r| &r.model_fingerprint)),
+        ("reward_mode", s(|r| &r.reward_mode)),
+    ];
+    let u16s = |f: fn(&SearchRecord) -> u16| {
+        let mut b = UInt16Builder::new();
+        records.iter().for_each(|r| b.append_value(f(r)));
+        Arc::new(b.finish()) as ArrayRef
+    };
+    let bools = |f: fn(&SearchRecord) -> bool| {
+        let mut b = BooleanBuilder::new();
+        records.iter().for_each(|r| b.append_value(f(r)));
+        Arc::new(b.finish()) as ArrayRef
+    };
+    let mut best_path = ListBuilder::new(UInt16Builder::new());
+    let mut decisions = ListBuilder::new(UInt8Builder::new());
+    let mut good = ListBuilder::new(ListBuilder::new(UInt16Builder::new()));
+    let mut response = StringBuilder::new();
+    let (mut sims, mut distinct) = (UInt32Builder::new(), UInt32Builder::new());
+    let mut execs = UInt64Builder::new();
+    let mut wall = Float64Builder::new();
+    let (mut config, mut worker) = (StringBuilder::new(), StringBuilder::new());
+    let mut ts = TimestampMillisecondBuilder::new().with_timezone("UTC");
+    for r in records {
+        best_path.append_value(r.best_path.iter().map(|&l| Some(l)));
+        decisions.append_value(r.best_decisions.iter().map(|&d| Some(d)));
+        for p in &r.good_paths {
+            good.values().append_value(p.iter().map(|&l| Some(l)));
+        }
+        good.append(true);
+        response.append_option(r.best_response.as_deref());
+        sims.append_value(r.simulations);
+        distinct.append_value(r.distinct_paths);
+        execs.append_value(r.layer_executions);
+        wall.append_value(r.wall_seconds);
+        config.append_value(&r.search_config);
+        worker.append_value(&r.worker_id);
+        ts.append_value(r.timestamp_ms);
+    }
+    let mut columns: Vec<(&str, ArrayRef)> = strings.into_iter().collect();
+    columns.extend([
+        ("num_layers", u16s(|r| r.num_layers)),
+        ("original_correct", bools(|r| r.original_correct)),
+        ("found", bools(|r| r.found)),
+        ("best_path", Arc::new(best_path.finish()) as ArrayRef),
+        ("best_decisions", Arc::new(decisions.finish())),
+        ("best_path_len", u16s(|r| r.best_path.len() as u16)),
+        ("distinct_layers", u16s(|r| r.distinct_layers)),
+        ("good_paths", Arc::new(good.finish())),
+        ("best_response", Arc::new(response.finish())),
+        ("simulations", Arc::new(sims.finish())),
+        ("distinct_paths", Arc::new(distinct.finish())),
+        ("layer_executions", Arc::new(execs.finish())),
+        ("wall_seconds", Arc::new(wall.finish())),
+        ("search_config", Arc::new(config.finish())),
+        ("worker_id", Arc::new(worker.finish())),
+        ("timestamp", Arc::new(ts.finish())),
+    ]);
+    RecordBatch::try_from_iter(columns).map_err(|e| Error::Output(format!("building records: {e}")))
+}
+
+/// Writes `records` to `path` atomically (temporary file, fsync, rename). `search_config` (JSON)
+/// goes into the file metadata next to the schema version.
+pub fn write_parquet(path: &Path, records: &[SearchRecord], search_config: &str) -> Result<()> {
+    let batch = to_batch(records)?;
+    let tmp = tmp_name(path);
+    let io = |e: std::io::Error| Error::io(&tmp, e);
+    let file = File::create(&tmp).map_err(io)?;
+    let props = WriterProperties::builder()
+        .set_key_value_metadata(Some(vec![
+            KeyValue::new("drllm.schema_version".into(), SCHEMA_VERSION.to_string()),
+            KeyValue::new("drllm.search_config".into(), search_config.to_string()),
+        ]))
+        .build();
+    let out = |e: parquet::errors::ParquetError| Error::Output(format!("{}: {e}", tmp.display()));
+    let mut w = ArrowWriter::try_new(file, batch.schema(), Some(props)).map_err(out)?;
+    w.write(&batch).map_err(out)?;
+    let file = w.into_inner().map_err(out)?;
+    file.sync_all().map_err(io)?;
+    drop(file);
+    std::fs::rename(&tmp, path).map_err(|e| Error::io(path, e))?;
+    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+        // Persist the rename itself.
+        File::open(dir)
+            .and_then(|d| d.sync_all())
+            .map_err(|e| Error::io(dir, e))?;
+    }
+    Ok(())
+}
+
+fn tmp_name(path: &Path) -> PathBuf {
+    let mut name = path.file_name().unwrap_or_default().to_os_string();
+    name.push(".tmp");
+    path.with_file_name(name)
+}

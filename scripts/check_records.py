@@ -1,0 +1,77 @@
+#!/usr/bin/env python3
+"""Checks drllm search records (Parquet) with pyarrow: schema, metadata and row invariants.
+
+    python3 scripts/check_records.py FILE.parquet [--expect-rows N] [--expect-simulations N]
+
+Exits non-zero with the first violated rule. Used by the test suite (worker/tests/records.rs) so
+that the files are known to read in the Python ecosystem, not only in Rust.
+"""
+import argparse
+import json
+import sys
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+COLUMNS = {
+    "example_id": pa.string(), "dataset": pa.string(), "split": pa.string(),
+    "question": pa.string(), "gold": pa.string(), "model_id": pa.string(),
+    "model_fingerprint": pa.string(), "reward_mode": pa.string(), "num_layers": pa.uint16(),
+    "original_correct": pa.bool_(), "found": pa.bool_(), "best_path": pa.list_(pa.uint16()),
+    "best_decisions": pa.list_(pa.uint8()), "best_path_len": pa.uint16(),
+    "distinct_layers": pa.uint16(), "good_paths": pa.list_(pa.list_(pa.uint16())),
+    "best_response": pa.string(), "simulations": pa.uint32(), "distinct_paths": pa.uint32(),
+    "layer_executions": pa.uint64(), "wall_seconds": pa.float64(), "search_config": pa.string(),
+    "worker_id": pa.string(), "timestamp": pa.timestamp("ms", tz="UTC"),
+}
+
+
+def fail(msg):
+    print(f"check_records: {msg}", file=sys.stderr)
+    sys.exit(1)
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("file")
+    ap.add_argument("--expect-rows", type=int)
+    ap.add_argument("--expect-simulations", type=int)
+    a = ap.parse_args()
+    table = pq.read_table(a.file)
+    meta = pq.read_metadata(a.file).metadata
+    if meta.get(b"drllm.schema_version") != b"1":
+        fail(f"schema version {meta.get(b'drllm.schema_version')!r}")
+    cfg = json.loads(meta[b"drllm.search_config"])
+    if a.expect_simulations is not None and cfg["num_simulations"] != a.expect_simulations:
+        fail(f"search_config {cfg}")
+    for name, typ in COLUMNS.items():
+        if name not in table.column_names:
+            fail(f"missing column {name}")
+        if not table.schema.field(name).type.equals(typ):
+            fail(f"column {name} has type {table.schema.field(name).type}, expected {typ}")
+    if a.expect_rows is not None and table.num_rows != a.expect_rows:
+        fail(f"{table.num_rows} rows, expected {a.expect_rows}")
+    ids = table.column("example_id").to_pylist()
+    if len(set(ids)) != len(ids):
+        fail("duplicate example ids")
+    for r in table.to_pylist():
+        L = r["num_layers"]
+        if len(r["best_decisions"]) != L or any(d not in (0, 1, 2) for d in r["best_decisions"]):
+            fail(f"{r['example_id']}: best_decisions {r['best_decisions']}")
+        if r["best_path_len"] != len(r["best_path"]) or sum(r["best_decisions"]) != len(r["best_path"]):
+            fail(f"{r['example_id']}: path length disagrees with decisions")
+        if r["best_path"] != sorted(r["best_path"]) or any(l >= L for l in r["best_path"]):
+            fail(f"{r['example_id']}: invalid best path {r['best_path']}")
+        if r["found"] != bool(r["good_paths"]) or (r["found"] and r["best_path"] not in r["good_paths"]):
+            fail(f"{r['example_id']}: found/good_paths/best_path disagree")
+        if r["distinct_layers"] != sum(1 for d in r["best_decisions"] if d > 0):
+            fail(f"{r['example_id']}: distinct_layers")
+        if not (1 <= r["simulations"] <= cfg["num_simulations"]) or len(r["model_fingerprint"]) != 32:
+            fail(f"{r['example_id']}: simulations or fingerprint")
+        if json.loads(r["search_config"]) != cfg:
+            fail(f"{r['example_id']}: row config differs from file config")
+    print(f"ok: {table.num_rows} rows, {len(COLUMNS)} columns")
+
+
+if __name__ == "__main__":
+    main()
