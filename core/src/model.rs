@@ -232,6 +232,26 @@ impl Model {
         start: usize,
         which: Logits,
     ) -> Result<Tensor> {
+        let x = self.forward_hidden(ids, path, cache, start)?;
+        let rows = match which {
+            Logits::Last => x.narrow(0, ids.len() - 1, 1)?,
+            Logits::From(from) => {
+                x.narrow(0, from.min(ids.len()), ids.len() - from.min(ids.len()))?
+            }
+        };
+        self.head(&rows)
+    }
+
+    /// Like [`Model::forward`], but returns the hidden states after the last path position
+    /// (`[ids, hidden]`, before the final norm), for callers that apply [`Model::head`] to rows
+    /// gathered from several calls at once.
+    pub fn forward_hidden(
+        &self,
+        ids: &[u32],
+        path: &LayerPath,
+        cache: &mut PathCache,
+        start: usize,
+    ) -> Result<Tensor> {
         if path.num_layers() != self.cfg.num_layers {
             // Revalidate against this model (a path built for another model).
             LayerPath::new(path.layers().to_vec(), self.cfg.num_layers)?;
@@ -250,12 +270,6 @@ impl Model {
             x = self.run_layer(layer as usize, &x, &rope, cache.slot_mut(pos))?;
         }
         cache.set_len(start + ids.len());
-        let rows = match which {
-            Logits::Last => x.narrow(0, ids.len() - 1, 1)?,
-            Logits::From(from) => {
-                x.narrow(0, from.min(ids.len()), ids.len() - from.min(ids.len()))?
-            }
-        };
-        self.head(&rows)
+        Ok(x)
     }
 }

@@ -14,7 +14,9 @@ use crate::error::Result;
 use crate::loader::LoadedModel;
 use crate::model::Logits;
 use crate::path::LayerPath;
-use crate::tasks::reward::{finish, prepare, score_choices, Outcome, Prepared, RewardOptions};
+use crate::tasks::reward::{
+    finish, head_rows, prepare, score_choices, Outcome, Prepared, RewardOptions,
+};
 use crate::tasks::Example;
 
 /// Work done by an evaluator.
@@ -180,10 +182,7 @@ impl<'a> PathEvaluator<'a> {
         let last = model.head(&x.narrow(0, t - 1, 1)?)?;
         self.counters.paths += 1;
         if self.prep.gen.is_none() {
-            let rests = xc
-                .iter()
-                .map(|xi| xi.as_ref().map(|xi| model.head(xi)).transpose())
-                .collect::<Result<Vec<_>>>()?;
+            let rests = head_rows(self.lm, &xc)?;
             return score_choices(&self.prep, &self.opts, &last, &rests);
         }
         let cache = PathCache::from_slots(path, slots, t)?;

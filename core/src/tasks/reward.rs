@@ -298,17 +298,41 @@ fn choice_loglik(
     let path = cache.path().clone();
     let start = cache.len();
     // Every choice continues from a clone of the context's cache (clones share the tensors).
-    let mut rests = Vec::with_capacity(prep.conts.len());
+    let mut hidden = Vec::with_capacity(prep.conts.len());
     for (cont_ids, _) in &prep.conts {
-        rests.push(if cont_ids.len() > 1 {
+        hidden.push(if cont_ids.len() > 1 {
             let mut c = cache.clone();
             let n = cont_ids.len() - 1;
-            Some(model.forward(&cont_ids[..n], &path, &mut c, start, Logits::From(0))?)
+            Some(model.forward_hidden(&cont_ids[..n], &path, &mut c, start)?)
         } else {
             None
         });
     }
+    let rests = head_rows(lm, &hidden)?;
     score_choices(prep, opts, last, &rests)
+}
+
+/// The LM head on the continuation rows of every choice in one call (one pass over the head's
+/// weights instead of one per choice), split back per choice.
+pub fn head_rows(lm: &LoadedModel, hidden: &[Option<Tensor>]) -> Result<Vec<Option<Tensor>>> {
+    let present: Vec<&Tensor> = hidden.iter().flatten().collect();
+    if present.is_empty() {
+        return Ok(vec![None; hidden.len()]);
+    }
+    let logits = lm.model.head(&Tensor::cat(&present, 0)?)?;
+    let mut at = 0;
+    hidden
+        .iter()
+        .map(|h| {
+            h.as_ref()
+                .map(|h| {
+                    let n = h.dim(0)?;
+                    at += n;
+                    Ok(logits.narrow(0, at - n, n)?)
+                })
+                .transpose()
+        })
+        .collect()
 }
 
 impl Prepared {
