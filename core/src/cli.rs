@@ -70,3 +70,57 @@ fn parse_decode_dtype(s: &str) -> Result<DecodeWeights, String> {
         }
     })))
 }
+
+/// Options shared by every command that evaluates examples of a dataset.
+#[derive(clap::Args, Debug, Clone)]
+pub struct TaskArgs {
+    /// arc_easy, arc_challenge, dart, dart-1 … dart-5, or a .jsonl file (see README).
+    #[arg(long)]
+    pub dataset: crate::tasks::DatasetSpec,
+    /// Only the first N examples.
+    #[arg(long)]
+    pub limit: Option<usize>,
+    /// choice-loglik (multiple choice only) or generate (greedy + the paper's grader).
+    #[arg(long, default_value = "choice-loglik")]
+    pub reward: crate::tasks::RewardMode,
+    /// Prompt style for generate: instruct (chat template) or base; default from the model.
+    #[arg(long, value_parser = ["instruct", "base"])]
+    pub style: Option<String>,
+    /// Generate every token up to the budget even when the verdict is already fixed.
+    #[arg(long)]
+    pub no_early_stop: bool,
+    /// Skip (and count) invalid dataset lines instead of stopping.
+    #[arg(long)]
+    pub skip_invalid: bool,
+}
+
+impl TaskArgs {
+    /// The examples of `split`, with skipped lines reported on stderr.
+    pub fn examples(&self, split: &str) -> anyhow::Result<Vec<crate::tasks::Example>> {
+        let data = crate::tasks::load_dataset(&self.dataset, split, self.limit, self.skip_invalid)?;
+        for e in &data.skipped {
+            eprintln!("skipped: {e}");
+        }
+        anyhow::ensure!(
+            !data.examples.is_empty(),
+            "no examples in {}/{split}",
+            self.dataset.name()
+        );
+        Ok(data.examples)
+    }
+
+    /// Reward options for `lm` as the flags ask.
+    pub fn reward_options(&self, lm: &LoadedModel) -> crate::tasks::reward::RewardOptions {
+        use crate::tasks::prompts::PromptStyle;
+        let mut opts = crate::tasks::reward::RewardOptions::for_model(lm, self.reward);
+        opts.early_stop = !self.no_early_stop;
+        if let Some(s) = &self.style {
+            opts.style = if s == "base" {
+                PromptStyle::Base
+            } else {
+                PromptStyle::Instruct
+            };
+        }
+        opts
+    }
+}

@@ -7,9 +7,7 @@ use std::time::Instant;
 
 use anyhow::Context;
 use drllm_core::search::{search_example, write_parquet, SearchConfig, DEFAULT_REUSE_BUDGET};
-use drllm_core::tasks::prompts::PromptStyle;
-use drllm_core::tasks::reward::RewardOptions;
-use drllm_core::tasks::{load_dataset, DatasetSpec, RewardMode};
+
 use indicatif::{ProgressBar, ProgressStyle};
 use serde_json::json;
 
@@ -17,17 +15,10 @@ use serde_json::json;
 pub struct Args {
     #[command(flatten)]
     model: drllm_core::cli::ModelArgs,
-    /// arc_easy, arc_challenge, dart, dart-1 … dart-5, or a .jsonl file.
-    #[arg(long)]
-    dataset: DatasetSpec,
+    #[command(flatten)]
+    task: drllm_core::cli::TaskArgs,
     #[arg(long, default_value = "train")]
     split: String,
-    /// Only the first N examples.
-    #[arg(long)]
-    limit: Option<usize>,
-    /// choice-loglik (multiple choice; the default) or generate.
-    #[arg(long, default_value = "choice-loglik")]
-    reward: RewardMode,
     #[arg(long, default_value_t = 50)]
     num_simulations: usize,
     #[arg(long, default_value_t = 1.8)]
@@ -39,21 +30,12 @@ pub struct Args {
     /// Seed of the search's random choices (same seed, same records).
     #[arg(long, default_value_t = 0)]
     seed: u64,
-    /// Prompt style for generate: instruct (chat template) or base; default from the model.
-    #[arg(long, value_parser = ["instruct", "base"])]
-    style: Option<String>,
     /// Run every path in full instead of reusing the prompt states of shared path prefixes.
     #[arg(long)]
     no_reuse: bool,
     /// Memory for reused prefix states, MiB.
     #[arg(long, default_value_t = DEFAULT_REUSE_BUDGET >> 20)]
     reuse_budget_mib: usize,
-    /// Generate every token up to the budget even when the verdict is already fixed.
-    #[arg(long)]
-    no_early_stop: bool,
-    /// Skip (and count) invalid dataset lines instead of stopping.
-    #[arg(long)]
-    skip_invalid: bool,
     /// Folder for the Parquet records (created if missing); one file per run.
     #[arg(long)]
     out: Option<PathBuf>,
@@ -64,11 +46,7 @@ pub struct Args {
 
 pub fn run(a: Args) -> anyhow::Result<()> {
     let t0 = Instant::now();
-    let data = load_dataset(&a.dataset, &a.split, a.limit, a.skip_invalid)?;
-    for e in &data.skipped {
-        eprintln!("skipped: {e}");
-    }
-    anyhow::ensure!(!data.examples.is_empty(), "no examples to search");
+    let examples = a.task.examples(&a.split)?;
     let lm = a.model.load()?;
     let l = lm.model.num_layers();
     let cfg = SearchConfig {
@@ -79,29 +57,21 @@ pub fn run(a: Args) -> anyhow::Result<()> {
         seed: a.seed,
         ..Default::default()
     };
-    let mut opts = RewardOptions::for_model(&lm, a.reward);
-    opts.early_stop = !a.no_early_stop;
-    if let Some(s) = &a.style {
-        opts.style = if s == "base" {
-            PromptStyle::Base
-        } else {
-            PromptStyle::Instruct
-        };
-    }
+    let opts = a.task.reward_options(&lm);
     let budget = if a.no_reuse {
         0
     } else {
         a.reuse_budget_mib << 20
     };
-    let bar = ProgressBar::new(data.examples.len() as u64).with_style(
+    let bar = ProgressBar::new(examples.len() as u64).with_style(
         ProgressStyle::with_template("{bar:40} {pos}/{len} {msg} [{elapsed} < {eta}]")
             .expect("valid template"),
     );
     let (mut found, mut original, mut fixed, mut sims, mut execs, mut paths) =
         (0, 0, 0, 0, 0u64, 0u64);
     let mut best_len_sum = 0usize;
-    let mut records = Vec::with_capacity(data.examples.len());
-    for ex in &data.examples {
+    let mut records = Vec::with_capacity(examples.len());
+    for ex in &examples {
         let r = search_example(&lm, ex, &cfg, &opts, budget)
             .with_context(|| format!("example {}", ex.id))?;
         records.push(r.record(&lm, ex, &cfg, &opts, &a.worker_id));
@@ -122,7 +92,7 @@ pub fn run(a: Args) -> anyhow::Result<()> {
             std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
             let file = dir.join(format!(
                 "search-{}-{}-{}.parquet",
-                a.dataset.name().replace([':', '/'], "_"),
+                a.task.dataset.name().replace([':', '/'], "_"),
                 a.split,
                 records.first().map_or(0, |r| r.timestamp_ms)
             ));
@@ -131,19 +101,19 @@ pub fn run(a: Args) -> anyhow::Result<()> {
         }
         None => None,
     };
-    let n = data.examples.len();
+    let n = examples.len();
     let secs = t0.elapsed().as_secs_f64();
     println!(
         "{}",
         json!({
-            "model": lm.id, "dataset": a.dataset.name(), "split": a.split,
-            "reward": a.reward.to_string(), "layers": l, "examples": n,
+            "model": lm.id, "dataset": a.task.dataset.name(), "split": a.split,
+            "reward": a.task.reward.to_string(), "layers": l, "examples": n,
             "original_correct": original, "found": found, "found_rate": found as f64 / n as f64,
             "improved_from_wrong": fixed, "mean_best_path_len": best_len_sum as f64 / n as f64,
             "simulations": sims, "distinct_paths": paths, "layer_executions": execs,
             "layer_executions_per_simulation": execs as f64 / sims as f64,
             "seconds_incl_load": secs, "simulations_per_s": sims as f64 / secs,
-            "reuse": !a.no_reuse, "early_stop": !a.no_early_stop, "seed": a.seed,
+            "reuse": !a.no_reuse, "early_stop": !a.task.no_early_stop, "seed": a.seed,
             "parquet": written,
         })
     );
