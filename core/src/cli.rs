@@ -124,3 +124,11 @@ impl TaskArgs {
         opts
     }
 }
+
+/// The progress bar of commands that work through examples (drawn only on a terminal).
+pub fn progress_bar(len: usize) -> indicatif::ProgressBar {
+    indicatif::ProgressBar::new(len as u64).with_style(
+        indicatif::ProgressStyle::with_template("{bar:40} {pos}/{len} {msg} [{elapsed} < {eta}]")
+            .expect("valid template"),
+    )
+}

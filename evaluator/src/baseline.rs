@@ -8,7 +8,6 @@ use std::time::Instant;
 use anyhow::Context;
 use drllm_core::tasks::{evaluate, RewardMode};
 use drllm_core::{LayerPath, PathSpec, StopReason};
-use indicatif::{ProgressBar, ProgressStyle};
 use serde_json::json;
 
 #[derive(clap::Args, Debug)]
@@ -42,10 +41,7 @@ pub fn run(a: Args) -> anyhow::Result<()> {
         )),
         None => None,
     };
-    let bar = ProgressBar::new(examples.len() as u64).with_style(
-        ProgressStyle::with_template("{bar:40} {pos}/{len} {msg} [{elapsed} < {eta}]")
-            .expect("valid template"),
-    );
+    let bar = drllm_core::cli::progress_bar(examples.len());
     let t0 = Instant::now();
     let (mut acc, mut acc_norm, mut early, mut tokens) = (0usize, 0usize, 0usize, 0usize);
     for (i, ex) in examples.iter().enumerate() {

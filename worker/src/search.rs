@@ -8,7 +8,6 @@ use std::time::Instant;
 use anyhow::Context;
 use drllm_core::search::{search_example, write_parquet, SearchConfig, DEFAULT_REUSE_BUDGET};
 
-use indicatif::{ProgressBar, ProgressStyle};
 use serde_json::json;
 
 #[derive(clap::Args, Debug)]
@@ -63,10 +62,7 @@ pub fn run(a: Args) -> anyhow::Result<()> {
     } else {
         a.reuse_budget_mib << 20
     };
-    let bar = ProgressBar::new(examples.len() as u64).with_style(
-        ProgressStyle::with_template("{bar:40} {pos}/{len} {msg} [{elapsed} < {eta}]")
-            .expect("valid template"),
-    );
+    let bar = drllm_core::cli::progress_bar(examples.len());
     let (mut found, mut original, mut fixed, mut sims, mut execs, mut paths) =
         (0, 0, 0, 0, 0u64, 0u64);
     let mut best_len_sum = 0usize;

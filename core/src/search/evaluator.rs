@@ -86,8 +86,12 @@ impl<'a> PathEvaluator<'a> {
         })
     }
 
-    /// The reward of `path` (and everything the grader saw).
+    /// The reward of `path` (and everything the grader saw); without a reuse budget, the same as
+    /// [`Self::evaluate_plain`].
     pub fn evaluate(&mut self, path: &LayerPath) -> Result<Outcome> {
+        if self.prefixes.is_none() {
+            return self.evaluate_plain(path);
+        }
         let model = &self.lm.model;
         let t = self.prep.prompt_ids.len();
         model.check_span(0, t)?;
@@ -186,15 +190,7 @@ impl<'a> PathEvaluator<'a> {
             return score_choices(&self.prep, &self.opts, &last, &rests);
         }
         let cache = PathCache::from_slots(path, slots, t)?;
-        finish(
-            self.lm,
-            self.ex,
-            &self.prep,
-            &self.opts,
-            cache,
-            &last,
-            &mut self.counters.layer_executions,
-        )
+        self.finish(cache, &last)
     }
 
     /// The reward when every path runs in full through the model's own forward pass (the
@@ -208,15 +204,12 @@ impl<'a> PathEvaluator<'a> {
             .forward(ids, path, &mut cache, 0, Logits::Last)?;
         self.counters.layer_executions += (ids.len() * path.len()) as u64;
         self.counters.paths += 1;
-        finish(
-            self.lm,
-            self.ex,
-            &self.prep,
-            &self.opts,
-            cache,
-            &last,
-            &mut self.counters.layer_executions,
-        )
+        self.finish(cache, &last)
+    }
+
+    fn finish(&mut self, cache: PathCache, last: &Tensor) -> Result<Outcome> {
+        let execs = &mut self.counters.layer_executions;
+        finish(self.lm, self.ex, &self.prep, &self.opts, cache, last, execs)
     }
 
     fn remember(&mut self, prefix: &[u16], ctx: State, conts: Vec<Option<State>>) {

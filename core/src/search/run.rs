@@ -38,11 +38,7 @@ pub fn search_example(
     let mut eval = PathEvaluator::new(lm, ex, *opts, reuse_budget)?;
     let mut responses: HashMap<Vec<u16>, Option<String>> = HashMap::new();
     let (outcome, _tree) = Mcts::new(lm.model.num_layers(), cfg.clone()).run(|path| {
-        let o = if reuse_budget > 0 {
-            eval.evaluate(path)?
-        } else {
-            eval.evaluate_plain(path)?
-        };
+        let o = eval.evaluate(path)?;
         responses.insert(path.layers().to_vec(), o.response);
         Ok::<_, crate::Error>(o.correct)
     })?;
