@@ -28,6 +28,31 @@ pub struct DecoderLayer {
     pub(crate) eps: f32,
 }
 
+/// The rows of a fused call (see [`DecoderLayer::forward_fused`]): a context of `ctx` rows followed
+/// by independent continuations of it, `conts[i]` rows each. A continuation attends to the context
+/// and to its own earlier rows, never to another continuation.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Segments {
+    pub ctx: usize,
+    pub conts: Vec<usize>,
+}
+
+impl Segments {
+    /// All rows.
+    pub fn rows(&self) -> usize {
+        self.ctx + self.conts.iter().sum::<usize>()
+    }
+
+    /// First row of each continuation.
+    pub fn cont_offsets(&self) -> impl Iterator<Item = (usize, usize)> + '_ {
+        self.conts.iter().scan(self.ctx, |at, &n| {
+            let off = *at;
+            *at += n;
+            Some((off, n))
+        })
+    }
+}
+
 impl DecoderLayer {
     /// Runs the block on `x` (`[seq, hidden]`, positions given by `rope`), appending this
     /// position's keys and values to `slot`.
@@ -39,27 +64,50 @@ impl DecoderLayer {
         policy: KernelPolicy,
     ) -> Result<Tensor> {
         let h = rms_norm(x, &self.attn_norm, self.eps)?;
-        let attn = self.attention(&h, rope, slot, policy)?;
-        let x = (x + attn)?;
-        let h = rms_norm(&x, &self.ffn_norm, self.eps)?;
-        let gu = self.gate_up.forward(&h, policy)?;
-        let gate = gu.narrow(1, 0, self.intermediate)?;
-        let up = gu.narrow(1, self.intermediate, self.intermediate)?;
-        let mlp = self.down.forward(&(silu(&gate)? * up)?, policy)?;
-        Ok((x + mlp)?)
+        let (q, k, v) = self.qkv_heads(&h, rope, policy)?;
+        let (k, v) = slot.append(&k, &v)?;
+        let y = self.attend(&q, &k, &v)?;
+        self.finish(x, &y, policy)
     }
 
-    fn attention(
+    /// Runs the block on the rows of a context and its continuations at once (`x`: `[rows,
+    /// hidden]` laid out as `segs` says, `rope`: each row's position). The matmuls see all rows
+    /// together; attention runs per segment. Returns the output and the keys and values of every
+    /// row (in `x`'s order). The result equals running the context first and then each
+    /// continuation on a copy of its cache, up to the matmul kernels' rounding (which depends on
+    /// the row count for some shapes).
+    pub fn forward_fused(
         &self,
         x: &Tensor,
         rope: &Rope,
-        slot: &mut KvSlot,
+        segs: &Segments,
         policy: KernelPolicy,
-    ) -> Result<Tensor> {
-        let t = x.dim(0)?;
+    ) -> Result<(Tensor, KvSlot)> {
+        let h = rms_norm(x, &self.attn_norm, self.eps)?;
+        let (q, k, v) = self.qkv_heads(&h, rope, policy)?;
+        let rows = |t: &Tensor, off: usize, n: usize| t.narrow(2, off, n);
+        let (kc, vc) = (rows(&k, 0, segs.ctx)?, rows(&v, 0, segs.ctx)?);
+        let mut ys = vec![self.attend(&rows(&q, 0, segs.ctx)?, &kc, &vc)?];
+        for (off, n) in segs.cont_offsets() {
+            let k_i = Tensor::cat(&[&kc, &rows(&k, off, n)?], 2)?;
+            let v_i = Tensor::cat(&[&vc, &rows(&v, off, n)?], 2)?;
+            ys.push(self.attend(&rows(&q, off, n)?, &k_i, &v_i)?);
+        }
+        let mut slot = KvSlot::new();
+        slot.append(&k, &v)?;
+        Ok((self.finish(x, &Tensor::cat(&ys, 0)?, policy)?, slot))
+    }
+
+    /// q, k, v of the normed rows `h`, as `[1, heads, seq, head_dim]`, RoPE applied.
+    fn qkv_heads(
+        &self,
+        h: &Tensor,
+        rope: &Rope,
+        policy: KernelPolicy,
+    ) -> Result<(Tensor, Tensor, Tensor)> {
+        let t = h.dim(0)?;
         let (nh, nkv, hd) = (self.num_heads, self.num_kv_heads, self.head_dim);
-        let n_rep = nh / nkv;
-        let qkv = self.qkv.forward(x, policy)?;
+        let qkv = self.qkv.forward(h, policy)?;
         // [seq, heads * hd] -> [1, heads, seq, hd]
         let heads = |start: usize, n: usize, norm: &Option<Tensor>| -> Result<Tensor> {
             let mut y = qkv.narrow(1, start * hd, n * hd)?.reshape((t, n, hd))?;
@@ -71,14 +119,22 @@ impl DecoderLayer {
         let q = rope.apply(&heads(0, nh, &self.q_norm)?)?;
         let k = rope.apply(&heads(nh, nkv, &self.k_norm)?)?;
         let v = heads(nh + nkv, nkv, &None)?;
-        let (k, v) = slot.append(&k, &v)?;
+        Ok((q, k, v))
+    }
+
+    /// Causal attention of the queries `q` (`[1, heads, t, hd]`, the last `t` of the key
+    /// positions) over `k`, `v` (`[1, kv_heads, total, hd]`); returns `[t, heads * hd]`.
+    fn attend(&self, q: &Tensor, k: &Tensor, v: &Tensor) -> Result<Tensor> {
+        let t = q.dim(2)?;
+        let (nh, nkv, hd) = (self.num_heads, self.num_kv_heads, self.head_dim);
+        let n_rep = nh / nkv;
         let total = k.dim(2)?;
         let start = total - t;
         // Grouped-query attention without copying k/v: the n_rep query heads that share a kv head
         // are adjacent, so view q as [kv_heads, n_rep * seq, hd].
-        let q = q.reshape((nkv, n_rep * t, hd))?;
-        let k = k.squeeze(0)?;
-        let v = v.squeeze(0)?;
+        let q = q.contiguous()?.reshape((nkv, n_rep * t, hd))?;
+        let k = k.squeeze(0)?.contiguous()?;
+        let v = v.squeeze(0)?.contiguous()?;
         let scale = 1.0 / (hd as f64).sqrt();
         let mut att = (q.matmul(&k.t()?)? * scale)?;
         if t > 1 {
@@ -86,11 +142,20 @@ impl DecoderLayer {
         }
         let att = softmax_last_dim(&att)?;
         let y = att.matmul(&v)?; // [kv_heads, n_rep * seq, hd]
-        let y = y
-            .reshape((nh, t, hd))?
+        Ok(y.reshape((nh, t, hd))?
             .transpose(0, 1)?
-            .reshape((t, nh * hd))?;
-        self.o.forward(&y, policy)
+            .reshape((t, nh * hd))?)
+    }
+
+    /// Output projection, residual, then the MLP with its residual.
+    fn finish(&self, x: &Tensor, attn: &Tensor, policy: KernelPolicy) -> Result<Tensor> {
+        let x = (x + self.o.forward(attn, policy)?)?;
+        let h = rms_norm(&x, &self.ffn_norm, self.eps)?;
+        let gu = self.gate_up.forward(&h, policy)?;
+        let gate = gu.narrow(1, 0, self.intermediate)?;
+        let up = gu.narrow(1, self.intermediate, self.intermediate)?;
+        let mlp = self.down.forward(&(silu(&gate)? * up)?, policy)?;
+        Ok((x + mlp)?)
     }
 
     /// Bytes held by the block's weights.

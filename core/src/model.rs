@@ -11,7 +11,7 @@ use candle_nn::ops::rms_norm;
 use crate::cache::{KvSlot, PathCache};
 use crate::config::ModelConfig;
 use crate::error::{Error, Result};
-use crate::layer::DecoderLayer;
+use crate::layer::{DecoderLayer, Segments};
 use crate::linear::{KernelPolicy, Linear};
 use crate::path::{LayerPath, PathError};
 use crate::rope::{Rope, RopeFreqs};
@@ -200,6 +200,39 @@ impl Model {
         self.rope.at(start, len)
     }
 
+    /// RoPE tables for fused rows: the context at positions `0 .. ctx`, each continuation at
+    /// `ctx ..`.
+    pub fn rope_segments(&self, segs: &Segments) -> Result<Rope> {
+        let longest = segs.conts.iter().copied().max().unwrap_or(0);
+        self.check_span(0, segs.ctx)?;
+        self.check_span(0, segs.ctx + longest)?;
+        let mut positions: Vec<u32> = (0..segs.ctx as u32).collect();
+        for &n in &segs.conts {
+            positions.extend(segs.ctx as u32..(segs.ctx + n) as u32);
+        }
+        self.rope.at_positions(&positions)
+    }
+
+    /// Runs layer `layer` on the fused rows of a context and its continuations (see
+    /// [`DecoderLayer::forward_fused`]); returns the output and the keys and values of every row.
+    pub fn run_layer_fused(
+        &self,
+        layer: usize,
+        x: &Tensor,
+        rope: &Rope,
+        segs: &Segments,
+    ) -> Result<(Tensor, KvSlot)> {
+        self.block(layer)?.forward_fused(x, rope, segs, self.policy)
+    }
+
+    fn block(&self, layer: usize) -> Result<&DecoderLayer> {
+        Ok(self.layers.get(layer).ok_or(PathError::OutOfRange {
+            pos: 0,
+            layer,
+            num_layers: self.layers.len(),
+        })?)
+    }
+
     /// Runs layer `layer` on hidden state `x` (`[seq, hidden]`), using and extending `slot`.
     pub fn run_layer(
         &self,
@@ -208,12 +241,7 @@ impl Model {
         rope: &Rope,
         slot: &mut KvSlot,
     ) -> Result<Tensor> {
-        let block = self.layers.get(layer).ok_or(PathError::OutOfRange {
-            pos: 0,
-            layer,
-            num_layers: self.layers.len(),
-        })?;
-        block.forward(x, rope, slot, self.policy)
+        self.block(layer)?.forward(x, rope, slot, self.policy)
     }
 
     /// Final norm and LM head on the rows of `x` (`[rows, hidden]` → `[rows, vocab]`).

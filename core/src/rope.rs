@@ -52,9 +52,14 @@ impl RopeFreqs {
 
     /// Tables for positions `start .. start + len`.
     pub(crate) fn at(&self, start: usize, len: usize) -> Result<Rope> {
-        let pos = Tensor::arange(start as u32, (start + len) as u32, &Device::Cpu)?
+        self.at_positions(&(start as u32..(start + len) as u32).collect::<Vec<_>>())
+    }
+
+    /// Tables for the given positions, one row each.
+    pub(crate) fn at_positions(&self, positions: &[u32]) -> Result<Rope> {
+        let pos = Tensor::new(positions, &Device::Cpu)?
             .to_dtype(DType::F32)?
-            .reshape((len, 1))?;
+            .reshape((positions.len(), 1))?;
         let freqs = pos.broadcast_mul(&self.inv_freq)?;
         Ok(Rope {
             cos: freqs.cos()?,

@@ -1,6 +1,7 @@
 //! Path execution on a tiny random model: incremental decoding with the per-position cache equals
 //! a full recompute without cache for skips, repeats and paths up to 2L long; greedy generation
-//! honours its stop conditions; bad calls give typed errors.
+//! honours its stop conditions; a context and its continuations run as one fused batch equal
+//! separate runs; bad calls give typed errors.
 
 mod common;
 
@@ -90,6 +91,52 @@ fn paths_change_the_output_and_repeats_are_not_reruns_of_one_slot() {
     }
     let by_hand = model.head(&x.narrow(0, seq.len() - 1, 1).unwrap()).unwrap();
     assert!(max_abs_diff(&by_hand, &rep) < TOL);
+}
+
+#[test]
+fn fused_context_and_continuations_equal_separate_runs() {
+    use drllm_core::layer::Segments;
+    for tiny in [Tiny::llama(), Tiny::qwen2(), Tiny::qwen3()] {
+        let (_dir, model) = tiny_model(&tiny, 31);
+        let ctx = ids(7, tiny.vocab, 32);
+        // Continuations of 3, 0 and 2 rows.
+        let conts = [ids(3, tiny.vocab, 33), vec![], ids(2, tiny.vocab, 34)];
+        let segs = Segments {
+            ctx: ctx.len(),
+            conts: conts.iter().map(Vec::len).collect(),
+        };
+        let rows: Vec<u32> = ctx.iter().chain(conts.iter().flatten()).copied().collect();
+        let rope = model.rope_segments(&segs).unwrap();
+        let mut fused = model.embed(&rows).unwrap();
+        let mut ctx_x = model.embed(&ctx).unwrap();
+        let mut cont_x: Vec<_> = conts
+            .iter()
+            .map(|c| (!c.is_empty()).then(|| model.embed(c).unwrap()))
+            .collect();
+        for layer in [0usize, 2, 2, 3] {
+            let (y, slot) = model.run_layer_fused(layer, &fused, &rope, &segs).unwrap();
+            assert_eq!(slot.len(), rows.len());
+            fused = y;
+            let mut ctx_slot = drllm_core::KvSlot::new();
+            let r = model.rope(0, ctx.len()).unwrap();
+            ctx_x = model.run_layer(layer, &ctx_x, &r, &mut ctx_slot).unwrap();
+            for x in cont_x.iter_mut().flatten() {
+                let mut s = ctx_slot.clone();
+                let r = model.rope(ctx.len(), x.dim(0).unwrap()).unwrap();
+                *x = model.run_layer(layer, x, &r, &mut s).unwrap();
+            }
+            let separate: Vec<_> = std::iter::once(&ctx_x)
+                .chain(cont_x.iter().flatten())
+                .collect();
+            let separate = candle_core::Tensor::cat(&separate, 0).unwrap();
+            let d = max_abs_diff(&fused, &separate);
+            assert!(
+                d < TOL,
+                "{} layer {layer}: fused vs separate diff {d}",
+                tiny.arch
+            );
+        }
+    }
 }
 
 #[test]

@@ -1,22 +1,19 @@
 //! Path rewards for one example during a search, with computation shared across paths: the hidden
-//! states and KV slots after every path prefix — of the prompt and, for choice-loglik, of every
-//! choice's continuation — are kept (memory-bounded, least recently used first out), so a path
-//! runs only the layers after its longest cached prefix. Each layer sees exactly the rows a plain
-//! forward pass gives it, so rewards are bit-identical with and without reuse; counters say how
-//! much work was done.
+//! states and KV slots of the example's rows (the prompt and, for choice-loglik, every choice's
+//! continuation, run together) after every path prefix are kept (memory-bounded, least recently
+//! used first out), so a path runs only the layers after its longest cached prefix. Each layer sees
+//! exactly the rows a plain pass gives it, so rewards are bit-identical with and without reuse;
+//! counters say how much work was done.
 
 use std::collections::HashMap;
 
 use candle_core::Tensor;
 
-use crate::cache::{KvSlot, PathCache};
+use crate::cache::KvSlot;
 use crate::error::Result;
 use crate::loader::LoadedModel;
-use crate::model::Logits;
 use crate::path::LayerPath;
-use crate::tasks::reward::{
-    finish, head_rows, prepare, score_choices, Outcome, Prepared, RewardOptions,
-};
+use crate::tasks::reward::{finish, prepare, run_positions, Outcome, Prepared, RewardOptions};
 use crate::tasks::Example;
 
 /// Work done by an evaluator.
@@ -28,25 +25,10 @@ pub struct Counters {
     pub layer_executions: u64,
 }
 
-/// A sequence's hidden state after a path prefix and the KV slot of the prefix's last position.
-#[derive(Clone)]
-struct State {
+/// The example's rows after a path prefix and the KV slot of the prefix's last position.
+struct Entry {
     x: Tensor,
     slot: KvSlot,
-}
-
-impl State {
-    fn bytes(&self) -> usize {
-        (self.x.elem_count() + self.slot.elem_count()) * 4
-    }
-}
-
-struct Entry {
-    /// The prompt after this prefix, `[prompt tokens, hidden]`.
-    ctx: State,
-    /// choice-loglik: each choice's continuation (but its last token) after this prefix; its slot
-    /// holds the prompt's keys and values followed by the continuation's.
-    conts: Vec<Option<State>>,
     last_used: u64,
     bytes: usize,
 }
@@ -86,40 +68,12 @@ impl<'a> PathEvaluator<'a> {
         })
     }
 
-    /// The reward of `path` (and everything the grader saw); without a reuse budget, the same as
-    /// [`Self::evaluate_plain`].
+    /// The reward of `path` (and everything the grader saw). With a reuse budget only the
+    /// positions after the longest cached prefix run; without, the whole path.
     pub fn evaluate(&mut self, path: &LayerPath) -> Result<Outcome> {
-        if self.prefixes.is_none() {
-            return self.evaluate_plain(path);
-        }
-        let model = &self.lm.model;
-        let t = self.prep.prompt_ids.len();
-        model.check_span(0, t)?;
-        let rope = model.rope(0, t)?;
-        // choice-loglik continuations run alongside the prompt (all but their last token).
-        let conts: Vec<Vec<u32>> = match self.prep.gen {
-            Some(_) => Vec::new(),
-            None => self
-                .prep
-                .continuations()
-                .map(|c| c[..c.len() - 1].to_vec())
-                .collect(),
-        };
-        let cont_ropes = conts
-            .iter()
-            .map(|c| {
-                if c.is_empty() {
-                    Ok(None)
-                } else {
-                    model.rope(t, c.len()).map(Some)
-                }
-            })
-            .collect::<Result<Vec<_>>>()?;
         let layers = path.layers();
-        // Longest prefix whose every position is cached.
         let mut slots = Vec::with_capacity(path.len());
-        let mut cont_slots: Vec<Vec<KvSlot>> = vec![Vec::with_capacity(path.len()); conts.len()];
-        let mut cur: Option<(State, Vec<Option<State>>)> = None;
+        let mut x = None;
         if let Some(map) = self.prefixes.as_mut() {
             self.clock += 1;
             for j in 1..=layers.len() {
@@ -127,96 +81,49 @@ impl<'a> PathEvaluator<'a> {
                     break;
                 };
                 e.last_used = self.clock;
-                slots.push(e.ctx.slot.clone());
-                for (cs, c) in cont_slots.iter_mut().zip(&e.conts) {
-                    if let Some(c) = c {
-                        cs.push(c.slot.clone());
-                    }
-                }
-                cur = Some((e.ctx.clone(), e.conts.clone()));
+                slots.push(e.slot.clone());
+                x = Some(e.x.clone());
             }
         }
-        let (mut x, mut xc): (Tensor, Vec<Option<Tensor>>) = match cur {
-            Some((ctx, cs)) => (ctx.x, cs.into_iter().map(|c| c.map(|c| c.x)).collect()),
-            None => (
-                model.embed(&self.prep.prompt_ids)?,
-                conts
-                    .iter()
-                    .map(|c| {
-                        if c.is_empty() {
-                            Ok(None)
-                        } else {
-                            model.embed(c).map(Some)
-                        }
-                    })
-                    .collect::<Result<_>>()?,
-            ),
+        let from = slots.len();
+        let x = match x {
+            Some(x) => x,
+            None => self.prep.embed(self.lm)?,
         };
-        for j in slots.len()..layers.len() {
-            let layer = layers[j] as usize;
-            let mut slot = KvSlot::new();
-            x = model.run_layer(layer, &x, &rope, &mut slot)?;
-            self.counters.layer_executions += t as u64;
-            let mut states = Vec::with_capacity(conts.len());
-            for (i, xi) in xc.iter_mut().enumerate() {
-                match (xi.as_mut(), &cont_ropes[i]) {
-                    (Some(xi), Some(r)) => {
-                        let mut cs = slot.clone();
-                        *xi = model.run_layer(layer, xi, r, &mut cs)?;
-                        self.counters.layer_executions += conts[i].len() as u64;
-                        cont_slots[i].push(cs.clone());
-                        states.push(Some(State {
-                            x: xi.clone(),
-                            slot: cs,
-                        }));
-                    }
-                    _ => states.push(None),
+        let mut fresh = Vec::new();
+        let caching = self.prefixes.is_some();
+        let x = run_positions(
+            self.lm,
+            &self.prep,
+            path,
+            from,
+            x,
+            &mut slots,
+            |pos, y, s| {
+                if caching {
+                    fresh.push((pos, y.clone(), s.clone()));
                 }
-            }
-            self.remember(
-                &layers[..=j],
-                State {
-                    x: x.clone(),
-                    slot: slot.clone(),
-                },
-                states,
-            );
-            slots.push(slot);
+            },
+        )?;
+        for (pos, y, slot) in fresh {
+            self.remember(&layers[..=pos], y, slot);
         }
-        let last = model.head(&x.narrow(0, t - 1, 1)?)?;
+        // `finish` counts every row at every position; the reused ones did not run.
+        let mut execs = 0;
+        let o = finish(
+            self.lm, self.ex, &self.prep, &self.opts, path, &x, slots, &mut execs,
+        )?;
+        let reused = (self.prep.segments().rows() * from) as u64;
+        self.counters.layer_executions += execs - reused;
         self.counters.paths += 1;
-        if self.prep.gen.is_none() {
-            let rests = head_rows(self.lm, &xc)?;
-            return score_choices(&self.prep, &self.opts, &last, &rests);
-        }
-        let cache = PathCache::from_slots(path, slots, t)?;
-        self.finish(cache, &last)
+        Ok(o)
     }
 
-    /// The reward when every path runs in full through the model's own forward pass (the
-    /// reference the reuse must match).
-    pub fn evaluate_plain(&mut self, path: &LayerPath) -> Result<Outcome> {
-        let mut cache = PathCache::new(path);
-        let ids = &self.prep.prompt_ids;
-        let last = self
-            .lm
-            .model
-            .forward(ids, path, &mut cache, 0, Logits::Last)?;
-        self.counters.layer_executions += (ids.len() * path.len()) as u64;
-        self.counters.paths += 1;
-        self.finish(cache, &last)
-    }
-
-    fn finish(&mut self, cache: PathCache, last: &Tensor) -> Result<Outcome> {
-        let execs = &mut self.counters.layer_executions;
-        finish(self.lm, self.ex, &self.prep, &self.opts, cache, last, execs)
-    }
-
-    fn remember(&mut self, prefix: &[u16], ctx: State, conts: Vec<Option<State>>) {
+    fn remember(&mut self, prefix: &[u16], x: Tensor, slot: KvSlot) {
         let Some(map) = self.prefixes.as_mut() else {
             return;
         };
-        let bytes = ctx.bytes() + conts.iter().flatten().map(State::bytes).sum::<usize>();
+        let bytes = (x.elem_count() + slot.elem_count()) * 4;
         while self.used_bytes + bytes > self.budget_bytes && !map.is_empty() {
             // Evict the least recently used prefix.
             let oldest = map
@@ -230,13 +137,12 @@ impl<'a> PathEvaluator<'a> {
         }
         if self.used_bytes + bytes <= self.budget_bytes {
             self.used_bytes += bytes;
-            let last_used = self.clock;
             map.insert(
                 prefix.to_vec(),
                 Entry {
-                    ctx,
-                    conts,
-                    last_used,
+                    x,
+                    slot,
+                    last_used: self.clock,
                     bytes,
                 },
             );

@@ -8,11 +8,11 @@ use candle_core::{Tensor, D};
 use super::dataset::{AnswerKind, Example};
 use super::prompts::{self, PromptStyle};
 use super::{letter, math};
-use crate::cache::PathCache;
+use crate::cache::{KvSlot, PathCache};
 use crate::error::{Error, Result};
 use crate::generate::{greedy_continue, StopReason};
+use crate::layer::Segments;
 use crate::loader::LoadedModel;
-use crate::model::Logits;
 use crate::path::LayerPath;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
@@ -100,6 +100,9 @@ pub struct Outcome {
 pub struct Prepared {
     pub prompt_ids: Vec<u32>,
     conts: Vec<(Vec<u32>, usize)>,
+    /// What a path runs: the prompt, then every choice's continuation but its last token.
+    rows: Vec<u32>,
+    segs: Segments,
     /// generate mode: the prompt (None for choice-loglik).
     pub gen: Option<prompts::GenPrompt>,
     gold: char,
@@ -117,12 +120,7 @@ pub fn prepare(lm: &LoadedModel, ex: &Example, opts: &RewardOptions) -> Result<P
                     .encode(&lm.tokenizer.apply_chat(&prompt.text)?, false)?,
                 PromptStyle::Base => lm.tokenizer.encode(&prompt.text, true)?,
             };
-            Ok(Prepared {
-                prompt_ids,
-                conts: Vec::new(),
-                gen: Some(prompt),
-                gold,
-            })
+            Ok(Prepared::new(prompt_ids, Vec::new(), Some(prompt), gold))
         }
         RewardMode::ChoiceLoglik => {
             ex.gold_index().ok_or_else(|| Error::Reward {
@@ -142,12 +140,7 @@ pub fn prepare(lm: &LoadedModel, ex: &Example, opts: &RewardOptions) -> Result<P
                 }
                 conts.push((ids, cont.len()));
             }
-            Ok(Prepared {
-                prompt_ids,
-                conts,
-                gen: None,
-                gold,
-            })
+            Ok(Prepared::new(prompt_ids, conts, None, gold))
         }
     }
 }
@@ -160,28 +153,68 @@ pub fn evaluate(
     opts: &RewardOptions,
 ) -> Result<Outcome> {
     let prep = prepare(lm, ex, opts)?;
-    let mut cache = PathCache::new(path);
-    let last = lm
-        .model
-        .forward(&prep.prompt_ids, path, &mut cache, 0, Logits::Last)?;
-    finish(lm, ex, &prep, opts, cache, &last, &mut 0)
+    let mut slots = Vec::with_capacity(path.len());
+    let x = run_positions(
+        lm,
+        &prep,
+        path,
+        0,
+        prep.embed(lm)?,
+        &mut slots,
+        |_, _, _| (),
+    )?;
+    finish(lm, ex, &prep, opts, path, &x, slots, &mut 0)
 }
 
-/// Completes an evaluation from the prompt already run along the cache's path (`last`: logits of
-/// the prompt's last position). Adds the layer executions it runs to `layer_execs`.
+/// Runs the example's rows ([`Prepared::segments`]) through path positions `from ..`, starting
+/// from `x`, their hidden state after `path[..from]`. Pushes each position's keys and values onto
+/// `slots` and shows every new state to `step` (position, hidden rows, slot), e.g. to cache it.
+/// Returns the hidden rows after the whole path.
+pub fn run_positions(
+    lm: &LoadedModel,
+    prep: &Prepared,
+    path: &LayerPath,
+    from: usize,
+    mut x: Tensor,
+    slots: &mut Vec<KvSlot>,
+    mut step: impl FnMut(usize, &Tensor, &KvSlot),
+) -> Result<Tensor> {
+    let model = &lm.model;
+    if path.num_layers() != model.num_layers() {
+        LayerPath::new(path.layers().to_vec(), model.num_layers())?;
+    }
+    let rope = model.rope_segments(&prep.segs)?;
+    for (pos, &layer) in path.layers().iter().enumerate().skip(from) {
+        let (y, slot) = model.run_layer_fused(layer as usize, &x, &rope, &prep.segs)?;
+        step(pos, &y, &slot);
+        slots.push(slot);
+        x = y;
+    }
+    Ok(x)
+}
+
+/// Completes an evaluation from the hidden rows after the whole path (`x`) and the path's
+/// per-position key/value slots (generation continues from them). Adds the layer executions of
+/// the rows run and of generation to `layer_execs`.
+#[allow(clippy::too_many_arguments)]
 pub fn finish(
     lm: &LoadedModel,
     ex: &Example,
     prep: &Prepared,
     opts: &RewardOptions,
-    mut cache: PathCache,
-    last: &Tensor,
+    path: &LayerPath,
+    x: &Tensor,
+    slots: Vec<KvSlot>,
     layer_execs: &mut u64,
 ) -> Result<Outcome> {
-    let positions = cache.path().len() as u64;
+    let positions = path.len() as u64;
+    *layer_execs += prep.rows.len() as u64 * positions;
+    let t = prep.prompt_ids.len();
     match &prep.gen {
         Some(prompt) => {
-            let o = generate(lm, ex, prep, prompt, opts, &mut cache, last)?;
+            let mut cache = PathCache::from_slots(path, slots, t)?;
+            let last = lm.model.head(&x.narrow(0, t - 1, 1)?)?;
+            let o = generate(lm, ex, prep, prompt, opts, &mut cache, &last)?;
             // Every generated token is fed back except a final one the loop stopped on.
             let fed = match o.stop {
                 Some(StopReason::Eos) | None => o.tokens_generated,
@@ -191,14 +224,22 @@ pub fn finish(
             Ok(o)
         }
         None => {
-            let o = choice_loglik(lm, prep, opts, &cache, last)?;
-            *layer_execs += prep
-                .conts
-                .iter()
-                .map(|(c, _)| (c.len() as u64).saturating_sub(1))
-                .sum::<u64>()
-                * positions;
-            Ok(o)
+            // One LM-head call for the prompt's last row and every continuation row (they are
+            // contiguous), split back per choice.
+            let logits = lm
+                .model
+                .head(&x.narrow(0, t - 1, prep.rows.len() - t + 1)?)?;
+            let last = logits.narrow(0, 0, 1)?;
+            let rests = prep
+                .segs
+                .cont_offsets()
+                .map(|(off, n)| {
+                    (n > 0)
+                        .then(|| logits.narrow(0, off - t + 1, n))
+                        .transpose()
+                })
+                .collect::<candle_core::Result<Vec<_>>>()?;
+            score_choices(prep, opts, &last, &rests)
         }
     }
 }
@@ -287,58 +328,47 @@ pub fn math_verdict_fixed(text: &str, chars_left: usize) -> bool {
     chars_left < OPEN.len() - have
 }
 
-fn choice_loglik(
-    lm: &LoadedModel,
-    prep: &Prepared,
-    opts: &RewardOptions,
-    cache: &PathCache,
-    last: &Tensor,
-) -> Result<Outcome> {
-    let model = &lm.model;
-    let path = cache.path().clone();
-    let start = cache.len();
-    // Every choice continues from a clone of the context's cache (clones share the tensors).
-    let mut hidden = Vec::with_capacity(prep.conts.len());
-    for (cont_ids, _) in &prep.conts {
-        hidden.push(if cont_ids.len() > 1 {
-            let mut c = cache.clone();
-            let n = cont_ids.len() - 1;
-            Some(model.forward_hidden(&cont_ids[..n], &path, &mut c, start)?)
-        } else {
-            None
-        });
-    }
-    let rests = head_rows(lm, &hidden)?;
-    score_choices(prep, opts, last, &rests)
-}
-
-/// The LM head on the continuation rows of every choice in one call (one pass over the head's
-/// weights instead of one per choice), split back per choice.
-pub fn head_rows(lm: &LoadedModel, hidden: &[Option<Tensor>]) -> Result<Vec<Option<Tensor>>> {
-    let present: Vec<&Tensor> = hidden.iter().flatten().collect();
-    if present.is_empty() {
-        return Ok(vec![None; hidden.len()]);
-    }
-    let logits = lm.model.head(&Tensor::cat(&present, 0)?)?;
-    let mut at = 0;
-    hidden
-        .iter()
-        .map(|h| {
-            h.as_ref()
-                .map(|h| {
-                    let n = h.dim(0)?;
-                    at += n;
-                    Ok(logits.narrow(0, at - n, n)?)
-                })
-                .transpose()
-        })
-        .collect()
-}
-
 impl Prepared {
+    fn new(
+        prompt_ids: Vec<u32>,
+        conts: Vec<(Vec<u32>, usize)>,
+        gen: Option<prompts::GenPrompt>,
+        gold: char,
+    ) -> Self {
+        let mut rows = prompt_ids.clone();
+        let mut segs = Segments {
+            ctx: prompt_ids.len(),
+            conts: Vec::with_capacity(conts.len()),
+        };
+        for (ids, _) in &conts {
+            let run = &ids[..ids.len().saturating_sub(1)];
+            rows.extend_from_slice(run);
+            segs.conts.push(run.len());
+        }
+        Self {
+            prompt_ids,
+            conts,
+            rows,
+            segs,
+            gen,
+            gold,
+        }
+    }
+
     /// choice-loglik: the continuation token ids of each choice.
     pub fn continuations(&self) -> impl Iterator<Item = &[u32]> {
         self.conts.iter().map(|(ids, _)| ids.as_slice())
+    }
+
+    /// The layout of the rows every path runs: the prompt, then (choice-loglik) each choice's
+    /// continuation but its last token.
+    pub fn segments(&self) -> &Segments {
+        &self.segs
+    }
+
+    /// Embeddings of those rows.
+    pub fn embed(&self, lm: &LoadedModel) -> Result<Tensor> {
+        lm.model.embed(&self.rows)
     }
 }
 
