@@ -1,8 +1,10 @@
-//! `worker`: the drllm worker binary. Today it carries the engine's debug and benchmark commands;
-//! the search and the coordinator client join it in later releases.
+//! `worker`: the drllm worker binary: `run` joins a coordinator's search job; `search` runs the
+//! search on one machine without one; `logits` and `bench` are the engine's debug and benchmark
+//! commands.
 
 mod bench;
 mod logits;
+mod run;
 mod search;
 
 use clap::{Parser, Subcommand};
@@ -23,6 +25,8 @@ enum Command {
     Bench(bench::Args),
     /// Search layer paths for a dataset slice on this machine and print a summary.
     Search(search::Args),
+    /// Join a coordinator's search job: lease examples, search them, submit the records.
+    Run(run::Args),
 }
 
 fn main() -> anyhow::Result<()> {
@@ -31,5 +35,6 @@ fn main() -> anyhow::Result<()> {
         Command::Logits(a) => logits::run(a),
         Command::Bench(a) => bench::run(a),
         Command::Search(a) => search::run(a),
+        Command::Run(a) => run::run(a),
     }
 }

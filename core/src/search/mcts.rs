@@ -19,6 +19,7 @@ use crate::path::LayerPath;
 
 /// Search hyper-parameters (defaults are the paper's).
 #[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+#[serde(default, deny_unknown_fields)]
 pub struct SearchConfig {
     pub num_simulations: usize,
     pub exploration: f64,

@@ -21,7 +21,7 @@ use crate::error::{Error, Result};
 pub const SCHEMA_VERSION: &str = "1";
 
 /// One searched example.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct SearchRecord {
     pub example_id: String,
     pub dataset: String,

@@ -18,7 +18,7 @@ pub enum AnswerKind {
     Math,
 }
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct Example {
     /// Stable id: dataset family + source id, e.g. `arc_easy/Mercury_7220990`.
     pub id: String,

@@ -1,0 +1,174 @@
+//! The job a coordinator runs: which examples to search (datasets, splits, limits), with which
+//! model, reward and search settings, where the Parquet goes, and how examples are leased. Read
+//! from TOML; its identity (a hash of the parsed spec) ties a state directory to one job.
+
+use std::path::PathBuf;
+
+use drllm_core::search::SearchConfig;
+use drllm_core::tasks::{load_dataset, DatasetSpec, Example};
+use serde::{Deserialize, Serialize};
+
+#[derive(Debug, thiserror::Error)]
+pub enum JobError {
+    #[error("job file {file}: {message}")]
+    Parse { file: String, message: String },
+    #[error("job file {file}: dataset #{index} (`{name}`): {message}")]
+    Dataset {
+        file: String,
+        index: usize,
+        name: String,
+        message: String,
+    },
+}
+
+/// One slice of a dataset.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DatasetSlice {
+    /// arc_easy, arc_challenge, dart, dart-1 … dart-5, or a .jsonl file.
+    pub name: String,
+    #[serde(default = "default_split")]
+    pub split: String,
+    /// Only the first N examples.
+    pub limit: Option<usize>,
+}
+
+fn default_split() -> String {
+    "train".into()
+}
+
+/// A search job (see `deploy/local/job.toml` for a commented example).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct JobSpec {
+    pub datasets: Vec<DatasetSlice>,
+    /// Model spec workers load (a name, path or hub id); informational for the coordinator.
+    #[serde(default = "default_model")]
+    pub model: String,
+    /// blake3 fingerprint workers' weights must have; empty: the first worker's is pinned.
+    #[serde(default)]
+    pub model_fingerprint: String,
+    /// choice-loglik or generate.
+    #[serde(default = "default_reward")]
+    pub reward: String,
+    #[serde(default)]
+    pub search: SearchConfig,
+    /// Folder for the Parquet parts.
+    pub output_dir: PathBuf,
+    /// Examples per lease.
+    #[serde(default = "default_shard")]
+    pub shard_size: u32,
+    /// How long a lease lasts without a heartbeat, seconds.
+    #[serde(default = "default_ttl")]
+    pub lease_ttl_secs: u64,
+    /// A part file is written once this many results wait (or every `flush_secs`).
+    #[serde(default = "default_part_size")]
+    pub part_size: usize,
+    #[serde(default = "default_flush_secs")]
+    pub flush_secs: f64,
+}
+
+fn default_model() -> String {
+    drllm_core::DEFAULT_MODEL.into()
+}
+fn default_reward() -> String {
+    "choice-loglik".into()
+}
+fn default_shard() -> u32 {
+    4
+}
+fn default_ttl() -> u64 {
+    300
+}
+fn default_part_size() -> usize {
+    1000
+}
+fn default_flush_secs() -> f64 {
+    5.0
+}
+
+impl JobSpec {
+    /// Parses and checks a spec; `file` names it in errors.
+    pub fn parse(text: &str, file: &str) -> Result<Self, JobError> {
+        let parse = |message: String| JobError::Parse {
+            file: file.to_string(),
+            message,
+        };
+        let spec: JobSpec = toml::from_str(text).map_err(|e| parse(e.to_string()))?;
+        if spec.datasets.is_empty() {
+            return Err(parse(
+                "`datasets` is empty: add at least one [[datasets]]".into(),
+            ));
+        }
+        spec.reward
+            .parse::<drllm_core::tasks::RewardMode>()
+            .map_err(|e| parse(format!("`reward`: {e}")))?;
+        if spec.shard_size == 0 || spec.lease_ttl_secs == 0 || spec.part_size == 0 {
+            return Err(parse(
+                "`shard_size`, `lease_ttl_secs` and `part_size` must be at least 1".into(),
+            ));
+        }
+        if !spec.flush_secs.is_finite() || spec.flush_secs <= 0.0 {
+            return Err(parse("`flush_secs` must be positive".into()));
+        }
+        Ok(spec)
+    }
+
+    /// The job's identity: blake3 of its canonical JSON.
+    pub fn hash(&self) -> String {
+        let json = serde_json::to_string(self).expect("a job spec serializes");
+        blake3::hash(json.as_bytes()).to_hex()[..32].to_string()
+    }
+
+    /// Every example of the job, in order (the order fixes their keys).
+    pub fn examples(&self, file: &str) -> Result<Vec<Example>, JobError> {
+        let mut out = Vec::new();
+        for (index, d) in self.datasets.iter().enumerate() {
+            let err = |message: String| JobError::Dataset {
+                file: file.to_string(),
+                index: index + 1,
+                name: d.name.clone(),
+                message,
+            };
+            let spec: DatasetSpec = d
+                .name
+                .parse()
+                .map_err(|e: drllm_core::tasks::DataError| err(e.to_string()))?;
+            let report =
+                load_dataset(&spec, &d.split, d.limit, false).map_err(|e| err(e.to_string()))?;
+            out.extend(report.examples);
+        }
+        Ok(out)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn minimal_spec_gets_defaults_and_bad_specs_say_what_is_wrong() {
+        let spec = JobSpec::parse(
+            "output_dir = \"out\"\n[[datasets]]\nname = \"arc_easy\"\nlimit = 3\n",
+            "job.toml",
+        )
+        .unwrap();
+        assert_eq!(spec.datasets[0].split, "train");
+        assert_eq!(spec.search, SearchConfig::default());
+        assert_eq!(spec.examples("job.toml").unwrap().len(), 3);
+        let e = JobSpec::parse("output_dir = \"o\"\ndatasets = []\n", "j.toml").unwrap_err();
+        assert!(e.to_string().contains("j.toml") && e.to_string().contains("datasets"));
+        let e = JobSpec::parse("output_dir = 3\n", "j.toml").unwrap_err();
+        assert!(e.to_string().contains("output_dir"), "{e}");
+        let e = JobSpec::parse(
+            "output_dir=\"o\"\nbogus=1\n[[datasets]]\nname=\"x\"\n",
+            "j.toml",
+        )
+        .unwrap_err();
+        assert!(e.to_string().contains("bogus"), "{e}");
+        let bad =
+            JobSpec::parse("output_dir=\"o\"\n[[datasets]]\nname=\"nope\"\n", "j.toml").unwrap();
+        let e = bad.examples("j.toml").unwrap_err();
+        assert!(e.to_string().contains("dataset #1 (`nope`)"), "{e}");
+    }
+}

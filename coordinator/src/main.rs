@@ -1,0 +1,57 @@
+//! `coordinator`: serves a search job to workers over gRPC (`serve`), with the job's state in sled
+//! and results in Parquet parts, and reports progress (`status`).
+
+mod job;
+mod serve;
+mod service;
+mod sink;
+mod state;
+mod status;
+
+use clap::{Parser, Subcommand};
+
+#[derive(Parser)]
+#[command(
+    version,
+    about = "drllm coordinator: shards search jobs across workers"
+)]
+struct Cli {
+    /// Log as JSON lines (for log collectors) instead of text.
+    #[arg(long, global = true)]
+    log_json: bool,
+    #[command(subcommand)]
+    cmd: Cmd,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Start a job, or resume it from its state directory, and serve it until it is done or stopped
+    Serve(serve::Args),
+    /// Progress of a running coordinator: pending / leased / done / failed, workers, ETA
+    Status(status::Args),
+}
+
+fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    init_logs(cli.log_json);
+    let rt = tokio::runtime::Runtime::new()?;
+    rt.block_on(async {
+        match cli.cmd {
+            Cmd::Serve(a) => serve::run(a).await,
+            Cmd::Status(a) => status::run(a).await,
+        }
+    })
+}
+
+fn init_logs(json: bool) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let b = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    if json {
+        b.json().init();
+    } else {
+        b.init();
+    }
+}

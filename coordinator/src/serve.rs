@@ -1,0 +1,153 @@
+//! `coordinator serve`: opens (or resumes) the job's state, reconciles the output directory,
+//! serves the gRPC service and the Parquet sink, and on SIGTERM/SIGINT tells workers to drain,
+//! waits for their leases, writes every remaining result and exits.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+use drllm_proto::CoordinatorServer;
+use tonic::transport::{Identity, Server, ServerTlsConfig};
+
+use crate::job::JobSpec;
+use crate::service::{CheckToken, Service};
+use crate::state::State;
+use crate::{sink, state};
+
+#[derive(clap::Args, Debug)]
+pub struct Args {
+    /// Job spec (TOML): datasets, model, reward, search settings, output directory, leases.
+    #[arg(long)]
+    job: PathBuf,
+    /// State directory (sled); the same directory resumes the job where it stopped.
+    #[arg(long)]
+    state: PathBuf,
+    /// Address to serve gRPC on.
+    #[arg(long, default_value = "127.0.0.1:50051")]
+    listen: SocketAddr,
+    /// File holding the bearer token workers must send (default: $DRLLM_TOKEN; none: no auth).
+    #[arg(long)]
+    token_file: Option<PathBuf>,
+    /// TLS certificate chain (PEM); with --tls-key, serve TLS only.
+    #[arg(long, requires = "tls_key")]
+    tls_cert: Option<PathBuf>,
+    /// TLS private key (PEM).
+    #[arg(long, requires = "tls_cert")]
+    tls_key: Option<PathBuf>,
+    /// Stop once every example is committed to Parquet.
+    #[arg(long)]
+    exit_when_done: bool,
+    /// On shutdown, how long to wait for workers to finish or release their leases, seconds.
+    #[arg(long, default_value_t = 10.0)]
+    drain_secs: f64,
+}
+
+pub async fn run(a: Args) -> anyhow::Result<()> {
+    let job_file = a.job.display().to_string();
+    let text = std::fs::read_to_string(&a.job)
+        .with_context(|| format!("reading the job file {job_file}"))?;
+    let spec = JobSpec::parse(&text, &job_file)?;
+    let state = Arc::new(State::open(&a.state, &spec, &job_file, &text)?);
+    let removed = sink::recover(&state, &spec.output_dir)?;
+    for p in &removed {
+        tracing::warn!(file = %p.display(), "removed an uncommitted part (its results are still in the state and will be written again)");
+    }
+    let token =
+        drllm_proto::client::read_token(a.token_file.as_deref()).map_err(anyhow::Error::msg)?;
+    if token.is_none() {
+        tracing::warn!("no token (--token-file or $DRLLM_TOKEN): every client is accepted");
+    }
+    let c = state.counts();
+    tracing::info!(
+        job = %spec.hash(), total = c.total, committed = c.committed, uncommitted = c.uncommitted,
+        pending = c.pending, leased = c.leased, listen = %a.listen, "serving"
+    );
+    let draining = Arc::new(AtomicBool::new(false));
+    let service = Service {
+        state: state.clone(),
+        job_json: serde_json::to_string(&spec)?,
+        lease_ttl_ms: spec.lease_ttl_secs * 1000,
+        shard_size: spec.shard_size,
+        output_dir: spec.output_dir.display().to_string(),
+        draining: draining.clone(),
+        started: Instant::now(),
+        done_at_start: c.committed + c.uncommitted,
+    };
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let search_config = serde_json::to_string(&spec.search)?;
+    let sink_task = tokio::spawn(sink::run(
+        state.clone(),
+        spec.output_dir.clone(),
+        spec.part_size,
+        Duration::from_secs_f64(spec.flush_secs),
+        search_config,
+        stop_rx,
+    ));
+    let mut server = Server::builder();
+    if let (Some(cert), Some(key)) = (&a.tls_cert, &a.tls_key) {
+        let read =
+            |p: &PathBuf| std::fs::read(p).with_context(|| format!("reading {}", p.display()));
+        server = server
+            .tls_config(
+                ServerTlsConfig::new().identity(Identity::from_pem(read(cert)?, read(key)?)),
+            )
+            .context("TLS configuration")?;
+    }
+    let svc = CoordinatorServer::with_interceptor(service, CheckToken(token.map(Arc::new)));
+    let listener = tokio::net::TcpListener::bind(a.listen)
+        .await
+        .with_context(|| format!("listening on {}", a.listen))?;
+    let incoming = tokio_stream_incoming(listener);
+    let st = state.clone();
+    let (drain_secs, exit_when_done) = (a.drain_secs, a.exit_when_done);
+    let shutdown = async move {
+        wait_for_stop(&st, exit_when_done).await;
+        draining.store(true, Ordering::SeqCst);
+        let until = Instant::now() + Duration::from_secs_f64(drain_secs);
+        while st.counts().leased > 0 && Instant::now() < until {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        tracing::info!("shutting down");
+    };
+    server
+        .add_service(svc)
+        .serve_with_incoming_shutdown(incoming, shutdown)
+        .await
+        .context("gRPC server")?;
+    let _ = stop_tx.send(true);
+    sink_task.await.context("sink task")??;
+    let c = state.counts();
+    tracing::info!(committed = c.committed, total = c.total, parts = c.parts, output = %spec.output_dir.display(), "stopped");
+    Ok(())
+}
+
+/// Resolves on SIGTERM, SIGINT, or (with `exit_when_done`) once every example is committed.
+async fn wait_for_stop(state: &State, exit_when_done: bool) {
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+        .expect("installing a SIGTERM handler");
+    let done = async {
+        loop {
+            if exit_when_done && state.finished() {
+                // Let workers hear that the job is done before the server goes.
+                tokio::time::sleep(Duration::from_millis(1500)).await;
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    };
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => tracing::info!("SIGINT"),
+        _ = term.recv() => tracing::info!("SIGTERM"),
+        _ = done => tracing::info!("every example is committed"),
+    }
+    let _ = state::now_ms();
+}
+
+fn tokio_stream_incoming(
+    listener: tokio::net::TcpListener,
+) -> tokio_stream::wrappers::TcpListenerStream {
+    tokio_stream::wrappers::TcpListenerStream::new(listener)
+}

@@ -1,0 +1,236 @@
+//! The gRPC service: registration (protocol version and model fingerprint checks), leases with
+//! deadlines, heartbeats, idempotent submissions, releases and status, over the sled state. Also
+//! the bearer-token check every call passes first.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Instant;
+
+use drllm_proto::v1::*;
+use drllm_proto::{Coordinator, PROTOCOL_VERSION};
+use tonic::{Request, Response, Status};
+
+use crate::state::{now_ms, State, StateError};
+
+pub struct Service {
+    pub state: Arc<State>,
+    pub job_json: String,
+    pub lease_ttl_ms: u64,
+    pub shard_size: u32,
+    pub output_dir: String,
+    /// Set on shutdown: workers are told to drain and get no new leases.
+    pub draining: Arc<AtomicBool>,
+    pub started: Instant,
+    pub done_at_start: u64,
+}
+
+fn internal(e: StateError) -> Status {
+    tracing::error!("{e}");
+    Status::internal(e.to_string())
+}
+
+impl Service {
+    fn deadline(&self) -> i64 {
+        now_ms() + self.lease_ttl_ms as i64
+    }
+
+    fn known(&self, worker: &str) -> Result<(), Status> {
+        if self.state.workers().iter().any(|(w, _, _)| w == worker) {
+            Ok(())
+        } else {
+            Err(Status::not_found(format!(
+                "worker `{worker}` is not registered: call Register first"
+            )))
+        }
+    }
+}
+
+#[tonic::async_trait]
+impl Coordinator for Service {
+    async fn register(
+        &self,
+        req: Request<RegisterRequest>,
+    ) -> Result<Response<RegisterReply>, Status> {
+        let r = req.into_inner();
+        if r.protocol_version != PROTOCOL_VERSION {
+            return Err(Status::failed_precondition(format!(
+                "protocol version {} is not the coordinator's {PROTOCOL_VERSION}: run the same drllm release on both sides",
+                r.protocol_version
+            )));
+        }
+        if r.worker_id.is_empty() {
+            return Err(Status::invalid_argument("worker_id is empty"));
+        }
+        match self
+            .state
+            .register(&r.worker_id, &r.device, &r.model_fingerprint)
+            .map_err(internal)?
+        {
+            Ok(()) => {}
+            Err(why) => return Err(Status::failed_precondition(why)),
+        }
+        self.state.persist().await.map_err(internal)?;
+        tracing::info!(worker = %r.worker_id, device = %r.device, version = %r.version, "worker registered");
+        Ok(Response::new(RegisterReply {
+            job_json: self.job_json.clone(),
+            lease_ttl_ms: self.lease_ttl_ms,
+        }))
+    }
+
+    async fn lease(&self, req: Request<LeaseRequest>) -> Result<Response<LeaseReply>, Status> {
+        let r = req.into_inner();
+        self.known(&r.worker_id)?;
+        let draining = self.draining.load(Ordering::SeqCst);
+        let max = r.max_examples.clamp(1, self.shard_size.max(1)) as usize;
+        let deadline = self.deadline();
+        let got = if draining {
+            Vec::new()
+        } else {
+            self.state
+                .lease(&r.worker_id, max, deadline)
+                .map_err(internal)?
+        };
+        let c = self.state.counts();
+        Ok(Response::new(LeaseReply {
+            examples: got
+                .into_iter()
+                .map(|(key, example_json)| LeasedExample { key, example_json })
+                .collect(),
+            deadline_unix_ms: deadline,
+            job_done: c.pending == 0 && c.leased == 0,
+            retry_after_ms: if draining { 0 } else { 1000 },
+        }))
+    }
+
+    async fn heartbeat(
+        &self,
+        req: Request<HeartbeatRequest>,
+    ) -> Result<Response<HeartbeatReply>, Status> {
+        let r = req.into_inner();
+        self.known(&r.worker_id)?;
+        let deadline = self.deadline();
+        let lost = self
+            .state
+            .heartbeat(&r.worker_id, &r.keys, deadline)
+            .map_err(internal)?;
+        Ok(Response::new(HeartbeatReply {
+            deadline_unix_ms: deadline,
+            drain: self.draining.load(Ordering::SeqCst),
+            lost,
+        }))
+    }
+
+    async fn submit(&self, req: Request<SubmitRequest>) -> Result<Response<SubmitReply>, Status> {
+        let r = req.into_inner();
+        for res in &r.results {
+            if let Err(e) =
+                serde_json::from_str::<drllm_core::search::SearchRecord>(&res.record_json)
+            {
+                return Err(Status::invalid_argument(format!(
+                    "result for example {}: not a search record: {e}",
+                    res.key
+                )));
+            }
+        }
+        let results: Vec<(u64, String)> = r
+            .results
+            .into_iter()
+            .map(|x| (x.key, x.record_json))
+            .collect();
+        let (accepted, duplicates) = self
+            .state
+            .submit(&r.worker_id, &results)
+            .map_err(internal)?
+            .map_err(Status::invalid_argument)?;
+        // Acknowledge only what is on disk.
+        self.state.persist().await.map_err(internal)?;
+        Ok(Response::new(SubmitReply {
+            accepted,
+            duplicates,
+        }))
+    }
+
+    async fn release(
+        &self,
+        req: Request<ReleaseRequest>,
+    ) -> Result<Response<ReleaseReply>, Status> {
+        let r = req.into_inner();
+        let released = self
+            .state
+            .release(&r.worker_id, &r.keys)
+            .map_err(internal)?;
+        self.state.persist().await.map_err(internal)?;
+        Ok(Response::new(ReleaseReply { released }))
+    }
+
+    async fn status(&self, _req: Request<StatusRequest>) -> Result<Response<StatusReply>, Status> {
+        let c = self.state.counts();
+        let now = now_ms();
+        let workers = self
+            .state
+            .workers()
+            .into_iter()
+            .map(|(id, w, leased)| {
+                let secs = ((w.last_seen_ms - w.first_seen_ms).max(1)) as f64 / 1000.0;
+                WorkerStatus {
+                    worker_id: id,
+                    device: w.device,
+                    done: w.done,
+                    examples_per_s: w.done as f64 / secs,
+                    last_seen_unix_ms: w.last_seen_ms,
+                    leased,
+                }
+            })
+            .collect();
+        let done = c.committed + c.uncommitted;
+        let new = done.saturating_sub(self.done_at_start) as f64;
+        let rate = new / self.started.elapsed().as_secs_f64().max(1e-3);
+        let left = c.total - done - c.failed;
+        let _ = now;
+        Ok(Response::new(StatusReply {
+            total: c.total,
+            pending: c.pending,
+            leased: c.leased,
+            done,
+            failed: c.failed,
+            uncommitted: c.uncommitted,
+            workers,
+            eta_seconds: if left == 0 {
+                0.0
+            } else if rate > 0.0 {
+                left as f64 / rate
+            } else {
+                -1.0
+            },
+            output_dir: self.output_dir.clone(),
+            parts: c.parts,
+        }))
+    }
+}
+
+/// Refuses calls without `authorization: Bearer <token>` (when the coordinator has a token).
+#[derive(Clone)]
+pub struct CheckToken(pub Option<Arc<String>>);
+
+impl tonic::service::Interceptor for CheckToken {
+    fn call(&mut self, req: Request<()>) -> Result<Request<()>, Status> {
+        let Some(token) = &self.0 else {
+            return Ok(req);
+        };
+        let got = req
+            .metadata()
+            .get(drllm_proto::AUTH_HEADER)
+            .and_then(|v| v.to_str().ok());
+        match got.and_then(|v| v.strip_prefix("Bearer ")) {
+            Some(t) if constant_time_eq(t.as_bytes(), token.as_bytes()) => Ok(req),
+            Some(_) => Err(Status::unauthenticated("wrong bearer token")),
+            None => Err(Status::unauthenticated(
+                "missing bearer token: set DRLLM_TOKEN or --token-file",
+            )),
+        }
+    }
+}
+
+fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}

@@ -1,0 +1,78 @@
+//! `coordinator status`: asks a running coordinator for the job's progress and prints it (a
+//! table, or JSON with `--json`).
+
+use std::path::PathBuf;
+
+use anyhow::Context;
+use drllm_proto::client::{client, read_token, ConnectOptions};
+use drllm_proto::v1::StatusRequest;
+
+#[derive(clap::Args, Debug)]
+pub struct Args {
+    /// Coordinator URL, e.g. http://127.0.0.1:50051 (https:// for TLS).
+    #[arg(long, default_value = "http://127.0.0.1:50051")]
+    coordinator: String,
+    /// File holding the bearer token (default: $DRLLM_TOKEN).
+    #[arg(long)]
+    token_file: Option<PathBuf>,
+    /// CA certificate (PEM) that signed the coordinator's TLS certificate.
+    #[arg(long)]
+    tls_ca: Option<PathBuf>,
+    /// Print JSON instead of a table.
+    #[arg(long)]
+    json: bool,
+}
+
+pub async fn run(a: Args) -> anyhow::Result<()> {
+    let opts = ConnectOptions {
+        token: read_token(a.token_file.as_deref()).map_err(anyhow::Error::msg)?,
+        tls_ca_pem: a
+            .tls_ca
+            .as_ref()
+            .map(|p| std::fs::read(p).with_context(|| format!("reading {}", p.display())))
+            .transpose()?,
+        tls_domain: None,
+    };
+    let mut c = client(&a.coordinator, &opts).map_err(anyhow::Error::msg)?;
+    let s = c
+        .status(StatusRequest {})
+        .await
+        .with_context(|| format!("asking {} for its status", a.coordinator))?
+        .into_inner();
+    if a.json {
+        let workers: Vec<_> = s
+            .workers
+            .iter()
+            .map(|w| {
+                serde_json::json!({"worker_id": w.worker_id, "device": w.device, "done": w.done,
+                    "examples_per_s": w.examples_per_s, "leased": w.leased,
+                    "last_seen_unix_ms": w.last_seen_unix_ms})
+            })
+            .collect();
+        println!(
+            "{}",
+            serde_json::json!({"total": s.total, "pending": s.pending, "leased": s.leased,
+                "done": s.done, "failed": s.failed, "uncommitted": s.uncommitted,
+                "parts": s.parts, "eta_seconds": s.eta_seconds, "output_dir": s.output_dir,
+                "workers": workers})
+        );
+        return Ok(());
+    }
+    println!(
+        "examples {}: pending {}, leased {}, done {} ({} waiting for Parquet), failed {}",
+        s.total, s.pending, s.leased, s.done, s.uncommitted, s.failed
+    );
+    let eta = if s.eta_seconds < 0.0 {
+        "unknown".to_string()
+    } else {
+        format!("{:.0} s", s.eta_seconds)
+    };
+    println!("parts {} in {}; ETA {eta}", s.parts, s.output_dir);
+    for w in &s.workers {
+        println!(
+            "  {:<20} {:<16} done {:>6}  {:>7.3} ex/s  leased {}",
+            w.worker_id, w.device, w.done, w.examples_per_s, w.leased
+        );
+    }
+    Ok(())
+}
