@@ -245,9 +245,11 @@ impl State {
     ) -> Result<std::result::Result<(), String>> {
         let mut mem = self.mem();
         match &mem.fingerprint {
-            Some(f) if f != fingerprint => return Ok(Err(format!(
+            Some(f) if f != fingerprint => {
+                return Ok(Err(format!(
                 "model fingerprint {fingerprint} differs from the job's {f}: load the job's model"
-            ))),
+            )))
+            }
             Some(_) => {}
             None => {
                 self.meta.insert("fingerprint", fingerprint.as_bytes())?;

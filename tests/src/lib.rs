@@ -1,2 +1,317 @@
-//! Helpers for the end-to-end tests: locating the workspace's binaries, starting coordinators and
-//! workers as real processes on loopback, and reading back the Parquet they produce.
+//! Helpers for the end-to-end tests: the workspace's binaries, a coordinator run as a real process
+//! on loopback (start, kill -9, restart, SIGTERM), synthetic workers that lease and submit valid
+//! records over gRPC, and reading back the Parquet parts.
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use arrow_array::{Array, StringArray};
+use drllm_core::search::SearchRecord;
+use drllm_core::tasks::Example;
+use drllm_proto::client::{client, Client, ConnectOptions};
+use drllm_proto::v1::*;
+use drllm_proto::PROTOCOL_VERSION;
+
+/// A binary of this workspace, built next to the test executable (`cargo test --workspace` builds
+/// them).
+pub fn bin(name: &str) -> PathBuf {
+    let exe = std::env::current_exe().expect("test executable path");
+    let dir = exe.parent().and_then(Path::parent).expect("target dir");
+    let p = dir.join(name);
+    assert!(
+        p.is_file(),
+        "{} is missing: run `cargo build --workspace` (or `cargo test --workspace`) first",
+        p.display()
+    );
+    p
+}
+
+/// A free TCP port on 127.0.0.1.
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// A job over the first `limit` ARC-Easy train questions.
+pub fn job_toml(
+    out: &Path,
+    limit: usize,
+    shard: u32,
+    ttl_secs: u64,
+    part_size: usize,
+    extra: &str,
+) -> String {
+    format!(
+        "output_dir = {:?}\nshard_size = {shard}\nlease_ttl_secs = {ttl_secs}\npart_size = {part_size}\nflush_secs = 0.2\n{extra}\n[[datasets]]\nname = \"arc_easy\"\nsplit = \"train\"\nlimit = {limit}\n",
+        out.display().to_string()
+    )
+}
+
+/// A coordinator process.
+pub struct Coordinator {
+    pub child: Option<Child>,
+    pub url: String,
+    pub port: u16,
+    args: Vec<String>,
+    log: PathBuf,
+}
+
+impl Coordinator {
+    /// Starts `coordinator serve --job job --state state --listen 127.0.0.1:port` plus `extra`.
+    pub fn start(job: &Path, state: &Path, port: u16, extra: &[&str], log: &Path) -> Self {
+        let mut args: Vec<String> = vec![
+            "serve".into(),
+            "--job".into(),
+            job.display().to_string(),
+            "--state".into(),
+            state.display().to_string(),
+            "--listen".into(),
+            format!("127.0.0.1:{port}"),
+        ];
+        args.extend(extra.iter().map(|s| s.to_string()));
+        let mut c = Self {
+            child: None,
+            url: format!("http://127.0.0.1:{port}"),
+            port,
+            args,
+            log: log.to_path_buf(),
+        };
+        c.spawn();
+        c
+    }
+
+    fn spawn(&mut self) {
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&self.log)
+            .unwrap();
+        let child = Command::new(bin("coordinator"))
+            .args(&self.args)
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .expect("starting the coordinator");
+        self.child = Some(child);
+    }
+
+    /// kill -9, then start again on the same state.
+    pub fn kill9_and_restart(&mut self) {
+        self.kill9();
+        self.spawn();
+    }
+
+    pub fn kill9(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    /// SIGTERM and wait for the exit status.
+    pub fn term(&mut self) -> std::process::ExitStatus {
+        let mut c = self.child.take().expect("running");
+        let _ = Command::new("kill").arg(c.id().to_string()).status();
+        wait_timeout(&mut c, Duration::from_secs(60))
+    }
+
+    /// Waits for the process to exit by itself.
+    pub fn wait(&mut self, limit: Duration) -> std::process::ExitStatus {
+        let mut c = self.child.take().expect("running");
+        wait_timeout(&mut c, limit)
+    }
+
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+}
+
+impl Drop for Coordinator {
+    fn drop(&mut self) {
+        self.kill9();
+    }
+}
+
+pub fn wait_timeout(c: &mut Child, limit: Duration) -> std::process::ExitStatus {
+    let t = Instant::now();
+    loop {
+        if let Some(s) = c.try_wait().unwrap() {
+            return s;
+        }
+        if t.elapsed() > limit {
+            let _ = c.kill();
+            panic!("process {} did not exit within {limit:?}", c.id());
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+pub fn connect(url: &str, token: Option<&str>) -> Client {
+    client(
+        url,
+        &ConnectOptions {
+            token: token.map(String::from),
+            ..Default::default()
+        },
+    )
+    .unwrap()
+}
+
+/// Polls `status` until the coordinator answers (or `limit` passes).
+pub async fn wait_ready(c: &mut Client, limit: Duration) -> StatusReply {
+    let t = Instant::now();
+    loop {
+        match c.status(StatusRequest {}).await {
+            Ok(r) => return r.into_inner(),
+            Err(e) if t.elapsed() < limit => {
+                let _ = e;
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+            Err(e) => panic!("coordinator not ready after {limit:?}: {e}"),
+        }
+    }
+}
+
+/// A valid record for a leased example, as a worker would submit it.
+pub fn fake_record(example_json: &str, worker: &str) -> String {
+    let ex: Example = serde_json::from_str(example_json).expect("an example");
+    let r = SearchRecord {
+        example_id: ex.id.clone(),
+        dataset: ex.dataset.clone(),
+        split: ex.split.clone(),
+        question: ex.question.clone(),
+        gold: ex.answer.clone(),
+        model_id: "synthetic".into(),
+        model_fingerprint: "f".repeat(32),
+        num_layers: 30,
+        reward_mode: "choice-loglik".into(),
+        original_correct: true,
+        found: true,
+        best_path: (0..28).collect(),
+        best_decisions: [vec![1u8; 28], vec![0, 0]].concat(),
+        distinct_layers: 28,
+        good_paths: vec![(0..28).collect()],
+        best_response: None,
+        simulations: 2,
+        distinct_paths: 2,
+        layer_executions: 1000,
+        wall_seconds: 0.01,
+        search_config: "{}".into(),
+        worker_id: worker.into(),
+        timestamp_ms: 0,
+    };
+    serde_json::to_string(&r).unwrap()
+}
+
+pub fn register_req(worker: &str, fingerprint: &str) -> RegisterRequest {
+    RegisterRequest {
+        protocol_version: PROTOCOL_VERSION,
+        worker_id: worker.into(),
+        model_fingerprint: fingerprint.into(),
+        device: "synthetic".into(),
+        version: "test".into(),
+    }
+}
+
+/// A synthetic worker: registers, then leases and submits valid records until the job is done,
+/// riding out coordinator restarts. Returns how many submissions were accepted.
+pub async fn synthetic_worker(url: String, worker: String, limit: Duration) -> u64 {
+    let t = Instant::now();
+    let mut c = connect(&url, None);
+    let mut accepted = 0;
+    let mut registered = false;
+    while t.elapsed() < limit {
+        if !registered {
+            registered = c
+                .register(register_req(&worker, &"f".repeat(32)))
+                .await
+                .is_ok();
+            if !registered {
+                tokio::time::sleep(Duration::from_millis(50)).await;
+                continue;
+            }
+        }
+        let lease = match c
+            .lease(LeaseRequest {
+                worker_id: worker.clone(),
+                max_examples: 4,
+            })
+            .await
+        {
+            Ok(r) => r.into_inner(),
+            Err(_) => {
+                registered = false;
+                tokio::time::sleep(Duration::from_millis(50)).await;
+                continue;
+            }
+        };
+        if lease.examples.is_empty() {
+            if lease.job_done {
+                return accepted;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+            continue;
+        }
+        let results = lease
+            .examples
+            .iter()
+            .map(|e| SearchResult {
+                key: e.key,
+                record_json: fake_record(&e.example_json, &worker),
+            })
+            .collect();
+        match c
+            .submit(SubmitRequest {
+                worker_id: worker.clone(),
+                results,
+            })
+            .await
+        {
+            Ok(r) => accepted += r.into_inner().accepted as u64,
+            Err(_) => registered = false,
+        }
+    }
+    panic!("synthetic worker {worker} did not finish within {limit:?}");
+}
+
+/// `example_id` and `worker_id` of every row of every part in `dir`; panics on stray files.
+pub fn read_parts(dir: &Path) -> Vec<(String, String)> {
+    let mut rows = Vec::new();
+    let mut names: Vec<_> = std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
+    names.sort();
+    for p in names {
+        let name = p.file_name().unwrap().to_string_lossy().to_string();
+        assert!(
+            name.starts_with("part-") && name.ends_with(".parquet"),
+            "stray file in the output: {name}"
+        );
+        let f = std::fs::File::open(&p).unwrap();
+        let reader = parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder::try_new(f)
+            .unwrap()
+            .build()
+            .unwrap();
+        for batch in reader {
+            let b = batch.unwrap();
+            let col = |n: &str| {
+                b.column_by_name(n)
+                    .unwrap()
+                    .as_any()
+                    .downcast_ref::<StringArray>()
+                    .unwrap()
+                    .clone()
+            };
+            let (ids, workers) = (col("example_id"), col("worker_id"));
+            for i in 0..ids.len() {
+                rows.push((ids.value(i).to_string(), workers.value(i).to_string()));
+            }
+        }
+    }
+    rows
+}

@@ -1,0 +1,337 @@
+//! The distributed search end to end, with real coordinator processes on loopback: kill -9 at
+//! random moments never loses or duplicates a record; duplicate and late submissions are ignored;
+//! bad tokens, fingerprints, protocol versions, job files and state directories give clear errors.
+
+use std::collections::BTreeSet;
+use std::process::Command;
+use std::time::Duration;
+
+use drllm_proto::v1::*;
+use drllm_tests::*;
+use rand::{Rng, SeedableRng};
+
+fn arc_train_ids(n: usize) -> Vec<String> {
+    let spec: drllm_core::tasks::DatasetSpec = "arc_easy".parse().unwrap();
+    drllm_core::tasks::load_dataset(&spec, "train", Some(n), false)
+        .unwrap()
+        .examples
+        .into_iter()
+        .map(|e| e.id)
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn coordinator_killed_repeatedly_leaves_every_example_exactly_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let (out, state, job) = (
+        dir.path().join("out"),
+        dir.path().join("state"),
+        dir.path().join("job.toml"),
+    );
+    let n = 300;
+    std::fs::write(&job, job_toml(&out, n, 4, 2, 9, "")).unwrap();
+    let port = free_port();
+    let mut coord = Coordinator::start(&job, &state, port, &[], &dir.path().join("coord.log"));
+    let workers: Vec<_> = (0..4)
+        .map(|i| {
+            tokio::spawn(synthetic_worker(
+                coord.url.clone(),
+                format!("w{i}"),
+                Duration::from_secs(120),
+            ))
+        })
+        .collect();
+    let mut rng = rand::rngs::StdRng::seed_from_u64(7);
+    for _ in 0..5 {
+        tokio::time::sleep(Duration::from_millis(rng.random_range(200..900))).await;
+        coord.kill9_and_restart();
+    }
+    for w in workers {
+        w.await.unwrap();
+    }
+    // Everything leased is submitted; wait until it is all in Parquet, then stop cleanly.
+    let mut c = connect(&coord.url, None);
+    loop {
+        let s = wait_ready(&mut c, Duration::from_secs(20)).await;
+        if s.done == n as u64 && s.uncommitted == 0 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(coord.term().success(), "{}", coord.log());
+    let rows = read_parts(&out);
+    let ids: BTreeSet<String> = rows.iter().map(|r| r.0.clone()).collect();
+    assert_eq!(
+        rows.len(),
+        n,
+        "every example exactly once (rows {}, distinct {})",
+        rows.len(),
+        ids.len()
+    );
+    assert_eq!(ids, arc_train_ids(n).into_iter().collect());
+    assert!(
+        coord.log().matches("serving").count() >= 6,
+        "the coordinator restarted 5 times"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn duplicate_and_late_submissions_are_acknowledged_and_ignored() {
+    let dir = tempfile::tempdir().unwrap();
+    let (out, state, job) = (
+        dir.path().join("out"),
+        dir.path().join("state"),
+        dir.path().join("job.toml"),
+    );
+    std::fs::write(&job, job_toml(&out, 5, 5, 60, 100, "")).unwrap();
+    let mut coord = Coordinator::start(
+        &job,
+        &state,
+        free_port(),
+        &["--exit-when-done"],
+        &dir.path().join("c.log"),
+    );
+    let mut a = connect(&coord.url, None);
+    wait_ready(&mut a, Duration::from_secs(20)).await;
+    let fp = "f".repeat(32);
+    a.register(register_req("a", &fp)).await.unwrap();
+    let lease = a
+        .lease(LeaseRequest {
+            worker_id: "a".into(),
+            max_examples: 5,
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(lease.examples.len(), 5);
+    let res = |i: usize, w: &str| SearchResult {
+        key: lease.examples[i].key,
+        record_json: fake_record(&lease.examples[i].example_json, w),
+    };
+    // The same example twice in one call, then again in another call.
+    let r = a
+        .submit(SubmitRequest {
+            worker_id: "a".into(),
+            results: vec![res(0, "a"), res(0, "a")],
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!((r.accepted, r.duplicates), (1, 1));
+    let r = a
+        .submit(SubmitRequest {
+            worker_id: "a".into(),
+            results: vec![res(0, "a")],
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!((r.accepted, r.duplicates), (0, 1));
+    // A late result from another worker for an example already done.
+    let mut b = connect(&coord.url, None);
+    b.register(register_req("b", &fp)).await.unwrap();
+    let r = b
+        .submit(SubmitRequest {
+            worker_id: "b".into(),
+            results: vec![res(0, "b")],
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!((r.accepted, r.duplicates), (0, 1));
+    // Unknown keys and invalid records are refused with a reason.
+    let e = a
+        .submit(SubmitRequest {
+            worker_id: "a".into(),
+            results: vec![SearchResult {
+                key: 999,
+                record_json: fake_record(&lease.examples[1].example_json, "a"),
+            }],
+        })
+        .await
+        .unwrap_err();
+    assert!(e.message().contains("999"), "{e}");
+    let e = a
+        .submit(SubmitRequest {
+            worker_id: "a".into(),
+            results: vec![SearchResult {
+                key: 1,
+                record_json: "{}".into(),
+            }],
+        })
+        .await
+        .unwrap_err();
+    assert!(e.message().contains("not a search record"), "{e}");
+    let r = a
+        .submit(SubmitRequest {
+            worker_id: "a".into(),
+            results: (1..5).map(|i| res(i, "a")).collect(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!((r.accepted, r.duplicates), (4, 0));
+    assert!(
+        coord.wait(Duration::from_secs(30)).success(),
+        "{}",
+        coord.log()
+    );
+    let rows = read_parts(&out);
+    assert_eq!(rows.len(), 5);
+    assert!(
+        rows.iter().all(|(_, w)| w == "a"),
+        "the first result wins: {rows:?}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tokens_fingerprints_and_protocol_versions_are_checked() {
+    let dir = tempfile::tempdir().unwrap();
+    let (out, state, job) = (
+        dir.path().join("out"),
+        dir.path().join("state"),
+        dir.path().join("job.toml"),
+    );
+    std::fs::write(&job, job_toml(&out, 2, 1, 60, 100, "")).unwrap();
+    let token = dir.path().join("token");
+    std::fs::write(&token, "s3cret\n").unwrap();
+    let coord = Coordinator::start(
+        &job,
+        &state,
+        free_port(),
+        &["--token-file", token.to_str().unwrap()],
+        &dir.path().join("c.log"),
+    );
+    let mut good = connect(&coord.url, Some("s3cret"));
+    wait_ready(&mut good, Duration::from_secs(20)).await;
+    let e = connect(&coord.url, None)
+        .status(StatusRequest {})
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), tonic::Code::Unauthenticated);
+    assert!(e.message().contains("missing bearer token"), "{e}");
+    let e = connect(&coord.url, Some("nope"))
+        .register(register_req("x", "a"))
+        .await
+        .unwrap_err();
+    assert!(
+        e.code() == tonic::Code::Unauthenticated && e.message().contains("wrong bearer token"),
+        "{e}"
+    );
+    let mut old = register_req("old", &"a".repeat(32));
+    old.protocol_version += 1;
+    let e = good.register(old).await.unwrap_err();
+    assert!(e.message().contains("protocol version"), "{e}");
+    good.register(register_req("first", &"a".repeat(32)))
+        .await
+        .unwrap();
+    let e = good
+        .register(register_req("other", &"b".repeat(32)))
+        .await
+        .unwrap_err();
+    assert!(e.message().contains("fingerprint"), "{e}");
+    let e = good
+        .lease(LeaseRequest {
+            worker_id: "stranger".into(),
+            max_examples: 1,
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), tonic::Code::NotFound, "{e}");
+}
+
+fn serve_fails(args: &[&str]) -> String {
+    let out = Command::new(bin("coordinator"))
+        .arg("serve")
+        .args(args)
+        .output()
+        .unwrap();
+    assert!(!out.status.success(), "expected a failure for {args:?}");
+    String::from_utf8_lossy(&out.stderr).to_string()
+}
+
+#[test]
+fn bad_job_files_and_state_directories_give_clear_errors() {
+    let dir = tempfile::tempdir().unwrap();
+    let p = |n: &str| dir.path().join(n).display().to_string();
+    let err = serve_fails(&["--job", &p("missing.toml"), "--state", &p("s")]);
+    assert!(err.contains("missing.toml"), "{err}");
+    std::fs::write(p("bad.toml"), "output_dir = 3\n").unwrap();
+    let err = serve_fails(&["--job", &p("bad.toml"), "--state", &p("s")]);
+    assert!(
+        err.contains("bad.toml") && err.contains("output_dir"),
+        "{err}"
+    );
+    // A state belongs to one job.
+    std::fs::write(
+        p("a.toml"),
+        job_toml(&dir.path().join("out"), 2, 1, 60, 100, ""),
+    )
+    .unwrap();
+    std::fs::write(
+        p("b.toml"),
+        job_toml(&dir.path().join("out"), 3, 1, 60, 100, ""),
+    )
+    .unwrap();
+    let mut c = Coordinator::start(
+        dir.path().join("a.toml").as_path(),
+        dir.path().join("s").as_path(),
+        free_port(),
+        &[],
+        &dir.path().join("c.log"),
+    );
+    std::thread::sleep(Duration::from_millis(1500));
+    assert!(c.term().success(), "{}", c.log());
+    let err = serve_fails(&["--job", &p("b.toml"), "--state", &p("s")]);
+    assert!(err.contains("belongs to another job"), "{err}");
+    // A corrupt state directory.
+    for f in std::fs::read_dir(dir.path().join("s")).unwrap() {
+        let f = f.unwrap().path();
+        if f.is_file() {
+            std::fs::write(&f, b"garbage garbage garbage").unwrap();
+        }
+    }
+    let err = serve_fails(&["--job", &p("a.toml"), "--state", &p("s")]);
+    assert!(err.contains("state directory"), "{err}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tls_with_a_generated_certificate() {
+    let dir = tempfile::tempdir().unwrap();
+    let (out, state, job) = (
+        dir.path().join("out"),
+        dir.path().join("state"),
+        dir.path().join("job.toml"),
+    );
+    std::fs::write(&job, job_toml(&out, 2, 1, 60, 100, "")).unwrap();
+    let cert = rcgen::generate_simple_self_signed(vec!["localhost".to_string()]).unwrap();
+    let (crt, key) = (dir.path().join("c.pem"), dir.path().join("k.pem"));
+    std::fs::write(&crt, cert.cert.pem()).unwrap();
+    std::fs::write(&key, cert.signing_key.serialize_pem()).unwrap();
+    let coord = Coordinator::start(
+        &job,
+        &state,
+        free_port(),
+        &[
+            "--tls-cert",
+            crt.to_str().unwrap(),
+            "--tls-key",
+            key.to_str().unwrap(),
+        ],
+        &dir.path().join("c.log"),
+    );
+    let url = format!("https://127.0.0.1:{}", coord.port);
+    let opts = drllm_proto::client::ConnectOptions {
+        token: None,
+        tls_ca_pem: Some(cert.cert.pem().into_bytes()),
+        tls_domain: Some("localhost".into()),
+    };
+    let mut tls = drllm_proto::client::client(&url, &opts).unwrap();
+    let s = wait_ready(&mut tls, Duration::from_secs(20)).await;
+    assert_eq!(s.total, 2);
+    // Plain text against the TLS port fails.
+    assert!(connect(&coord.url, None)
+        .status(StatusRequest {})
+        .await
+        .is_err());
+}

@@ -1,0 +1,106 @@
+//! Real workers on the real default model against a real coordinator: a worker killed with -9
+//! mid-lease loses nothing (its examples are leased again after the lease expires and finished by
+//! another worker); a worker sent SIGTERM finishes the example at hand and releases the rest.
+
+use std::collections::BTreeSet;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use drllm_proto::v1::StatusRequest;
+use drllm_tests::*;
+
+fn worker(url: &str, id: &str, log: &std::path::Path) -> Child {
+    Command::new(bin("worker"))
+        .args(["run", "--coordinator", url, "--worker-id", id])
+        .env("RUST_LOG", "info")
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(log).unwrap())
+        .spawn()
+        .unwrap()
+}
+
+async fn wait_for(
+    c: &mut drllm_proto::client::Client,
+    what: &str,
+    f: impl Fn(&drllm_proto::v1::StatusReply) -> bool,
+) {
+    let t = Instant::now();
+    loop {
+        let s = c.status(StatusRequest {}).await.unwrap().into_inner();
+        if f(&s) {
+            return;
+        }
+        assert!(
+            t.elapsed() < Duration::from_secs(240),
+            "timed out waiting for {what}: {s:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn killed_and_stopped_workers_lose_no_example() {
+    if drllm_core::loader::default_model_for_tests().is_none() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let (out, state, job) = (
+        dir.path().join("out"),
+        dir.path().join("state"),
+        dir.path().join("job.toml"),
+    );
+    std::fs::write(
+        &job,
+        job_toml(&out, 5, 3, 3, 100, "[search]\nnum_simulations = 4\n"),
+    )
+    .unwrap();
+    let mut coord = Coordinator::start(
+        &job,
+        &state,
+        free_port(),
+        &["--exit-when-done"],
+        &dir.path().join("c.log"),
+    );
+    let mut c = connect(&coord.url, None);
+    wait_ready(&mut c, Duration::from_secs(20)).await;
+
+    // A: killed -9 as soon as it holds a lease.
+    let mut a = worker(&coord.url, "a", &dir.path().join("a.log"));
+    wait_for(&mut c, "a lease", |s| s.leased > 0).await;
+    a.kill().unwrap();
+    a.wait().unwrap();
+
+    // B: SIGTERM once it has finished one example; it must exit cleanly, releasing the rest.
+    let mut b = worker(&coord.url, "b", &dir.path().join("b.log"));
+    wait_for(&mut c, "b's first result", |s| {
+        s.workers.iter().any(|w| w.worker_id == "b" && w.done >= 1)
+    })
+    .await;
+    Command::new("kill")
+        .arg(b.id().to_string())
+        .status()
+        .unwrap();
+    let status = wait_timeout(&mut b, Duration::from_secs(120));
+    let blog = std::fs::read_to_string(dir.path().join("b.log")).unwrap();
+    assert!(
+        status.success(),
+        "worker b after SIGTERM: {status:?}\n{blog}"
+    );
+
+    // C finishes the job, including A's expired lease and B's released examples.
+    let mut w = worker(&coord.url, "c", &dir.path().join("c.log"));
+    assert!(
+        coord.wait(Duration::from_secs(300)).success(),
+        "{}",
+        coord.log()
+    );
+    let wstatus = wait_timeout(&mut w, Duration::from_secs(60));
+    assert!(wstatus.success());
+    let rows = read_parts(&out);
+    let ids: BTreeSet<_> = rows.iter().map(|r| r.0.clone()).collect();
+    assert_eq!((rows.len(), ids.len()), (5, 5), "{rows:?}");
+    assert!(
+        rows.iter().any(|r| r.1 == "b") && rows.iter().any(|r| r.1 == "c"),
+        "{rows:?}"
+    );
+}
