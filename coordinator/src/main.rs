@@ -29,6 +29,11 @@ enum Cmd {
     Serve(serve::Args),
     /// Progress of a running coordinator: pending / leased / done / failed, workers, ETA
     Status(status::Args),
+    /// Summary of a job's Parquet parts (or any record files): found rate, fixes, path lengths
+    Summarize {
+        /// A folder of Parquet parts (a job's output_dir) or one Parquet file.
+        path: std::path::PathBuf,
+    },
 }
 
 fn main() -> anyhow::Result<()> {
@@ -39,8 +44,19 @@ fn main() -> anyhow::Result<()> {
         match cli.cmd {
             Cmd::Serve(a) => serve::run(a).await,
             Cmd::Status(a) => status::run(a).await,
+            Cmd::Summarize { path } => summarize(&path),
         }
     })
+}
+
+fn summarize(path: &std::path::Path) -> anyhow::Result<()> {
+    use anyhow::Context;
+    let records = drllm_core::search::read_records(path)
+        .with_context(|| format!("reading records from {}", path.display()))?;
+    let mut v = serde_json::to_value(drllm_core::search::Summary::of(&records))?;
+    v["parquet"] = serde_json::json!(path.display().to_string());
+    println!("{v}");
+    Ok(())
 }
 
 fn init_logs(json: bool) {

@@ -6,7 +6,9 @@ use std::path::PathBuf;
 use std::time::Instant;
 
 use anyhow::Context;
-use drllm_core::search::{search_example, write_parquet, SearchConfig, DEFAULT_REUSE_BUDGET};
+use drllm_core::search::{
+    search_example, write_parquet, SearchConfig, Summary, DEFAULT_REUSE_BUDGET,
+};
 
 use serde_json::json;
 
@@ -47,7 +49,6 @@ pub fn run(a: Args) -> anyhow::Result<()> {
     let t0 = Instant::now();
     let examples = a.task.examples(&a.split)?;
     let lm = a.model.load()?;
-    let l = lm.model.num_layers();
     let cfg = SearchConfig {
         num_simulations: a.num_simulations,
         exploration: a.exploration,
@@ -63,22 +64,13 @@ pub fn run(a: Args) -> anyhow::Result<()> {
         a.reuse_budget_mib << 20
     };
     let bar = drllm_core::cli::progress_bar(examples.len());
-    let (mut found, mut original, mut fixed, mut sims, mut execs, mut paths) =
-        (0, 0, 0, 0, 0u64, 0u64);
-    let mut best_len_sum = 0usize;
     let mut records = Vec::with_capacity(examples.len());
+    let mut found = 0;
     for ex in &examples {
         let r = search_example(&lm, ex, &cfg, &opts, budget)
             .with_context(|| format!("example {}", ex.id))?;
+        found += usize::from(r.outcome.found);
         records.push(r.record(&lm, ex, &cfg, &opts, &a.worker_id));
-        let o = &r.outcome;
-        found += usize::from(o.found);
-        original += usize::from(o.original_correct);
-        fixed += usize::from(o.found && !o.original_correct);
-        sims += o.simulations;
-        best_len_sum += o.best_path.len();
-        execs += r.counters.layer_executions;
-        paths += r.counters.paths;
         bar.inc(1);
         bar.set_message(format!("found {found}"));
     }
@@ -97,21 +89,23 @@ pub fn run(a: Args) -> anyhow::Result<()> {
         }
         None => None,
     };
-    let n = examples.len();
     let secs = t0.elapsed().as_secs_f64();
-    println!(
-        "{}",
-        json!({
-            "model": lm.id, "dataset": a.task.dataset.name(), "split": a.split,
-            "reward": a.task.reward.to_string(), "layers": l, "examples": n,
-            "original_correct": original, "found": found, "found_rate": found as f64 / n as f64,
-            "improved_from_wrong": fixed, "mean_best_path_len": best_len_sum as f64 / n as f64,
-            "simulations": sims, "distinct_paths": paths, "layer_executions": execs,
-            "layer_executions_per_simulation": execs as f64 / sims as f64,
-            "seconds_incl_load": secs, "simulations_per_s": sims as f64 / secs,
-            "reuse": !a.no_reuse, "early_stop": !a.task.no_early_stop, "seed": a.seed,
-            "parquet": written,
-        })
-    );
+    let mut summary = serde_json::to_value(Summary::of(&records))?;
+    let sims = summary["simulations"].as_f64().unwrap_or(0.0);
+    for (k, v) in [
+        ("model", json!(lm.id)),
+        ("dataset", json!(a.task.dataset.name())),
+        ("split", json!(a.split)),
+        ("reward", json!(a.task.reward.to_string())),
+        ("seconds_incl_load", json!(secs)),
+        ("simulations_per_s", json!(sims / secs)),
+        ("reuse", json!(!a.no_reuse)),
+        ("early_stop", json!(!a.task.no_early_stop)),
+        ("seed", json!(a.seed)),
+        ("parquet", json!(written)),
+    ] {
+        summary[k] = v;
+    }
+    println!("{summary}");
     Ok(())
 }

@@ -3,10 +3,12 @@
 
 pub mod evaluator;
 pub mod mcts;
+pub mod read;
 pub mod record;
 pub mod run;
 
 pub use evaluator::{Counters, PathEvaluator};
 pub use mcts::{Action, Mcts, NodeView, SearchConfig, SearchOutcome, StopRule};
+pub use read::{read_records, Summary};
 pub use record::{write_parquet, SearchRecord, SCHEMA_VERSION};
 pub use run::{search_example, ExampleSearch, DEFAULT_REUSE_BUDGET};
