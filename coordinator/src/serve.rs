@@ -10,6 +10,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use drllm_proto::CoordinatorServer;
+use tonic::transport::server::TcpIncoming;
 use tonic::transport::{Identity, Server, ServerTlsConfig};
 
 use crate::job::JobSpec;
@@ -51,6 +52,7 @@ pub async fn run(a: Args) -> anyhow::Result<()> {
         .with_context(|| format!("reading the job file {job_file}"))?;
     let spec = JobSpec::parse(&text, &job_file)?;
     let state = Arc::new(State::open(&a.state, &spec, &job_file, &text)?);
+    tokio::spawn(state.clone().run_flusher());
     let removed = sink::recover(&state, &spec.output_dir)?;
     for p in &removed {
         tracing::warn!(file = %p.display(), "removed an uncommitted part (its results are still in the state and will be written again)");
@@ -97,10 +99,9 @@ pub async fn run(a: Args) -> anyhow::Result<()> {
             .context("TLS configuration")?;
     }
     let svc = CoordinatorServer::with_interceptor(service, CheckToken(token.map(Arc::new)));
-    let listener = tokio::net::TcpListener::bind(a.listen)
-        .await
-        .with_context(|| format!("listening on {}", a.listen))?;
-    let incoming = tokio_stream_incoming(listener);
+    let incoming =
+        TcpIncoming::from(listen(a.listen).with_context(|| format!("listening on {}", a.listen))?)
+            .with_nodelay(Some(true));
     let st = state.clone();
     let (drain_secs, exit_when_done) = (a.drain_secs, a.exit_when_done);
     let shutdown = async move {
@@ -146,8 +147,13 @@ async fn wait_for_stop(state: &State, exit_when_done: bool) {
     let _ = state::now_ms();
 }
 
-fn tokio_stream_incoming(
-    listener: tokio::net::TcpListener,
-) -> tokio_stream::wrappers::TcpListenerStream {
-    tokio_stream::wrappers::TcpListenerStream::new(listener)
+/// A listener with a deep accept queue: a thousand workers may connect at once.
+fn listen(addr: SocketAddr) -> std::io::Result<tokio::net::TcpListener> {
+    let socket = match addr {
+        SocketAddr::V4(_) => tokio::net::TcpSocket::new_v4()?,
+        SocketAddr::V6(_) => tokio::net::TcpSocket::new_v6()?,
+    };
+    socket.set_reuseaddr(true)?;
+    socket.bind(addr)?;
+    socket.listen(4096)
 }

@@ -5,6 +5,7 @@
 
 use std::collections::{BTreeSet, HashMap};
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Mutex;
 
 use serde::{Deserialize, Serialize};
@@ -27,6 +28,8 @@ pub enum StateError {
     Corrupt { dir: String, what: String },
     #[error("state database: {0}")]
     Db(#[from] sled::Error),
+    #[error("state database: writing to disk failed: {0}")]
+    Flush(String),
     #[error("output directory {dir}: {what}")]
     Output { dir: String, what: String },
 }
@@ -93,6 +96,11 @@ pub struct State {
     parts: sled::Tree,
     total: u64,
     mem: Mutex<Mem>,
+    /// Group commit: callers of [`State::persist`] take a ticket; one flusher task makes all
+    /// tickets up to the latest durable with one fsync and publishes how far it got.
+    tickets: AtomicU64,
+    durable: tokio::sync::watch::Sender<(u64, Option<String>)>,
+    wake: tokio::sync::Notify,
 }
 
 fn key(k: u64) -> [u8; 8] {
@@ -216,6 +224,9 @@ impl State {
             parts,
             total,
             mem: Mutex::new(mem),
+            tickets: AtomicU64::new(0),
+            durable: tokio::sync::watch::channel((0, None)).0,
+            wake: tokio::sync::Notify::new(),
         })
     }
 
@@ -229,10 +240,42 @@ impl State {
         Ok(())
     }
 
-    /// Waits until everything written so far is on disk.
+    /// Waits until everything written so far is on disk (needs [`State::run_flusher`] running).
     pub async fn persist(&self) -> Result<()> {
-        self.db.flush_async().await?;
-        Ok(())
+        let ticket = self.tickets.fetch_add(1, Ordering::SeqCst) + 1;
+        let mut rx = self.durable.subscribe();
+        self.wake.notify_one();
+        let got = rx
+            .wait_for(|(done, err)| *done >= ticket || err.is_some())
+            .await
+            .map_err(|_| StateError::Flush("the flusher stopped".into()))?;
+        match &got.1 {
+            Some(e) => Err(StateError::Flush(e.clone())),
+            None => Ok(()),
+        }
+    }
+
+    /// The group-commit loop behind [`State::persist`]: one fsync serves every caller that asked
+    /// before it started. Runs until the process ends.
+    pub async fn run_flusher(self: std::sync::Arc<Self>) {
+        loop {
+            self.wake.notified().await;
+            let target = self.tickets.load(Ordering::SeqCst);
+            if target <= self.durable.borrow().0 {
+                continue;
+            }
+            let db = self.db.clone();
+            let r = tokio::task::spawn_blocking(move || db.flush()).await;
+            let err = match r {
+                Ok(Ok(_)) => None,
+                Ok(Err(e)) => Some(e.to_string()),
+                Err(e) => Some(e.to_string()),
+            };
+            if let Some(e) = &err {
+                tracing::error!("flushing the state failed: {e}");
+            }
+            self.durable.send_replace((target, err));
+        }
     }
 
     /// Checks a worker's model fingerprint (pinning the first one when the job names none) and

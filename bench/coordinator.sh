@@ -1,0 +1,33 @@
+#!/usr/bin/env bash
+# Coordinator throughput: a coordinator (release) over a job of REPEAT × ARC-Easy train (2251
+# questions each), then `loadgen` with C concurrent synthetic clients leasing and submitting real
+# records; one JSON line per client count.
+#
+#   bash bench/coordinator.sh [CLIENTS="1 100 1000"] [REPEAT=10]
+set -euo pipefail
+CLIENTS="${1:-1 100 1000}"
+REPEAT="${2:-10}"
+ROOT="$(cd "$(dirname "$0")/.." && pwd)"
+TARGET="${CARGO_TARGET_DIR:-$ROOT/target}"
+cd "$ROOT"
+cargo build --release -q -p coordinator
+cargo build --release -q -p drllm-tests --bin loadgen
+ulimit -n 65536 2>/dev/null || true
+for C in $CLIENTS; do
+  DIR=$(mktemp -d)
+  {
+    echo "output_dir = \"$DIR/out\""
+    echo "shard_size = 8"
+    echo "lease_ttl_secs = 600"
+    echo "part_size = 5000"
+    echo "flush_secs = 0.5"
+    for _ in $(seq 1 "$REPEAT"); do printf '[[datasets]]\nname = "arc_easy"\nsplit = "train"\n'; done
+  } > "$DIR/job.toml"
+  PORT=$((20000 + RANDOM % 20000))
+  "$TARGET/release/coordinator" serve --job "$DIR/job.toml" --state "$DIR/state" \
+    --listen "127.0.0.1:$PORT" 2> "$DIR/coordinator.log" &
+  COORD=$!
+  "$TARGET/release/loadgen" --url "http://127.0.0.1:$PORT" --clients "$C" --shard 8
+  kill "$COORD"; wait "$COORD" || true
+  rm -rf "$DIR"
+done

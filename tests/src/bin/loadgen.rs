@@ -1,0 +1,115 @@
+//! `loadgen`: coordinator throughput under many concurrent synthetic workers. Each client registers,
+//! then leases and submits valid records until the job is done; prints one JSON line with the
+//! committed records/s and lease/submit latency percentiles. Used by `bench/coordinator.sh`.
+
+use std::time::{Duration, Instant};
+
+use drllm_proto::v1::*;
+use drllm_tests::{connect, fake_record, register_req, wait_ready};
+
+fn pct(v: &mut [f64], p: f64) -> f64 {
+    if v.is_empty() {
+        return 0.0;
+    }
+    v.sort_by(|a, b| a.total_cmp(b));
+    v[((v.len() as f64 - 1.0) * p).round() as usize]
+}
+
+async fn client(url: String, id: usize, shard: u32) -> (Vec<f64>, Vec<f64>, u64) {
+    let worker = format!("load-{id}");
+    let mut c = connect(&url, None);
+    c.register(register_req(&worker, &"f".repeat(32)))
+        .await
+        .expect("register");
+    let (mut lease_ms, mut submit_ms, mut accepted) = (Vec::new(), Vec::new(), 0);
+    loop {
+        let t = Instant::now();
+        let l = c
+            .lease(LeaseRequest {
+                worker_id: worker.clone(),
+                max_examples: shard,
+            })
+            .await
+            .expect("lease")
+            .into_inner();
+        lease_ms.push(t.elapsed().as_secs_f64() * 1e3);
+        if l.examples.is_empty() {
+            if l.job_done {
+                return (lease_ms, submit_ms, accepted);
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+            continue;
+        }
+        let results = l
+            .examples
+            .iter()
+            .map(|e| SearchResult {
+                key: e.key,
+                record_json: fake_record(&e.example_json, &worker),
+            })
+            .collect();
+        let t = Instant::now();
+        let r = c
+            .submit(SubmitRequest {
+                worker_id: worker.clone(),
+                results,
+            })
+            .await
+            .expect("submit")
+            .into_inner();
+        submit_ms.push(t.elapsed().as_secs_f64() * 1e3);
+        accepted += r.accepted as u64;
+    }
+}
+
+#[tokio::main]
+async fn main() {
+    let args: Vec<String> = std::env::args().collect();
+    let get = |k: &str, d: &str| {
+        args.iter()
+            .position(|a| a == k)
+            .and_then(|i| args.get(i + 1).cloned())
+            .unwrap_or_else(|| d.to_string())
+    };
+    let url = get("--url", "http://127.0.0.1:50051");
+    let clients: usize = get("--clients", "100").parse().expect("--clients N");
+    let shard: u32 = get("--shard", "8").parse().expect("--shard N");
+    let mut status = connect(&url, None);
+    let total = wait_ready(&mut status, Duration::from_secs(30)).await.total;
+    let t0 = Instant::now();
+    let tasks: Vec<_> = (0..clients)
+        .map(|i| tokio::spawn(client(url.clone(), i, shard)))
+        .collect();
+    let (mut lease, mut submit, mut accepted) = (Vec::new(), Vec::new(), 0);
+    for t in tasks {
+        let (l, s, a) = t.await.expect("client task");
+        lease.extend(l);
+        submit.extend(s);
+        accepted += a;
+    }
+    let submitted_s = t0.elapsed().as_secs_f64();
+    // Committed: every record in a Parquet part.
+    loop {
+        let s = status
+            .status(StatusRequest {})
+            .await
+            .expect("status")
+            .into_inner();
+        if s.done == total && s.uncommitted == 0 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    let secs = t0.elapsed().as_secs_f64();
+    println!(
+        "{}",
+        serde_json::json!({
+            "clients": clients, "shard": shard, "records": total, "accepted": accepted,
+            "seconds_to_committed": secs, "seconds_to_submitted": submitted_s,
+            "committed_records_per_s": total as f64 / secs,
+            "lease_ms_p50": pct(&mut lease, 0.5), "lease_ms_p99": pct(&mut lease, 0.99),
+            "submit_ms_p50": pct(&mut submit, 0.5), "submit_ms_p99": pct(&mut submit, 0.99),
+            "lease_calls": lease.len(),
+        })
+    );
+}
