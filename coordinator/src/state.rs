@@ -111,6 +111,14 @@ fn unkey(b: &[u8]) -> Option<u64> {
     Some(u64::from_be_bytes(b.try_into().ok()?))
 }
 
+/// Our transactions never abort; only storage errors remain.
+fn tx_error(e: TransactionError<()>) -> StateError {
+    match e {
+        TransactionError::Storage(e) => StateError::Db(e),
+        TransactionError::Abort(()) => StateError::Flush("a state transaction aborted".into()),
+    }
+}
+
 pub fn now_ms() -> i64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
@@ -414,10 +422,7 @@ impl State {
                 }
                 Ok::<_, ConflictableTransactionError<()>>(())
             });
-        r.map_err(|e| match e {
-            TransactionError::Storage(e) => StateError::Db(e),
-            TransactionError::Abort(()) => unreachable!("the transaction never aborts"),
-        })?;
+        r.map_err(tx_error)?;
         for (k, _) in &fresh {
             mem.pending.remove(k);
             mem.leased.remove(k);
@@ -536,10 +541,7 @@ impl State {
                 m.insert("next_part", &key(next))?;
                 Ok::<_, ConflictableTransactionError<()>>(())
             });
-        r.map_err(|e| match e {
-            TransactionError::Storage(e) => StateError::Db(e),
-            TransactionError::Abort(()) => unreachable!("the transaction never aborts"),
-        })?;
+        r.map_err(tx_error)?;
         {
             let mut mem = self.mem();
             for k in keys {

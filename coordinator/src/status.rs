@@ -4,7 +4,7 @@
 use std::path::PathBuf;
 
 use anyhow::Context;
-use drllm_proto::client::{client, read_token, ConnectOptions};
+use drllm_proto::client::{client, ConnectOptions};
 use drllm_proto::v1::StatusRequest;
 
 #[derive(clap::Args, Debug)]
@@ -24,15 +24,8 @@ pub struct Args {
 }
 
 pub async fn run(a: Args) -> anyhow::Result<()> {
-    let opts = ConnectOptions {
-        token: read_token(a.token_file.as_deref()).map_err(anyhow::Error::msg)?,
-        tls_ca_pem: a
-            .tls_ca
-            .as_ref()
-            .map(|p| std::fs::read(p).with_context(|| format!("reading {}", p.display())))
-            .transpose()?,
-        tls_domain: None,
-    };
+    let opts = ConnectOptions::from_files(a.token_file.as_deref(), a.tls_ca.as_deref(), None)
+        .map_err(anyhow::Error::msg)?;
     let mut c = client(&a.coordinator, &opts).map_err(anyhow::Error::msg)?;
     let s = c
         .status(StatusRequest {})

@@ -56,6 +56,25 @@ pub struct ConnectOptions {
     pub tls_domain: Option<String>,
 }
 
+impl ConnectOptions {
+    /// Options from a command line: the token from `token_file` (or `$DRLLM_TOKEN`), the CA
+    /// certificate from `tls_ca`.
+    pub fn from_files(
+        token_file: Option<&Path>,
+        tls_ca: Option<&Path>,
+        tls_domain: Option<String>,
+    ) -> Result<Self, String> {
+        let tls_ca_pem = tls_ca
+            .map(|p| std::fs::read(p).map_err(|e| format!("reading {}: {e}", p.display())))
+            .transpose()?;
+        Ok(Self {
+            token: read_token(token_file)?,
+            tls_ca_pem,
+            tls_domain,
+        })
+    }
+}
+
 /// An endpoint for `url` (`http://host:port` or `https://host:port`), not yet connected.
 pub fn endpoint(url: &str, opts: &ConnectOptions) -> Result<Endpoint, String> {
     let mut ep = Endpoint::from_shared(url.to_string())

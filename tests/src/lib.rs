@@ -36,6 +36,28 @@ pub fn free_port() -> u16 {
         .port()
 }
 
+/// A temporary folder for one job: where its spec, state and output go.
+pub struct JobDir {
+    pub dir: tempfile::TempDir,
+    pub out: PathBuf,
+    pub state: PathBuf,
+    pub job: PathBuf,
+}
+
+impl JobDir {
+    #[allow(clippy::new_without_default)]
+    pub fn new() -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let p = |n: &str| dir.path().join(n);
+        Self {
+            out: p("out"),
+            state: p("state"),
+            job: p("job.toml"),
+            dir,
+        }
+    }
+}
+
 /// A job over the first `limit` ARC-Easy train questions.
 pub fn job_toml(
     out: &Path,

@@ -22,12 +22,12 @@ fn arc_train_ids(n: usize) -> Vec<String> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn coordinator_killed_repeatedly_leaves_every_example_exactly_once() {
-    let dir = tempfile::tempdir().unwrap();
-    let (out, state, job) = (
-        dir.path().join("out"),
-        dir.path().join("state"),
-        dir.path().join("job.toml"),
-    );
+    let JobDir {
+        dir,
+        out,
+        state,
+        job,
+    } = JobDir::new();
     let n = 300;
     std::fs::write(&job, job_toml(&out, n, 4, 2, 9, "")).unwrap();
     let port = free_port();
@@ -77,12 +77,12 @@ async fn coordinator_killed_repeatedly_leaves_every_example_exactly_once() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn duplicate_and_late_submissions_are_acknowledged_and_ignored() {
-    let dir = tempfile::tempdir().unwrap();
-    let (out, state, job) = (
-        dir.path().join("out"),
-        dir.path().join("state"),
-        dir.path().join("job.toml"),
-    );
+    let JobDir {
+        dir,
+        out,
+        state,
+        job,
+    } = JobDir::new();
     std::fs::write(&job, job_toml(&out, 5, 5, 60, 100, "")).unwrap();
     let mut coord = Coordinator::start(
         &job,
@@ -186,12 +186,12 @@ async fn duplicate_and_late_submissions_are_acknowledged_and_ignored() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn tokens_fingerprints_and_protocol_versions_are_checked() {
-    let dir = tempfile::tempdir().unwrap();
-    let (out, state, job) = (
-        dir.path().join("out"),
-        dir.path().join("state"),
-        dir.path().join("job.toml"),
-    );
+    let JobDir {
+        dir,
+        out,
+        state,
+        job,
+    } = JobDir::new();
     std::fs::write(&job, job_toml(&out, 2, 1, 60, 100, "")).unwrap();
     let token = dir.path().join("token");
     std::fs::write(&token, "s3cret\n").unwrap();
@@ -297,12 +297,12 @@ fn bad_job_files_and_state_directories_give_clear_errors() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn tls_with_a_generated_certificate() {
-    let dir = tempfile::tempdir().unwrap();
-    let (out, state, job) = (
-        dir.path().join("out"),
-        dir.path().join("state"),
-        dir.path().join("job.toml"),
-    );
+    let JobDir {
+        dir,
+        out,
+        state,
+        job,
+    } = JobDir::new();
     std::fs::write(&job, job_toml(&out, 2, 1, 60, 100, "")).unwrap();
     let cert = rcgen::generate_simple_self_signed(vec!["localhost".to_string()]).unwrap();
     let (crt, key) = (dir.path().join("c.pem"), dir.path().join("k.pem"));

@@ -43,12 +43,12 @@ async fn killed_and_stopped_workers_lose_no_example() {
     if drllm_core::loader::default_model_for_tests().is_none() {
         return;
     }
-    let dir = tempfile::tempdir().unwrap();
-    let (out, state, job) = (
-        dir.path().join("out"),
-        dir.path().join("state"),
-        dir.path().join("job.toml"),
-    );
+    let JobDir {
+        dir,
+        out,
+        state,
+        job,
+    } = JobDir::new();
     std::fs::write(
         &job,
         job_toml(&out, 5, 3, 3, 100, "[search]\nnum_simulations = 4\n"),

@@ -13,7 +13,7 @@ use anyhow::{bail, Context};
 use drllm_core::search::{search_example, SearchConfig, DEFAULT_REUSE_BUDGET};
 use drllm_core::tasks::reward::RewardOptions;
 use drllm_core::tasks::{Example, RewardMode};
-use drllm_proto::client::{client, read_token, Client, ConnectOptions};
+use drllm_proto::client::{client, Client, ConnectOptions};
 use drllm_proto::v1::*;
 use drllm_proto::PROTOCOL_VERSION;
 use tonic::{Code, Status};
@@ -137,15 +137,12 @@ async fn run_async(a: Args) -> anyhow::Result<()> {
         let host = std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap_or_default();
         format!("{}-{}", host.trim(), std::process::id())
     });
-    let opts = ConnectOptions {
-        token: read_token(a.token_file.as_deref()).map_err(anyhow::Error::msg)?,
-        tls_ca_pem: a
-            .tls_ca
-            .as_ref()
-            .map(|p| std::fs::read(p).with_context(|| format!("reading {}", p.display())))
-            .transpose()?,
-        tls_domain: a.tls_domain.clone(),
-    };
+    let opts = ConnectOptions::from_files(
+        a.token_file.as_deref(),
+        a.tls_ca.as_deref(),
+        a.tls_domain.clone(),
+    )
+    .map_err(anyhow::Error::msg)?;
     let model = a.model.clone();
     let lm = Arc::new(tokio::task::spawn_blocking(move || model.load()).await??);
     let mut s = Session {
