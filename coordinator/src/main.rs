@@ -2,6 +2,7 @@
 //! and results in Parquet parts, and reports progress (`status`).
 
 mod job;
+mod metrics;
 mod serve;
 mod service;
 mod sink;
@@ -38,7 +39,7 @@ enum Cmd {
 
 fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
-    init_logs(cli.log_json);
+    drllm_core::cli::init_with(cli.log_json, "info");
     let rt = tokio::runtime::Runtime::new()?;
     rt.block_on(async {
         match cli.cmd {
@@ -57,17 +58,4 @@ fn summarize(path: &std::path::Path) -> anyhow::Result<()> {
     v["parquet"] = serde_json::json!(path.display().to_string());
     println!("{v}");
     Ok(())
-}
-
-fn init_logs(json: bool) {
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    let b = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr);
-    if json {
-        b.json().init();
-    } else {
-        b.init();
-    }
 }

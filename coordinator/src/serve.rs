@@ -41,6 +41,9 @@ pub struct Args {
     /// Stop once every example is committed to Parquet.
     #[arg(long)]
     exit_when_done: bool,
+    /// Serve Prometheus metrics at http://ADDR/metrics.
+    #[arg(long)]
+    metrics_listen: Option<SocketAddr>,
     /// On shutdown, how long to wait for workers to finish or release their leases, seconds.
     #[arg(long, default_value_t = 10.0)]
     drain_secs: f64,
@@ -53,6 +56,10 @@ pub async fn run(a: Args) -> anyhow::Result<()> {
     let spec = JobSpec::parse(&text, &job_file)?;
     let state = Arc::new(State::open(&a.state, &spec, &job_file, &text)?);
     tokio::spawn(state.clone().run_flusher());
+    if let Some(addr) = a.metrics_listen {
+        crate::metrics::serve(addr)?;
+        tracing::info!(%addr, "metrics at /metrics");
+    }
     let removed = sink::recover(&state, &spec.output_dir)?;
     for p in &removed {
         tracing::warn!(file = %p.display(), "removed an uncommitted part (its results are still in the state and will be written again)");

@@ -78,6 +78,7 @@ impl Coordinator for Service {
     }
 
     async fn lease(&self, req: Request<LeaseRequest>) -> Result<Response<LeaseReply>, Status> {
+        let t = Instant::now();
         let r = req.into_inner();
         self.known(&r.worker_id)?;
         let draining = self.draining.load(Ordering::SeqCst);
@@ -90,6 +91,7 @@ impl Coordinator for Service {
                 .lease(&r.worker_id, max, deadline)
                 .map_err(internal)?
         };
+        crate::metrics::leased(got.len(), t.elapsed().as_secs_f64());
         let c = self.state.counts();
         Ok(Response::new(LeaseReply {
             examples: got
@@ -144,6 +146,7 @@ impl Coordinator for Service {
             .map_err(Status::invalid_argument)?;
         // Acknowledge only what is on disk.
         self.state.persist().await.map_err(internal)?;
+        crate::metrics::submitted(accepted, duplicates);
         Ok(Response::new(SubmitReply {
             accepted,
             duplicates,
@@ -160,6 +163,7 @@ impl Coordinator for Service {
             .release(&r.worker_id, &r.keys)
             .map_err(internal)?;
         self.state.persist().await.map_err(internal)?;
+        crate::metrics::released(released);
         Ok(Response::new(ReleaseReply { released }))
     }
 

@@ -112,6 +112,7 @@ pub async fn run(
             _ = tick.tick() => {}
             _ = stop.changed() => break,
         }
+        crate::metrics::observe(&state);
         let waiting = state.counts().uncommitted as usize;
         if waiting >= part_size || (waiting > 0 && last.elapsed() >= every) {
             flush_once(&state, &dir, part_size, &search_config).await?;

@@ -8,14 +8,22 @@ use crate::{GgmlDType, LoadOptions, LoadedModel};
 /// Start-up shared by the binaries: candle's thread count pinned once, logs to stderr
 /// (`RUST_LOG` filters, warnings by default).
 pub fn init() {
+    init_with(false, "warn");
+}
+
+/// Like [`init`], with JSON log lines (for log collectors) and another default level.
+pub fn init_with(json: bool, default_filter: &str) {
     crate::init_cpu_threads();
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
-        )
-        .with_writer(std::io::stderr)
-        .init();
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default_filter));
+    let b = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    if json {
+        b.json().init();
+    } else {
+        b.init();
+    }
 }
 
 /// Options shared by every command that loads a model.

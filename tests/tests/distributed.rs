@@ -84,11 +84,12 @@ async fn duplicate_and_late_submissions_are_acknowledged_and_ignored() {
         job,
     } = JobDir::new();
     std::fs::write(&job, job_toml(&out, 5, 5, 60, 100, "")).unwrap();
+    let metrics = format!("127.0.0.1:{}", free_port());
     let mut coord = Coordinator::start(
         &job,
         &state,
         free_port(),
-        &["--exit-when-done"],
+        &["--exit-when-done", "--metrics-listen", &metrics],
         &dir.path().join("c.log"),
     );
     let mut a = connect(&coord.url, None);
@@ -171,6 +172,16 @@ async fn duplicate_and_late_submissions_are_acknowledged_and_ignored() {
         .unwrap()
         .into_inner();
     assert_eq!((r.accepted, r.duplicates), (4, 0));
+    // Prometheus sees the same counts.
+    let m = scrape(&metrics);
+    for line in [
+        "drllm_results_accepted_total 5",
+        "drllm_results_duplicate_total 3",
+        "drllm_leased_examples_total 5",
+    ] {
+        assert!(m.contains(line), "metrics lack `{line}`:\n{m}");
+    }
+    assert!(m.contains("drllm_examples{state=\"pending\"}"), "{m}");
     assert!(
         coord.wait(Duration::from_secs(30)).success(),
         "{}",
@@ -334,4 +345,18 @@ async fn tls_with_a_generated_certificate() {
         .status(StatusRequest {})
         .await
         .is_err());
+}
+
+/// GET /metrics over a plain TCP connection.
+fn scrape(addr: &str) -> String {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(addr).expect("metrics endpoint");
+    write!(
+        s,
+        "GET /metrics HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"
+    )
+    .unwrap();
+    let mut body = String::new();
+    s.read_to_string(&mut body).unwrap();
+    body
 }

@@ -13,6 +13,9 @@ use clap::{Parser, Subcommand};
 #[derive(Parser)]
 #[command(version, about, long_about = None)]
 struct Cli {
+    /// Log as JSON lines (for log collectors) instead of text.
+    #[arg(long, global = true)]
+    log_json: bool,
     #[command(subcommand)]
     command: Command,
 }
@@ -30,8 +33,9 @@ enum Command {
 }
 
 fn main() -> anyhow::Result<()> {
-    drllm_core::cli::init();
-    match Cli::parse().command {
+    let cli = Cli::parse();
+    drllm_core::cli::init_with(cli.log_json, "warn");
+    match cli.command {
         Command::Logits(a) => logits::run(a),
         Command::Bench(a) => bench::run(a),
         Command::Search(a) => search::run(a),

@@ -93,6 +93,11 @@ impl Session {
                     tokio::time::sleep(wait).await;
                     wait = (wait * 2).min(Duration::from_secs(10));
                 }
+                Err(s) if transient(&s) => bail!(
+                    "{what}: the coordinator stayed unreachable for {:.0?} ({}); --give-up-secs sets how long to wait",
+                    start.elapsed(),
+                    s.message()
+                ),
                 Err(s) => bail!("{what}: {} ({:?})", s.message(), s.code()),
             }
         }
@@ -113,6 +118,11 @@ impl Session {
                     tokio::time::sleep(wait).await;
                     wait = (wait * 2).min(Duration::from_secs(10));
                 }
+                Err(s) if transient(&s) => bail!(
+                    "register: the coordinator stayed unreachable for {:.0?} ({}); --give-up-secs sets how long to wait",
+                    start.elapsed(),
+                    s.message()
+                ),
                 Err(s) => bail!(
                     "the coordinator refused this worker: {} ({:?})",
                     s.message(),

@@ -1,0 +1,49 @@
+//! Prometheus metrics of the coordinator (`serve --metrics-listen ADDR` serves them at
+//! `http://ADDR/metrics`): counters of leases, results and releases, lease latency, and gauges of
+//! the examples per state, the workers and the committed parts.
+
+use std::net::SocketAddr;
+
+use metrics::{counter, gauge, histogram};
+use metrics_exporter_prometheus::PrometheusBuilder;
+
+use crate::state::State;
+
+/// Starts the HTTP endpoint (inside the current tokio runtime).
+pub fn serve(addr: SocketAddr) -> anyhow::Result<()> {
+    PrometheusBuilder::new()
+        .with_http_listener(addr)
+        .install()
+        .map_err(|e| anyhow::anyhow!("metrics endpoint on {addr}: {e}"))
+}
+
+pub fn leased(n: usize, seconds: f64) {
+    counter!("drllm_leased_examples_total").increment(n as u64);
+    histogram!("drllm_lease_seconds").record(seconds);
+}
+
+pub fn submitted(accepted: u32, duplicates: u32) {
+    counter!("drllm_results_accepted_total").increment(accepted as u64);
+    counter!("drllm_results_duplicate_total").increment(duplicates as u64);
+}
+
+pub fn released(n: u32) {
+    counter!("drllm_released_examples_total").increment(n as u64);
+}
+
+/// Refreshes the gauges from the state.
+pub fn observe(state: &State) {
+    let c = state.counts();
+    for (s, v) in [
+        ("pending", c.pending),
+        ("leased", c.leased),
+        ("uncommitted", c.uncommitted),
+        ("committed", c.committed),
+        ("failed", c.failed),
+    ] {
+        gauge!("drllm_examples", "state" => s).set(v as f64);
+    }
+    gauge!("drllm_examples_total").set(c.total as f64);
+    gauge!("drllm_parts").set(c.parts as f64);
+    gauge!("drllm_workers").set(state.workers().len() as f64);
+}
