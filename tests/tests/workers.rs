@@ -1,6 +1,7 @@
 //! Real workers on the real default model against a real coordinator: a worker killed with -9
 //! mid-lease loses nothing (its examples are leased again after the lease expires and finished by
-//! another worker); a worker sent SIGTERM finishes the example at hand and releases the rest.
+//! another worker); a worker sent SIGTERM finishes the example at hand and releases the rest; a
+//! worker keeps going through a coordinator crash and restart.
 
 use std::collections::BTreeSet;
 use std::process::{Child, Command, Stdio};
@@ -103,4 +104,47 @@ async fn killed_and_stopped_workers_lose_no_example() {
         rows.iter().any(|r| r.1 == "b") && rows.iter().any(|r| r.1 == "c"),
         "{rows:?}"
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_worker_rides_out_a_coordinator_crash() {
+    if drllm_core::loader::default_model_for_tests().is_none() {
+        return;
+    }
+    let JobDir {
+        dir,
+        out,
+        state,
+        job,
+    } = JobDir::new();
+    std::fs::write(
+        &job,
+        job_toml(&out, 4, 1, 30, 100, "[search]\nnum_simulations = 4\n"),
+    )
+    .unwrap();
+    let mut coord = Coordinator::start(
+        &job,
+        &state,
+        free_port(),
+        &["--exit-when-done"],
+        &dir.path().join("c.log"),
+    );
+    let mut c = connect(&coord.url, None);
+    wait_ready(&mut c, Duration::from_secs(20)).await;
+    let mut w = worker(&coord.url, "w", &dir.path().join("w.log"));
+    wait_for(&mut c, "a first result", |s| s.done >= 1).await;
+    coord.kill9();
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    coord.kill9_and_restart();
+    assert!(
+        coord.wait(Duration::from_secs(300)).success(),
+        "{}",
+        coord.log()
+    );
+    let status = wait_timeout(&mut w, Duration::from_secs(60));
+    let log = std::fs::read_to_string(dir.path().join("w.log")).unwrap();
+    assert!(status.success(), "worker: {status:?}\n{log}");
+    let rows = read_parts(&out);
+    let ids: BTreeSet<_> = rows.iter().map(|r| r.0.clone()).collect();
+    assert_eq!((rows.len(), ids.len()), (4, 4), "{rows:?}");
 }
