@@ -20,6 +20,24 @@ fn worker(url: &str, id: &str, log: &std::path::Path) -> Child {
         .unwrap()
 }
 
+/// A job of `limit` questions at 4 simulations each, its coordinator (exiting when done) and a
+/// client; `None` (after a loud notice) when the default model is absent outside CI.
+async fn start_job(
+    limit: usize,
+    shard: u32,
+    ttl: u64,
+) -> Option<(JobDir, Coordinator, drllm_proto::client::Client)> {
+    drllm_core::loader::default_model_for_tests()?;
+    let jd = JobDir::new();
+    let search = "[search]\nnum_simulations = 4\n";
+    std::fs::write(&jd.job, job_toml(&jd.out, limit, shard, ttl, 100, search)).unwrap();
+    let log = jd.dir.path().join("c.log");
+    let coord = Coordinator::start(&jd.job, &jd.state, free_port(), &["--exit-when-done"], &log);
+    let mut c = connect(&coord.url, None);
+    wait_ready(&mut c, Duration::from_secs(20)).await;
+    Some((jd, coord, c))
+}
+
 async fn wait_for(
     c: &mut drllm_proto::client::Client,
     what: &str,
@@ -41,29 +59,9 @@ async fn wait_for(
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn killed_and_stopped_workers_lose_no_example() {
-    if drllm_core::loader::default_model_for_tests().is_none() {
+    let Some((JobDir { dir, out, .. }, mut coord, mut c)) = start_job(5, 3, 3).await else {
         return;
-    }
-    let JobDir {
-        dir,
-        out,
-        state,
-        job,
-    } = JobDir::new();
-    std::fs::write(
-        &job,
-        job_toml(&out, 5, 3, 3, 100, "[search]\nnum_simulations = 4\n"),
-    )
-    .unwrap();
-    let mut coord = Coordinator::start(
-        &job,
-        &state,
-        free_port(),
-        &["--exit-when-done"],
-        &dir.path().join("c.log"),
-    );
-    let mut c = connect(&coord.url, None);
-    wait_ready(&mut c, Duration::from_secs(20)).await;
+    };
 
     // A: killed -9 as soon as it holds a lease.
     let mut a = worker(&coord.url, "a", &dir.path().join("a.log"));
@@ -108,29 +106,9 @@ async fn killed_and_stopped_workers_lose_no_example() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_worker_rides_out_a_coordinator_crash() {
-    if drllm_core::loader::default_model_for_tests().is_none() {
+    let Some((JobDir { dir, out, .. }, mut coord, mut c)) = start_job(4, 1, 30).await else {
         return;
-    }
-    let JobDir {
-        dir,
-        out,
-        state,
-        job,
-    } = JobDir::new();
-    std::fs::write(
-        &job,
-        job_toml(&out, 4, 1, 30, 100, "[search]\nnum_simulations = 4\n"),
-    )
-    .unwrap();
-    let mut coord = Coordinator::start(
-        &job,
-        &state,
-        free_port(),
-        &["--exit-when-done"],
-        &dir.path().join("c.log"),
-    );
-    let mut c = connect(&coord.url, None);
-    wait_ready(&mut c, Duration::from_secs(20)).await;
+    };
     let mut w = worker(&coord.url, "w", &dir.path().join("w.log"));
     wait_for(&mut c, "a first result", |s| s.done >= 1).await;
     coord.kill9();
