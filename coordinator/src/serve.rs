@@ -15,8 +15,8 @@ use tonic::transport::{Identity, Server, ServerTlsConfig};
 
 use crate::job::JobSpec;
 use crate::service::{CheckToken, Service};
+use crate::sink;
 use crate::state::State;
-use crate::{sink, state};
 
 #[derive(clap::Args, Debug)]
 pub struct Args {
@@ -151,7 +151,6 @@ async fn wait_for_stop(state: &State, exit_when_done: bool) {
         _ = term.recv() => tracing::info!("SIGTERM"),
         _ = done => tracing::info!("every example is committed"),
     }
-    let _ = state::now_ms();
 }
 
 /// A listener with a deep accept queue: a thousand workers may connect at once.

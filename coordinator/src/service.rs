@@ -169,7 +169,6 @@ impl Coordinator for Service {
 
     async fn status(&self, _req: Request<StatusRequest>) -> Result<Response<StatusReply>, Status> {
         let c = self.state.counts();
-        let now = now_ms();
         let workers = self
             .state
             .workers()
@@ -190,7 +189,6 @@ impl Coordinator for Service {
         let new = done.saturating_sub(self.done_at_start) as f64;
         let rate = new / self.started.elapsed().as_secs_f64().max(1e-3);
         let left = c.total - done - c.failed;
-        let _ = now;
         Ok(Response::new(StatusReply {
             total: c.total,
             pending: c.pending,

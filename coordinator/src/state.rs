@@ -408,8 +408,9 @@ impl State {
             let mut seen = BTreeSet::new();
             results
                 .iter()
+                // Still waiting for a result (pending or leased), first occurrence only.
                 .filter(|(k, _)| {
-                    !mem.done.contains(k) && seen.insert(*k) && self.is_open(*k).unwrap_or(false)
+                    (mem.pending.contains(k) || mem.leased.contains_key(k)) && seen.insert(*k)
                 })
                 .collect()
         };
@@ -435,17 +436,6 @@ impl State {
             fresh.len() as u32,
             (results.len() - fresh.len()) as u32,
         )))
-    }
-
-    /// Whether example `k` still waits for a result (pending or leased).
-    fn is_open(&self, k: u64) -> Result<bool> {
-        let Some(v) = self.states.get(key(k))? else {
-            return Ok(false);
-        };
-        Ok(matches!(
-            serde_json::from_slice::<ExState>(&v),
-            Ok(ExState::Pending | ExState::Leased { .. })
-        ))
     }
 
     /// Gives `worker`'s leases on `keys` back.

@@ -239,6 +239,18 @@ pub fn register_req(worker: &str, fingerprint: &str) -> RegisterRequest {
     }
 }
 
+/// A valid result for every example of a lease, as `worker` would submit them.
+pub fn fake_results(lease: &LeaseReply, worker: &str) -> Vec<SearchResult> {
+    lease
+        .examples
+        .iter()
+        .map(|e| SearchResult {
+            key: e.key,
+            record_json: fake_record(&e.example_json, worker),
+        })
+        .collect()
+}
+
 /// A synthetic worker: registers, then leases and submits valid records until the job is done,
 /// riding out coordinator restarts. Returns how many submissions were accepted.
 pub async fn synthetic_worker(url: String, worker: String, limit: Duration) -> u64 {
@@ -278,14 +290,7 @@ pub async fn synthetic_worker(url: String, worker: String, limit: Duration) -> u
             tokio::time::sleep(Duration::from_millis(20)).await;
             continue;
         }
-        let results = lease
-            .examples
-            .iter()
-            .map(|e| SearchResult {
-                key: e.key,
-                record_json: fake_record(&e.example_json, &worker),
-            })
-            .collect();
+        let results = fake_results(&lease, &worker);
         match c
             .submit(SubmitRequest {
                 worker_id: worker.clone(),

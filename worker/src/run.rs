@@ -67,37 +67,58 @@ struct Session {
     give_up: Duration,
 }
 
+/// Runs `call` until it answers, retrying transient failures (the coordinator away or
+/// restarting) with backoff for up to `give_up`. `Ok(Err(status))`: the coordinator answered with
+/// an error for the caller to interpret; `Err`: it stayed unreachable.
+async fn with_backoff<T, F, Fut>(
+    client: &Client,
+    give_up: Duration,
+    what: &str,
+    mut call: F,
+) -> anyhow::Result<Result<T, Status>>
+where
+    F: FnMut(Client) -> Fut,
+    Fut: std::future::Future<Output = Result<tonic::Response<T>, Status>>,
+{
+    let start = Instant::now();
+    let mut wait = Duration::from_millis(200);
+    loop {
+        match call(client.clone()).await {
+            Ok(r) => return Ok(Ok(r.into_inner())),
+            Err(s) if transient(&s) && start.elapsed() < give_up => {
+                tracing::warn!(
+                    call = what,
+                    "coordinator unreachable ({}); retrying in {wait:?}",
+                    s.message()
+                );
+                tokio::time::sleep(wait).await;
+                wait = (wait * 2).min(Duration::from_secs(10));
+            }
+            Err(s) if transient(&s) => bail!(
+                "{what}: the coordinator stayed unreachable for {:.0?} ({}); --give-up-secs sets how long to wait",
+                start.elapsed(),
+                s.message()
+            ),
+            Err(s) => return Ok(Err(s)),
+        }
+    }
+}
+
 impl Session {
-    /// Runs `call` until it succeeds, retrying transient failures with backoff and registering
-    /// again when the coordinator forgot this worker (it restarted).
+    /// Runs `call` until it succeeds (see [`with_backoff`]), registering again when the
+    /// coordinator forgot this worker (it restarted).
     async fn call<T, F, Fut>(&mut self, what: &str, mut call: F) -> anyhow::Result<T>
     where
         F: FnMut(Client) -> Fut,
         Fut: std::future::Future<Output = Result<tonic::Response<T>, Status>>,
     {
-        let start = Instant::now();
-        let mut wait = Duration::from_millis(200);
         loop {
-            match call(self.client.clone()).await {
-                Ok(r) => return Ok(r.into_inner()),
+            match with_backoff(&self.client, self.give_up, what, &mut call).await? {
+                Ok(v) => return Ok(v),
                 Err(s) if s.code() == Code::NotFound => {
                     tracing::info!("coordinator forgot this worker; registering again");
                     self.register().await?;
                 }
-                Err(s) if transient(&s) && start.elapsed() < self.give_up => {
-                    tracing::warn!(
-                        call = what,
-                        "coordinator unreachable ({}); retrying in {wait:?}",
-                        s.message()
-                    );
-                    tokio::time::sleep(wait).await;
-                    wait = (wait * 2).min(Duration::from_secs(10));
-                }
-                Err(s) if transient(&s) => bail!(
-                    "{what}: the coordinator stayed unreachable for {:.0?} ({}); --give-up-secs sets how long to wait",
-                    start.elapsed(),
-                    s.message()
-                ),
                 Err(s) => bail!("{what}: {} ({:?})", s.message(), s.code()),
             }
         }
@@ -105,31 +126,18 @@ impl Session {
 
     async fn register(&mut self) -> anyhow::Result<RegisterReply> {
         let req = self.register.clone();
-        let start = Instant::now();
-        let mut wait = Duration::from_millis(200);
-        loop {
-            match self.client.clone().register(req.clone()).await {
-                Ok(r) => return Ok(r.into_inner()),
-                Err(s) if transient(&s) && start.elapsed() < self.give_up => {
-                    tracing::warn!(
-                        "coordinator unreachable ({}); retrying in {wait:?}",
-                        s.message()
-                    );
-                    tokio::time::sleep(wait).await;
-                    wait = (wait * 2).min(Duration::from_secs(10));
-                }
-                Err(s) if transient(&s) => bail!(
-                    "register: the coordinator stayed unreachable for {:.0?} ({}); --give-up-secs sets how long to wait",
-                    start.elapsed(),
-                    s.message()
-                ),
-                Err(s) => bail!(
-                    "the coordinator refused this worker: {} ({:?})",
-                    s.message(),
-                    s.code()
-                ),
-            }
-        }
+        let reply = with_backoff(&self.client, self.give_up, "register", |mut c| {
+            let req = req.clone();
+            async move { c.register(req).await }
+        })
+        .await?;
+        reply.map_err(|s| {
+            anyhow::anyhow!(
+                "the coordinator refused this worker: {} ({:?})",
+                s.message(),
+                s.code()
+            )
+        })
     }
 }
 

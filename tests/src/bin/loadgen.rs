@@ -5,7 +5,7 @@
 use std::time::{Duration, Instant};
 
 use drllm_proto::v1::*;
-use drllm_tests::{connect, fake_record, register_req, wait_ready};
+use drllm_tests::{connect, fake_results, register_req, wait_ready};
 
 fn pct(v: &mut [f64], p: f64) -> f64 {
     if v.is_empty() {
@@ -40,14 +40,7 @@ async fn client(url: String, id: usize, shard: u32) -> (Vec<f64>, Vec<f64>, u64)
             tokio::time::sleep(Duration::from_millis(10)).await;
             continue;
         }
-        let results = l
-            .examples
-            .iter()
-            .map(|e| SearchResult {
-                key: e.key,
-                record_json: fake_record(&e.example_json, &worker),
-            })
-            .collect();
+        let results = fake_results(&l, &worker);
         let t = Instant::now();
         let r = c
             .submit(SubmitRequest {
