@@ -27,6 +27,13 @@ pub fn submitted(accepted: u32, duplicates: u32) {
     counter!("drllm_results_duplicate_total").increment(duplicates as u64);
 }
 
+/// One group commit: how long the fsync took and how many waiting calls it served.
+pub fn flushed(seconds: f64, calls: usize) {
+    histogram!("drllm_state_flush_seconds").record(seconds);
+    histogram!("drllm_state_flush_calls").record(calls as f64);
+    tracing::debug!(seconds, calls, "state flushed");
+}
+
 pub fn released(n: u32) {
     counter!("drllm_released_examples_total").increment(n as u64);
 }
@@ -45,5 +52,5 @@ pub fn observe(state: &State) {
     }
     gauge!("drllm_examples_total").set(c.total as f64);
     gauge!("drllm_parts").set(c.parts as f64);
-    gauge!("drllm_workers").set(state.workers().len() as f64);
+    gauge!("drllm_workers").set(state.worker_count() as f64);
 }

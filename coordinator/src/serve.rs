@@ -55,7 +55,6 @@ pub async fn run(a: Args) -> anyhow::Result<()> {
         .with_context(|| format!("reading the job file {job_file}"))?;
     let spec = JobSpec::parse(&text, &job_file)?;
     let state = Arc::new(State::open(&a.state, &spec, &job_file, &text)?);
-    tokio::spawn(state.clone().run_flusher());
     if let Some(addr) = a.metrics_listen {
         crate::metrics::serve(addr)?;
         tracing::info!(%addr, "metrics at /metrics");

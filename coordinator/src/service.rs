@@ -35,7 +35,7 @@ impl Service {
     }
 
     fn known(&self, worker: &str) -> Result<(), Status> {
-        if self.state.workers().iter().any(|(w, _, _)| w == worker) {
+        if self.state.is_registered(worker) {
             Ok(())
         } else {
             Err(Status::not_found(format!(
@@ -61,14 +61,9 @@ impl Coordinator for Service {
         if r.worker_id.is_empty() {
             return Err(Status::invalid_argument("worker_id is empty"));
         }
-        match self
-            .state
+        self.state
             .register(&r.worker_id, &r.device, &r.model_fingerprint)
-            .map_err(internal)?
-        {
-            Ok(()) => {}
-            Err(why) => return Err(Status::failed_precondition(why)),
-        }
+            .map_err(Status::failed_precondition)?;
         self.state.persist().await.map_err(internal)?;
         tracing::info!(worker = %r.worker_id, device = %r.device, version = %r.version, "worker registered");
         Ok(Response::new(RegisterReply {
@@ -111,10 +106,7 @@ impl Coordinator for Service {
         let r = req.into_inner();
         self.known(&r.worker_id)?;
         let deadline = self.deadline();
-        let lost = self
-            .state
-            .heartbeat(&r.worker_id, &r.keys, deadline)
-            .map_err(internal)?;
+        let lost = self.state.heartbeat(&r.worker_id, &r.keys, deadline);
         Ok(Response::new(HeartbeatReply {
             deadline_unix_ms: deadline,
             drain: self.draining.load(Ordering::SeqCst),
@@ -124,28 +116,13 @@ impl Coordinator for Service {
 
     async fn submit(&self, req: Request<SubmitRequest>) -> Result<Response<SubmitReply>, Status> {
         let r = req.into_inner();
-        for res in &r.results {
-            if let Err(e) =
-                serde_json::from_str::<drllm_core::search::SearchRecord>(&res.record_json)
-            {
-                return Err(Status::invalid_argument(format!(
-                    "result for example {}: not a search record: {e}",
-                    res.key
-                )));
-            }
-        }
-        let results: Vec<(u64, String)> = r
-            .results
-            .into_iter()
-            .map(|x| (x.key, x.record_json))
-            .collect();
+        // Validated, decided and made durable by the state's writer before the reply.
         let (accepted, duplicates) = self
             .state
-            .submit(&r.worker_id, &results)
+            .submit(r.worker_id, r.results)
+            .await
             .map_err(internal)?
             .map_err(Status::invalid_argument)?;
-        // Acknowledge only what is on disk.
-        self.state.persist().await.map_err(internal)?;
         crate::metrics::submitted(accepted, duplicates);
         Ok(Response::new(SubmitReply {
             accepted,
@@ -158,10 +135,7 @@ impl Coordinator for Service {
         req: Request<ReleaseRequest>,
     ) -> Result<Response<ReleaseReply>, Status> {
         let r = req.into_inner();
-        let released = self
-            .state
-            .release(&r.worker_id, &r.keys)
-            .map_err(internal)?;
+        let released = self.state.release(&r.worker_id, &r.keys);
         self.state.persist().await.map_err(internal)?;
         crate::metrics::released(released);
         Ok(Response::new(ReleaseReply { released }))

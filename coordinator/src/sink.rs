@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
-use drllm_core::search::{write_parquet, SearchRecord};
+use drllm_core::search::write_parquet;
 
 use crate::state::{State, StateError};
 
@@ -66,37 +66,26 @@ pub async fn flush_once(
     max: usize,
     search_config: &str,
 ) -> Result<usize, StateError> {
-    let pending = state.uncommitted(max)?;
-    if pending.is_empty() {
+    let mut batch = state.take_uncommitted(max);
+    if batch.keys.is_empty() {
         return Ok(0);
-    }
-    let mut keys = Vec::with_capacity(pending.len());
-    let mut records = Vec::with_capacity(pending.len());
-    for (k, json) in pending {
-        let r: SearchRecord = serde_json::from_slice(&json).map_err(|e| {
-            out_err(
-                dir,
-                format!("the stored result of example {k} is not a record: {e}"),
-            )
-        })?;
-        keys.push(k);
-        records.push(r);
     }
     let name = part_name(state.next_part()?);
     let path = dir.join(&name);
     let cfg = search_config.to_string();
+    let records = std::mem::take(&mut batch.records);
     let n = records.len();
     tokio::task::spawn_blocking(move || write_parquet(&path, &records, &cfg))
         .await
         .map_err(|e| out_err(dir, format!("part writer panicked: {e}")))?
         .map_err(|e| out_err(dir, format!("writing {name}: {e}")))?;
-    state.commit_part(&name, &keys).await?;
+    state.commit_part(&name, &batch).await?;
     tracing::info!(part = %name, records = n, "committed part");
     Ok(n)
 }
 
-/// Flushes whenever `part_size` results wait or every `every`, until `stop` fires; then flushes
-/// everything left.
+/// Flushes whenever `part_size` results wait, every `every`, or as soon as no example is open any
+/// more, until `stop` fires; then flushes everything left.
 pub async fn run(
     state: Arc<State>,
     dir: PathBuf,
@@ -113,8 +102,11 @@ pub async fn run(
             _ = stop.changed() => break,
         }
         crate::metrics::observe(&state);
-        let waiting = state.counts().uncommitted as usize;
-        if waiting >= part_size || (waiting > 0 && last.elapsed() >= every) {
+        let c = state.counts();
+        let waiting = c.uncommitted as usize;
+        // Nothing more can come when no example is open: write the last results now.
+        let last_ones = c.pending == 0 && c.leased == 0;
+        if waiting >= part_size || (waiting > 0 && (last_ones || last.elapsed() >= every)) {
             flush_once(&state, &dir, part_size, &search_config).await?;
             last = tokio::time::Instant::now();
         }

@@ -247,6 +247,7 @@ pub fn fake_results(lease: &LeaseReply, worker: &str) -> Vec<SearchResult> {
         .map(|e| SearchResult {
             key: e.key,
             record_json: fake_record(&e.example_json, worker),
+            ..Default::default()
         })
         .collect()
 }

@@ -108,6 +108,7 @@ async fn duplicate_and_late_submissions_are_acknowledged_and_ignored() {
     let res = |i: usize, w: &str| SearchResult {
         key: lease.examples[i].key,
         record_json: fake_record(&lease.examples[i].example_json, w),
+        ..Default::default()
     };
     // The same example twice in one call, then again in another call.
     let r = a
@@ -147,6 +148,7 @@ async fn duplicate_and_late_submissions_are_acknowledged_and_ignored() {
             results: vec![SearchResult {
                 key: 999,
                 record_json: fake_record(&lease.examples[1].example_json, "a"),
+                ..Default::default()
             }],
         })
         .await
@@ -158,6 +160,7 @@ async fn duplicate_and_late_submissions_are_acknowledged_and_ignored() {
             results: vec![SearchResult {
                 key: 1,
                 record_json: "{}".into(),
+                ..Default::default()
             }],
         })
         .await

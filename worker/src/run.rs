@@ -43,6 +43,10 @@ pub struct Args {
     /// Give up after the coordinator has been unreachable this long, seconds.
     #[arg(long, default_value_t = 600.0)]
     give_up_secs: f64,
+    /// An example whose search fails is reported failed (never leased again); after this many
+    /// failures in a row the worker assumes it is broken itself, releases its lease and exits.
+    #[arg(long, default_value_t = 3)]
+    max_failures_in_a_row: u32,
     /// Memory for reused prefix states, MiB (0: no reuse).
     #[arg(long, default_value_t = DEFAULT_REUSE_BUDGET >> 20)]
     reuse_budget_mib: usize,
@@ -199,7 +203,7 @@ async fn run_async(a: Args) -> anyhow::Result<()> {
         stop.clone(),
         Duration::from_millis((reg.lease_ttl_ms / 3).max(100)),
     ));
-    let (mut done, mut sims) = (0u64, 0usize);
+    let (mut done, mut sims, mut failures_in_a_row) = (0u64, 0usize, 0u32);
     'outer: while !stop.load(Ordering::SeqCst) {
         let id = worker_id.clone();
         let lease = s
@@ -237,12 +241,32 @@ async fn run_async(a: Args) -> anyhow::Result<()> {
                     (r.record(&lm2, &ex, &cfg2, &ropts, &id), sims)
                 })
             })
-            .await?
-            .with_context(|| format!("searching example {}", le.key))?;
-            sims += rec.1;
-            let result = SearchResult {
-                key: le.key,
-                record_json: serde_json::to_string(&rec.0)?,
+            .await?;
+            let result = match rec {
+                Ok((rec, n)) => {
+                    sims += n;
+                    failures_in_a_row = 0;
+                    SearchResult {
+                        key: le.key,
+                        record_json: serde_json::to_string(&rec)?,
+                        ..Default::default()
+                    }
+                }
+                Err(e) => {
+                    // Reported as failed (not leased again); a worker that fails on every
+                    // example is broken itself and stops instead of failing the whole job.
+                    failures_in_a_row += 1;
+                    if failures_in_a_row > a.max_failures_in_a_row {
+                        release(&mut s, held.lock().unwrap().clone()).await?;
+                        bail!("{failures_in_a_row} examples in a row failed, the last ({}) with: {e:#}; stopping (see --max-failures-in-a-row)", le.key);
+                    }
+                    tracing::warn!(example = le.key, "search failed, reporting it: {e:#}");
+                    SearchResult {
+                        key: le.key,
+                        error: format!("{e:#}"),
+                        ..Default::default()
+                    }
+                }
             };
             let id = worker_id.clone();
             s.call("submit", move |mut c| {

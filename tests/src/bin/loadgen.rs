@@ -1,6 +1,11 @@
 //! `loadgen`: coordinator throughput under many concurrent synthetic workers. Each client registers,
 //! then leases and submits valid records until the job is done; prints one JSON line with the
 //! committed records/s and lease/submit latency percentiles. Used by `bench/coordinator.sh`.
+//!
+//! Without `--rate` the clients run flat out (a closed loop: the coordinator's saturation
+//! throughput). With `--rate R` they together offer R records/s: each client starts a lease every
+//! `clients × shard / R` seconds (from a random phase), like workers that take that long per
+//! lease, and latency is measured at that load.
 
 use std::time::{Duration, Instant};
 
@@ -15,14 +20,28 @@ fn pct(v: &mut [f64], p: f64) -> f64 {
     v[((v.len() as f64 - 1.0) * p).round() as usize]
 }
 
-async fn client(url: String, id: usize, shard: u32) -> (Vec<f64>, Vec<f64>, u64) {
+async fn client(
+    url: String,
+    id: usize,
+    shard: u32,
+    period: Option<Duration>,
+) -> (Vec<f64>, Vec<f64>, u64) {
     let worker = format!("load-{id}");
+    let mut next = Instant::now();
+    if let Some(p) = period {
+        // Spread the clients' phases evenly over one period.
+        next += p.mul_f64((id as f64 * 0.618_034).fract());
+    }
     let mut c = connect(&url, None);
     c.register(register_req(&worker, &"f".repeat(32)))
         .await
         .expect("register");
     let (mut lease_ms, mut submit_ms, mut accepted) = (Vec::new(), Vec::new(), 0);
     loop {
+        if let Some(p) = period {
+            tokio::time::sleep_until(next.into()).await;
+            next += p;
+        }
         let t = Instant::now();
         let l = c
             .lease(LeaseRequest {
@@ -67,11 +86,14 @@ async fn main() {
     let url = get("--url", "http://127.0.0.1:50051");
     let clients: usize = get("--clients", "100").parse().expect("--clients N");
     let shard: u32 = get("--shard", "8").parse().expect("--shard N");
+    let rate: f64 = get("--rate", "0").parse().expect("--rate records/s");
+    let period =
+        (rate > 0.0).then(|| Duration::from_secs_f64(clients as f64 * shard as f64 / rate));
     let mut status = connect(&url, None);
     let total = wait_ready(&mut status, Duration::from_secs(30)).await.total;
     let t0 = Instant::now();
     let tasks: Vec<_> = (0..clients)
-        .map(|i| tokio::spawn(client(url.clone(), i, shard)))
+        .map(|i| tokio::spawn(client(url.clone(), i, shard, period)))
         .collect();
     let (mut lease, mut submit, mut accepted) = (Vec::new(), Vec::new(), 0);
     for t in tasks {
@@ -97,7 +119,7 @@ async fn main() {
     println!(
         "{}",
         serde_json::json!({
-            "clients": clients, "shard": shard, "records": total, "accepted": accepted,
+            "clients": clients, "shard": shard, "offered_records_per_s": rate, "records": total, "accepted": accepted,
             "seconds_to_committed": secs, "seconds_to_submitted": submitted_s,
             "committed_records_per_s": total as f64 / secs,
             "lease_ms_p50": pct(&mut lease, 0.5), "lease_ms_p99": pct(&mut lease, 0.99),

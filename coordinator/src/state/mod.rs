@@ -1,0 +1,414 @@
+//! The job's durable state in sled, with an in-memory index for fast leasing. sled holds the job
+//! spec and its examples, each example's lease or failure (`state`), the accepted results not yet
+//! in Parquet (`results`, one entry per submission), and the committed parts with their keys
+//! (`parts`). An example's state follows from these, first match wins: listed in a committed part
+//! → committed; in a stored submission → done; `state` says failed or leased; otherwise pending.
+//! Request handlers change the in-memory index and queue the matching writes to the single
+//! [`writer`]; every change a reply acknowledges is on disk before the reply goes out.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+
+use drllm_core::search::SearchRecord;
+use serde::{Deserialize, Serialize};
+use sled::transaction::{ConflictableTransactionError, TransactionError};
+use sled::Transactional;
+
+use drllm_proto::v1::SearchResult;
+use tokio::sync::{mpsc, oneshot};
+use writer::Op;
+pub use writer::SubmitReply;
+
+mod open;
+mod writer;
+
+/// Layout version of the state directory.
+const FORMAT: &str = "2";
+
+#[derive(Debug, thiserror::Error)]
+pub enum StateError {
+    #[error("state directory {dir}: cannot open it as a sled database ({source}); if it is corrupt, move it away and start the job again")]
+    Open { dir: String, source: sled::Error },
+    #[error("state directory {dir} belongs to another job (stored job {stored}, this spec {given}); use a new --state directory for this job, or the job file it was started with (saved in the state as job.toml)")]
+    OtherJob {
+        dir: String,
+        stored: String,
+        given: String,
+    },
+    #[error("state directory {dir} is corrupt: {what}; move it away and start the job again")]
+    Corrupt { dir: String, what: String },
+    #[error("state database: {0}")]
+    Db(#[from] sled::Error),
+    #[error("state database: writing to disk failed: {0}")]
+    Flush(String),
+    #[error("output directory {dir}: {what}")]
+    Output { dir: String, what: String },
+}
+
+pub type Result<T> = std::result::Result<T, StateError>;
+
+/// What the `state` tree stores for an example (absent: pending, unless a result or part says
+/// otherwise).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+enum Stored {
+    Leased { worker: String, deadline_ms: i64 },
+    Failed { reason: String },
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct WorkerInfo {
+    pub device: String,
+    pub done: u64,
+    pub first_seen_ms: i64,
+    pub last_seen_ms: i64,
+}
+
+/// In-memory index of the sled state.
+#[derive(Default)]
+struct Mem {
+    pending: BTreeSet<u64>,
+    leased: HashMap<u64, (String, i64)>,
+    /// The leases by deadline, so expired ones are found without a scan.
+    deadlines: BTreeSet<(i64, u64)>,
+    /// Accepted results waiting for the sink, by submission id (the `results` tree's key).
+    subs: BTreeMap<u64, Vec<(u64, SearchRecord)>>,
+    next_sub: u64,
+    uncommitted: u64,
+    committed: u64,
+    failed: u64,
+    parts: u64,
+    workers: HashMap<String, WorkerInfo>,
+    fingerprint: Option<String>,
+}
+
+impl Mem {
+    fn set_lease(&mut self, k: u64, worker: &str, deadline_ms: i64) {
+        if let Some((_, old)) = self.leased.insert(k, (worker.to_string(), deadline_ms)) {
+            self.deadlines.remove(&(old, k));
+        }
+        self.pending.remove(&k);
+        self.deadlines.insert((deadline_ms, k));
+    }
+
+    /// Takes `k` out of the open (pending or leased) examples.
+    fn close(&mut self, k: u64) {
+        self.pending.remove(&k);
+        if let Some((_, d)) = self.leased.remove(&k) {
+            self.deadlines.remove(&(d, k));
+        }
+    }
+
+    fn is_open(&self, k: u64) -> bool {
+        self.pending.contains(&k) || self.leased.contains_key(&k)
+    }
+}
+
+/// Counts for `status`.
+#[derive(Debug, Clone, Default)]
+pub struct Counts {
+    pub total: u64,
+    pub pending: u64,
+    pub leased: u64,
+    pub uncommitted: u64,
+    pub committed: u64,
+    pub failed: u64,
+    pub parts: u64,
+}
+
+/// Results the sink writes into one part.
+pub struct PartBatch {
+    pub subs: Vec<u64>,
+    pub keys: Vec<u64>,
+    pub records: Vec<SearchRecord>,
+}
+
+pub struct State {
+    dir: PathBuf,
+    meta: sled::Tree,
+    examples: sled::Tree,
+    states: sled::Tree,
+    results: sled::Tree,
+    parts: sled::Tree,
+    total: u64,
+    mem: Arc<Mutex<Mem>>,
+    /// Writes bound for sled, in the order the index made them ([`writer`]).
+    tx: mpsc::UnboundedSender<Op>,
+}
+
+fn key(k: u64) -> [u8; 8] {
+    k.to_be_bytes()
+}
+
+fn unkey(b: &[u8]) -> Option<u64> {
+    Some(u64::from_be_bytes(b.try_into().ok()?))
+}
+
+/// Our transactions never abort; only storage errors remain.
+fn tx_error(e: TransactionError<()>) -> StateError {
+    match e {
+        TransactionError::Storage(e) => StateError::Db(e),
+        TransactionError::Abort(()) => StateError::Flush("a state transaction aborted".into()),
+    }
+}
+
+pub fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as i64)
+}
+
+impl State {
+    fn mem(&self) -> std::sync::MutexGuard<'_, Mem> {
+        self.mem.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn corrupt(&self, what: String) -> StateError {
+        StateError::Corrupt {
+            dir: self.dir.display().to_string(),
+            what,
+        }
+    }
+
+    /// Queues a write for the [`writer`] (it lives as long as the state).
+    fn queue(&self, op: Op) {
+        let _ = self.tx.send(op);
+    }
+
+    /// Waits until everything queued so far is on disk.
+    pub async fn persist(&self) -> Result<()> {
+        let (reply, rx) = oneshot::channel();
+        self.queue(Op::Sync(reply));
+        rx.await
+            .map_err(|_| StateError::Flush("the state writer stopped".into()))?
+            .map_err(StateError::Flush)
+    }
+
+    /// Checks a worker's model fingerprint (pinning the first one when the job names none) and
+    /// records the worker. `Err` holds the reason for refusing it.
+    pub fn register(
+        &self,
+        worker: &str,
+        device: &str,
+        fingerprint: &str,
+    ) -> std::result::Result<(), String> {
+        let mut mem = self.mem();
+        match &mem.fingerprint {
+            Some(f) if f != fingerprint => return Err(format!(
+                "model fingerprint {fingerprint} differs from the job's {f}: load the job's model"
+            )),
+            Some(_) => {}
+            None => {
+                self.queue(Op::Meta("fingerprint", fingerprint.as_bytes().to_vec()));
+                mem.fingerprint = Some(fingerprint.to_string());
+            }
+        }
+        let now = now_ms();
+        let w = mem.workers.entry(worker.to_string()).or_default();
+        w.device = device.to_string();
+        if w.first_seen_ms == 0 {
+            w.first_seen_ms = now;
+        }
+        w.last_seen_ms = now;
+        Ok(())
+    }
+
+    /// Makes `k` pending again.
+    fn reopen(&self, mem: &mut Mem, k: u64) {
+        self.queue(Op::Remove(k));
+        mem.close(k);
+        mem.pending.insert(k);
+    }
+
+    /// Leases up to `max` pending examples to `worker` until `deadline_ms` (expired leases are
+    /// returned first): (key, example JSON).
+    pub fn lease(&self, worker: &str, max: usize, deadline_ms: i64) -> Result<Vec<(u64, String)>> {
+        let mut mem = self.mem();
+        let now = now_ms();
+        while let Some(&(d, k)) = mem.deadlines.first() {
+            if d > now {
+                break;
+            }
+            self.reopen(&mut mem, k);
+        }
+        let keys: Vec<u64> = mem.pending.iter().take(max).copied().collect();
+        let mut out = Vec::with_capacity(keys.len());
+        for k in keys {
+            let ex = self
+                .examples
+                .get(key(k))?
+                .ok_or_else(|| self.corrupt(format!("example {k} is missing")))?;
+            self.set_lease(&mut mem, k, worker, deadline_ms);
+            out.push((k, String::from_utf8_lossy(&ex).to_string()));
+        }
+        if let Some(w) = mem.workers.get_mut(worker) {
+            w.last_seen_ms = now;
+        }
+        Ok(out)
+    }
+
+    fn set_lease(&self, mem: &mut Mem, k: u64, worker: &str, deadline_ms: i64) {
+        let st = Stored::Leased {
+            worker: worker.to_string(),
+            deadline_ms,
+        };
+        self.queue(Op::Put(k, st));
+        mem.set_lease(k, worker, deadline_ms);
+    }
+
+    /// Extends `worker`'s leases on `keys`; returns the keys it no longer holds.
+    pub fn heartbeat(&self, worker: &str, keys: &[u64], deadline_ms: i64) -> Vec<u64> {
+        let mut mem = self.mem();
+        let mut lost = Vec::new();
+        for &k in keys {
+            match mem.leased.get(&k) {
+                Some((w, _)) if w == worker => self.set_lease(&mut mem, k, worker, deadline_ms),
+                _ => lost.push(k),
+            }
+        }
+        if let Some(w) = mem.workers.get_mut(worker) {
+            w.last_seen_ms = now_ms();
+        }
+        lost
+    }
+
+    /// Stores outcomes (records, or failures) once they are on disk; the first outcome of an
+    /// example wins. Unknown keys and invalid records refuse the whole submission with a reason.
+    pub async fn submit(&self, worker: String, results: Vec<SearchResult>) -> Result<SubmitReply> {
+        let (reply, rx) = oneshot::channel();
+        self.queue(Op::Submit {
+            worker,
+            results,
+            reply,
+        });
+        rx.await
+            .map_err(|_| StateError::Flush("the state writer stopped".into()))?
+            .map_err(StateError::Flush)
+    }
+
+    /// Gives `worker`'s leases on `keys` back.
+    pub fn release(&self, worker: &str, keys: &[u64]) -> u32 {
+        let mut mem = self.mem();
+        let mut n = 0;
+        for &k in keys {
+            if matches!(mem.leased.get(&k), Some((w, _)) if w == worker) {
+                self.reopen(&mut mem, k);
+                n += 1;
+            }
+        }
+        n
+    }
+
+    pub fn counts(&self) -> Counts {
+        let mem = self.mem();
+        Counts {
+            total: self.total,
+            pending: mem.pending.len() as u64,
+            leased: mem.leased.len() as u64,
+            uncommitted: mem.uncommitted,
+            committed: mem.committed,
+            failed: mem.failed,
+            parts: mem.parts,
+        }
+    }
+
+    pub fn is_registered(&self, worker: &str) -> bool {
+        self.mem().workers.contains_key(worker)
+    }
+
+    pub fn worker_count(&self) -> usize {
+        self.mem().workers.len()
+    }
+
+    /// Every registered worker with how many examples it holds now.
+    pub fn workers(&self) -> Vec<(String, WorkerInfo, u32)> {
+        let mem = self.mem();
+        let mut held: HashMap<&str, u32> = HashMap::new();
+        for (w, _) in mem.leased.values() {
+            *held.entry(w.as_str()).or_default() += 1;
+        }
+        let mut out: Vec<_> = mem
+            .workers
+            .iter()
+            .map(|(id, w)| {
+                let leased = held.get(id.as_str()).copied().unwrap_or(0);
+                (id.clone(), w.clone(), leased)
+            })
+            .collect();
+        out.sort_by(|a, b| a.0.cmp(&b.0));
+        out
+    }
+
+    /// Every example has a committed (or failed) result.
+    pub fn finished(&self) -> bool {
+        let c = self.counts();
+        c.committed + c.failed == c.total
+    }
+
+    /// Hands the sink the oldest accepted submissions not yet in a part, whole, up to `max`
+    /// results (at least one submission when any waits). They stay uncommitted (and in sled)
+    /// until [`State::commit_part`]; a sink that fails stops the coordinator, and a restart
+    /// reads them back from sled.
+    pub fn take_uncommitted(&self, max: usize) -> PartBatch {
+        let mut mem = self.mem();
+        let mut b = PartBatch {
+            subs: Vec::new(),
+            keys: Vec::new(),
+            records: Vec::new(),
+        };
+        while let Some(entry) = mem.subs.first_entry() {
+            if !b.subs.is_empty() && b.keys.len() + entry.get().len() > max {
+                break;
+            }
+            let (id, recs) = entry.remove_entry();
+            b.subs.push(id);
+            for (k, r) in recs {
+                b.keys.push(k);
+                b.records.push(r);
+            }
+        }
+        b
+    }
+
+    /// The name the next part file gets.
+    pub fn next_part(&self) -> Result<u64> {
+        Ok(self
+            .meta
+            .get("next_part")?
+            .and_then(|v| unkey(&v))
+            .unwrap_or(0))
+    }
+
+    /// Marks the batch committed in part `name` (already renamed into place), in one
+    /// transaction, and persists it.
+    pub async fn commit_part(&self, name: &str, batch: &PartBatch) -> Result<()> {
+        let next = self.next_part()? + 1;
+        let listed = serde_json::to_vec(&batch.keys).expect("serializes");
+        let r: std::result::Result<(), TransactionError<()>> =
+            (&self.results, &self.parts, &self.meta).transaction(|(r, p, m)| {
+                for id in &batch.subs {
+                    r.remove(&key(*id))?;
+                }
+                p.insert(name.as_bytes(), listed.clone())?;
+                m.insert("next_part", &key(next))?;
+                Ok::<_, ConflictableTransactionError<()>>(())
+            });
+        r.map_err(tx_error)?;
+        {
+            let mut mem = self.mem();
+            mem.uncommitted -= batch.keys.len() as u64;
+            mem.committed += batch.keys.len() as u64;
+            mem.parts += 1;
+        }
+        self.persist().await
+    }
+
+    /// Names of the committed parts.
+    pub fn committed_parts(&self) -> Result<BTreeSet<String>> {
+        self.parts
+            .iter()
+            .keys()
+            .map(|k| Ok(String::from_utf8_lossy(&k?).to_string()))
+            .collect()
+    }
+}

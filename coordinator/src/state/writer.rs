@@ -1,0 +1,227 @@
+//! The state's single writer: one thread that takes every change bound for sled, in the order the
+//! in-memory index made them, and applies whatever has queued up as one batch per tree. It also
+//! handles submissions whole (validate the records, first result wins, store), and makes each
+//! round durable with one fsync before it answers the calls waiting on it (group commit). Request
+//! handlers thus only touch memory and a queue; a thousand workers cost a few batches, not a
+//! thousand fsyncs or a thousand lock-holding writes.
+
+use std::collections::HashSet;
+use std::sync::{Arc, Mutex};
+
+use drllm_core::search::SearchRecord;
+use drllm_proto::v1::SearchResult;
+use tokio::sync::{mpsc, oneshot};
+
+use super::{key, now_ms, Mem, Stored};
+
+/// (accepted, duplicates), or why the submission was refused.
+pub type SubmitReply = Result<(u32, u32), String>;
+
+pub(super) enum Op {
+    /// An example's lease or failure.
+    Put(u64, Stored),
+    /// The example is pending again.
+    Remove(u64),
+    Meta(&'static str, Vec<u8>),
+    Submit {
+        worker: String,
+        results: Vec<SearchResult>,
+        reply: oneshot::Sender<Result<SubmitReply, String>>,
+    },
+    /// Answered once everything queued before it is on disk.
+    Sync(oneshot::Sender<Result<(), String>>),
+}
+
+/// What the writer needs of the state.
+pub(super) struct Writer {
+    pub meta: sled::Tree,
+    pub states: sled::Tree,
+    pub results: sled::Tree,
+    pub db: sled::Db,
+    pub mem: Arc<Mutex<Mem>>,
+    pub total: u64,
+}
+
+/// A submission's results as one `results` value: (key u64, length u32, record JSON) repeated.
+pub(super) fn encode_sub(items: &[(u64, &str)]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(items.iter().map(|(_, j)| 12 + j.len()).sum());
+    for (k, json) in items {
+        out.extend_from_slice(&k.to_be_bytes());
+        out.extend_from_slice(&(json.len() as u32).to_be_bytes());
+        out.extend_from_slice(json.as_bytes());
+    }
+    out
+}
+
+pub(super) fn decode_sub(mut b: &[u8]) -> Result<Vec<(u64, &str)>, String> {
+    let mut out = Vec::new();
+    while !b.is_empty() {
+        if b.len() < 12 {
+            return Err("truncated entry".into());
+        }
+        let k = u64::from_be_bytes(b[..8].try_into().expect("8 bytes"));
+        let n = u32::from_be_bytes(b[8..12].try_into().expect("4 bytes")) as usize;
+        let json = b
+            .get(12..12 + n)
+            .ok_or("truncated record")
+            .and_then(|j| std::str::from_utf8(j).map_err(|_| "record is not UTF-8"))?;
+        out.push((k, json));
+        b = &b[12 + n..];
+    }
+    Ok(out)
+}
+
+/// The most operations applied in one round.
+const ROUND: usize = 4096;
+
+impl Writer {
+    fn mem(&self) -> std::sync::MutexGuard<'_, Mem> {
+        self.mem.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Runs until every sender is gone.
+    pub fn run(self, mut rx: mpsc::UnboundedReceiver<Op>) {
+        let mut ops = Vec::with_capacity(ROUND);
+        while let Some(op) = rx.blocking_recv() {
+            ops.push(op);
+            while ops.len() < ROUND {
+                match rx.try_recv() {
+                    Ok(op) => ops.push(op),
+                    Err(_) => break,
+                }
+            }
+            self.round(std::mem::take(&mut ops));
+        }
+    }
+
+    fn round(&self, ops: Vec<Op>) {
+        let mut states = sled::Batch::default();
+        let mut results = sled::Batch::default();
+        let mut meta = Vec::new();
+        let mut subs: Vec<(u64, Vec<(u64, SearchRecord)>)> = Vec::new();
+        let mut submit_replies = Vec::new();
+        let mut syncs = Vec::new();
+        for op in ops {
+            match op {
+                Op::Put(k, st) => {
+                    states.insert(&key(k), serde_json::to_vec(&st).expect("serializes"))
+                }
+                Op::Remove(k) => states.remove(&key(k)),
+                Op::Meta(name, v) => meta.push((name, v)),
+                Op::Submit {
+                    worker,
+                    results: res,
+                    reply,
+                } => {
+                    let r = self.submit(&worker, res, &mut states, &mut results, &mut subs);
+                    submit_replies.push((reply, r));
+                }
+                Op::Sync(reply) => syncs.push(reply),
+            }
+        }
+        let t = std::time::Instant::now();
+        let write = || -> sled::Result<()> {
+            for (name, v) in meta {
+                self.meta.insert(name, v)?;
+            }
+            self.states.apply_batch(states)?;
+            self.results.apply_batch(results)?;
+            if !submit_replies.is_empty() || !syncs.is_empty() {
+                self.db.flush()?;
+                crate::metrics::flushed(
+                    t.elapsed().as_secs_f64(),
+                    submit_replies.len() + syncs.len(),
+                );
+            }
+            Ok(())
+        };
+        let outcome = write().map_err(|e| format!("writing the state: {e}"));
+        if outcome.is_ok() {
+            // Only now may the sink see these results: they are in sled.
+            let mut mem = self.mem();
+            for (id, recs) in subs {
+                mem.subs.insert(id, recs);
+            }
+        }
+        for (reply, r) in submit_replies {
+            let _ = reply.send(outcome.clone().map(|()| r));
+        }
+        for reply in syncs {
+            let _ = reply.send(outcome.clone());
+        }
+        if let Err(e) = outcome {
+            // Memory and disk may disagree now; the disk is consistent, so stop and let a
+            // restart resume from it rather than go on from an index that may be wrong.
+            tracing::error!("{e}; stopping: restart the coordinator with the same --state to resume (check the disk first)");
+            std::process::exit(3);
+        }
+    }
+
+    /// Validates one submission and decides it against the index: the first outcome of an
+    /// example wins. Stages its writes; the records reach `mem.subs` once they are written.
+    fn submit(
+        &self,
+        worker: &str,
+        results: Vec<SearchResult>,
+        states: &mut sled::Batch,
+        batch: &mut sled::Batch,
+        subs: &mut Vec<(u64, Vec<(u64, SearchRecord)>)>,
+    ) -> SubmitReply {
+        let n = results.len();
+        let mut parsed = Vec::with_capacity(n);
+        for r in results {
+            if r.key >= self.total {
+                return Err(format!(
+                    "example key {} is not part of this job ({} examples)",
+                    r.key, self.total
+                ));
+            }
+            let rec = if r.error.is_empty() {
+                let rec: SearchRecord = serde_json::from_str(&r.record_json).map_err(|e| {
+                    format!("result for example {}: not a search record: {e}", r.key)
+                })?;
+                Some(Box::new(rec))
+            } else {
+                None
+            };
+            parsed.push((r, rec));
+        }
+        let mut mem = self.mem();
+        let mut seen = HashSet::new();
+        let (mut items, mut recs, mut accepted) = (Vec::new(), Vec::new(), 0u32);
+        for (r, rec) in &mut parsed {
+            // Still waiting for an outcome (pending or leased), first occurrence only.
+            if !(mem.is_open(r.key) && seen.insert(r.key)) {
+                continue;
+            }
+            mem.close(r.key);
+            accepted += 1;
+            match rec.take() {
+                Some(rec) => {
+                    items.push((r.key, r.record_json.as_str()));
+                    recs.push((r.key, *rec));
+                }
+                None => {
+                    tracing::warn!(example = r.key, worker, reason = %r.error, "example failed");
+                    mem.failed += 1;
+                    let reason = r.error.clone();
+                    states.insert(
+                        &key(r.key),
+                        serde_json::to_vec(&Stored::Failed { reason }).expect("serializes"),
+                    );
+                }
+            }
+        }
+        if !items.is_empty() {
+            let id = mem.next_sub;
+            mem.next_sub += 1;
+            mem.uncommitted += recs.len() as u64;
+            batch.insert(&key(id), encode_sub(&items));
+            subs.push((id, recs));
+        }
+        let w = mem.workers.entry(worker.to_string()).or_default();
+        w.done += accepted as u64;
+        w.last_seen_ms = now_ms();
+        Ok((accepted, n as u32 - accepted))
+    }
+}
