@@ -1,19 +1,24 @@
 #!/usr/bin/env bash
 # Coordinator throughput: a coordinator (release) over a job of REPEAT × ARC-Easy train (2251
 # questions each), then `loadgen` with C concurrent synthetic clients leasing and submitting real
-# records; one JSON line per client count.
+# records; one JSON line per run. First flat out (closed loop: saturation throughput) for each
+# client count, then 1,000 clients paced to offer each rate in RATES records/s (latency under a
+# given load).
 #
-#   bash bench/coordinator.sh [CLIENTS="1 100 1000"] [REPEAT=10]
+#   bash bench/coordinator.sh [CLIENTS="1 100 1000"] [REPEAT=100] [RATES="20000 25000"]
 set -euo pipefail
 CLIENTS="${1:-1 100 1000}"
-REPEAT="${2:-10}"
+REPEAT="${2:-100}"
+RATES="${3:-20000 25000}"
 ROOT="$(cd "$(dirname "$0")/.." && pwd)"
 TARGET="${CARGO_TARGET_DIR:-$ROOT/target}"
 cd "$ROOT"
 cargo build --release -q -p coordinator
 cargo build --release -q -p drllm-tests --bin loadgen
-ulimit -n 65536 2>/dev/null || true
-for C in $CLIENTS; do
+ulimit -n 65536 2>/dev/null || ulimit -n "$(ulimit -Hn)" 2>/dev/null || true
+
+run() { # CLIENTS RATE
+  local DIR PORT COORD
   DIR=$(mktemp -d)
   {
     echo "output_dir = \"$DIR/out\""
@@ -27,7 +32,10 @@ for C in $CLIENTS; do
   "$TARGET/release/coordinator" serve --job "$DIR/job.toml" --state "$DIR/state" \
     --listen "127.0.0.1:$PORT" 2> "$DIR/coordinator.log" &
   COORD=$!
-  "$TARGET/release/loadgen" --url "http://127.0.0.1:$PORT" --clients "$C" --shard 8
+  "$TARGET/release/loadgen" --url "http://127.0.0.1:$PORT" --clients "$1" --shard 8 --rate "$2"
   kill "$COORD"; wait "$COORD" || true
   rm -rf "$DIR"
-done
+}
+
+for C in $CLIENTS; do run "$C" 0; done
+for R in $RATES; do run 1000 "$R"; done

@@ -199,6 +199,88 @@ async fn duplicate_and_late_submissions_are_acknowledged_and_ignored() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn failed_examples_are_kept_through_a_crash_and_never_leased_again() {
+    let JobDir {
+        dir,
+        out,
+        state,
+        job,
+    } = JobDir::new();
+    std::fs::write(&job, job_toml(&out, 3, 3, 60, 100, "")).unwrap();
+    let mut coord = Coordinator::start(
+        &job,
+        &state,
+        free_port(),
+        &["--exit-when-done"],
+        &dir.path().join("c.log"),
+    );
+    let mut a = connect(&coord.url, None);
+    wait_ready(&mut a, Duration::from_secs(20)).await;
+    a.register(register_req("a", &"f".repeat(32)))
+        .await
+        .unwrap();
+    let lease = a
+        .lease(LeaseRequest {
+            worker_id: "a".into(),
+            max_examples: 3,
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(lease.examples.len(), 3);
+    let ex = &lease.examples;
+    let record = |i: usize| SearchResult {
+        key: ex[i].key,
+        record_json: fake_record(&ex[i].example_json, "a"),
+        ..Default::default()
+    };
+    let failed = SearchResult {
+        key: ex[0].key,
+        error: "prompt longer than the model's context".into(),
+        ..Default::default()
+    };
+    let r = a
+        .submit(SubmitRequest {
+            worker_id: "a".into(),
+            results: vec![failed, record(1)],
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!((r.accepted, r.duplicates), (2, 0));
+    // The failure is durable: it survives kill -9, and a late record for it is a duplicate.
+    coord.kill9_and_restart();
+    let s = wait_ready(&mut a, Duration::from_secs(20)).await;
+    assert_eq!(
+        (s.failed, s.done, s.leased, s.pending),
+        (1, 1, 1, 0),
+        "{s:?}"
+    );
+    a.register(register_req("a", &"f".repeat(32)))
+        .await
+        .unwrap();
+    let r = a
+        .submit(SubmitRequest {
+            worker_id: "a".into(),
+            results: vec![record(0), record(2)],
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!((r.accepted, r.duplicates), (1, 1));
+    // Failed + committed = all: the job is done and the coordinator exits on its own.
+    assert!(
+        coord.wait(Duration::from_secs(30)).success(),
+        "{}",
+        coord.log()
+    );
+    assert!(coord.log().contains("prompt longer"), "{}", coord.log());
+    let keys: BTreeSet<String> = read_parts(&out).into_iter().map(|r| r.0).collect();
+    let ids = arc_train_ids(3);
+    assert_eq!(keys, [ids[1].clone(), ids[2].clone()].into_iter().collect());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn tokens_fingerprints_and_protocol_versions_are_checked() {
     let JobDir {
         dir,

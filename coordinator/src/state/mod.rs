@@ -194,9 +194,11 @@ impl State {
     ) -> std::result::Result<(), String> {
         let mut mem = self.mem();
         match &mem.fingerprint {
-            Some(f) if f != fingerprint => return Err(format!(
+            Some(f) if f != fingerprint => {
+                return Err(format!(
                 "model fingerprint {fingerprint} differs from the job's {f}: load the job's model"
-            )),
+            ))
+            }
             Some(_) => {}
             None => {
                 self.queue(Op::Meta("fingerprint", fingerprint.as_bytes().to_vec()));

@@ -225,3 +225,22 @@ impl Writer {
         Ok((accepted, n as u32 - accepted))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    proptest! {
+        #[test]
+        fn submissions_decode_to_what_was_encoded(items in prop::collection::vec((any::<u64>(), ".{0,40}"), 0..8)) {
+            let items: Vec<(u64, &str)> = items.iter().map(|(k, j)| (*k, j.as_str())).collect();
+            let bytes = encode_sub(&items);
+            prop_assert_eq!(decode_sub(&bytes).unwrap(), items.clone());
+            // Any truncation inside an entry is refused, never misread.
+            if let Some(cut) = bytes.len().checked_sub(1) {
+                prop_assert!(decode_sub(&bytes[..cut]).is_err());
+            }
+        }
+    }
+}

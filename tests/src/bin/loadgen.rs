@@ -1,13 +1,17 @@
 //! `loadgen`: coordinator throughput under many concurrent synthetic workers. Each client registers,
 //! then leases and submits valid records until the job is done; prints one JSON line with the
-//! committed records/s and lease/submit latency percentiles. Used by `bench/coordinator.sh`.
+//! committed records/s (clock started once every client has connected and registered) and
+//! lease/submit latency percentiles. Used by `bench/coordinator.sh`.
 //!
 //! Without `--rate` the clients run flat out (a closed loop: the coordinator's saturation
 //! throughput). With `--rate R` they together offer R records/s: each client starts a lease every
 //! `clients × shard / R` seconds (from a random phase), like workers that take that long per
 //! lease, and latency is measured at that load.
 
+use std::sync::Arc;
 use std::time::{Duration, Instant};
+
+use tokio::sync::Barrier;
 
 use drllm_proto::v1::*;
 use drllm_tests::{connect, fake_results, register_req, wait_ready};
@@ -25,17 +29,20 @@ async fn client(
     id: usize,
     shard: u32,
     period: Option<Duration>,
+    registered: Arc<Barrier>,
 ) -> (Vec<f64>, Vec<f64>, u64) {
     let worker = format!("load-{id}");
+    let mut c = connect(&url, None);
+    c.register(register_req(&worker, &"f".repeat(32)))
+        .await
+        .expect("register");
+    // Everyone connects and registers first; the clock starts when all have.
+    registered.wait().await;
     let mut next = Instant::now();
     if let Some(p) = period {
         // Spread the clients' phases evenly over one period.
         next += p.mul_f64((id as f64 * 0.618_034).fract());
     }
-    let mut c = connect(&url, None);
-    c.register(register_req(&worker, &"f".repeat(32)))
-        .await
-        .expect("register");
     let (mut lease_ms, mut submit_ms, mut accepted) = (Vec::new(), Vec::new(), 0);
     loop {
         if let Some(p) = period {
@@ -91,10 +98,14 @@ async fn main() {
         (rate > 0.0).then(|| Duration::from_secs_f64(clients as f64 * shard as f64 / rate));
     let mut status = connect(&url, None);
     let total = wait_ready(&mut status, Duration::from_secs(30)).await.total;
-    let t0 = Instant::now();
+    let registered = Arc::new(Barrier::new(clients + 1));
     let tasks: Vec<_> = (0..clients)
-        .map(|i| tokio::spawn(client(url.clone(), i, shard, period)))
+        .map(|i| tokio::spawn(client(url.clone(), i, shard, period, registered.clone())))
         .collect();
+    let t_reg = Instant::now();
+    registered.wait().await;
+    let register_s = t_reg.elapsed().as_secs_f64();
+    let t0 = Instant::now();
     let (mut lease, mut submit, mut accepted) = (Vec::new(), Vec::new(), 0);
     for t in tasks {
         let (l, s, a) = t.await.expect("client task");
@@ -120,7 +131,7 @@ async fn main() {
         "{}",
         serde_json::json!({
             "clients": clients, "shard": shard, "offered_records_per_s": rate, "records": total, "accepted": accepted,
-            "seconds_to_committed": secs, "seconds_to_submitted": submitted_s,
+            "seconds_to_register_all": register_s, "seconds_to_committed": secs, "seconds_to_submitted": submitted_s,
             "committed_records_per_s": total as f64 / secs,
             "lease_ms_p50": pct(&mut lease, 0.5), "lease_ms_p99": pct(&mut lease, 0.99),
             "submit_ms_p50": pct(&mut submit, 0.5), "submit_ms_p99": pct(&mut submit, 0.99),
