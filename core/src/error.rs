@@ -73,6 +73,8 @@ pub enum Error {
     Data(#[from] crate::tasks::DataError),
     #[error(transparent)]
     Candle(#[from] candle_core::Error),
+    #[error(transparent)]
+    Router(#[from] crate::router::RouterError),
 }
 
 impl Error {

@@ -15,8 +15,12 @@ pub mod loader;
 pub mod model;
 pub mod path;
 pub mod rope;
+pub mod router;
 pub mod search;
 pub mod tasks;
+#[cfg(feature = "testing")]
+#[doc(hidden)]
+pub mod testing;
 pub mod tokenizer;
 mod weights;
 

@@ -108,18 +108,25 @@ pub struct Prepared {
     gold: char,
 }
 
+/// The token ids the model reads for a task prompt (a record's `question`): chat-templated for
+/// `generate` with instruct prompts, else with a BOS token. The searches, the trainer's router
+/// inputs and routed inference all tokenize through here.
+pub fn encode_prompt(lm: &LoadedModel, text: &str, opts: &RewardOptions) -> Result<Vec<u32>> {
+    match (opts.mode, opts.style) {
+        (RewardMode::Generate, PromptStyle::Instruct) => {
+            lm.tokenizer.encode(&lm.tokenizer.apply_chat(text)?, false)
+        }
+        _ => lm.tokenizer.encode(text, true),
+    }
+}
+
 /// Tokenizes what `ex` needs under `opts`.
 pub fn prepare(lm: &LoadedModel, ex: &Example, opts: &RewardOptions) -> Result<Prepared> {
     let gold = ex.answer.chars().next().unwrap_or('?');
     match opts.mode {
         RewardMode::Generate => {
             let prompt = prompts::generation_prompt(ex, opts.style);
-            let prompt_ids = match opts.style {
-                PromptStyle::Instruct => lm
-                    .tokenizer
-                    .encode(&lm.tokenizer.apply_chat(&prompt.text)?, false)?,
-                PromptStyle::Base => lm.tokenizer.encode(&prompt.text, true)?,
-            };
+            let prompt_ids = encode_prompt(lm, &prompt.text, opts)?;
             Ok(Prepared::new(prompt_ids, Vec::new(), Some(prompt), gold))
         }
         RewardMode::ChoiceLoglik => {
@@ -128,7 +135,7 @@ pub fn prepare(lm: &LoadedModel, ex: &Example, opts: &RewardOptions) -> Result<P
                 reason: "choice-loglik needs a multiple-choice example with a gold letter".into(),
             })?;
             let context = prompts::loglik_context(ex);
-            let prompt_ids = lm.tokenizer.encode(&context, true)?;
+            let prompt_ids = encode_prompt(lm, &context, opts)?;
             let mut conts = Vec::with_capacity(ex.choices.len());
             for cont in prompts::loglik_continuations(ex) {
                 // lm-eval-harness: encode context + continuation; the continuation is what follows

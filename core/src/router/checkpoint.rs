@@ -1,0 +1,215 @@
+//! Router checkpoints: `routers.safetensors` (each layer's weights by name) and
+//! `router_config.json` (the base model's id and weight fingerprint, its layer count and width,
+//! the windows, the training configuration, class counts and metrics). A checkpoint only applies
+//! to the model it was trained on: another fingerprint, layer count or width is refused.
+
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+use super::net::{Routers, HIDDEN};
+use super::Metrics;
+
+pub const CHECKPOINT_FILE: &str = "routers.safetensors";
+pub const CONFIG_FILE: &str = "router_config.json";
+const FORMAT: u32 = 1;
+
+#[derive(Debug, thiserror::Error)]
+pub enum RouterError {
+    #[error("router checkpoint {dir}: {file} is missing (a checkpoint is a folder with {CHECKPOINT_FILE} and {CONFIG_FILE}, as `trainer` writes it)")]
+    Missing { dir: String, file: &'static str },
+    #[error("router checkpoint {path}: {reason}")]
+    Invalid { path: String, reason: String },
+    #[error("router checkpoint {dir} was trained on model {ckpt} (fingerprint) but the loaded model is {model}: load the checkpoint's base model ({base})")]
+    Fingerprint {
+        dir: String,
+        ckpt: String,
+        model: String,
+        base: String,
+    },
+    #[error("router checkpoint {dir} is for a model with {ckpt_layers} layers of width {ckpt_d}, the loaded model has {layers} of width {d}")]
+    Shape {
+        dir: String,
+        ckpt_layers: usize,
+        ckpt_d: usize,
+        layers: usize,
+        d: usize,
+    },
+    #[error("writing router checkpoint {path}: {reason}")]
+    Write { path: String, reason: String },
+}
+
+/// How the routers were trained.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TrainingConfig {
+    pub epochs: usize,
+    pub batch_size: usize,
+    pub grad_accum: usize,
+    pub lr: f64,
+    pub weight_decay: f64,
+    pub warmup_fraction: f64,
+    pub focal_gamma: f64,
+    pub class_beta: f64,
+    pub val_fraction: f64,
+    pub seed: u64,
+    /// Only records whose search found a correct path (else all).
+    pub found_only: bool,
+    /// Records whose best path is shorter are left out.
+    pub min_path_len: usize,
+}
+
+/// One epoch's metrics.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct EpochMetrics {
+    pub epoch: usize,
+    pub train: Metrics,
+    pub val: Option<Metrics>,
+    pub seconds: f64,
+}
+
+/// `router_config.json`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RouterConfig {
+    pub format: u32,
+    pub base_model: String,
+    pub model_fingerprint: String,
+    pub num_layers: usize,
+    pub model_hidden_size: usize,
+    pub windows: usize,
+    pub router_hidden_size: usize,
+    pub training: TrainingConfig,
+    /// Target decisions in the training split: skip, execute, repeat.
+    pub class_counts: [u64; 3],
+    pub class_weights: [f32; 3],
+    pub train_examples: usize,
+    pub val_examples: usize,
+    /// Optimizer steps taken so far (the schedule resumes from here).
+    pub steps_done: usize,
+    pub history: Vec<EpochMetrics>,
+}
+
+impl RouterConfig {
+    #[allow(clippy::too_many_arguments)]
+    pub fn new(
+        base_model: &str,
+        model_fingerprint: &str,
+        num_layers: usize,
+        model_hidden_size: usize,
+        windows: usize,
+        training: TrainingConfig,
+    ) -> Self {
+        Self {
+            format: FORMAT,
+            base_model: base_model.into(),
+            model_fingerprint: model_fingerprint.into(),
+            num_layers,
+            model_hidden_size,
+            windows,
+            router_hidden_size: HIDDEN,
+            training,
+            class_counts: [0; 3],
+            class_weights: [0.0; 3],
+            train_examples: 0,
+            val_examples: 0,
+            steps_done: 0,
+            history: Vec::new(),
+        }
+    }
+
+    /// Refuses a model other than the checkpoint's.
+    pub fn check_model(
+        &self,
+        dir: &Path,
+        fingerprint: &str,
+        layers: usize,
+        d: usize,
+    ) -> Result<(), RouterError> {
+        if self.model_fingerprint != fingerprint {
+            return Err(RouterError::Fingerprint {
+                dir: dir.display().to_string(),
+                ckpt: self.model_fingerprint.clone(),
+                model: fingerprint.into(),
+                base: self.base_model.clone(),
+            });
+        }
+        if self.num_layers != layers || self.model_hidden_size != d {
+            return Err(RouterError::Shape {
+                dir: dir.display().to_string(),
+                ckpt_layers: self.num_layers,
+                ckpt_d: self.model_hidden_size,
+                layers,
+                d,
+            });
+        }
+        Ok(())
+    }
+
+    /// Writes both files into `dir` (each to a temporary name, then renamed).
+    pub fn save(&self, dir: &Path, routers: &Routers) -> Result<(), RouterError> {
+        let werr = |p: &Path, reason: String| RouterError::Write {
+            path: p.display().to_string(),
+            reason,
+        };
+        std::fs::create_dir_all(dir).map_err(|e| werr(dir, e.to_string()))?;
+        let ckpt = dir.join(CHECKPOINT_FILE);
+        let tmp = tmp_of(&ckpt);
+        let named = routers
+            .named_tensors()
+            .map_err(|e| werr(&ckpt, e.to_string()))?;
+        candle_core::safetensors::save(&named, &tmp).map_err(|e| werr(&tmp, e.to_string()))?;
+        std::fs::rename(&tmp, &ckpt).map_err(|e| werr(&ckpt, e.to_string()))?;
+        let cfg = dir.join(CONFIG_FILE);
+        let tmp = tmp_of(&cfg);
+        let json = serde_json::to_string_pretty(self).expect("a config serializes");
+        std::fs::write(&tmp, json).map_err(|e| werr(&tmp, e.to_string()))?;
+        std::fs::rename(&tmp, &cfg).map_err(|e| werr(&cfg, e.to_string()))?;
+        Ok(())
+    }
+
+    /// Reads a checkpoint folder.
+    pub fn load(dir: &Path) -> Result<(Self, Routers), RouterError> {
+        let d = dir.display().to_string();
+        let need = |file: &'static str| -> Result<PathBuf, RouterError> {
+            let p = dir.join(file);
+            if p.is_file() {
+                Ok(p)
+            } else {
+                Err(RouterError::Missing {
+                    dir: d.clone(),
+                    file,
+                })
+            }
+        };
+        let invalid = |p: &Path, reason: String| RouterError::Invalid {
+            path: p.display().to_string(),
+            reason,
+        };
+        let cfg_path = need(CONFIG_FILE)?;
+        let text =
+            std::fs::read_to_string(&cfg_path).map_err(|e| invalid(&cfg_path, e.to_string()))?;
+        let cfg: RouterConfig =
+            serde_json::from_str(&text).map_err(|e| invalid(&cfg_path, e.to_string()))?;
+        if cfg.format != FORMAT || cfg.router_hidden_size != HIDDEN {
+            return Err(invalid(
+                &cfg_path,
+                format!(
+                    "format {} with router width {} (this release reads format {FORMAT}, width {HIDDEN})",
+                    cfg.format, cfg.router_hidden_size
+                ),
+            ));
+        }
+        let ckpt = need(CHECKPOINT_FILE)?;
+        let tensors = candle_core::safetensors::load(&ckpt, &candle_core::Device::Cpu)
+            .map_err(|e| invalid(&ckpt, e.to_string()))?;
+        let routers = Routers::from_named(&tensors, cfg.num_layers, cfg.model_hidden_size)
+            .map_err(|e| invalid(&ckpt, e))?;
+        Ok((cfg, routers))
+    }
+}
+
+fn tmp_of(p: &Path) -> PathBuf {
+    let mut s = p.as_os_str().to_owned();
+    s.push(".tmp");
+    PathBuf::from(s)
+}

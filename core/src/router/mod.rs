@@ -1,0 +1,97 @@
+//! Dr.LLM's per-layer routers (DESIGN.md "Routers"): router `i` reads the hidden state entering
+//! layer `i`, averaged over windows of the prompt, and decides skip (0), execute (1) or repeat (2).
+//! This module holds what the trainer and the evaluator share: walking the layers with one
+//! decision per layer ([`walk`]), the window means, the router network and its checkpoint, the
+//! focal loss and the classification metrics.
+
+mod checkpoint;
+mod loss;
+mod metrics;
+mod net;
+
+use candle_core::{Tensor, D};
+
+pub use checkpoint::{
+    EpochMetrics, RouterConfig, RouterError, TrainingConfig, CHECKPOINT_FILE, CONFIG_FILE,
+};
+pub use loss::{class_weights, focal_loss};
+pub use metrics::{Confusion, Metrics};
+pub use net::{argmax_last, Budget, Routers, HIDDEN};
+
+use crate::{KvSlot, Model, Result};
+
+/// Decisions, as the records' `best_decisions` and the router classes number them.
+pub const SKIP: u8 = 0;
+pub const EXECUTE: u8 = 1;
+pub const REPEAT: u8 = 2;
+pub const CLASSES: [&str; 3] = ["skip", "execute", "repeat"];
+
+/// Default number of prompt windows a router averages over.
+pub const DEFAULT_WINDOWS: usize = 8;
+
+/// Means of the prompt's hidden states `x` (`[T, d]`) over `min(windows, T)` equal windows (the
+/// remainder positions dropped): `[min(windows, T), d]`.
+pub fn window_means(x: &Tensor, windows: usize) -> Result<Tensor> {
+    let (t, d) = x.dims2()?;
+    if t <= windows {
+        return Ok(x.clone());
+    }
+    let size = t / windows;
+    Ok(x.narrow(0, 0, windows * size)?
+        .reshape((windows, size, d))?
+        .mean(1)?)
+}
+
+/// Runs the prompt `ids` through the model one layer at a time. Before layer `i` it asks
+/// `decide(i, x)` — `x` is the hidden state entering layer `i` (`[T, d]`) — how often to run it
+/// (0, 1 or 2). Returns the decisions (the path's per-layer counts) and the final hidden state.
+/// Teacher forcing answers with the target's decision; routed inference with a router's.
+pub fn walk(
+    model: &Model,
+    ids: &[u32],
+    mut decide: impl FnMut(usize, &Tensor) -> Result<u8>,
+) -> Result<(Vec<u8>, Tensor)> {
+    model.check_span(0, ids.len())?;
+    let rope = model.rope(0, ids.len())?;
+    let mut x = model.embed(ids)?;
+    let mut decisions = Vec::with_capacity(model.num_layers());
+    for layer in 0..model.num_layers() {
+        let d = decide(layer, &x)?.min(REPEAT);
+        for _ in 0..d {
+            x = model.run_layer(layer, &x, &rope, &mut KvSlot::new())?;
+        }
+        decisions.push(d);
+    }
+    Ok((decisions, x))
+}
+
+/// The router inputs of a teacher-forced pass along `target` (per-layer decisions): for each
+/// layer, the window means of the state entering it, `[L, windows, d]` with rows past the
+/// prompt's window count zero, and that count.
+pub fn teacher_forced_inputs(
+    model: &Model,
+    ids: &[u32],
+    target: &[u8],
+    windows: usize,
+) -> Result<(Tensor, usize)> {
+    let mut means = Vec::with_capacity(target.len());
+    walk(model, ids, |layer, x| {
+        means.push(window_means(x, windows)?);
+        Ok(target.get(layer).copied().unwrap_or(EXECUTE))
+    })?;
+    let count = means.first().map_or(0, |m| m.dim(0).unwrap_or(0));
+    let means = Tensor::stack(&means, 0)?;
+    let means = if count < windows {
+        let (l, _, d) = means.dims3()?;
+        let pad = Tensor::zeros((l, windows - count, d), means.dtype(), means.device())?;
+        Tensor::cat(&[&means, &pad], 1)?
+    } else {
+        means
+    };
+    Ok((means, count))
+}
+
+/// Softmax over the last dimension.
+pub(crate) fn softmax(x: &Tensor) -> candle_core::Result<Tensor> {
+    candle_nn::ops::softmax(x, D::Minus1)
+}

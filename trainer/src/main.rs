@@ -1,0 +1,203 @@
+//! `trainer`: fits Dr.LLM's per-layer routers from search records (Parquet) into a router
+//! checkpoint (`routers.safetensors` + `router_config.json`, with `metrics.csv` / `metrics.json`).
+
+use std::path::PathBuf;
+
+use anyhow::{bail, Context};
+use clap::{Parser, Subcommand};
+use drllm_core::cli::ModelArgs;
+use drllm_core::router::{RouterConfig, Routers, TrainingConfig, CONFIG_FILE, DEFAULT_WINDOWS};
+use drllm_trainer::{cache, data, train};
+
+#[derive(Parser)]
+#[command(
+    version,
+    about = "drllm trainer: fits per-layer routers from search records"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Train routers from search records into a checkpoint folder
+    Train(TrainArgs),
+}
+
+#[derive(clap::Args)]
+struct TrainArgs {
+    /// Search records: Parquet files or folders of them (a job's output_dir, `worker search --out`).
+    #[arg(long, required = true, num_args = 1..)]
+    records: Vec<PathBuf>,
+    /// Checkpoint folder to write (routers.safetensors, router_config.json, metrics.csv/json).
+    #[arg(long)]
+    out: PathBuf,
+    /// Continue training the checkpoint in --out up to --epochs (weights and schedule position
+    /// resume; AdamW's moments start afresh).
+    #[arg(long)]
+    resume: bool,
+    #[command(flatten)]
+    model: ModelArgs,
+    /// Prompt windows each router averages over.
+    #[arg(long, default_value_t = DEFAULT_WINDOWS)]
+    windows: usize,
+    #[arg(long, default_value_t = 25)]
+    epochs: usize,
+    /// Examples per minibatch.
+    #[arg(long, default_value_t = 16)]
+    batch_size: usize,
+    /// Minibatches whose gradients are summed before each optimizer step.
+    #[arg(long, default_value_t = 1)]
+    grad_accum: usize,
+    #[arg(long, default_value_t = 1e-3)]
+    lr: f64,
+    #[arg(long, default_value_t = 0.01)]
+    weight_decay: f64,
+    /// Share of the steps spent warming the learning rate up (then cosine decay to 0).
+    #[arg(long, default_value_t = 0.05)]
+    warmup: f64,
+    /// Focal loss γ.
+    #[arg(long, default_value_t = 2.0)]
+    focal_gamma: f64,
+    /// β of the effective-number class weights.
+    #[arg(long, default_value_t = 0.999)]
+    class_beta: f64,
+    /// Share of the questions held out for validation (by question, seeded).
+    #[arg(long, default_value_t = 0.1)]
+    val_fraction: f64,
+    #[arg(long, default_value_t = 0)]
+    seed: u64,
+    /// Also train on records whose search found no correct path (target: the default path).
+    #[arg(long)]
+    include_unfound: bool,
+    /// Leave out records whose best path has fewer positions (e.g. chance-level short paths).
+    #[arg(long, default_value_t = 0)]
+    min_path_len: usize,
+    /// Where router inputs are cached (default: ~/.cache/drllm/router-features).
+    #[arg(long)]
+    cache_dir: Option<PathBuf>,
+}
+
+fn main() -> anyhow::Result<()> {
+    drllm_core::init_cpu_threads();
+    drllm_core::cli::init();
+    match Cli::parse().command {
+        Command::Train(a) => run(a),
+    }
+}
+
+fn run(a: TrainArgs) -> anyhow::Result<()> {
+    anyhow::ensure!(
+        a.windows > 0 && a.epochs > 0 && a.batch_size > 0 && a.grad_accum > 0,
+        "--windows, --epochs, --batch-size and --grad-accum must be at least 1"
+    );
+    anyhow::ensure!(
+        (0.0..1.0).contains(&a.val_fraction),
+        "--val-fraction must be in [0, 1)"
+    );
+    let training = TrainingConfig {
+        epochs: a.epochs,
+        batch_size: a.batch_size,
+        grad_accum: a.grad_accum,
+        lr: a.lr,
+        weight_decay: a.weight_decay,
+        warmup_fraction: a.warmup,
+        focal_gamma: a.focal_gamma,
+        class_beta: a.class_beta,
+        val_fraction: a.val_fraction,
+        seed: a.seed,
+        found_only: !a.include_unfound,
+        min_path_len: a.min_path_len,
+    };
+    let lm = a.model.load()?;
+    let (layers, d) = (lm.model.num_layers(), lm.model.config().hidden_size);
+    let existing = a.out.join(CONFIG_FILE).is_file();
+    let (mut cfg, routers) = if a.resume {
+        let (cfg, routers) = RouterConfig::load(&a.out)?;
+        cfg.check_model(&a.out, &lm.fingerprint, layers, d)?;
+        let mut same = cfg.training.clone();
+        same.epochs = a.epochs;
+        if same != training || cfg.windows != a.windows {
+            bail!("--resume: the options differ from the checkpoint's training configuration {:?} (windows {}); only --epochs may change", cfg.training, cfg.windows);
+        }
+        let mut cfg = cfg;
+        cfg.training.epochs = a.epochs;
+        (cfg, routers)
+    } else {
+        if existing {
+            bail!("{} already holds a router checkpoint: pass --resume to continue training it, or choose another --out", a.out.display());
+        }
+        let cfg = RouterConfig::new(&lm.id, &lm.fingerprint, layers, d, a.windows, training);
+        (cfg, Routers::init(layers, d, a.seed)?)
+    };
+
+    let records = data::read_all(&a.records)?;
+    let filter = data::Filter {
+        fingerprint: lm.fingerprint.clone(),
+        num_layers: layers,
+        found_only: cfg.training.found_only,
+        min_path_len: cfg.training.min_path_len,
+    };
+    let (kept, selection) = data::select(records, &filter)?;
+    tracing::info!(?selection, "records selected");
+    let (mut train_ex, mut val_ex) = (Vec::new(), Vec::new());
+    for r in &kept {
+        let e = data::example(&lm, r)?;
+        if data::is_validation(&e.question, cfg.training.val_fraction, cfg.training.seed) {
+            val_ex.push(e);
+        } else {
+            train_ex.push(e);
+        }
+    }
+    anyhow::ensure!(
+        !train_ex.is_empty(),
+        "every selected question fell into validation: lower --val-fraction"
+    );
+    let n_train = train_ex.len();
+    let all: Vec<data::Example> = train_ex.into_iter().chain(val_ex).collect();
+    let root = a
+        .cache_dir
+        .clone()
+        .unwrap_or_else(|| drllm_core::loader::cache_dir().join("router-features"));
+    let (feats, built) =
+        cache::open_or_build(&root, &lm.model, &lm.fingerprint, &all, a.windows, true)
+            .context("computing router inputs")?;
+    tracing::info!(computed = built.computed, reused = built.reused, seconds = built.seconds, cache = %feats.dir.display(), "router inputs ready");
+    let split = |range: std::ops::Range<usize>| train::Split {
+        rows: range.clone().collect(),
+        targets: all[range].iter().map(|e| e.target.as_slice()).collect(),
+    };
+    let (tr, va) = (split(0..n_train), split(n_train..all.len()));
+    let bar = drllm_core::cli::progress_bar(cfg.training.epochs);
+    bar.set_position(cfg.history.len() as u64);
+    bar.set_message("epochs");
+    let t = std::time::Instant::now();
+    train::train(&routers, &feats, &tr, &va, &mut cfg, &a.out, |e| {
+        bar.inc(1);
+        let line = match &e.val {
+            Some(v) => format!(
+                "epoch {} train {} | val {}",
+                e.epoch,
+                e.train.line(),
+                v.line()
+            ),
+            None => format!("epoch {} train {}", e.epoch, e.train.line()),
+        };
+        bar.suspend(|| eprintln!("{line}"));
+    })?;
+    bar.finish_and_clear();
+    let epochs_s = t.elapsed().as_secs_f64();
+    let last = cfg.history.last();
+    println!(
+        "{}",
+        serde_json::json!({
+            "checkpoint": a.out, "selection": selection, "train_examples": tr.rows.len(),
+            "val_examples": va.rows.len(), "feature_pass_seconds": built.seconds,
+            "features_computed": built.computed, "features_reused": built.reused,
+            "epochs": cfg.history.len(), "epochs_seconds": epochs_s,
+            "train": last.map(|e| &e.train), "val": last.and_then(|e| e.val.as_ref()),
+        })
+    );
+    Ok(())
+}

@@ -1,0 +1,228 @@
+//! Fitting the routers from cached inputs: minibatches of examples, all layers at once, focal
+//! loss with effective-number class weights, AdamW with linear warmup then cosine decay, gradient
+//! accumulation. After every epoch: metrics on train and validation, and the checkpoint and
+//! metrics files rewritten, so an interrupted run loses at most one epoch.
+
+use std::io::Write;
+use std::path::Path;
+use std::time::Instant;
+
+use candle_core::{Device, Tensor};
+use candle_nn::{AdamW, Optimizer, ParamsAdamW};
+use drllm_core::router::{
+    argmax_last, class_weights, focal_loss, Confusion, EpochMetrics, Metrics, RouterConfig, Routers,
+};
+use rand::seq::SliceRandom;
+use rand::SeedableRng;
+
+use crate::cache::Features;
+use crate::{Error, Result};
+
+/// Examples by their row in the feature cache, with their targets.
+pub struct Split<'a> {
+    pub rows: Vec<usize>,
+    pub targets: Vec<&'a [u8]>,
+}
+
+/// Target decision counts (skip, execute, repeat).
+pub fn class_counts(targets: &[&[u8]]) -> [u64; 3] {
+    let mut c = [0u64; 3];
+    for t in targets {
+        for &d in t.iter() {
+            c[d.min(2) as usize] += 1;
+        }
+    }
+    c
+}
+
+/// Learning rate at `step` of `total`: linear warmup over `warmup` steps, then cosine to 0.
+pub fn learning_rate(lr: f64, step: usize, total: usize, warmup: usize) -> f64 {
+    if step < warmup {
+        return lr * (step + 1) as f64 / warmup as f64;
+    }
+    let rest = (total - warmup).max(1) as f64;
+    let t = ((step - warmup) as f64 / rest).min(1.0);
+    lr * 0.5 * (1.0 + (std::f64::consts::PI * t).cos())
+}
+
+/// Loss and predictions of a batch.
+fn run_batch(
+    routers: &Routers,
+    feats: &Features,
+    rows: &[usize],
+    targets: &[&[u8]],
+    alpha: &Tensor,
+    gamma: f64,
+) -> Result<(Tensor, Vec<u8>)> {
+    let (x, mask) = feats.batch(rows)?;
+    let logits = routers.forward(&x, &mask)?; // [L, B, 3]
+    let l = feats.layers;
+    let b = rows.len();
+    // Targets in the logits' order: layer-major.
+    let mut t = Vec::with_capacity(l * b);
+    for layer in 0..l {
+        t.extend(targets.iter().map(|tg| tg[layer] as u32));
+    }
+    let t = Tensor::from_vec(t, l * b, &Device::Cpu)?;
+    let flat = logits.reshape((l * b, 3))?;
+    let loss = focal_loss(&flat, &t, alpha, gamma)?;
+    Ok((loss, argmax_last(&flat)?))
+}
+
+/// Adds a layer-major prediction block to `conf`, per example.
+fn tally(conf: &mut Confusion, targets: &[&[u8]], pred: &[u8], layers: usize) {
+    let b = targets.len();
+    for (i, t) in targets.iter().enumerate() {
+        let p: Vec<u8> = (0..layers).map(|l| pred[l * b + i]).collect();
+        conf.add(t, &p);
+    }
+}
+
+/// Metrics of `split` under the current routers (no update).
+pub fn evaluate(
+    routers: &Routers,
+    feats: &Features,
+    split: &Split,
+    alpha: &Tensor,
+    gamma: f64,
+    batch: usize,
+) -> Result<Metrics> {
+    let mut conf = Confusion::default();
+    let mut loss = 0.0;
+    for (rows, targets) in split.rows.chunks(batch).zip(split.targets.chunks(batch)) {
+        let (l, pred) = run_batch(routers, feats, rows, targets, alpha, gamma)?;
+        loss += l.to_scalar::<f32>()? as f64 * rows.len() as f64;
+        tally(&mut conf, targets, &pred, feats.layers);
+    }
+    Ok(conf.metrics(loss / split.rows.len().max(1) as f64))
+}
+
+/// Trains for the epochs `cfg.training.epochs` asks beyond those in `cfg.history`, saving the
+/// checkpoint and metrics into `out` after each. `on_epoch` hears each epoch's metrics.
+pub fn train(
+    routers: &Routers,
+    feats: &Features,
+    train: &Split,
+    val: &Split,
+    cfg: &mut RouterConfig,
+    out: &Path,
+    mut on_epoch: impl FnMut(&EpochMetrics),
+) -> Result<()> {
+    let tc = cfg.training.clone();
+    let counts = class_counts(&train.targets);
+    let w = class_weights(&counts, tc.class_beta);
+    cfg.class_counts = counts;
+    cfg.class_weights = [w[0], w[1], w[2]];
+    cfg.train_examples = train.rows.len();
+    cfg.val_examples = val.rows.len();
+    let alpha = Tensor::new(&cfg.class_weights, &Device::Cpu)?;
+    let per_step = tc.batch_size.max(1) * tc.grad_accum.max(1);
+    let steps_per_epoch = train.rows.len().div_ceil(per_step);
+    let total = tc.epochs * steps_per_epoch;
+    let warmup = ((total as f64 * tc.warmup_fraction).round() as usize).max(1);
+    let mut opt = AdamW::new(
+        routers.vars(),
+        ParamsAdamW {
+            lr: tc.lr,
+            weight_decay: tc.weight_decay,
+            ..Default::default()
+        },
+    )?;
+    let mut order = train
+        .rows
+        .iter()
+        .copied()
+        .zip(train.targets.iter().copied())
+        .collect::<Vec<_>>();
+    for epoch in cfg.history.len()..tc.epochs {
+        let t = Instant::now();
+        let mut rng =
+            rand::rngs::StdRng::seed_from_u64(tc.seed ^ (epoch as u64).wrapping_mul(0x9e37_79b9));
+        order.shuffle(&mut rng);
+        let mut conf = Confusion::default();
+        let mut loss_sum = 0.0;
+        for step_items in order.chunks(per_step) {
+            let mut acc: Option<candle_core::backprop::GradStore> = None;
+            for micro in step_items.chunks(tc.batch_size.max(1)) {
+                let rows: Vec<usize> = micro.iter().map(|m| m.0).collect();
+                let targets: Vec<&[u8]> = micro.iter().map(|m| m.1).collect();
+                let (loss, pred) =
+                    run_batch(routers, feats, &rows, &targets, &alpha, tc.focal_gamma)?;
+                loss_sum += loss.to_scalar::<f32>()? as f64 * rows.len() as f64;
+                tally(&mut conf, &targets, &pred, feats.layers);
+                let share = micro.len() as f64 / step_items.len() as f64;
+                let grads = loss.affine(share, 0.0)?.backward()?;
+                acc = Some(match acc {
+                    None => grads,
+                    Some(mut a) => {
+                        for v in routers.vars() {
+                            if let (Some(old), Some(g)) = (a.get(&v), grads.get(&v)) {
+                                let sum = (old + g)?;
+                                a.insert(&v, sum);
+                            }
+                        }
+                        a
+                    }
+                });
+            }
+            opt.set_learning_rate(learning_rate(tc.lr, cfg.steps_done, total, warmup));
+            opt.step(&acc.expect("a step has at least one micro-batch"))?;
+            cfg.steps_done += 1;
+        }
+        let train_m = conf.metrics(loss_sum / train.rows.len().max(1) as f64);
+        let val_m = if val.rows.is_empty() {
+            None
+        } else {
+            Some(evaluate(
+                routers,
+                feats,
+                val,
+                &alpha,
+                tc.focal_gamma,
+                tc.batch_size.max(1) * 4,
+            )?)
+        };
+        let em = EpochMetrics {
+            epoch: epoch + 1,
+            train: train_m,
+            val: val_m,
+            seconds: t.elapsed().as_secs_f64(),
+        };
+        on_epoch(&em);
+        cfg.history.push(em);
+        cfg.save(out, routers)?;
+        write_metrics(out, &cfg.history)?;
+    }
+    Ok(())
+}
+
+/// `metrics.csv` (one row per epoch and split) and `metrics.json` next to the checkpoint.
+pub fn write_metrics(out: &Path, history: &[EpochMetrics]) -> Result<()> {
+    let werr = |p: &Path, e: std::io::Error| Error::Input {
+        path: p.display().to_string(),
+        reason: format!("cannot write: {e}"),
+    };
+    let csv = out.join("metrics.csv");
+    let mut f = std::fs::File::create(&csv).map_err(|e| werr(&csv, e))?;
+    let mut text = String::from("epoch,split,loss,macro_f1,f1_skip,f1_execute,f1_repeat,skip_recall,repeat_recall,accuracy,layers_pred,layers_target,seconds\n");
+    for e in history {
+        for (name, m) in [("train", Some(&e.train)), ("val", e.val.as_ref())] {
+            if let Some(m) = m {
+                text +=
+                    &format!(
+                    "{},{name},{:.6},{:.6},{:.6},{:.6},{:.6},{:.6},{:.6},{:.6},{:.4},{:.4},{:.3}\n",
+                    e.epoch, m.loss, m.macro_f1, m.f1[0], m.f1[1], m.f1[2], m.skip_recall,
+                    m.repeat_recall, m.accuracy, m.layers_pred, m.layers_target, e.seconds
+                );
+            }
+        }
+    }
+    f.write_all(text.as_bytes()).map_err(|e| werr(&csv, e))?;
+    let json = out.join("metrics.json");
+    std::fs::write(
+        &json,
+        serde_json::to_string_pretty(history).expect("serializes"),
+    )
+    .map_err(|e| werr(&json, e))?;
+    Ok(())
+}
