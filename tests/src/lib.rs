@@ -201,14 +201,20 @@ pub async fn wait_ready(c: &mut Client, limit: Duration) -> StatusReply {
 /// A valid record for a leased example, as a worker would submit it.
 pub fn fake_record(example_json: &str, worker: &str) -> String {
     let ex: Example = serde_json::from_str(example_json).expect("an example");
-    let r = SearchRecord {
+    serde_json::to_string(&search_record(&ex, worker, &"f".repeat(32))).unwrap()
+}
+
+/// A plausible search record of `ex` for a 30-layer model with weights `fingerprint`: found, best
+/// path skipping the last two layers.
+pub fn search_record(ex: &Example, worker: &str, fingerprint: &str) -> SearchRecord {
+    SearchRecord {
         example_id: ex.id.clone(),
         dataset: ex.dataset.clone(),
         split: ex.split.clone(),
         question: ex.question.clone(),
         gold: ex.answer.clone(),
         model_id: "synthetic".into(),
-        model_fingerprint: "f".repeat(32),
+        model_fingerprint: fingerprint.into(),
         num_layers: 30,
         reward_mode: "choice-loglik".into(),
         original_correct: true,
@@ -225,8 +231,7 @@ pub fn fake_record(example_json: &str, worker: &str) -> String {
         search_config: "{}".into(),
         worker_id: worker.into(),
         timestamp_ms: 0,
-    };
-    serde_json::to_string(&r).unwrap()
+    }
 }
 
 pub fn register_req(worker: &str, fingerprint: &str) -> RegisterRequest {

@@ -110,6 +110,8 @@ fn run(a: TrainArgs) -> anyhow::Result<()> {
         found_only: !a.include_unfound,
         min_path_len: a.min_path_len,
     };
+    // Records first: a wrong path fails before the model loads.
+    let records = data::read_all(&a.records)?;
     let lm = a.model.load()?;
     let (layers, d) = (lm.model.num_layers(), lm.model.config().hidden_size);
     let existing = a.out.join(CONFIG_FILE).is_file();
@@ -132,7 +134,6 @@ fn run(a: TrainArgs) -> anyhow::Result<()> {
         (cfg, Routers::init(layers, d, a.seed)?)
     };
 
-    let records = data::read_all(&a.records)?;
     let filter = data::Filter {
         fingerprint: lm.fingerprint.clone(),
         num_layers: layers,

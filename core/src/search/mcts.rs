@@ -27,6 +27,10 @@ pub struct SearchConfig {
     pub random_prob: f64,
     /// Longest path allowed, as a multiple of the model's depth.
     pub max_len_factor: usize,
+    /// Seeds the shuffling of untried actions and the random selections. Each example's search
+    /// draws from its own stream, derived from this seed and the example's id
+    /// ([`Mcts::for_example`]): examples explore in different orders (as the paper's sequential
+    /// run over one seeded RNG does), and an example's search is the same on any worker.
     pub seed: u64,
 }
 
@@ -123,8 +127,23 @@ pub struct Mcts {
 }
 
 impl Mcts {
+    /// A search whose RNG is seeded with `cfg.seed` itself.
     pub fn new(num_layers: usize, cfg: SearchConfig) -> Self {
-        let rng = StdRng::seed_from_u64(cfg.seed);
+        let seed = cfg.seed;
+        Self::with_rng_seed(num_layers, cfg, seed)
+    }
+
+    /// The search of example `example_id`: its RNG stream is derived from `cfg.seed` and the id.
+    pub fn for_example(num_layers: usize, cfg: SearchConfig, example_id: &str) -> Self {
+        let mut h = blake3::Hasher::new();
+        h.update(&cfg.seed.to_le_bytes());
+        h.update(example_id.as_bytes());
+        let seed = u64::from_le_bytes(h.finalize().as_bytes()[..8].try_into().expect("8 bytes"));
+        Self::with_rng_seed(num_layers, cfg, seed)
+    }
+
+    fn with_rng_seed(num_layers: usize, cfg: SearchConfig, seed: u64) -> Self {
+        let rng = StdRng::seed_from_u64(seed);
         let mut m = Self {
             cfg,
             num_layers,

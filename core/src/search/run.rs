@@ -37,11 +37,12 @@ pub fn search_example(
     let t0 = Instant::now();
     let mut eval = PathEvaluator::new(lm, ex, *opts, reuse_budget)?;
     let mut responses: HashMap<Vec<u16>, Option<String>> = HashMap::new();
-    let (outcome, _tree) = Mcts::new(lm.model.num_layers(), cfg.clone()).run(|path| {
-        let o = eval.evaluate(path)?;
-        responses.insert(path.layers().to_vec(), o.response);
-        Ok::<_, crate::Error>(o.correct)
-    })?;
+    let (outcome, _tree) =
+        Mcts::for_example(lm.model.num_layers(), cfg.clone(), &ex.id).run(|path| {
+            let o = eval.evaluate(path)?;
+            responses.insert(path.layers().to_vec(), o.response);
+            Ok::<_, crate::Error>(o.correct)
+        })?;
     let best_response = responses.remove(outcome.best_path.layers()).flatten();
     Ok(ExampleSearch {
         outcome,
