@@ -197,6 +197,7 @@ fn run(a: TrainArgs) -> anyhow::Result<()> {
             "val_examples": va.rows.len(), "feature_pass_seconds": built.seconds,
             "features_computed": built.computed, "features_reused": built.reused,
             "epochs": cfg.history.len(), "epochs_seconds": epochs_s,
+            "epochs_over_feature_pass": (built.computed > 0).then(|| epochs_s / built.seconds),
             "train": last.map(|e| &e.train), "val": last.and_then(|e| e.val.as_ref()),
         })
     );

@@ -167,6 +167,17 @@ fn trains_resumes_and_refuses_bad_inputs() {
         ],
         "junk.parquet",
     );
+    // A Parquet file, but not search records.
+    let batch = arrow_array::RecordBatch::try_from_iter([(
+        "x",
+        std::sync::Arc::new(arrow_array::Int32Array::from(vec![1, 2])) as arrow_array::ArrayRef,
+    )])
+    .unwrap();
+    let f = std::fs::File::create(p("table.parquet")).unwrap();
+    let mut w = parquet::arrow::ArrowWriter::try_new(f, batch.schema(), None).unwrap();
+    w.write(&batch).unwrap();
+    w.close().unwrap();
+    fails(&["train", "--records", &p("table.parquet").to_string_lossy(), "--out", o2], "schema version");
     let empty = write(&p("empty.parquet"), &[]);
     fails(
         &["train", "--records", &empty, "--out", o2],
