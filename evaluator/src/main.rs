@@ -1,8 +1,11 @@
-//! `evaluator`: scores models on evaluation sets. Today: `baseline` (a static model, any layer
-//! path, either reward mode) and `grade` (the graders on outputs of any system).
+//! `evaluator`: scores models on evaluation sets: `run` (a router checkpoint with routed
+//! inference against the static model), `baseline` (a static model, any layer path, either reward
+//! mode) and `grade` (the graders on outputs of any system).
 
 mod baseline;
 mod grade;
+mod report;
+mod routed;
 
 use clap::{Parser, Subcommand};
 
@@ -16,6 +19,9 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
+    /// Score a router checkpoint: routed inference against the static model on a dataset, with a
+    /// report (JSON, Markdown, decision plot) in --out. Exit code 2: below --min-routed-accuracy.
+    Run(routed::Args),
     /// Accuracy of the model along one layer path (default: all layers) on a dataset.
     Baseline(baseline::Args),
     /// Grade model outputs: reads JSONL lines {"pred", "gold", "kind": "math"|"letter"} and writes
@@ -23,10 +29,12 @@ enum Command {
     Grade(grade::Args),
 }
 
-fn main() -> anyhow::Result<()> {
+fn main() -> anyhow::Result<std::process::ExitCode> {
+    drllm_core::init_cpu_threads();
     drllm_core::cli::init();
     match Cli::parse().command {
-        Command::Baseline(a) => baseline::run(a),
-        Command::Grade(a) => grade::run(a),
+        Command::Run(a) => routed::run(a),
+        Command::Baseline(a) => baseline::run(a).map(|()| std::process::ExitCode::SUCCESS),
+        Command::Grade(a) => grade::run(a).map(|()| std::process::ExitCode::SUCCESS),
     }
 }

@@ -177,7 +177,16 @@ fn trains_resumes_and_refuses_bad_inputs() {
     let mut w = parquet::arrow::ArrowWriter::try_new(f, batch.schema(), None).unwrap();
     w.write(&batch).unwrap();
     w.close().unwrap();
-    fails(&["train", "--records", &p("table.parquet").to_string_lossy(), "--out", o2], "schema version");
+    fails(
+        &[
+            "train",
+            "--records",
+            &p("table.parquet").to_string_lossy(),
+            "--out",
+            o2,
+        ],
+        "schema version",
+    );
     let empty = write(&p("empty.parquet"), &[]);
     fails(
         &["train", "--records", &empty, "--out", o2],

@@ -8,6 +8,7 @@ mod checkpoint;
 mod loss;
 mod metrics;
 mod net;
+mod routed;
 
 use candle_core::{Tensor, D};
 
@@ -17,6 +18,7 @@ pub use checkpoint::{
 pub use loss::{class_weights, focal_loss};
 pub use metrics::{Confusion, Metrics};
 pub use net::{argmax_last, Budget, Routers, HIDDEN};
+pub use routed::evaluate_routed;
 
 use crate::{KvSlot, Model, Result};
 
@@ -42,27 +44,38 @@ pub fn window_means(x: &Tensor, windows: usize) -> Result<Tensor> {
         .mean(1)?)
 }
 
-/// Runs the prompt `ids` through the model one layer at a time. Before layer `i` it asks
-/// `decide(i, x)` — `x` is the hidden state entering layer `i` (`[T, d]`) — how often to run it
-/// (0, 1 or 2). Returns the decisions (the path's per-layer counts) and the final hidden state.
-/// Teacher forcing answers with the target's decision; routed inference with a router's.
-pub fn walk(
-    model: &Model,
-    ids: &[u32],
+/// Runs hidden state `x` through `num_layers` layers one decision at a time: before layer `i`,
+/// `decide(i, x)` says how often to run it (0, 1 or 2) and `run(i, x)` runs it. Returns the
+/// decisions (the path's per-layer counts) and the final state. Teacher forcing answers with the
+/// target's decisions; routed inference with a router's.
+pub fn walk_layers(
+    num_layers: usize,
+    mut x: Tensor,
     mut decide: impl FnMut(usize, &Tensor) -> Result<u8>,
+    mut run: impl FnMut(usize, &Tensor) -> Result<Tensor>,
 ) -> Result<(Vec<u8>, Tensor)> {
-    model.check_span(0, ids.len())?;
-    let rope = model.rope(0, ids.len())?;
-    let mut x = model.embed(ids)?;
-    let mut decisions = Vec::with_capacity(model.num_layers());
-    for layer in 0..model.num_layers() {
+    let mut decisions = Vec::with_capacity(num_layers);
+    for layer in 0..num_layers {
         let d = decide(layer, &x)?.min(REPEAT);
         for _ in 0..d {
-            x = model.run_layer(layer, &x, &rope, &mut KvSlot::new())?;
+            x = run(layer, &x)?;
         }
         decisions.push(d);
     }
     Ok((decisions, x))
+}
+
+/// [`walk_layers`] over the prompt `ids` alone (`x` is `[T, d]`).
+pub fn walk(
+    model: &Model,
+    ids: &[u32],
+    decide: impl FnMut(usize, &Tensor) -> Result<u8>,
+) -> Result<(Vec<u8>, Tensor)> {
+    model.check_span(0, ids.len())?;
+    let rope = model.rope(0, ids.len())?;
+    walk_layers(model.num_layers(), model.embed(ids)?, decide, |layer, x| {
+        model.run_layer(layer, x, &rope, &mut KvSlot::new())
+    })
 }
 
 /// The router inputs of a teacher-forced pass along `target` (per-layer decisions): for each

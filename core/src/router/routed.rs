@@ -1,0 +1,41 @@
+//! Routed inference on a task example: the prompt and (for choice-loglik) every choice's
+//! continuation run as one fused batch per layer, as in the search; before each layer the router
+//! reads the prompt rows' hidden state and decides, and the layer runs 0, 1 or 2 times on all
+//! rows. Skipped layers are never computed, and scoring or generation continues on the path the
+//! routers chose, from the key/value slots the routed pass filled.
+
+use candle_core::Tensor;
+
+use super::walk_layers;
+use crate::tasks::reward::{finish, prepare, Outcome, RewardOptions};
+use crate::tasks::Example;
+use crate::{LayerPath, LoadedModel, Result};
+
+/// Evaluates `ex` along the path that `decide(layer, prompt_rows)` chooses layer by layer;
+/// returns the outcome and the path.
+pub fn evaluate_routed(
+    lm: &LoadedModel,
+    ex: &Example,
+    opts: &RewardOptions,
+    mut decide: impl FnMut(usize, &Tensor) -> Result<u8>,
+) -> Result<(Outcome, LayerPath)> {
+    let model = &lm.model;
+    let prep = prepare(lm, ex, opts)?;
+    let t = prep.prompt_ids.len();
+    let segs = prep.segments();
+    let rope = model.rope_segments(segs)?;
+    let mut slots = Vec::with_capacity(model.num_layers());
+    let (counts, x) = walk_layers(
+        model.num_layers(),
+        prep.embed(lm)?,
+        |layer, x| decide(layer, &x.narrow(0, 0, t)?),
+        |layer, x| {
+            let (y, slot) = model.run_layer_fused(layer, x, &rope, segs)?;
+            slots.push(slot);
+            Ok(y)
+        },
+    )?;
+    let path = LayerPath::from_counts(&counts)?;
+    let o = finish(lm, ex, &prep, opts, &path, &x, slots, &mut 0)?;
+    Ok((o, path))
+}
