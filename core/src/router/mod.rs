@@ -5,6 +5,7 @@
 //! focal loss and the classification metrics.
 
 mod checkpoint;
+mod gelu;
 mod loss;
 mod metrics;
 mod net;

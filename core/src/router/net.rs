@@ -8,6 +8,7 @@ use std::collections::HashMap;
 use candle_core::{DType, Device, Tensor, Var, D};
 use rand::{Rng, SeedableRng};
 
+use super::gelu::gelu_tanh;
 use super::{softmax, window_means, EXECUTE, REPEAT, SKIP};
 use crate::Result;
 
@@ -71,11 +72,11 @@ impl Routers {
     /// `counts[b]` windows (`mask`: `[B, W]`, 1 for a window that exists).
     pub fn forward(&self, x: &Tensor, mask: &Tensor) -> Result<Tensor> {
         let (l, b, w, d) = x.dims4()?;
-        let h = x
-            .reshape((l, b * w, d))?
-            .matmul(&self.w1.transpose(1, 2)?)?
-            .broadcast_add(&self.b1.unsqueeze(1)?)?
-            .gelu()?;
+        let h = gelu_tanh(
+            &x.reshape((l, b * w, d))?
+                .matmul(&self.w1.transpose(1, 2)?)?
+                .broadcast_add(&self.b1.unsqueeze(1)?)?,
+        )?;
         let y = h
             .matmul(&self.w2.transpose(1, 2)?)?
             .broadcast_add(&self.b2.unsqueeze(1)?)?
@@ -89,10 +90,10 @@ impl Routers {
     /// Router `layer`'s logits (`[3]`) for the hidden state `x` (`[T, d]`) entering it.
     pub fn layer_logits(&self, layer: usize, x: &Tensor, windows: usize) -> Result<Tensor> {
         let m = window_means(x, windows)?;
-        let h = m
-            .matmul(&self.w1.get(layer)?.t()?)?
-            .broadcast_add(&self.b1.get(layer)?)?
-            .gelu()?;
+        let h = gelu_tanh(
+            &m.matmul(&self.w1.get(layer)?.t()?)?
+                .broadcast_add(&self.b1.get(layer)?)?,
+        )?;
         let y = h
             .matmul(&self.w2.get(layer)?.t()?)?
             .broadcast_add(&self.b2.get(layer)?)?;
