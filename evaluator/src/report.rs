@@ -137,8 +137,8 @@ impl Report {
 
     fn markdown(&self) -> String {
         let mut s = format!(
-            "# Routed evaluation: {} {}/{}\n\nModel `{}` (fingerprint `{}`), reward `{}`, budget {}, {} windows.\n\n",
-            self.dataset, self.dataset, self.split, self.model, self.model_fingerprint, self.reward,
+            "# Routed evaluation: {}/{}\n\nModel `{}` (fingerprint `{}`), reward `{}`, budget {}, {} windows.\n\n",
+            self.dataset, self.split, self.model, self.model_fingerprint, self.reward,
             self.budget, self.windows
         );
         s += "| group | examples | static acc | routed acc | oracle acc | mean path length (of L) | tokens/s static | tokens/s routed | realized speedup | structural speedup |\n";
