@@ -257,7 +257,8 @@ async fn run_async(a: Args) -> anyhow::Result<()> {
                     // example is broken itself and stops instead of failing the whole job.
                     failures_in_a_row += 1;
                     if failures_in_a_row > a.max_failures_in_a_row {
-                        release(&mut s, held.lock().unwrap().clone()).await?;
+                        let keys = held.lock().unwrap().clone();
+                        release(&mut s, keys).await?;
                         bail!("{failures_in_a_row} examples in a row failed, the last ({}) with: {e:#}; stopping (see --max-failures-in-a-row)", le.key);
                     }
                     tracing::warn!(example = le.key, "search failed, reporting it: {e:#}");
