@@ -1,9 +1,10 @@
 //! drllm trainer: turns search records into a router checkpoint. [`data`] picks and tokenizes the
 //! training examples from Parquet, [`cache`] computes each example's teacher-forced router inputs
 //! once (f16 on disk, memory-mapped, reused across runs), and [`train`] fits the routers from the
-//! cache with focal loss, AdamW and a warmup + cosine schedule, writing a checkpoint and metrics
+//! cache with focal loss, hand-written gradients, a fused AdamW and a warmup + cosine schedule, writing a checkpoint and metrics
 //! after every epoch.
 
+mod adamw;
 pub mod cache;
 pub mod data;
 pub mod train;

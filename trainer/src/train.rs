@@ -8,13 +8,14 @@ use std::path::Path;
 use std::time::Instant;
 
 use candle_core::{Device, Tensor};
-use candle_nn::{AdamW, Optimizer, ParamsAdamW};
 use drllm_core::router::{
-    argmax_last, class_weights, focal_loss, Confusion, EpochMetrics, Metrics, RouterConfig, Routers,
+    argmax3, argmax_last, class_weights, focal_loss, Confusion, EpochMetrics, Metrics,
+    RouterConfig, Routers,
 };
 use rand::seq::SliceRandom;
 use rand::SeedableRng;
 
+use crate::adamw::AdamW;
 use crate::cache::Features;
 use crate::{Error, Result};
 
@@ -56,17 +57,18 @@ fn run_batch(
 ) -> Result<(Tensor, Vec<u8>)> {
     let (x, mask) = feats.batch(rows)?;
     let logits = routers.forward(&x, &mask)?; // [L, B, 3]
-    let l = feats.layers;
-    let b = rows.len();
-    // Targets in the logits' order: layer-major.
-    let mut t = Vec::with_capacity(l * b);
-    for layer in 0..l {
-        t.extend(targets.iter().map(|tg| tg[layer] as u32));
-    }
-    let t = Tensor::from_vec(t, l * b, &Device::Cpu)?;
+    let (l, b) = (feats.layers, rows.len());
+    let t = Tensor::from_vec(layer_major(targets, l), l * b, &Device::Cpu)?;
     let flat = logits.reshape((l * b, 3))?;
     let loss = focal_loss(&flat, &t, alpha, gamma)?;
     Ok((loss, argmax_last(&flat)?))
+}
+
+/// Targets in the logits' order: layer-major `[L·B]`.
+fn layer_major(targets: &[&[u8]], layers: usize) -> Vec<u32> {
+    (0..layers)
+        .flat_map(|l| targets.iter().map(move |t| t[l] as u32))
+        .collect()
 }
 
 /// Adds a layer-major prediction block to `conf`, per example.
@@ -115,19 +117,12 @@ pub fn train(
     cfg.class_weights = [w[0], w[1], w[2]];
     cfg.train_examples = train.rows.len();
     cfg.val_examples = val.rows.len();
-    let alpha = Tensor::new(&cfg.class_weights, &Device::Cpu)?;
+    let alpha = Tensor::new(&cfg.class_weights, &Device::Cpu)?; // for the validation pass
     let per_step = tc.batch_size.max(1) * tc.grad_accum.max(1);
     let steps_per_epoch = train.rows.len().div_ceil(per_step);
     let total = tc.epochs * steps_per_epoch;
     let warmup = ((total as f64 * tc.warmup_fraction).round() as usize).max(1);
-    let mut opt = AdamW::new(
-        routers.vars(),
-        ParamsAdamW {
-            lr: tc.lr,
-            weight_decay: tc.weight_decay,
-            ..Default::default()
-        },
-    )?;
+    let mut opt = AdamW::new(routers.vars(), tc.lr, tc.weight_decay)?;
     let mut order = train
         .rows
         .iter()
@@ -142,30 +137,45 @@ pub fn train(
         let mut conf = Confusion::default();
         let mut loss_sum = 0.0;
         for step_items in order.chunks(per_step) {
-            let mut acc: Option<candle_core::backprop::GradStore> = None;
+            let mut acc: Option<Vec<Tensor>> = None;
             for micro in step_items.chunks(tc.batch_size.max(1)) {
                 let rows: Vec<usize> = micro.iter().map(|m| m.0).collect();
                 let targets: Vec<&[u8]> = micro.iter().map(|m| m.1).collect();
-                let (loss, pred) =
-                    run_batch(routers, feats, &rows, &targets, &alpha, tc.focal_gamma)?;
-                loss_sum += loss.to_scalar::<f32>()? as f64 * rows.len() as f64;
+                let (x, mask) = feats.batch(&rows)?;
+                let s = routers.step(
+                    &x,
+                    &mask,
+                    &layer_major(&targets, feats.layers),
+                    &cfg.class_weights,
+                    tc.focal_gamma,
+                )?;
+                loss_sum += s.loss * rows.len() as f64;
+                let pred: Vec<u8> = s
+                    .logits
+                    .chunks(3)
+                    .map(|z| argmax3([z[0], z[1], z[2]]))
+                    .collect();
                 tally(&mut conf, &targets, &pred, feats.layers);
+                // Gradient accumulation: each micro-batch weighs by its share of the step.
                 let share = micro.len() as f64 / step_items.len() as f64;
-                let grads = loss.affine(share, 0.0)?.backward()?;
+                let grads = if share == 1.0 {
+                    s.grads.to_vec()
+                } else {
+                    s.grads
+                        .iter()
+                        .map(|g| g.affine(share, 0.0))
+                        .collect::<candle_core::Result<Vec<_>>>()?
+                };
                 acc = Some(match acc {
                     None => grads,
-                    Some(mut a) => {
-                        for v in routers.vars() {
-                            if let (Some(old), Some(g)) = (a.get(&v), grads.get(&v)) {
-                                let sum = (old + g)?;
-                                a.insert(&v, sum);
-                            }
-                        }
-                        a
-                    }
+                    Some(a) => a
+                        .iter()
+                        .zip(&grads)
+                        .map(|(a, g)| a + g)
+                        .collect::<candle_core::Result<Vec<_>>>()?,
                 });
             }
-            opt.set_learning_rate(learning_rate(tc.lr, cfg.steps_done, total, warmup));
+            opt.lr = learning_rate(tc.lr, cfg.steps_done, total, warmup);
             opt.step(&acc.expect("a step has at least one micro-batch"))?;
             cfg.steps_done += 1;
         }

@@ -92,6 +92,12 @@ pub fn gelu_tanh(x: &Tensor) -> Result<Tensor> {
     x.contiguous()?.apply_op1(GeluTanh)
 }
 
+/// `g · gelu_tanh'(x)`, without autograd (for hand-written backward passes).
+pub fn gelu_tanh_grad(x: &Tensor, g: &Tensor) -> Result<Tensor> {
+    x.contiguous()?
+        .apply_op2_no_bwd(&g.contiguous()?, &GeluTanhGrad)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -43,6 +43,33 @@ pub fn focal_loss(logits: &Tensor, targets: &Tensor, alpha: &Tensor, gamma: f64)
     Ok((a * focus * logp_y)?.neg()?.mean_all()?)
 }
 
+/// [`focal_loss`] and its gradient with respect to the logits, by hand: for logits `z` (`n × 3`,
+/// row-major) and targets `y`, returns the mean loss and `dL/dz` (same layout), using
+/// `dL/dz_j = α_y [γ p (1−p)^{γ−1} log p − (1−p)^γ] (δ_jy − p_j) / n` with `p = softmax(z)_y`.
+pub fn focal_loss_grad(z: &[f32], y: &[u32], alpha: &[f32; 3], gamma: f64) -> (f64, Vec<f32>) {
+    let n = y.len();
+    let mut grad = vec![0f32; z.len()];
+    let mut loss = 0.0;
+    for (i, &t) in y.iter().enumerate() {
+        let row = &z[i * 3..i * 3 + 3];
+        let m = row.iter().copied().fold(f32::NEG_INFINITY, f32::max) as f64;
+        let e: Vec<f64> = row.iter().map(|&v| (v as f64 - m).exp()).collect();
+        let s: f64 = e.iter().sum();
+        let t = t as usize;
+        let p = e[t] / s;
+        let logp = (row[t] as f64 - m) - s.ln();
+        let a = alpha[t] as f64;
+        let q = (1.0 - p).max(1e-12);
+        loss += -a * q.powf(gamma) * logp;
+        let k = a * (gamma * p * q.powf(gamma - 1.0) * logp - q.powf(gamma)) / n as f64;
+        for j in 0..3 {
+            let pj = e[j] / s;
+            grad[i * 3 + j] = (k * ((j == t) as u8 as f64 - pj)) as f32;
+        }
+    }
+    (loss / n.max(1) as f64, grad)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -10,16 +10,18 @@ mod loss;
 mod metrics;
 mod net;
 mod routed;
+mod step;
 
 use candle_core::{Tensor, D};
 
 pub use checkpoint::{
     EpochMetrics, RouterConfig, RouterError, TrainingConfig, CHECKPOINT_FILE, CONFIG_FILE,
 };
-pub use loss::{class_weights, focal_loss};
+pub use loss::{class_weights, focal_loss, focal_loss_grad};
 pub use metrics::{Confusion, Metrics};
-pub use net::{argmax_last, Budget, Routers, HIDDEN};
+pub use net::{argmax3, argmax_last, Budget, Routers, HIDDEN};
 pub use routed::evaluate_routed;
+pub use step::Step;
 
 use crate::{KvSlot, Model, Result};
 

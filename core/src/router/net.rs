@@ -191,7 +191,7 @@ impl Budget {
 }
 
 /// Index of the largest of three (the first on ties).
-pub(crate) fn argmax3(q: [f32; 3]) -> u8 {
+pub fn argmax3(q: [f32; 3]) -> u8 {
     let mut best = 0;
     for i in 1..3 {
         if q[i] > q[best] {
