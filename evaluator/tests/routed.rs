@@ -1,8 +1,9 @@
 //! Routed inference on the real default model: routers forced to execute every layer give exactly
 //! the static model's outcome; routers that skip layer k give exactly the static outcome of the
 //! path without k (so k is never computed into it); the budget's extremes skip or repeat every
-//! layer. `evaluator run` writes its report and exits 2 below `--min-routed-accuracy`; bad
-//! checkpoints (missing, another model's, another depth) are refused with a clear message.
+//! layer. `evaluator run` writes its report (with the oracle accuracy of given search records)
+//! and exits 2 below `--min-routed-accuracy`; bad checkpoints (missing, another model's, another
+//! depth) are refused with a clear message.
 
 use std::process::Command;
 
@@ -121,13 +122,40 @@ fn run_writes_the_report_and_refuses_bad_checkpoints() {
         .save(&ckpt, &constant_routers(&[7]))
         .unwrap();
     let base = ["run", "--dataset", "arc_easy", "--limit", "4"];
-    let o = evaluator(&[&base[..], &["--routers", &p("skip7"), "--out", &p("rep")]].concat());
+    // Search records of three of the four questions, two of them found: oracle 2/3.
+    let recs: Vec<_> = examples(3)
+        .iter()
+        .enumerate()
+        .map(|(i, ex)| {
+            let mut r = drllm_tests::search_record(ex, "w", &lm.fingerprint);
+            r.found = i != 1;
+            r
+        })
+        .collect();
+    drllm_core::search::write_parquet(&dir.path().join("oracle.parquet"), &recs, "{}").unwrap();
+    let o = evaluator(
+        &[
+            &base[..],
+            &[
+                "--routers",
+                &p("skip7"),
+                "--out",
+                &p("rep"),
+                "--oracle",
+                &p("oracle.parquet"),
+            ],
+        ]
+        .concat(),
+    );
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
     let report: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(dir.path().join("rep/report.json")).unwrap())
             .unwrap();
     assert_eq!(report["overall"]["examples"], 4);
     assert_eq!(report["overall"]["mean_path_len"], 29.0);
+    assert_eq!(report["overall"]["oracle_examples"], 3);
+    let oracle = report["overall"]["oracle_accuracy"].as_f64().unwrap();
+    assert!((oracle - 2.0 / 3.0).abs() < 1e-9, "{oracle}");
     assert_eq!(
         report["decisions_per_layer"][7],
         serde_json::json!([4, 0, 0])
