@@ -198,6 +198,20 @@ pub async fn wait_ready(c: &mut Client, limit: Duration) -> StatusReply {
     }
 }
 
+/// Registers `worker` (weights `"f" × 32`) and leases up to `n` examples; panics on any error.
+pub async fn register_and_lease(c: &mut Client, worker: &str, n: u32) -> LeaseReply {
+    c.register(register_req(worker, &"f".repeat(32)))
+        .await
+        .unwrap();
+    c.lease(LeaseRequest {
+        worker_id: worker.into(),
+        max_examples: n,
+    })
+    .await
+    .unwrap()
+    .into_inner()
+}
+
 /// A valid record for a leased example, as a worker would submit it.
 pub fn fake_record(example_json: &str, worker: &str) -> String {
     let ex: Example = serde_json::from_str(example_json).expect("an example");

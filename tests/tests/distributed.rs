@@ -95,15 +95,7 @@ async fn duplicate_and_late_submissions_are_acknowledged_and_ignored() {
     let mut a = connect(&coord.url, None);
     wait_ready(&mut a, Duration::from_secs(20)).await;
     let fp = "f".repeat(32);
-    a.register(register_req("a", &fp)).await.unwrap();
-    let lease = a
-        .lease(LeaseRequest {
-            worker_id: "a".into(),
-            max_examples: 5,
-        })
-        .await
-        .unwrap()
-        .into_inner();
+    let lease = register_and_lease(&mut a, "a", 5).await;
     assert_eq!(lease.examples.len(), 5);
     let res = |i: usize, w: &str| SearchResult {
         key: lease.examples[i].key,
@@ -216,17 +208,7 @@ async fn failed_examples_are_kept_through_a_crash_and_never_leased_again() {
     );
     let mut a = connect(&coord.url, None);
     wait_ready(&mut a, Duration::from_secs(20)).await;
-    a.register(register_req("a", &"f".repeat(32)))
-        .await
-        .unwrap();
-    let lease = a
-        .lease(LeaseRequest {
-            worker_id: "a".into(),
-            max_examples: 3,
-        })
-        .await
-        .unwrap()
-        .into_inner();
+    let lease = register_and_lease(&mut a, "a", 3).await;
     assert_eq!(lease.examples.len(), 3);
     let ex = &lease.examples;
     let record = |i: usize| SearchResult {

@@ -67,20 +67,14 @@ fn trains_resumes_and_refuses_bad_inputs() {
     let out = p("ckpt");
     let outs = out.to_str().unwrap();
 
-    let o = trainer(
-        &[
-            "train",
-            "--records",
-            &good,
-            "--out",
-            outs,
-            "--epochs",
-            "2",
-            "--val-fraction",
-            "0.25",
-        ],
-        &cache,
-    );
+    // `train --records good --out ckpt` plus `extra`.
+    let train = |extra: &[&str]| {
+        trainer(
+            &[&["train", "--records", &good, "--out", outs][..], extra].concat(),
+            &cache,
+        )
+    };
+    let o = train(&["--epochs", "2", "--val-fraction", "0.25"]);
     assert!(o.status.success(), "{}", stderr(&o));
     let summary: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
     assert_eq!(summary["features_computed"], 24, "{summary}");
@@ -103,27 +97,10 @@ fn trains_resumes_and_refuses_bad_inputs() {
 
     // Without --resume an existing checkpoint is not overwritten; with it, training goes on
     // from the cached features.
-    let o = trainer(
-        &["train", "--records", &good, "--out", outs, "--epochs", "3"],
-        &cache,
-    );
+    let o = train(&["--epochs", "3"]);
     assert!(!o.status.success());
     assert!(stderr(&o).contains("--resume"), "{}", stderr(&o));
-    let o = trainer(
-        &[
-            "train",
-            "--records",
-            &good,
-            "--out",
-            outs,
-            "--epochs",
-            "3",
-            "--val-fraction",
-            "0.25",
-            "--resume",
-        ],
-        &cache,
-    );
+    let o = train(&["--epochs", "3", "--val-fraction", "0.25", "--resume"]);
     assert!(o.status.success(), "{}", stderr(&o));
     let summary: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
     assert_eq!(

@@ -72,15 +72,11 @@ impl Routers {
     /// `counts[b]` windows (`mask`: `[B, W]`, 1 for a window that exists).
     pub fn forward(&self, x: &Tensor, mask: &Tensor) -> Result<Tensor> {
         let (l, b, w, d) = x.dims4()?;
-        let h = gelu_tanh(
-            &x.reshape((l, b * w, d))?
-                .matmul(&self.w1.transpose(1, 2)?)?
-                .broadcast_add(&self.b1.unsqueeze(1)?)?,
+        let (_, _, y) = mlp(
+            &x.reshape((l, b * w, d))?,
+            [&self.w1, &self.b1, &self.w2, &self.b2],
         )?;
-        let y = h
-            .matmul(&self.w2.transpose(1, 2)?)?
-            .broadcast_add(&self.b2.unsqueeze(1)?)?
-            .reshape((l, b, w, 3))?;
+        let y = y.reshape((l, b, w, 3))?;
         let m = mask.reshape((1, b, w, 1))?;
         let sum = y.broadcast_mul(&m)?.sum(2)?;
         let count = mask.sum(1)?.reshape((1, b, 1))?;
@@ -89,15 +85,16 @@ impl Routers {
 
     /// Router `layer`'s logits (`[3]`) for the hidden state `x` (`[T, d]`) entering it.
     pub fn layer_logits(&self, layer: usize, x: &Tensor, windows: usize) -> Result<Tensor> {
-        let m = window_means(x, windows)?;
-        let h = gelu_tanh(
-            &m.matmul(&self.w1.get(layer)?.t()?)?
-                .broadcast_add(&self.b1.get(layer)?)?,
-        )?;
-        let y = h
-            .matmul(&self.w2.get(layer)?.t()?)?
-            .broadcast_add(&self.b2.get(layer)?)?;
-        Ok(y.mean(0)?)
+        let m = window_means(x, windows)?.unsqueeze(0)?;
+        let one = |v: &Var| v.narrow(0, layer, 1);
+        let w = [
+            one(&self.w1)?,
+            one(&self.b1)?,
+            one(&self.w2)?,
+            one(&self.b2)?,
+        ];
+        let (_, _, y) = mlp(&m, [&w[0], &w[1], &w[2], &w[3]])?;
+        Ok(y.squeeze(0)?.mean(0)?)
     }
 
     /// Router `layer`'s decision for the state `x` entering it, under `budget`.
@@ -153,6 +150,21 @@ impl Routers {
             b2: stack("fc2.bias", &[3])?,
         })
     }
+}
+
+/// The routers' network on rows `x` (`[L, N, d]`) with stacked weights `[w1, b1, w2, b2]` (one
+/// layer's router per leading index): the first layer's pre-activation `[L, N, 128]`, its GELU,
+/// and the per-row logits `[L, N, 3]`. Shared by inference, the autograd forward and the
+/// hand-written training step.
+pub(crate) fn mlp(x: &Tensor, [w1, b1, w2, b2]: [&Tensor; 4]) -> Result<(Tensor, Tensor, Tensor)> {
+    let pre = x
+        .matmul(&w1.transpose(1, 2)?)?
+        .broadcast_add(&b1.unsqueeze(1)?)?;
+    let h = gelu_tanh(&pre)?;
+    let y = h
+        .matmul(&w2.transpose(1, 2)?)?
+        .broadcast_add(&b2.unsqueeze(1)?)?;
+    Ok((pre, h, y))
 }
 
 /// The paper code's inference knob `p ∈ [-1, 1]`: blends the router's probabilities with one-hot

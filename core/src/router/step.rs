@@ -5,9 +5,9 @@
 
 use candle_core::Tensor;
 
-use super::gelu::{gelu_tanh, gelu_tanh_grad};
+use super::gelu::gelu_tanh_grad;
 use super::loss::focal_loss_grad;
-use super::net::Routers;
+use super::net::{mlp, Routers};
 use crate::Result;
 
 /// What a step computed.
@@ -32,18 +32,11 @@ impl Routers {
         gamma: f64,
     ) -> Result<Step> {
         let (l, b, w, d) = x.dims4()?;
-        let (w1, b1) = (self.w1.as_detached_tensor(), self.b1.as_detached_tensor());
-        let (w2, b2) = (self.w2.as_detached_tensor(), self.b2.as_detached_tensor());
+        let [w1, b1, w2, b2] =
+            [&self.w1, &self.b1, &self.w2, &self.b2].map(|v| v.as_detached_tensor());
         let xf = x.reshape((l, b * w, d))?;
-        let pre = xf
-            .matmul(&w1.transpose(1, 2)?)?
-            .broadcast_add(&b1.unsqueeze(1)?)?;
-        let h = gelu_tanh(&pre)?;
-        let y: Vec<f32> = h
-            .matmul(&w2.transpose(1, 2)?)?
-            .broadcast_add(&b2.unsqueeze(1)?)?
-            .flatten_all()?
-            .to_vec1()?;
+        let (pre, h, y) = mlp(&xf, [&w1, &b1, &w2, &b2])?;
+        let y: Vec<f32> = y.flatten_all()?.to_vec1()?;
         // Masked mean over the windows, by hand: y is [L, B·W, 3].
         let m: Vec<f32> = mask.flatten_all()?.to_vec1()?;
         let count: Vec<f32> = (0..b)
@@ -116,21 +109,9 @@ mod tests {
         let g = loss.backward().unwrap();
         for (v, mine) in r.vars().iter().zip(&s.grads) {
             let auto = g.get(v).unwrap();
-            let diff = (auto - mine)
-                .unwrap()
-                .abs()
-                .unwrap()
-                .flatten_all()
-                .unwrap()
-                .max(D::Minus1)
-                .unwrap();
-            let scale = auto
-                .abs()
-                .unwrap()
-                .flatten_all()
-                .unwrap()
-                .max(D::Minus1)
-                .unwrap();
+            let max_abs = |t: &Tensor| t.abs()?.flatten_all()?.max(D::Minus1);
+            let diff = max_abs(&(auto - mine).unwrap()).unwrap();
+            let scale = max_abs(auto).unwrap();
             let (diff, scale) = (
                 diff.to_scalar::<f32>().unwrap(),
                 scale.to_scalar::<f32>().unwrap(),
