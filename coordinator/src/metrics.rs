@@ -1,21 +1,11 @@
 //! Prometheus metrics of the coordinator (`serve --metrics-listen ADDR` serves them at
-//! `http://ADDR/metrics`): counters of leases, results and releases, lease latency, and gauges of
+//! `http://ADDR/metrics`, next to the `/healthz` and `/readyz` probes of
+//! [`drllm_proto::http`]): counters of leases, results and releases, lease latency, and gauges of
 //! the examples per state, the workers and the committed parts.
 
-use std::net::SocketAddr;
-
 use metrics::{counter, gauge, histogram};
-use metrics_exporter_prometheus::PrometheusBuilder;
 
 use crate::state::State;
-
-/// Starts the HTTP endpoint (inside the current tokio runtime).
-pub fn serve(addr: SocketAddr) -> anyhow::Result<()> {
-    PrometheusBuilder::new()
-        .with_http_listener(addr)
-        .install()
-        .map_err(|e| anyhow::anyhow!("metrics endpoint on {addr}: {e}"))
-}
 
 pub fn leased(n: usize, seconds: f64) {
     counter!("drllm_leased_examples_total").increment(n as u64);

@@ -9,6 +9,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
+use drllm_proto::http::Health;
 use drllm_proto::CoordinatorServer;
 use tonic::transport::server::TcpIncoming;
 use tonic::transport::{Identity, Server, ServerTlsConfig};
@@ -41,8 +42,9 @@ pub struct Args {
     /// Stop once every example is committed to Parquet.
     #[arg(long)]
     exit_when_done: bool,
-    /// Serve Prometheus metrics at http://ADDR/metrics.
-    #[arg(long)]
+    /// Serve HTTP on ADDR: Prometheus metrics at /metrics and the probes /healthz (200 while the
+    /// process runs) and /readyz (200 while serving gRPC; 503 while opening the state or draining).
+    #[arg(long, visible_alias = "http-listen")]
     metrics_listen: Option<SocketAddr>,
     /// On shutdown, how long to wait for workers to finish or release their leases, seconds.
     #[arg(long, default_value_t = 10.0)]
@@ -54,11 +56,15 @@ pub async fn run(a: Args) -> anyhow::Result<()> {
     let text = std::fs::read_to_string(&a.job)
         .with_context(|| format!("reading the job file {job_file}"))?;
     let spec = JobSpec::parse(&text, &job_file)?;
-    let state = Arc::new(State::open(&a.state, &spec, &job_file, &text)?);
+    // Probes answer from the start: alive, not ready until the state is open and gRPC serves.
+    let health = Arc::new(Health::default());
     if let Some(addr) = a.metrics_listen {
-        crate::metrics::serve(addr)?;
-        tracing::info!(%addr, "metrics at /metrics");
+        let bound = drllm_proto::http::serve(addr, health.clone())
+            .await
+            .map_err(anyhow::Error::msg)?;
+        tracing::info!(addr = %bound, "HTTP: /metrics, /healthz, /readyz");
     }
+    let state = Arc::new(State::open(&a.state, &spec, &job_file, &text)?);
     let removed = sink::recover(&state, &spec.output_dir)?;
     for p in &removed {
         tracing::warn!(file = %p.display(), "removed an uncommitted part (its results are still in the state and will be written again)");
@@ -110,8 +116,10 @@ pub async fn run(a: Args) -> anyhow::Result<()> {
             .with_nodelay(Some(true));
     let st = state.clone();
     let (drain_secs, exit_when_done) = (a.drain_secs, a.exit_when_done);
+    let ready = health.clone();
     let shutdown = async move {
         wait_for_stop(&st, exit_when_done).await;
+        ready.set_ready(false);
         draining.store(true, Ordering::SeqCst);
         let until = Instant::now() + Duration::from_secs_f64(drain_secs);
         while st.counts().leased > 0 && Instant::now() < until {
@@ -119,6 +127,7 @@ pub async fn run(a: Args) -> anyhow::Result<()> {
         }
         tracing::info!("shutting down");
     };
+    health.set_ready(true);
     server
         .add_service(svc)
         .serve_with_incoming_shutdown(incoming, shutdown)

@@ -1,6 +1,7 @@
 //! `coordinator status`: asks a running coordinator for the job's progress and prints it (a
 //! table, or JSON with `--json`).
 
+use std::fmt::Write;
 use std::path::PathBuf;
 
 use anyhow::Context;
@@ -42,17 +43,14 @@ pub async fn run(a: Args) -> anyhow::Result<()> {
                     "last_seen_unix_ms": w.last_seen_unix_ms})
             })
             .collect();
-        println!(
-            "{}",
-            serde_json::json!({"total": s.total, "pending": s.pending, "leased": s.leased,
-                "done": s.done, "failed": s.failed, "uncommitted": s.uncommitted,
-                "parts": s.parts, "eta_seconds": s.eta_seconds, "output_dir": s.output_dir,
-                "workers": workers})
-        );
-        return Ok(());
+        let json = serde_json::json!({"total": s.total, "pending": s.pending,
+            "leased": s.leased, "done": s.done, "failed": s.failed,
+            "uncommitted": s.uncommitted, "parts": s.parts, "eta_seconds": s.eta_seconds,
+            "output_dir": s.output_dir, "workers": workers});
+        return print_out(&format!("{json}\n"));
     }
-    println!(
-        "examples {}: pending {}, leased {}, done {} ({} waiting for Parquet), failed {}",
+    let mut out = format!(
+        "examples {}: pending {}, leased {}, done {} ({} waiting for Parquet), failed {}\n",
         s.total, s.pending, s.leased, s.done, s.uncommitted, s.failed
     );
     let eta = if s.eta_seconds < 0.0 {
@@ -60,12 +58,22 @@ pub async fn run(a: Args) -> anyhow::Result<()> {
     } else {
         format!("{:.0} s", s.eta_seconds)
     };
-    println!("parts {} in {}; ETA {eta}", s.parts, s.output_dir);
+    writeln!(out, "parts {} in {}; ETA {eta}", s.parts, s.output_dir)?;
     for w in &s.workers {
-        println!(
+        writeln!(
+            out,
             "  {:<20} {:<16} done {:>6}  {:>7.3} ex/s  leased {}",
             w.worker_id, w.device, w.done, w.examples_per_s, w.leased
-        );
+        )?;
     }
-    Ok(())
+    print_out(&out)
+}
+
+/// Writes `text` to stdout; a reader that went away (`status | head -1`) is not an error.
+fn print_out(text: &str) -> anyhow::Result<()> {
+    use std::io::Write;
+    match std::io::stdout().lock().write_all(text.as_bytes()) {
+        Err(e) if e.kind() != std::io::ErrorKind::BrokenPipe => Err(e.into()),
+        _ => Ok(()),
+    }
 }

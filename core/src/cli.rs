@@ -18,6 +18,8 @@ pub fn init_with(json: bool, default_filter: &str) {
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default_filter));
     let b = tracing_subscriber::fmt()
         .with_env_filter(filter)
+        // Colours only on a terminal: log files and collectors get plain text.
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .with_writer(std::io::stderr);
     if json {
         b.json().init();
@@ -41,10 +43,15 @@ pub struct ModelArgs {
     /// slower, for parity checks against reference implementations.
     #[arg(long)]
     pub exact: bool,
+    /// Where the model runs: cpu, cuda or cuda:N (CUDA needs a binary built with
+    /// `--features cuda`, see deploy/cuda/build.sh).
+    #[arg(long, default_value = "cpu", env = "DRLLM_DEVICE")]
+    pub device: crate::DeviceSpec,
 }
 
 impl ModelArgs {
     pub fn load(&self) -> anyhow::Result<LoadedModel> {
+        let device = self.device.open()?;
         let opts = if self.exact {
             LoadOptions::exact()
         } else {
@@ -53,7 +60,8 @@ impl ModelArgs {
                 ..Default::default()
             }
         };
-        crate::load(&self.model, &opts).with_context(|| format!("loading model `{}`", self.model))
+        crate::load(&self.model, &opts.on(device))
+            .with_context(|| format!("loading model `{}` on {}", self.model, self.device))
     }
 }
 

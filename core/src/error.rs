@@ -37,6 +37,8 @@ pub enum Error {
     },
     #[error(transparent)]
     Path(#[from] PathError),
+    #[error(transparent)]
+    Device(#[from] crate::device::DeviceError),
     #[error("the prompt is empty: at least one token is needed")]
     EmptyPrompt,
     #[error(

@@ -138,7 +138,7 @@ impl DecoderLayer {
         let scale = 1.0 / (hd as f64).sqrt();
         let mut att = (q.matmul(&k.t()?)? * scale)?;
         if t > 1 {
-            att = att.broadcast_add(&causal_mask(t, n_rep, start, total)?)?;
+            att = att.broadcast_add(&causal_mask(t, n_rep, start, total, q.device())?)?;
         }
         let att = softmax_last_dim(&att)?;
         let y = att.matmul(&v)?; // [kv_heads, n_rep * seq, hd]
@@ -176,7 +176,13 @@ impl DecoderLayer {
 
 /// `[n_rep * seq, total]` additive mask: query `i` (absolute position `start + i`) sees keys
 /// `0 ..= start + i`.
-fn causal_mask(t: usize, n_rep: usize, start: usize, total: usize) -> Result<Tensor> {
+fn causal_mask(
+    t: usize,
+    n_rep: usize,
+    start: usize,
+    total: usize,
+    device: &Device,
+) -> Result<Tensor> {
     let mut m = Vec::with_capacity(n_rep * t * total);
     for _ in 0..n_rep {
         for i in 0..t {
@@ -189,5 +195,5 @@ fn causal_mask(t: usize, n_rep: usize, start: usize, total: usize) -> Result<Ten
             }));
         }
     }
-    Ok(Tensor::from_vec(m, (n_rep * t, total), &Device::Cpu)?)
+    Ok(Tensor::from_vec(m, (n_rep * t, total), device)?)
 }

@@ -7,6 +7,7 @@ pub mod chat;
 #[cfg(feature = "cli")]
 pub mod cli;
 pub mod config;
+pub mod device;
 pub mod error;
 pub mod generate;
 pub mod layer;
@@ -27,6 +28,7 @@ mod weights;
 pub use cache::{KvSlot, PathCache};
 pub use candle_core::quantized::GgmlDType;
 pub use config::{Arch, ModelConfig};
+pub use device::{DeviceError, DeviceSpec};
 pub use error::{Error, Result};
 pub use generate::{argmax, greedy, greedy_continue, Generation, StopReason};
 pub use linear::KernelPolicy;

@@ -18,12 +18,15 @@ use crate::rope::{Rope, RopeFreqs};
 use crate::weights::{Key, Source};
 
 /// How to hold the weights in memory.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone)]
 pub struct LoadOptions {
     /// Quantized copy of every matrix for single-row (decode) matmuls; `None` keeps only f32.
+    /// CPU only: on a GPU every matmul uses the f32 weights.
     pub decode_dtype: Option<GgmlDType>,
     /// Which copy each matmul uses.
     pub policy: KernelPolicy,
+    /// Where the weights live and the model runs.
+    pub device: Device,
 }
 
 impl Default for LoadOptions {
@@ -31,6 +34,7 @@ impl Default for LoadOptions {
         Self {
             decode_dtype: Some(GgmlDType::Q8_0),
             policy: KernelPolicy::default(),
+            device: Device::Cpu,
         }
     }
 }
@@ -41,7 +45,13 @@ impl LoadOptions {
         Self {
             decode_dtype: None,
             policy: KernelPolicy::Dense,
+            device: Device::Cpu,
         }
+    }
+
+    /// The same options on `device`.
+    pub fn on(self, device: Device) -> Self {
+        Self { device, ..self }
     }
 }
 
@@ -64,14 +74,18 @@ pub struct Model {
     head: Linear,
     rope: RopeFreqs,
     policy: KernelPolicy,
+    device: Device,
 }
 
 impl Model {
     pub(crate) fn load(source: &mut Source, cfg: ModelConfig, opts: &LoadOptions) -> Result<Self> {
-        let dq = opts.decode_dtype;
-        let embed = source.require(Key::Embed, 0, &cfg)?;
+        let dev = &opts.device;
+        // Quantized copies serve the CPU's single-row kernels only.
+        let dq = opts.decode_dtype.filter(|_| dev.is_cpu());
+        let put = |t: Tensor| -> Result<Tensor> { Ok(t.to_device(dev)?) };
+        let embed = put(source.require(Key::Embed, 0, &cfg)?)?;
         let head = match source.get(Key::Head, 0, &cfg)? {
-            Some(w) if !cfg.tie_word_embeddings => w,
+            Some(w) if !cfg.tie_word_embeddings => put(w)?,
             _ => embed.clone(),
         };
         let factors = match source.get(Key::RopeFreqs, 0, &cfg)? {
@@ -80,7 +94,7 @@ impl Model {
         };
         let mut layers = Vec::with_capacity(cfg.num_layers);
         for i in 0..cfg.num_layers {
-            let mut req = |k: Key| source.require(k, i, &cfg);
+            let mut req = |k: Key| source.require(k, i, &cfg).and_then(put);
             let (q, k, v) = (req(Key::Q)?, req(Key::K)?, req(Key::V)?);
             let o = req(Key::O)?;
             let (gate, up, down) = (req(Key::Gate)?, req(Key::Up)?, req(Key::Down)?);
@@ -88,7 +102,7 @@ impl Model {
             let qkv_bias = if cfg.qkv_bias {
                 let b = [Key::QBias, Key::KBias, Key::VBias]
                     .into_iter()
-                    .map(|k| source.require(k, i, &cfg))
+                    .map(|k| source.require(k, i, &cfg).and_then(put))
                     .collect::<Result<Vec<_>>>()?;
                 Some(Tensor::cat(&b, 0)?)
             } else {
@@ -96,8 +110,8 @@ impl Model {
             };
             let (q_norm, k_norm) = if cfg.qk_norm {
                 (
-                    Some(source.require(Key::QNorm, i, &cfg)?),
-                    Some(source.require(Key::KNorm, i, &cfg)?),
+                    Some(put(source.require(Key::QNorm, i, &cfg)?)?),
+                    Some(put(source.require(Key::KNorm, i, &cfg)?)?),
                 )
             } else {
                 (None, None)
@@ -119,12 +133,13 @@ impl Model {
             });
         }
         Ok(Self {
-            final_norm: source.require(Key::FinalNorm, 0, &cfg)?,
+            final_norm: put(source.require(Key::FinalNorm, 0, &cfg)?)?,
             head: Linear::new(head, None, dq)?,
-            rope: RopeFreqs::new(&cfg, factors.as_deref())?,
+            rope: RopeFreqs::new(&cfg, factors.as_deref(), dev)?,
             embed,
             layers,
             policy: opts.policy,
+            device: dev.clone(),
             cfg,
         })
     }
@@ -149,6 +164,11 @@ impl Model {
 
     pub fn num_layers(&self) -> usize {
         self.cfg.num_layers
+    }
+
+    /// Where the weights live and the model runs.
+    pub fn device(&self) -> &Device {
+        &self.device
     }
 
     pub fn policy(&self) -> KernelPolicy {
@@ -191,7 +211,7 @@ impl Model {
         if let Some(&id) = ids.iter().find(|&&id| id as usize >= vocab) {
             return Err(Error::TokenOutOfRange { id, vocab });
         }
-        let ids = Tensor::new(ids, &Device::Cpu)?;
+        let ids = Tensor::new(ids, &self.device)?;
         Ok(self.embed.index_select(&ids, 0)?)
     }
 

@@ -15,7 +15,7 @@ pub(crate) struct RopeFreqs {
 
 impl RopeFreqs {
     /// `factors` are GGUF `rope_freqs.weight` divisors (Llama 3 files store their scaling so).
-    pub(crate) fn new(cfg: &ModelConfig, factors: Option<&[f32]>) -> Result<Self> {
+    pub(crate) fn new(cfg: &ModelConfig, factors: Option<&[f32]>, device: &Device) -> Result<Self> {
         let hd = cfg.head_dim;
         let mut inv: Vec<f32> = (0..hd)
             .step_by(2)
@@ -45,7 +45,7 @@ impl RopeFreqs {
         }
         let n = inv.len();
         Ok(Self {
-            inv_freq: Tensor::from_vec(inv, (1, n), &Device::Cpu)?,
+            inv_freq: Tensor::from_vec(inv, (1, n), device)?,
             interleaved: cfg.rope_interleaved,
         })
     }
@@ -57,7 +57,7 @@ impl RopeFreqs {
 
     /// Tables for the given positions, one row each.
     pub(crate) fn at_positions(&self, positions: &[u32]) -> Result<Rope> {
-        let pos = Tensor::new(positions, &Device::Cpu)?
+        let pos = Tensor::new(positions, self.inv_freq.device())?
             .to_dtype(DType::F32)?
             .reshape((positions.len(), 1))?;
         let freqs = pos.broadcast_mul(&self.inv_freq)?;

@@ -16,3 +16,4 @@ pub use v1::coordinator_client::CoordinatorClient;
 pub use v1::coordinator_server::{Coordinator, CoordinatorServer};
 
 pub mod client;
+pub mod http;

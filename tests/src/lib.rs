@@ -136,9 +136,14 @@ impl Coordinator {
 
     /// SIGTERM and wait for the exit status.
     pub fn term(&mut self) -> std::process::ExitStatus {
-        let mut c = self.child.take().expect("running");
+        self.send_term();
+        self.wait(Duration::from_secs(60))
+    }
+
+    /// SIGTERM, without waiting.
+    pub fn send_term(&self) {
+        let c = self.child.as_ref().expect("running");
         let _ = Command::new("kill").arg(c.id().to_string()).status();
-        wait_timeout(&mut c, Duration::from_secs(60))
     }
 
     /// Waits for the process to exit by itself.
@@ -168,6 +173,45 @@ pub fn wait_timeout(c: &mut Child, limit: Duration) -> std::process::ExitStatus 
             let _ = c.kill();
             panic!("process {} did not exit within {limit:?}", c.id());
         }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// GET `path` from the HTTP endpoint at `addr` over a plain TCP connection: the status code and
+/// the body. Status 0 when nothing listens (yet).
+pub fn http_get(addr: &str, path: &str) -> (u16, String) {
+    use std::io::{Read, Write};
+    let Ok(mut s) = std::net::TcpStream::connect(addr) else {
+        return (0, String::new());
+    };
+    write!(
+        s,
+        "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"
+    )
+    .unwrap();
+    let mut text = String::new();
+    s.read_to_string(&mut text).unwrap();
+    let code = text
+        .split_whitespace()
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .unwrap_or(0);
+    let body = text.split_once("\r\n\r\n").map_or("", |(_, b)| b);
+    (code, body.to_string())
+}
+
+/// Polls `GET path` at `addr` until it answers `code` (or 60 s pass).
+pub fn wait_http(addr: &str, path: &str, code: u16) -> String {
+    let t = Instant::now();
+    loop {
+        let (c, body) = http_get(addr, path);
+        if c == code {
+            return body;
+        }
+        assert!(
+            t.elapsed() < Duration::from_secs(60),
+            "GET {addr}{path}: {c} {body}, waiting for {code}"
+        );
         std::thread::sleep(Duration::from_millis(50));
     }
 }

@@ -168,7 +168,7 @@ async fn duplicate_and_late_submissions_are_acknowledged_and_ignored() {
         .into_inner();
     assert_eq!((r.accepted, r.duplicates), (4, 0));
     // Prometheus sees the same counts.
-    let m = scrape(&metrics);
+    let m = wait_http(&metrics, "/metrics", 200);
     for line in [
         "drllm_results_accepted_total 5",
         "drllm_results_duplicate_total 3",
@@ -187,6 +187,54 @@ async fn duplicate_and_late_submissions_are_acknowledged_and_ignored() {
     assert!(
         rows.iter().all(|(_, w)| w == "a"),
         "the first result wins: {rows:?}"
+    );
+}
+
+/// The HTTP probes Kubernetes uses follow the coordinator's life: alive and ready while it
+/// serves, still alive but not ready once it drains (SIGTERM with a lease out), gone after.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn probes_say_ready_while_serving_and_not_ready_while_draining() {
+    let JobDir {
+        dir,
+        out,
+        state,
+        job,
+    } = JobDir::new();
+    std::fs::write(&job, job_toml(&out, 3, 3, 60, 100, "")).unwrap();
+    let http = format!("127.0.0.1:{}", free_port());
+    let mut coord = Coordinator::start(
+        &job,
+        &state,
+        free_port(),
+        &["--http-listen", &http, "--drain-secs", "30"],
+        &dir.path().join("c.log"),
+    );
+    assert_eq!(wait_http(&http, "/healthz", 200), "ok\n");
+    wait_http(&http, "/readyz", 200);
+    let mut a = connect(&coord.url, None);
+    wait_ready(&mut a, Duration::from_secs(20)).await;
+    let lease = register_and_lease(&mut a, "a", 3).await;
+    assert_eq!(lease.examples.len(), 3);
+    // Draining: it waits up to 30 s for the lease, answering "not ready" meanwhile.
+    coord.send_term();
+    assert_eq!(wait_http(&http, "/readyz", 503), "not ready\n");
+    assert_eq!(http_get(&http, "/healthz").0, 200);
+    assert_eq!(http_get(&http, "/nothing-here").0, 404);
+    a.release(ReleaseRequest {
+        worker_id: "a".into(),
+        keys: lease.examples.iter().map(|e| e.key).collect(),
+    })
+    .await
+    .unwrap();
+    assert!(
+        coord.wait(Duration::from_secs(30)).success(),
+        "{}",
+        coord.log()
+    );
+    assert_eq!(
+        http_get(&http, "/healthz").0,
+        0,
+        "the endpoint outlived the process"
     );
 }
 
@@ -412,18 +460,4 @@ async fn tls_with_a_generated_certificate() {
         .status(StatusRequest {})
         .await
         .is_err());
-}
-
-/// GET /metrics over a plain TCP connection.
-fn scrape(addr: &str) -> String {
-    use std::io::{Read, Write};
-    let mut s = std::net::TcpStream::connect(addr).expect("metrics endpoint");
-    write!(
-        s,
-        "GET /metrics HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"
-    )
-    .unwrap();
-    let mut body = String::new();
-    s.read_to_string(&mut body).unwrap();
-    body
 }

@@ -1,7 +1,8 @@
 //! Real workers on the real default model against a real coordinator: a worker killed with -9
 //! mid-lease loses nothing (its examples are leased again after the lease expires and finished by
 //! another worker); a worker sent SIGTERM finishes the example at hand and releases the rest; a
-//! worker keeps going through a coordinator crash and restart.
+//! worker keeps going through a coordinator crash and restart; one worker with two lanes searches
+//! two examples at once and reports over HTTP.
 
 use std::collections::BTreeSet;
 use std::process::{Child, Command, Stdio};
@@ -11,8 +12,13 @@ use drllm_proto::v1::StatusRequest;
 use drllm_tests::*;
 
 fn worker(url: &str, id: &str, log: &std::path::Path) -> Child {
+    worker_with(url, id, log, &[])
+}
+
+fn worker_with(url: &str, id: &str, log: &std::path::Path, extra: &[&str]) -> Child {
     Command::new(bin("worker"))
         .args(["run", "--coordinator", url, "--worker-id", id])
+        .args(extra)
         .env("RUST_LOG", "info")
         .stdout(Stdio::null())
         .stderr(std::fs::File::create(log).unwrap())
@@ -125,4 +131,45 @@ async fn a_worker_rides_out_a_coordinator_crash() {
     let rows = read_parts(&out);
     let ids: BTreeSet<_> = rows.iter().map(|r| r.0.clone()).collect();
     assert_eq!((rows.len(), ids.len()), (4, 4), "{rows:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_worker_with_two_lanes_holds_two_leases_and_reports_over_http() {
+    let Some((JobDir { dir, out, .. }, mut coord, mut c)) = start_job(6, 1, 30).await else {
+        return;
+    };
+    let http = format!("127.0.0.1:{}", free_port());
+    let mut w = worker_with(
+        &coord.url,
+        "w",
+        &dir.path().join("w.log"),
+        &["--concurrency", "2", "--http-listen", &http],
+    );
+    assert_eq!(wait_http(&http, "/healthz", 200), "ok\n");
+    wait_http(&http, "/readyz", 200); // model loaded, registered
+                                      // Shards of one example: two lanes hold two leases at once.
+    wait_for(&mut c, "two leases held by one worker", |s| {
+        s.workers
+            .iter()
+            .any(|w| w.worker_id == "w" && w.leased >= 2)
+    })
+    .await;
+    wait_for(&mut c, "a first result", |s| s.done >= 1).await;
+    let m = wait_http(&http, "/metrics", 200);
+    assert!(
+        m.contains("drllm_worker_examples_total{outcome=\"searched\"}"),
+        "{m}"
+    );
+    assert!(m.contains("drllm_worker_simulations_total"), "{m}");
+    assert!(
+        coord.wait(Duration::from_secs(300)).success(),
+        "{}",
+        coord.log()
+    );
+    let status = wait_timeout(&mut w, Duration::from_secs(60));
+    let log = std::fs::read_to_string(dir.path().join("w.log")).unwrap();
+    assert!(status.success(), "worker: {status:?}\n{log}");
+    let rows = read_parts(&out);
+    let ids: BTreeSet<_> = rows.iter().map(|r| r.0.clone()).collect();
+    assert_eq!((rows.len(), ids.len()), (6, 6), "{rows:?}");
 }

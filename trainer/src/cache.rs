@@ -95,7 +95,7 @@ pub fn open_or_build(
         let mut counts = Vec::with_capacity(part.len());
         for e in part {
             let (x, count) = teacher_forced_inputs(model, &e.prompt_ids, &e.target, windows)?;
-            feats.push(x.to_dtype(DType::F16)?);
+            feats.push(x.to_dtype(DType::F16)?.to_device(&Device::Cpu)?);
             counts.push(count as u32);
             if let Some(b) = &bar {
                 b.inc(1);

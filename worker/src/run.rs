@@ -5,7 +5,7 @@
 //! drain) finishes the example at hand, releases the rest of its lease and exits.
 
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -14,6 +14,7 @@ use drllm_core::search::{search_example, SearchConfig, DEFAULT_REUSE_BUDGET};
 use drllm_core::tasks::reward::RewardOptions;
 use drllm_core::tasks::{Example, RewardMode};
 use drllm_proto::client::{client, Client, ConnectOptions};
+use drllm_proto::http::Health;
 use drllm_proto::v1::*;
 use drllm_proto::PROTOCOL_VERSION;
 use tonic::{Code, Status};
@@ -37,9 +38,6 @@ pub struct Args {
     /// Name the coordinator's certificate carries (default: the URL's host).
     #[arg(long)]
     tls_domain: Option<String>,
-    /// Device description reported to the coordinator.
-    #[arg(long, default_value = "cpu")]
-    device: String,
     /// Give up after the coordinator has been unreachable this long, seconds.
     #[arg(long, default_value_t = 600.0)]
     give_up_secs: f64,
@@ -47,6 +45,14 @@ pub struct Args {
     /// failures in a row the worker assumes it is broken itself, releases its lease and exits.
     #[arg(long, default_value_t = 3)]
     max_failures_in_a_row: u32,
+    /// Serve HTTP on ADDR: /healthz (200 while the process runs), /readyz (200 once the model is
+    /// loaded and the worker registered) and /metrics (Prometheus: examples, simulations).
+    #[arg(long)]
+    http_listen: Option<std::net::SocketAddr>,
+    /// Examples searched at once, each in its own lane (lease, search, submit) sharing the loaded
+    /// model: on a GPU, several lanes keep a small model's device busy.
+    #[arg(long, default_value_t = 1)]
+    concurrency: usize,
     /// Memory for reused prefix states, MiB (0: no reuse).
     #[arg(long, default_value_t = DEFAULT_REUSE_BUDGET >> 20)]
     reuse_budget_mib: usize,
@@ -64,6 +70,7 @@ fn transient(s: &Status) -> bool {
     )
 }
 
+#[derive(Clone)]
 struct Session {
     client: Client,
     worker_id: String,
@@ -165,6 +172,13 @@ async fn run_async(a: Args) -> anyhow::Result<()> {
         a.tls_domain.clone(),
     )
     .map_err(anyhow::Error::msg)?;
+    let health = Arc::new(Health::default());
+    if let Some(addr) = a.http_listen {
+        let bound = drllm_proto::http::serve(addr, health.clone())
+            .await
+            .map_err(anyhow::Error::msg)?;
+        tracing::info!(addr = %bound, "HTTP: /healthz, /readyz, /metrics");
+    }
     let model = a.model.clone();
     let lm = Arc::new(tokio::task::spawn_blocking(move || model.load()).await??);
     let mut s = Session {
@@ -174,7 +188,7 @@ async fn run_async(a: Args) -> anyhow::Result<()> {
             protocol_version: PROTOCOL_VERSION,
             worker_id: worker_id.clone(),
             model_fingerprint: lm.fingerprint.clone(),
-            device: a.device.clone(),
+            device: a.model.device.to_string(),
             version: env!("CARGO_PKG_VERSION").to_string(),
         },
         give_up: Duration::from_secs_f64(a.give_up_secs),
@@ -191,7 +205,8 @@ async fn run_async(a: Args) -> anyhow::Result<()> {
         serde_json::from_value(job["search"].clone()).context("the job's search configuration")?;
     let ropts = RewardOptions::for_model(&lm, mode);
     let budget = a.reuse_budget_mib << 20;
-    tracing::info!(worker = %worker_id, coordinator = %a.coordinator, fingerprint = %lm.fingerprint, "registered");
+    tracing::info!(worker = %worker_id, coordinator = %a.coordinator, fingerprint = %lm.fingerprint, device = %a.model.device, "registered");
+    health.set_ready(true);
 
     let stop = Arc::new(AtomicBool::new(false));
     let held: Arc<Mutex<Vec<u64>>> = Arc::default();
@@ -203,9 +218,64 @@ async fn run_async(a: Args) -> anyhow::Result<()> {
         stop.clone(),
         Duration::from_millis((reg.lease_ttl_ms / 3).max(100)),
     ));
-    let (mut done, mut sims, mut failures_in_a_row) = (0u64, 0usize, 0u32);
-    'outer: while !stop.load(Ordering::SeqCst) {
-        let id = worker_id.clone();
+    let lanes = Arc::new(Lanes {
+        lm,
+        cfg,
+        ropts,
+        budget,
+        worker_id: worker_id.clone(),
+        held: held.clone(),
+        stop: stop.clone(),
+        failures_in_a_row: AtomicU32::new(0),
+        max_failures_in_a_row: a.max_failures_in_a_row,
+    });
+    let tasks: Vec<_> = (0..a.concurrency.max(1))
+        .map(|_| tokio::spawn(lane(s.clone(), lanes.clone())))
+        .collect();
+    let (mut done, mut sims, mut first_err) = (0u64, 0usize, None);
+    for t in tasks {
+        match t.await? {
+            Ok((d, n)) => (done, sims) = (done + d, sims + n),
+            Err(e) => {
+                first_err.get_or_insert(e);
+            }
+        }
+    }
+    if let Some(e) = first_err {
+        hb.abort();
+        return Err(e);
+    }
+    stop.store(true, Ordering::SeqCst);
+    hb.abort();
+    let secs = t0.elapsed().as_secs_f64();
+    println!(
+        "{}",
+        serde_json::json!({"worker_id": worker_id, "examples": done, "simulations": sims,
+            "seconds_incl_load": secs, "simulations_per_s": sims as f64 / secs})
+    );
+    Ok(())
+}
+
+/// What the lanes of a worker share: the model, the job's settings and the leases in hand.
+struct Lanes {
+    lm: Arc<drllm_core::LoadedModel>,
+    cfg: SearchConfig,
+    ropts: RewardOptions,
+    budget: usize,
+    worker_id: String,
+    held: Arc<Mutex<Vec<u64>>>,
+    stop: Arc<AtomicBool>,
+    failures_in_a_row: AtomicU32,
+    max_failures_in_a_row: u32,
+}
+
+/// One lane: lease, search each example, submit, until the job is done or the worker stops.
+/// `--concurrency N` runs N lanes, so N searches share the model (and a GPU) at once. Returns the
+/// examples and simulations it did.
+async fn lane(mut s: Session, w: Arc<Lanes>) -> anyhow::Result<(u64, usize)> {
+    let (mut done, mut sims) = (0u64, 0usize);
+    'outer: while !w.stop.load(Ordering::SeqCst) {
+        let id = w.worker_id.clone();
         let lease = s
             .call("lease", move |mut c| {
                 let id = id.clone();
@@ -225,27 +295,33 @@ async fn run_async(a: Args) -> anyhow::Result<()> {
             tokio::time::sleep(Duration::from_millis(lease.retry_after_ms)).await;
             continue;
         }
-        *held.lock().unwrap() = lease.examples.iter().map(|e| e.key).collect();
+        let keys: Vec<u64> = lease.examples.iter().map(|e| e.key).collect();
+        w.held.lock().unwrap().extend(&keys);
         for (i, le) in lease.examples.iter().enumerate() {
-            if stop.load(Ordering::SeqCst) {
-                let rest: Vec<u64> = lease.examples[i..].iter().map(|e| e.key).collect();
-                release(&mut s, rest).await?;
+            if w.stop.load(Ordering::SeqCst) {
+                release(&mut s, &w.held, keys[i..].to_vec()).await?;
                 break 'outer;
             }
             let ex: Example = serde_json::from_str(&le.example_json)
                 .with_context(|| format!("example {} from the coordinator", le.key))?;
-            let (lm2, cfg2, id) = (lm.clone(), cfg.clone(), worker_id.clone());
+            let w2 = w.clone();
             let rec = tokio::task::spawn_blocking(move || {
-                search_example(&lm2, &ex, &cfg2, &ropts, budget).map(|r| {
+                search_example(&w2.lm, &ex, &w2.cfg, &w2.ropts, w2.budget).map(|r| {
                     let sims = r.outcome.simulations;
-                    (r.record(&lm2, &ex, &cfg2, &ropts, &id), sims)
+                    (
+                        r.record(&w2.lm, &ex, &w2.cfg, &w2.ropts, &w2.worker_id),
+                        sims,
+                    )
                 })
             })
             .await?;
             let result = match rec {
                 Ok((rec, n)) => {
                     sims += n;
-                    failures_in_a_row = 0;
+                    w.failures_in_a_row.store(0, Ordering::SeqCst);
+                    metrics::counter!("drllm_worker_examples_total", "outcome" => "searched")
+                        .increment(1);
+                    metrics::counter!("drllm_worker_simulations_total").increment(n as u64);
                     SearchResult {
                         key: le.key,
                         record_json: serde_json::to_string(&rec)?,
@@ -255,11 +331,13 @@ async fn run_async(a: Args) -> anyhow::Result<()> {
                 Err(e) => {
                     // Reported as failed (not leased again); a worker that fails on every
                     // example is broken itself and stops instead of failing the whole job.
-                    failures_in_a_row += 1;
-                    if failures_in_a_row > a.max_failures_in_a_row {
-                        let keys = held.lock().unwrap().clone();
-                        release(&mut s, keys).await?;
-                        bail!("{failures_in_a_row} examples in a row failed, the last ({}) with: {e:#}; stopping (see --max-failures-in-a-row)", le.key);
+                    let failures = w.failures_in_a_row.fetch_add(1, Ordering::SeqCst) + 1;
+                    metrics::counter!("drllm_worker_examples_total", "outcome" => "failed")
+                        .increment(1);
+                    if failures > w.max_failures_in_a_row {
+                        w.stop.store(true, Ordering::SeqCst);
+                        release(&mut s, &w.held, keys[i..].to_vec()).await?;
+                        bail!("{failures} examples in a row failed, the last ({}) with: {e:#}; stopping (see --max-failures-in-a-row)", le.key);
                     }
                     tracing::warn!(example = le.key, "search failed, reporting it: {e:#}");
                     SearchResult {
@@ -269,7 +347,7 @@ async fn run_async(a: Args) -> anyhow::Result<()> {
                     }
                 }
             };
-            let id = worker_id.clone();
+            let id = w.worker_id.clone();
             s.call("submit", move |mut c| {
                 let (id, result) = (id.clone(), result.clone());
                 async move {
@@ -281,22 +359,16 @@ async fn run_async(a: Args) -> anyhow::Result<()> {
                 }
             })
             .await?;
-            held.lock().unwrap().retain(|k| *k != le.key);
+            w.held.lock().unwrap().retain(|k| *k != le.key);
             done += 1;
         }
     }
-    stop.store(true, Ordering::SeqCst);
-    hb.abort();
-    let secs = t0.elapsed().as_secs_f64();
-    println!(
-        "{}",
-        serde_json::json!({"worker_id": worker_id, "examples": done, "simulations": sims,
-            "seconds_incl_load": secs, "simulations_per_s": sims as f64 / secs})
-    );
-    Ok(())
+    Ok((done, sims))
 }
 
-async fn release(s: &mut Session, keys: Vec<u64>) -> anyhow::Result<()> {
+/// Gives `keys` back to the coordinator and stops heartbeating them.
+async fn release(s: &mut Session, held: &Mutex<Vec<u64>>, keys: Vec<u64>) -> anyhow::Result<()> {
+    held.lock().unwrap().retain(|k| !keys.contains(k));
     if keys.is_empty() {
         return Ok(());
     }

@@ -85,7 +85,10 @@ impl Routers {
 
     /// Router `layer`'s logits (`[3]`) for the hidden state `x` (`[T, d]`) entering it.
     pub fn layer_logits(&self, layer: usize, x: &Tensor, windows: usize) -> Result<Tensor> {
-        let m = window_means(x, windows)?.unsqueeze(0)?;
+        // The routers live on the CPU; the model's rows may be on a GPU.
+        let m = window_means(x, windows)?
+            .to_device(self.w1.device())?
+            .unsqueeze(0)?;
         let one = |v: &Var| v.narrow(0, layer, 1);
         let w = [
             one(&self.w1)?,

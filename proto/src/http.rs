@@ -1,0 +1,83 @@
+//! The HTTP side of the coordinator and the workers, for orchestrators and scrapers:
+//! `/healthz` answers 200 while the process serves at all (liveness), `/readyz` 200 only while it
+//! is ready for work and 503 otherwise (a coordinator opening its state or draining, a worker
+//! loading its model), `/metrics` the Prometheus text of everything the process recorded with the
+//! `metrics` crate.
+
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::routing::get;
+use axum::Router;
+use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
+
+/// Readiness as the process knows it; starts not ready.
+#[derive(Debug, Default)]
+pub struct Health {
+    ready: AtomicBool,
+}
+
+impl Health {
+    pub fn set_ready(&self, ready: bool) {
+        self.ready.store(ready, Ordering::SeqCst);
+    }
+
+    pub fn is_ready(&self) -> bool {
+        self.ready.load(Ordering::SeqCst)
+    }
+}
+
+#[derive(Clone)]
+struct Shared {
+    health: Arc<Health>,
+    metrics: PrometheusHandle,
+}
+
+/// Installs the process's Prometheus recorder and serves `/healthz`, `/readyz` and `/metrics` on
+/// `addr` in the background of the current tokio runtime. Returns the bound address (port 0
+/// picks a free one). Call once per process.
+pub async fn serve(addr: SocketAddr, health: Arc<Health>) -> Result<SocketAddr, String> {
+    let metrics = PrometheusBuilder::new()
+        .install_recorder()
+        .map_err(|e| format!("installing the metrics recorder: {e}"))?;
+    let listener = tokio::net::TcpListener::bind(addr)
+        .await
+        .map_err(|e| format!("HTTP endpoint on {addr}: {e}"))?;
+    let bound = listener
+        .local_addr()
+        .map_err(|e| format!("HTTP endpoint on {addr}: {e}"))?;
+    let upkeep = metrics.clone();
+    tokio::spawn(async move {
+        // Histograms are summarised lazily; the exporter's own listener would do this.
+        loop {
+            tokio::time::sleep(Duration::from_secs(5)).await;
+            upkeep.run_upkeep();
+        }
+    });
+    let app = Router::new()
+        .route("/healthz", get(|| async { "ok\n" }))
+        .route("/readyz", get(readyz))
+        .route(
+            "/metrics",
+            get(|State(s): State<Shared>| async move { s.metrics.render() }),
+        )
+        .with_state(Shared { health, metrics });
+    tokio::spawn(async move {
+        if let Err(e) = axum::serve(listener, app).await {
+            tracing::error!("HTTP endpoint on {bound} stopped: {e}");
+        }
+    });
+    Ok(bound)
+}
+
+async fn readyz(State(s): State<Shared>) -> (StatusCode, &'static str) {
+    if s.health.is_ready() {
+        (StatusCode::OK, "ready\n")
+    } else {
+        (StatusCode::SERVICE_UNAVAILABLE, "not ready\n")
+    }
+}
