@@ -15,6 +15,7 @@ pub mod linear;
 pub mod loader;
 pub mod model;
 pub mod path;
+pub mod reference;
 pub mod rope;
 pub mod router;
 pub mod search;

@@ -8,57 +8,20 @@
 
 use std::collections::HashMap;
 
-use drllm_core::{greedy, LayerPath, LoadOptions, LoadedModel, Logits, PathCache};
-use serde::Deserialize;
+use drllm_core::reference::{check, last_logits, top, RefPrompt};
+use drllm_core::{greedy, LayerPath, LoadOptions, LoadedModel};
 
-#[derive(Deserialize)]
-struct Prompt {
-    name: String,
-    text: String,
-    ids: Vec<u32>,
-    llama_cpp_top10: Vec<(u32, f32)>,
-    paths: Vec<PathRef>,
-}
-
-#[derive(Deserialize)]
-struct PathRef {
-    name: String,
-    path: Vec<u16>,
-    exact_top10: Vec<(u32, f32)>,
-    exact_greedy8: Vec<u32>,
-}
-
-fn prompts() -> Vec<Prompt> {
+fn prompts() -> Vec<RefPrompt> {
     let p = concat!(
         env!("CARGO_MANIFEST_DIR"),
         "/tests/data/smollm2_135m_q4_1.json"
     );
-    serde_json::from_str(&std::fs::read_to_string(p).unwrap()).unwrap()
+    drllm_core::reference::read(p.as_ref()).unwrap()
 }
 
 fn load(opts: &LoadOptions) -> Option<LoadedModel> {
     drllm_core::loader::default_model_for_tests()?;
     Some(drllm_core::load(drllm_core::DEFAULT_MODEL, opts).expect("loading the default model"))
-}
-
-fn last_logits(lm: &LoadedModel, ids: &[u32], path: &LayerPath) -> Vec<f32> {
-    let mut cache = PathCache::new(path);
-    lm.model
-        .forward(ids, path, &mut cache, 0, Logits::Last)
-        .unwrap()
-        .flatten_all()
-        .unwrap()
-        .to_vec1()
-        .unwrap()
-}
-
-fn top(logits: &[f32], k: usize) -> Vec<(u32, f32)> {
-    let mut idx: Vec<usize> = (0..logits.len()).collect();
-    idx.sort_by(|&a, &b| logits[b].total_cmp(&logits[a]));
-    idx.into_iter()
-        .take(k)
-        .map(|i| (i as u32, logits[i]))
-        .collect()
 }
 
 /// The reference's tolerance for engines that quantize activations.
@@ -139,26 +102,40 @@ fn exact_mode_matches_reference_logits_and_greedy_tokens() {
     let Some(lm) = load(&LoadOptions::exact()) else {
         return;
     };
-    let l = lm.model.num_layers();
-    for p in prompts() {
-        for r in &p.paths {
-            let what = format!("{} / {}", p.name, r.name);
-            let path = LayerPath::new(r.path.clone(), l).unwrap();
-            let logits = last_logits(&lm, &p.ids, &path);
-            // Same arithmetic as the reference (f32, dequantized weights): only summation order
-            // differs, so every reference logit is reproduced to a few hundredths.
-            for &(id, v) in &r.exact_top10 {
-                let d = (logits[id as usize] - v).abs();
-                assert!(
-                    d < 0.02,
-                    "{what}: id {id}: ours {} reference {v}",
-                    logits[id as usize]
-                );
+    let reports = check(&lm, &prompts()).unwrap();
+    assert_eq!(
+        reports.len(),
+        prompts().iter().map(|p| p.paths.len()).sum::<usize>()
+    );
+    for r in &reports {
+        // Same arithmetic as the reference (f32, dequantized weights): only summation order
+        // differs, so every reference logit is reproduced to a few hundredths.
+        assert!(r.passes(0.02), "{r:?}");
+    }
+}
+
+#[test]
+fn the_check_catches_a_wrong_engine() {
+    let Some(lm) = load(&LoadOptions::exact()) else {
+        return;
+    };
+    // The same prompts with every reference logit moved by 0.1 and another greedy token: an
+    // engine that far off must fail.
+    let mut bad = prompts();
+    for p in &mut bad {
+        for r in &mut p.paths {
+            r.exact_top10.iter_mut().for_each(|t| t.1 += 0.1);
+            match r.exact_greedy8.first_mut() {
+                Some(t) => *t += 1,
+                None => r.exact_greedy8.push(7), // the reference stopped at EOS at once
             }
-            assert_eq!(top(&logits, 1)[0].0, r.exact_top10[0].0, "{what}: top-1");
-            let g = greedy(&lm.model, &p.ids, &path, 8, |_| false).unwrap();
-            assert_eq!(g.tokens, r.exact_greedy8, "{what}: greedy tokens");
         }
+    }
+    for r in check(&lm, &bad).unwrap() {
+        assert!(
+            r.max_logit_diff > 0.05 && !r.greedy_match && !r.passes(0.02),
+            "{r:?}"
+        );
     }
 }
 
@@ -175,13 +152,17 @@ fn fast_mode_is_within_the_reference_tolerances() {
         let full = LayerPath::full(l);
         assert_close_top10(
             &format!("{} vs llama.cpp", p.name),
-            &last_logits(&fast, &p.ids, &full),
+            &last_logits(&fast.model, &p.ids, &full).unwrap(),
             &p.llama_cpp_top10,
         );
         for r in &p.paths {
             let what = format!("{} / {}", p.name, r.name);
             let path = LayerPath::new(r.path.clone(), l).unwrap();
-            assert_close_top10(&what, &last_logits(&fast, &p.ids, &path), &r.exact_top10);
+            assert_close_top10(
+                &what,
+                &last_logits(&fast.model, &p.ids, &path).unwrap(),
+                &r.exact_top10,
+            );
             // Greedy agrees with the reference until the first near-tie: where the tokens first
             // differ, the exact logits of the two candidates must be close.
             let g = greedy(&fast.model, &p.ids, &path, 8, |_| false)
@@ -189,7 +170,7 @@ fn fast_mode_is_within_the_reference_tolerances() {
                 .tokens;
             if let Some(i) = g.iter().zip(&r.exact_greedy8).position(|(a, b)| a != b) {
                 let prefix: Vec<u32> = p.ids.iter().chain(&r.exact_greedy8[..i]).copied().collect();
-                let ex = last_logits(&exact, &prefix, &path);
+                let ex = last_logits(&exact.model, &prefix, &path).unwrap();
                 let gap = (ex[g[i] as usize] - ex[r.exact_greedy8[i] as usize]).abs();
                 assert!(
                     gap < 1.0,

@@ -46,7 +46,7 @@ done
 
 # 3. A libcuda stub with the driver's soname, exporting every function cudarc binds.
 cargo fetch --manifest-path "$ROOT/Cargo.toml" -q
-CUDARC=$(cargo metadata --manifest-path "$ROOT/Cargo.toml" --format-version 1 2>/dev/null \
+CUDARC=$(cargo metadata --manifest-path "$ROOT/Cargo.toml" --format-version 1 --all-features 2>/dev/null \
   | "$python" -c 'import json,sys; m=json.load(sys.stdin); print(next(p["manifest_path"] for p in m["packages"] if p["name"]=="cudarc"))')
 SYS="$(dirname "$CUDARC")/src/driver/sys/mod.rs"
 [ -f "$SYS" ] || { echo "error: cudarc's driver bindings not found at $SYS" >&2; exit 1; }

@@ -1,9 +1,10 @@
 //! `worker`: the drllm worker binary: `run` joins a coordinator's search job; `search` runs the
-//! search on one machine without one; `logits` and `bench` are the engine's debug and benchmark
-//! commands.
+//! search on one machine without one; `logits`, `parity` and `bench` are the engine's debug, check
+//! and benchmark commands.
 
 mod bench;
 mod logits;
+mod parity;
 mod run;
 mod search;
 
@@ -30,15 +31,19 @@ enum Command {
     Search(search::Args),
     /// Join a coordinator's search job: lease examples, search them, submit the records.
     Run(run::Args),
+    /// Check the engine on this device against reference outputs (exit 1 when off).
+    Parity(parity::Args),
 }
 
-fn main() -> anyhow::Result<()> {
+fn main() -> anyhow::Result<std::process::ExitCode> {
     let cli = Cli::parse();
     drllm_core::cli::init_with(cli.log_json, "warn");
+    let ok = std::process::ExitCode::SUCCESS;
     match cli.command {
-        Command::Logits(a) => logits::run(a),
-        Command::Bench(a) => bench::run(a),
-        Command::Search(a) => search::run(a),
-        Command::Run(a) => run::run(a),
+        Command::Logits(a) => logits::run(a).map(|_| ok),
+        Command::Bench(a) => bench::run(a).map(|_| ok),
+        Command::Search(a) => search::run(a).map(|_| ok),
+        Command::Run(a) => run::run(a).map(|_| ok),
+        Command::Parity(a) => parity::run(a),
     }
 }

@@ -1,16 +1,17 @@
-//! `worker logits` as a user runs it: the real binary on the default model, JSON on stdout, and
-//! errors on stderr with a non-zero exit.
+//! `worker logits` and `worker parity` as a user runs them: the real binary on the default model,
+//! JSON on stdout, and errors on stderr with a non-zero exit.
 
 use std::process::Command;
 
 use serde_json::Value;
 
+const REFERENCE: &str = concat!(
+    env!("CARGO_MANIFEST_DIR"),
+    "/../core/tests/data/smollm2_135m_q4_1.json"
+);
+
 fn reference() -> Value {
-    let p = concat!(
-        env!("CARGO_MANIFEST_DIR"),
-        "/../core/tests/data/smollm2_135m_q4_1.json"
-    );
-    serde_json::from_str(&std::fs::read_to_string(p).unwrap()).unwrap()
+    serde_json::from_str(&std::fs::read_to_string(REFERENCE).unwrap()).unwrap()
 }
 
 fn prompt(name: &str) -> Value {
@@ -123,4 +124,57 @@ fn bad_input_fails_with_a_message_that_says_what_to_fix() {
     let out = worker(&["logits", "--prompt-file", "/no/such/prompt.txt"]);
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("/no/such/prompt.txt"));
+}
+
+#[test]
+fn parity_passes_on_the_reference_and_fails_on_a_tampered_one() {
+    if drllm_core::loader::default_model_for_tests().is_none() {
+        return;
+    }
+    let out = worker(&[
+        "parity",
+        "--exact",
+        "--device",
+        "cpu",
+        "--reference",
+        REFERENCE,
+    ]);
+    let v = ok_json(out);
+    let paths: usize = reference()
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p["paths"].as_array().unwrap().len())
+        .sum();
+    assert_eq!(v["paths"], paths);
+    assert_eq!(
+        (v["failed"].as_u64(), v["device"].as_str()),
+        (Some(0), Some("cpu"))
+    );
+    assert!(v["max_logit_diff"].as_f64().unwrap() < 0.02, "{v}");
+
+    // One greedy token changed in the reference: exactly that path fails, exit status 1.
+    let mut r = reference();
+    let first = r[0]["paths"][0]["exact_greedy8"][0].as_u64().unwrap();
+    r[0]["paths"][0]["exact_greedy8"][0] = (first + 1).into();
+    let dir = tempfile::tempdir().unwrap();
+    let f = dir.path().join("ref.json");
+    std::fs::write(&f, r.to_string()).unwrap();
+    let out = worker(&["parity", "--exact", "--reference", f.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(1));
+    let v: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["failed"], 1);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(err.matches("FAILED").count(), 1, "{err}");
+
+    // Not a reference file, and a device this build does not have: clear errors.
+    let out = worker(&["parity", "--reference", "/etc/hostname"]);
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("not a reference file"));
+    if !drllm_core::device::CUDA_BUILT {
+        let out = worker(&["parity", "--device", "cuda:1", "--reference", REFERENCE]);
+        assert!(!out.status.success());
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(err.contains("built without CUDA"), "{err}");
+    }
 }
