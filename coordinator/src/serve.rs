@@ -59,10 +59,9 @@ pub async fn run(a: Args) -> anyhow::Result<()> {
     // Probes answer from the start: alive, not ready until the state is open and gRPC serves.
     let health = Arc::new(Health::default());
     if let Some(addr) = a.metrics_listen {
-        let bound = drllm_proto::http::serve(addr, health.clone())
+        drllm_proto::http::serve(addr, health.clone())
             .await
             .map_err(anyhow::Error::msg)?;
-        tracing::info!(addr = %bound, "HTTP: /metrics, /healthz, /readyz");
     }
     let state = Arc::new(State::open(&a.state, &spec, &job_file, &text)?);
     let removed = sink::recover(&state, &spec.output_dir)?;

@@ -166,11 +166,6 @@ impl Model {
         self.cfg.num_layers
     }
 
-    /// Where the weights live and the model runs.
-    pub fn device(&self) -> &Device {
-        &self.device
-    }
-
     pub fn policy(&self) -> KernelPolicy {
         self.policy
     }

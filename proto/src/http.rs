@@ -38,8 +38,8 @@ struct Shared {
 }
 
 /// Installs the process's Prometheus recorder and serves `/healthz`, `/readyz` and `/metrics` on
-/// `addr` in the background of the current tokio runtime. Returns the bound address (port 0
-/// picks a free one). Call once per process.
+/// `addr` in the background of the current tokio runtime, and logs the bound address (port 0
+/// picks a free one), which it returns. Call once per process.
 pub async fn serve(addr: SocketAddr, health: Arc<Health>) -> Result<SocketAddr, String> {
     let metrics = PrometheusBuilder::new()
         .install_recorder()
@@ -66,6 +66,7 @@ pub async fn serve(addr: SocketAddr, health: Arc<Health>) -> Result<SocketAddr, 
             get(|State(s): State<Shared>| async move { s.metrics.render() }),
         )
         .with_state(Shared { health, metrics });
+    tracing::info!(addr = %bound, "HTTP: /healthz, /readyz, /metrics");
     tokio::spawn(async move {
         if let Err(e) = axum::serve(listener, app).await {
             tracing::error!("HTTP endpoint on {bound} stopped: {e}");

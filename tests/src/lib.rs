@@ -56,6 +56,31 @@ impl JobDir {
             dir,
         }
     }
+
+    /// Writes a job over the first `limit` ARC-Easy train questions ([`job_toml`] with parts of
+    /// 100 and `extra` TOML) and starts its coordinator on a free port with `args`, logging to
+    /// `c.log` in this folder.
+    pub fn serve(
+        &self,
+        limit: usize,
+        shard: u32,
+        ttl_secs: u64,
+        extra: &str,
+        args: &[&str],
+    ) -> Coordinator {
+        std::fs::write(
+            &self.job,
+            job_toml(&self.out, limit, shard, ttl_secs, 100, extra),
+        )
+        .unwrap();
+        Coordinator::start(
+            &self.job,
+            &self.state,
+            free_port(),
+            args,
+            &self.dir.path().join("c.log"),
+        )
+    }
 }
 
 /// A job over the first `limit` ARC-Easy train questions.

@@ -77,20 +77,14 @@ async fn coordinator_killed_repeatedly_leaves_every_example_exactly_once() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn duplicate_and_late_submissions_are_acknowledged_and_ignored() {
-    let JobDir {
-        dir,
-        out,
-        state,
-        job,
-    } = JobDir::new();
-    std::fs::write(&job, job_toml(&out, 5, 5, 60, 100, "")).unwrap();
+    let jd = JobDir::new();
     let metrics = format!("127.0.0.1:{}", free_port());
-    let mut coord = Coordinator::start(
-        &job,
-        &state,
-        free_port(),
+    let mut coord = jd.serve(
+        5,
+        5,
+        60,
+        "",
         &["--exit-when-done", "--metrics-listen", &metrics],
-        &dir.path().join("c.log"),
     );
     let mut a = connect(&coord.url, None);
     wait_ready(&mut a, Duration::from_secs(20)).await;
@@ -182,7 +176,7 @@ async fn duplicate_and_late_submissions_are_acknowledged_and_ignored() {
         "{}",
         coord.log()
     );
-    let rows = read_parts(&out);
+    let rows = read_parts(&jd.out);
     assert_eq!(rows.len(), 5);
     assert!(
         rows.iter().all(|(_, w)| w == "a"),
@@ -194,20 +188,14 @@ async fn duplicate_and_late_submissions_are_acknowledged_and_ignored() {
 /// serves, still alive but not ready once it drains (SIGTERM with a lease out), gone after.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn probes_say_ready_while_serving_and_not_ready_while_draining() {
-    let JobDir {
-        dir,
-        out,
-        state,
-        job,
-    } = JobDir::new();
-    std::fs::write(&job, job_toml(&out, 3, 3, 60, 100, "")).unwrap();
+    let jd = JobDir::new();
     let http = format!("127.0.0.1:{}", free_port());
-    let mut coord = Coordinator::start(
-        &job,
-        &state,
-        free_port(),
+    let mut coord = jd.serve(
+        3,
+        3,
+        60,
+        "",
         &["--http-listen", &http, "--drain-secs", "30"],
-        &dir.path().join("c.log"),
     );
     assert_eq!(wait_http(&http, "/healthz", 200), "ok\n");
     wait_http(&http, "/readyz", 200);
@@ -240,20 +228,8 @@ async fn probes_say_ready_while_serving_and_not_ready_while_draining() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn failed_examples_are_kept_through_a_crash_and_never_leased_again() {
-    let JobDir {
-        dir,
-        out,
-        state,
-        job,
-    } = JobDir::new();
-    std::fs::write(&job, job_toml(&out, 3, 3, 60, 100, "")).unwrap();
-    let mut coord = Coordinator::start(
-        &job,
-        &state,
-        free_port(),
-        &["--exit-when-done"],
-        &dir.path().join("c.log"),
-    );
+    let jd = JobDir::new();
+    let mut coord = jd.serve(3, 3, 60, "", &["--exit-when-done"]);
     let mut a = connect(&coord.url, None);
     wait_ready(&mut a, Duration::from_secs(20)).await;
     let lease = register_and_lease(&mut a, "a", 3).await;
@@ -305,29 +281,17 @@ async fn failed_examples_are_kept_through_a_crash_and_never_leased_again() {
         coord.log()
     );
     assert!(coord.log().contains("prompt longer"), "{}", coord.log());
-    let keys: BTreeSet<String> = read_parts(&out).into_iter().map(|r| r.0).collect();
+    let keys: BTreeSet<String> = read_parts(&jd.out).into_iter().map(|r| r.0).collect();
     let ids = arc_train_ids(3);
     assert_eq!(keys, [ids[1].clone(), ids[2].clone()].into_iter().collect());
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn tokens_fingerprints_and_protocol_versions_are_checked() {
-    let JobDir {
-        dir,
-        out,
-        state,
-        job,
-    } = JobDir::new();
-    std::fs::write(&job, job_toml(&out, 2, 1, 60, 100, "")).unwrap();
-    let token = dir.path().join("token");
+    let jd = JobDir::new();
+    let token = jd.dir.path().join("token");
     std::fs::write(&token, "s3cret\n").unwrap();
-    let coord = Coordinator::start(
-        &job,
-        &state,
-        free_port(),
-        &["--token-file", token.to_str().unwrap()],
-        &dir.path().join("c.log"),
-    );
+    let coord = jd.serve(2, 1, 60, "", &["--token-file", token.to_str().unwrap()]);
     let mut good = connect(&coord.url, Some("s3cret"));
     wait_ready(&mut good, Duration::from_secs(20)).await;
     let e = connect(&coord.url, None)
@@ -423,28 +387,22 @@ fn bad_job_files_and_state_directories_give_clear_errors() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn tls_with_a_generated_certificate() {
-    let JobDir {
-        dir,
-        out,
-        state,
-        job,
-    } = JobDir::new();
-    std::fs::write(&job, job_toml(&out, 2, 1, 60, 100, "")).unwrap();
+    let jd = JobDir::new();
     let cert = rcgen::generate_simple_self_signed(vec!["localhost".to_string()]).unwrap();
-    let (crt, key) = (dir.path().join("c.pem"), dir.path().join("k.pem"));
+    let (crt, key) = (jd.dir.path().join("c.pem"), jd.dir.path().join("k.pem"));
     std::fs::write(&crt, cert.cert.pem()).unwrap();
     std::fs::write(&key, cert.signing_key.serialize_pem()).unwrap();
-    let coord = Coordinator::start(
-        &job,
-        &state,
-        free_port(),
+    let coord = jd.serve(
+        2,
+        1,
+        60,
+        "",
         &[
             "--tls-cert",
             crt.to_str().unwrap(),
             "--tls-key",
             key.to_str().unwrap(),
         ],
-        &dir.path().join("c.log"),
     );
     let url = format!("https://127.0.0.1:{}", coord.port);
     let opts = drllm_proto::client::ConnectOptions {

@@ -5,6 +5,7 @@
 //! two examples at once and reports over HTTP.
 
 use std::collections::BTreeSet;
+use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -36,9 +37,7 @@ async fn start_job(
     drllm_core::loader::default_model_for_tests()?;
     let jd = JobDir::new();
     let search = "[search]\nnum_simulations = 4\n";
-    std::fs::write(&jd.job, job_toml(&jd.out, limit, shard, ttl, 100, search)).unwrap();
-    let log = jd.dir.path().join("c.log");
-    let coord = Coordinator::start(&jd.job, &jd.state, free_port(), &["--exit-when-done"], &log);
+    let coord = jd.serve(limit, shard, ttl, search, &["--exit-when-done"]);
     let mut c = connect(&coord.url, None);
     wait_ready(&mut c, Duration::from_secs(20)).await;
     Some((jd, coord, c))
@@ -61,6 +60,30 @@ async fn wait_for(
         );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
+}
+
+/// Waits for the coordinator to finish the job and worker `w` (logging to `log`) to exit cleanly,
+/// checks that the Parquet holds each of the `n` questions exactly once, and returns its rows
+/// (question id, worker id).
+fn job_finishes_exactly_once(
+    coord: &mut Coordinator,
+    w: &mut Child,
+    log: &Path,
+    out: &Path,
+    n: usize,
+) -> Vec<(String, String)> {
+    assert!(
+        coord.wait(Duration::from_secs(300)).success(),
+        "{}",
+        coord.log()
+    );
+    let status = wait_timeout(w, Duration::from_secs(60));
+    let wlog = std::fs::read_to_string(log).unwrap_or_default();
+    assert!(status.success(), "worker: {status:?}\n{wlog}");
+    let rows = read_parts(out);
+    let ids: BTreeSet<_> = rows.iter().map(|r| r.0.clone()).collect();
+    assert_eq!((rows.len(), ids.len()), (n, n), "{rows:?}");
+    rows
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -93,17 +116,9 @@ async fn killed_and_stopped_workers_lose_no_example() {
     );
 
     // C finishes the job, including A's expired lease and B's released examples.
-    let mut w = worker(&coord.url, "c", &dir.path().join("c.log"));
-    assert!(
-        coord.wait(Duration::from_secs(300)).success(),
-        "{}",
-        coord.log()
-    );
-    let wstatus = wait_timeout(&mut w, Duration::from_secs(60));
-    assert!(wstatus.success());
-    let rows = read_parts(&out);
-    let ids: BTreeSet<_> = rows.iter().map(|r| r.0.clone()).collect();
-    assert_eq!((rows.len(), ids.len()), (5, 5), "{rows:?}");
+    let wlog = dir.path().join("worker-c.log");
+    let mut w = worker(&coord.url, "c", &wlog);
+    let rows = job_finishes_exactly_once(&mut coord, &mut w, &wlog, &out, 5);
     assert!(
         rows.iter().any(|r| r.1 == "b") && rows.iter().any(|r| r.1 == "c"),
         "{rows:?}"
@@ -120,17 +135,7 @@ async fn a_worker_rides_out_a_coordinator_crash() {
     coord.kill9();
     tokio::time::sleep(Duration::from_secs(3)).await;
     coord.kill9_and_restart();
-    assert!(
-        coord.wait(Duration::from_secs(300)).success(),
-        "{}",
-        coord.log()
-    );
-    let status = wait_timeout(&mut w, Duration::from_secs(60));
-    let log = std::fs::read_to_string(dir.path().join("w.log")).unwrap();
-    assert!(status.success(), "worker: {status:?}\n{log}");
-    let rows = read_parts(&out);
-    let ids: BTreeSet<_> = rows.iter().map(|r| r.0.clone()).collect();
-    assert_eq!((rows.len(), ids.len()), (4, 4), "{rows:?}");
+    job_finishes_exactly_once(&mut coord, &mut w, &dir.path().join("w.log"), &out, 4);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -146,8 +151,9 @@ async fn one_worker_with_two_lanes_holds_two_leases_and_reports_over_http() {
         &["--concurrency", "2", "--http-listen", &http],
     );
     assert_eq!(wait_http(&http, "/healthz", 200), "ok\n");
-    wait_http(&http, "/readyz", 200); // model loaded, registered
-                                      // Shards of one example: two lanes hold two leases at once.
+    // Ready once the model is loaded and the worker registered.
+    wait_http(&http, "/readyz", 200);
+    // Shards of one example: two lanes hold two leases at once.
     wait_for(&mut c, "two leases held by one worker", |s| {
         s.workers
             .iter()
@@ -161,15 +167,5 @@ async fn one_worker_with_two_lanes_holds_two_leases_and_reports_over_http() {
         "{m}"
     );
     assert!(m.contains("drllm_worker_simulations_total"), "{m}");
-    assert!(
-        coord.wait(Duration::from_secs(300)).success(),
-        "{}",
-        coord.log()
-    );
-    let status = wait_timeout(&mut w, Duration::from_secs(60));
-    let log = std::fs::read_to_string(dir.path().join("w.log")).unwrap();
-    assert!(status.success(), "worker: {status:?}\n{log}");
-    let rows = read_parts(&out);
-    let ids: BTreeSet<_> = rows.iter().map(|r| r.0.clone()).collect();
-    assert_eq!((rows.len(), ids.len()), (6, 6), "{rows:?}");
+    job_finishes_exactly_once(&mut coord, &mut w, &dir.path().join("w.log"), &out, 6);
 }

@@ -4,7 +4,8 @@
 use std::path::PathBuf;
 
 use anyhow::Context;
-use drllm_core::{greedy, Logits, PathCache, PathSpec};
+use drllm_core::reference::{last_logits, top};
+use drllm_core::{greedy, PathSpec};
 
 #[derive(clap::Args, Debug)]
 pub struct Args {
@@ -42,12 +43,7 @@ pub fn run(a: Args) -> anyhow::Result<()> {
         Some(p) => p.resolve(n).context("--path")?,
         None => drllm_core::LayerPath::full(n),
     };
-    let mut cache = PathCache::new(&path);
-    let logits = lm.model.forward(&ids, &path, &mut cache, 0, Logits::Last)?;
-    let values = logits.flatten_all()?.to_vec1::<f32>()?;
-    let mut order: Vec<usize> = (0..values.len()).collect();
-    order.sort_by(|&x, &y| values[y].total_cmp(&values[x]));
-    let top: Vec<(usize, f32)> = order.iter().take(a.top).map(|&i| (i, values[i])).collect();
+    let top = top(&last_logits(&lm.model, &ids, &path)?, a.top);
     let gen = if a.greedy > 0 {
         greedy(&lm.model, &ids, &path, a.greedy, |_| false)?.tokens
     } else {

@@ -174,10 +174,9 @@ async fn run_async(a: Args) -> anyhow::Result<()> {
     .map_err(anyhow::Error::msg)?;
     let health = Arc::new(Health::default());
     if let Some(addr) = a.http_listen {
-        let bound = drllm_proto::http::serve(addr, health.clone())
+        drllm_proto::http::serve(addr, health.clone())
             .await
             .map_err(anyhow::Error::msg)?;
-        tracing::info!(addr = %bound, "HTTP: /healthz, /readyz, /metrics");
     }
     let model = a.model.clone();
     let lm = Arc::new(tokio::task::spawn_blocking(move || model.load()).await??);
@@ -229,8 +228,18 @@ async fn run_async(a: Args) -> anyhow::Result<()> {
         failures_in_a_row: AtomicU32::new(0),
         max_failures_in_a_row: a.max_failures_in_a_row,
     });
+    // A lane that fails stops the others after their example at hand, as one worker would stop.
     let tasks: Vec<_> = (0..a.concurrency.max(1))
-        .map(|_| tokio::spawn(lane(s.clone(), lanes.clone())))
+        .map(|_| {
+            let (s, w) = (s.clone(), lanes.clone());
+            tokio::spawn(async move {
+                let r = lane(s, w.clone()).await;
+                if r.is_err() {
+                    w.stop.store(true, Ordering::SeqCst);
+                }
+                r
+            })
+        })
         .collect();
     let (mut done, mut sims, mut first_err) = (0u64, 0usize, None);
     for t in tasks {
@@ -241,12 +250,11 @@ async fn run_async(a: Args) -> anyhow::Result<()> {
             }
         }
     }
-    if let Some(e) = first_err {
-        hb.abort();
-        return Err(e);
-    }
     stop.store(true, Ordering::SeqCst);
     hb.abort();
+    if let Some(e) = first_err {
+        return Err(e);
+    }
     let secs = t0.elapsed().as_secs_f64();
     println!(
         "{}",
@@ -335,7 +343,6 @@ async fn lane(mut s: Session, w: Arc<Lanes>) -> anyhow::Result<(u64, usize)> {
                     metrics::counter!("drllm_worker_examples_total", "outcome" => "failed")
                         .increment(1);
                     if failures > w.max_failures_in_a_row {
-                        w.stop.store(true, Ordering::SeqCst);
                         release(&mut s, &w.held, keys[i..].to_vec()).await?;
                         bail!("{failures} examples in a row failed, the last ({}) with: {e:#}; stopping (see --max-failures-in-a-row)", le.key);
                     }
