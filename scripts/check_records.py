@@ -23,6 +23,7 @@ COLUMNS = {
     "best_response": pa.string(), "simulations": pa.uint32(), "distinct_paths": pa.uint32(),
     "layer_executions": pa.uint64(), "wall_seconds": pa.float64(), "search_config": pa.string(),
     "worker_id": pa.string(), "timestamp": pa.timestamp("ms", tz="UTC"),
+    "good_margins": pa.list_(pa.float64()), "original_margin": pa.float64(),
 }
 
 
@@ -39,7 +40,7 @@ def main():
     a = ap.parse_args()
     table = pq.read_table(a.file)
     meta = pq.read_metadata(a.file).metadata
-    if meta.get(b"drllm.schema_version") != b"1":
+    if meta.get(b"drllm.schema_version") != b"2":
         fail(f"schema version {meta.get(b'drllm.schema_version')!r}")
     cfg = json.loads(meta[b"drllm.search_config"])
     if a.expect_simulations is not None and cfg["num_simulations"] != a.expect_simulations:
@@ -64,6 +65,12 @@ def main():
             fail(f"{r['example_id']}: invalid best path {r['best_path']}")
         if r["found"] != bool(r["good_paths"]) or (r["found"] and r["best_path"] not in r["good_paths"]):
             fail(f"{r['example_id']}: found/good_paths/best_path disagree")
+        if r["good_margins"] and len(r["good_margins"]) != len(r["good_paths"]):
+            fail(f"{r['example_id']}: good_margins not aligned with good_paths")
+        if r["reward_mode"] == "choice-loglik" and r["original_margin"] is None:
+            fail(f"{r['example_id']}: choice-loglik record without original_margin")
+        if r["original_margin"] is not None and (r["original_margin"] > 0) != r["original_correct"]:
+            fail(f"{r['example_id']}: original_margin {r['original_margin']} disagrees with original_correct")
         if r["distinct_layers"] != sum(1 for d in r["best_decisions"] if d > 0):
             fail(f"{r['example_id']}: distinct_layers")
         if not (1 <= r["simulations"] <= cfg["num_simulations"]) or len(r["model_fingerprint"]) != 32:

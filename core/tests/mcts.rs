@@ -3,7 +3,10 @@
 
 use std::convert::Infallible;
 
-use drllm_core::search::{Mcts, NodeView, SearchConfig, SearchOutcome, StopRule};
+use drllm_core::search::{
+    judge, Expansion, Judged, Mcts, NodeView, SearchConfig, SearchOutcome, StopMode, StopRule,
+    Strategy, SuccessRule,
+};
 use drllm_core::LayerPath;
 
 fn run(
@@ -196,4 +199,156 @@ fn each_example_explores_in_its_own_order() {
         .filter(|id| asked(id)[1..4] != a[1..4])
         .count();
     assert_eq!(differ, 3, "examples share their first explored paths");
+}
+
+fn run_with(l: usize, cfg: SearchConfig, reward: impl Fn(&LayerPath) -> bool) -> SearchOutcome {
+    run(l, cfg, reward).0
+}
+
+#[test]
+fn budget_stop_spends_every_simulation_and_keeps_every_good_path() {
+    let cfg = SearchConfig {
+        seed: 1,
+        stop: StopMode::Budget,
+        ..Default::default()
+    };
+    // Correct everywhere: the paper's rule stops within a few simulations (early_stop_rules),
+    // the budget rule runs all 50 and keeps each distinct path it evaluated as good.
+    let (o, tree, asked) = run(8, cfg.clone(), |_| true);
+    assert_eq!((o.stop, o.simulations), (StopRule::Budget, 50));
+    assert_eq!(tree[0].visits, 50);
+    assert_eq!(o.good_paths.len(), asked.len());
+    // (The paper's chain of skips dead-ends at the empty path on 8 layers, so not 50 paths.)
+    assert!(o.good_paths.len() > 5, "{} good paths", o.good_paths.len());
+    // Wrong on the full path, right after any skip: the paper stops at the first fix.
+    let fixed = |p: &LayerPath| p.len() < 8;
+    let o = run_with(8, cfg, fixed);
+    assert_eq!(o.stop, StopRule::Budget);
+    assert!(!o.original_correct && o.good_paths.len() > 1);
+    assert!(o.good_paths.iter().all(fixed));
+}
+
+#[test]
+fn paper_expansion_grows_a_chain_and_tree_expansion_branches() {
+    let base = SearchConfig {
+        num_simulations: 200,
+        seed: 5,
+        stop: StopMode::Budget,
+        ..Default::default()
+    };
+    let reward = |p: &LayerPath| p.counts()[3] >= 1;
+    let (_, chain, _) = run(10, base.clone(), reward);
+    assert!(
+        chain.iter().all(|n| n.children.len() <= 1),
+        "the paper's expansion only grows leaves: every node has at most one child"
+    );
+    let tree_cfg = SearchConfig {
+        expansion: Expansion::Tree,
+        ..base.clone()
+    };
+    let (o, tree, asked) = run(10, tree_cfg.clone(), reward);
+    assert!(tree[0].children.len() > 3, "the root branches");
+    assert!(tree.iter().filter(|n| n.children.len() > 1).count() > 3);
+    for (i, n) in tree.iter().enumerate() {
+        let cap = (n.visits as f64).powf(tree_cfg.widen_exponent).ceil() as usize;
+        assert!(n.children.len() <= cap.max(1), "node {i}: {} children, {} visits", n.children.len(), n.visits);
+        for &c in &n.children {
+            assert_eq!(tree[c].parent, Some(i));
+            assert!(LayerPath::new(tree[c].path.layers().to_vec(), 10).is_ok());
+        }
+    }
+    // Each path is still evaluated once, and the search is repeatable.
+    let mut d: Vec<_> = asked.iter().map(|p| p.layers().to_vec()).collect();
+    d.sort();
+    d.dedup();
+    assert_eq!(d.len(), asked.len());
+    assert_eq!(run(10, tree_cfg.clone(), reward).0, o);
+    // With exponent 0 a node may only have one child: exactly the paper's chain.
+    let zero = SearchConfig {
+        expansion: Expansion::Tree,
+        widen_exponent: 0.0,
+        ..base.clone()
+    };
+    assert_eq!(run(10, zero, reward).2, run(10, base, reward).2);
+}
+
+#[test]
+fn verdicts_carry_margins_into_the_outcome() {
+    // Margin = 10 − path length: good (by the caller's rule) when the margin is at least 2.
+    let (o, _) = Mcts::new(
+        8,
+        SearchConfig {
+            seed: 2,
+            stop: StopMode::Budget,
+            ..Default::default()
+        },
+    )
+    .run(|p| {
+        let m = 10.0 - p.len() as f64;
+        Ok::<_, Infallible>(Judged {
+            good: m >= 3.0,
+            margin: Some(m),
+        })
+    })
+    .unwrap();
+    assert_eq!(o.original_margin, Some(2.0));
+    assert!(!o.original_correct && o.found);
+    assert_eq!(o.good_margins.len(), o.good_paths.len());
+    for (p, m) in o.good_paths.iter().zip(&o.good_margins) {
+        assert_eq!(*m, Some(10.0 - p.len() as f64));
+    }
+}
+
+#[test]
+fn the_margin_rule_asks_more_than_correctness() {
+    let margin = SearchConfig {
+        success: SuccessRule::Margin,
+        min_margin: 0.5,
+        ..Default::default()
+    };
+    let paper = SearchConfig::default();
+    // The full model is right by 1.2: a path must keep at least that margin.
+    assert!(judge(&margin, true, Some(1.2), Some(1.2)));
+    assert!(judge(&margin, true, Some(1.5), Some(1.2)));
+    assert!(!judge(&margin, true, Some(0.3), Some(1.2)));
+    assert!(judge(&paper, true, Some(0.3), Some(1.2)));
+    // The full model is wrong: a fix must win by min_margin (a lucky 0.1 does not count).
+    assert!(!judge(&margin, true, Some(0.1), Some(-0.4)));
+    assert!(judge(&margin, true, Some(0.6), Some(-0.4)));
+    assert!(judge(&paper, true, Some(0.1), Some(-0.4)));
+    assert!(!judge(&margin, false, Some(-0.4), Some(-0.4)));
+    // Names parse as the job file and the command line write them.
+    assert_eq!("margin".parse::<SuccessRule>().unwrap(), SuccessRule::Margin);
+    assert_eq!("budget".parse::<StopMode>().unwrap(), StopMode::Budget);
+    assert_eq!("tree".parse::<Expansion>().unwrap(), Expansion::Tree);
+    assert!("bushy".parse::<Expansion>().unwrap_err().contains("paper, tree"));
+}
+
+#[test]
+fn probe_judges_every_one_step_edit_once() {
+    let cfg = SearchConfig {
+        strategy: Strategy::Probe,
+        seed: 4,
+        ..Default::default()
+    };
+    // Good iff layer 2 is skipped and nothing else changed.
+    let good = |p: &LayerPath| {
+        let c = p.counts();
+        c[2] == 0 && c.iter().enumerate().all(|(i, &k)| i == 2 || k == 1)
+    };
+    let (o, tree, asked) = run(8, cfg.clone(), good);
+    // 8 single skips, 7 pair skips, 8 repeats, after the full path.
+    assert_eq!(asked.len(), 1 + 8 + 7 + 8);
+    assert_eq!(o.simulations, 23);
+    assert_eq!(asked[0], LayerPath::full(8));
+    assert_eq!(tree[0].children.len(), 23);
+    assert_eq!(tree[0].visits, 23);
+    let mut d: Vec<_> = asked.iter().map(|p| p.layers().to_vec()).collect();
+    d.sort();
+    d.dedup();
+    assert_eq!(d.len(), 24, "an edit was judged twice");
+    assert!(asked[1..].iter().all(|p| p.len() == 7 || p.len() == 6 || p.len() == 9));
+    assert_eq!(o.good_paths, vec![LayerPath::new(vec![0, 1, 3, 4, 5, 6, 7], 8).unwrap()]);
+    assert_eq!((o.stop, o.found), (StopRule::Budget, true));
+    assert_eq!(run(8, cfg, good).2, asked, "the same seed probes in the same order");
 }

@@ -5,7 +5,10 @@
 #
 #   bash deploy/local/run.sh [N=20] [WORKERS=2]
 #
-# Environment: PORT (default 50051), SIMS (simulations per question, default 50),
+# Environment: PORT (default 50051), SIMS (simulations per question, default 50), SUCCESS
+# (correct | margin), MIN_MARGIN (1.0), STOP (paper | budget), EXPANSION (paper | tree),
+# STRATEGY (mcts | probe),
+# DATASET (arc_easy), SPLIT (train),
 # RUN_DIR (default runs/local-<time>), CARGO_TARGET_DIR as usual.
 set -euo pipefail
 N="${1:-20}"
@@ -31,10 +34,15 @@ flush_secs = 2.0
 
 [search]
 num_simulations = $SIMS
+success = "${SUCCESS:-correct}"
+min_margin = ${MIN_MARGIN:-1.0}
+stop = "${STOP:-paper}"
+expansion = "${EXPANSION:-paper}"
+strategy = "${STRATEGY:-mcts}"
 
 [[datasets]]
-name = "arc_easy"
-split = "train"
+name = "${DATASET:-arc_easy}"
+split = "${SPLIT:-train}"
 limit = $N
 TOML
 

@@ -306,6 +306,8 @@ pub fn search_record(ex: &Example, worker: &str, fingerprint: &str) -> SearchRec
         best_decisions: [vec![1u8; 28], vec![0, 0]].concat(),
         distinct_layers: 28,
         good_paths: vec![(0..28).collect()],
+        good_margins: vec![1.5],
+        original_margin: Some(1.5),
         best_response: None,
         simulations: 2,
         distinct_paths: 2,

@@ -2,11 +2,13 @@
 //! loaded model (same weight fingerprint and layer count), optionally only those whose search
 //! found a correct path and whose best path is long enough, keeps one record per question, splits
 //! the questions into train and validation (seeded, by question), and tokenizes each prompt the
-//! way the search did.
+//! way the search did, and turns each record into per-layer targets: the best path's decisions
+//! (the paper) or a distribution from all its good paths ([`Targets::Soft`]).
 
 use std::collections::HashSet;
 use std::path::PathBuf;
 
+use drllm_core::router::{majority, Targets};
 use drllm_core::search::{read_records, SearchRecord};
 use drllm_core::tasks::reward::{encode_prompt, RewardOptions};
 use drllm_core::tasks::RewardMode;
@@ -15,13 +17,18 @@ use serde::Serialize;
 
 use crate::{Error, Result};
 
-/// One training example: a prompt and the per-layer decisions of its best path.
+/// One training example: a prompt, the path its router inputs are teacher-forced along, and the
+/// per-layer target distributions.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Example {
     pub question: String,
     pub prompt_ids: Vec<u32>,
-    /// Per layer: 0 skip, 1 execute, 2 repeat.
+    /// Per layer: 0 skip, 1 execute, 2 repeat — the teacher-forced path (the best path, or the
+    /// weighted majority of the soft targets).
     pub target: Vec<u8>,
+    /// Per layer: probability of skip, execute, repeat (one-hot of `target` for best-path
+    /// targets).
+    pub labels: Vec<[f32; 3]>,
 }
 
 impl Example {
@@ -134,8 +141,8 @@ pub fn is_validation(question: &str, val_fraction: f64, seed: u64) -> bool {
     (x as f64 / u64::MAX as f64) < val_fraction
 }
 
-/// Tokenizes a record's prompt as its search did and checks its decisions.
-pub fn example(lm: &LoadedModel, r: &SearchRecord) -> Result<Example> {
+/// Tokenizes a record's prompt as its search did, checks its decisions and builds its targets.
+pub fn example(lm: &LoadedModel, r: &SearchRecord, targets: Targets) -> Result<Example> {
     let bad = |reason: String| Error::Record {
         example: r.example_id.clone(),
         reason,
@@ -149,9 +156,154 @@ pub fn example(lm: &LoadedModel, r: &SearchRecord) -> Result<Example> {
             r.best_decisions
         )));
     }
+    let labels = match targets {
+        Targets::Best => one_hot_labels(&r.best_decisions),
+        Targets::Soft { .. } => soft_labels(r, targets).map_err(bad)?,
+    };
     Ok(Example {
         question: r.question.clone(),
         prompt_ids: encode_prompt(lm, &r.question, &opts)?,
-        target: r.best_decisions.clone(),
+        target: labels.iter().map(|&q| majority(q)).collect(),
+        labels,
     })
+}
+
+fn one_hot_labels(decisions: &[u8]) -> Vec<[f32; 3]> {
+    decisions
+        .iter()
+        .map(|&d| {
+            let mut q = [0.0; 3];
+            q[d.min(2) as usize] = 1.0;
+            q
+        })
+        .collect()
+}
+
+/// Per-layer distributions over skip / execute / repeat from a record's good paths (see
+/// [`Targets::Soft`]); a record without good paths gets its best (the full) path, one-hot.
+pub fn soft_labels(r: &SearchRecord, targets: Targets) -> std::result::Result<Vec<[f32; 3]>, String> {
+    let Targets::Soft {
+        beta,
+        full_weight,
+        margin_weight,
+    } = targets
+    else {
+        return Ok(one_hot_labels(&r.best_decisions));
+    };
+    let l = r.num_layers as usize;
+    if r.good_paths.is_empty() {
+        return Ok(one_hot_labels(&r.best_decisions));
+    }
+    let shortest = r.good_paths.iter().map(Vec::len).min().unwrap_or(l);
+    let margins = (r.good_margins.len() == r.good_paths.len()).then_some(&r.good_margins);
+    let mut weights = Vec::with_capacity(r.good_paths.len());
+    let mut counts = Vec::with_capacity(r.good_paths.len());
+    for (i, p) in r.good_paths.iter().enumerate() {
+        let path = drllm_core::LayerPath::new(p.clone(), l)
+            .map_err(|e| format!("good path #{i} {p:?}: {e}"))?;
+        let full = p.len() == l && path.counts().iter().all(|&c| c == 1);
+        let mut w = (-beta * p.len() as f64 / l as f64).exp();
+        if full && shortest < l {
+            w *= full_weight;
+        }
+        if let Some(m) = margins.map(|m| m[i]).filter(|m| m.is_finite()) {
+            w *= (margin_weight * m.clamp(-10.0, 10.0)).exp();
+        }
+        weights.push(w);
+        counts.push(path.counts());
+    }
+    let total: f64 = weights.iter().sum();
+    if !(total > 0.0 && total.is_finite()) {
+        return Err(format!("good-path weights sum to {total}: check --soft-beta and --soft-full-weight"));
+    }
+    let mut labels = vec![[0f32; 3]; l];
+    for (w, c) in weights.iter().zip(&counts) {
+        for (q, &k) in labels.iter_mut().zip(c) {
+            q[k.min(2) as usize] += (w / total) as f32;
+        }
+    }
+    Ok(labels)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn record(good: Vec<Vec<u16>>, margins: Vec<f64>) -> SearchRecord {
+        SearchRecord {
+            example_id: "e".into(),
+            dataset: "arc_easy".into(),
+            split: "train".into(),
+            question: "Q".into(),
+            gold: "A".into(),
+            model_id: "m".into(),
+            model_fingerprint: "f".into(),
+            num_layers: 4,
+            reward_mode: "choice-loglik".into(),
+            original_correct: true,
+            found: !good.is_empty(),
+            best_path: vec![0, 1, 2, 3],
+            best_decisions: vec![1, 1, 1, 1],
+            distinct_layers: 4,
+            good_paths: good,
+            good_margins: margins,
+            original_margin: Some(1.0),
+            best_response: None,
+            simulations: 1,
+            distinct_paths: 1,
+            layer_executions: 0,
+            wall_seconds: 0.0,
+            search_config: "{}".into(),
+            worker_id: "w".into(),
+            timestamp_ms: 0,
+        }
+    }
+
+    const SOFT: Targets = Targets::Soft {
+        beta: 4.0,
+        full_weight: 0.5,
+        margin_weight: 0.0,
+    };
+
+    #[test]
+    fn soft_labels_weigh_shorter_paths_more_and_the_full_path_less() {
+        // Full path, skip 1 (len 3), skip 1 and 2 (len 2), repeat 3 (len 5).
+        let r = record(
+            vec![vec![0, 1, 2, 3], vec![0, 2, 3], vec![0, 3], vec![0, 1, 2, 3, 3]],
+            vec![],
+        );
+        let q = soft_labels(&r, SOFT).unwrap();
+        let w = [0.5 * (-4.0f64).exp(), (-3.0f64).exp(), (-2.0f64).exp(), (-5.0f64).exp()];
+        let t: f64 = w.iter().sum();
+        for l in &q {
+            assert!((l.iter().sum::<f32>() - 1.0).abs() < 1e-6, "{l:?}");
+        }
+        // Layer 1 is skipped by paths 2 and 3; layer 3 repeated by path 4 only.
+        assert!((q[1][0] as f64 - (w[1] + w[2]) / t).abs() < 1e-6, "{q:?}");
+        assert!((q[2][0] as f64 - w[2] / t).abs() < 1e-6);
+        assert!((q[3][2] as f64 - w[3] / t).abs() < 1e-6);
+        assert_eq!(q[0], [0.0, 1.0, 0.0]);
+        // The majority is the teacher path: the short paths dominate (skip 1 and 2), execute 3.
+        let m: Vec<u8> = q.iter().map(|&x| majority(x)).collect();
+        assert_eq!(m, [1, 0, 0, 1]);
+    }
+
+    #[test]
+    fn margins_shift_the_weights_and_unfound_records_keep_the_full_path() {
+        let r = record(vec![vec![0, 2, 3], vec![0, 1, 3]], vec![0.1, 2.0]);
+        let plain = soft_labels(&r, SOFT).unwrap();
+        assert!((plain[1][0] - 0.5).abs() < 1e-6 && (plain[2][0] - 0.5).abs() < 1e-6);
+        let by_margin = Targets::Soft {
+            beta: 4.0,
+            full_weight: 0.5,
+            margin_weight: 1.0,
+        };
+        let q = soft_labels(&r, by_margin).unwrap();
+        assert!(q[2][0] > 0.8, "the path that wins by 2.0 dominates: {q:?}");
+        let none = record(vec![], vec![]);
+        assert_eq!(soft_labels(&none, SOFT).unwrap(), vec![[0.0, 1.0, 0.0]; 4]);
+        // A path that is not valid for the model is named.
+        let bad = record(vec![vec![0, 9]], vec![]);
+        assert!(soft_labels(&bad, SOFT).unwrap_err().contains("good path #0"));
+    }
 }

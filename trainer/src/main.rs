@@ -6,7 +6,9 @@ use std::path::PathBuf;
 use anyhow::{bail, Context};
 use clap::{Parser, Subcommand};
 use drllm_core::cli::ModelArgs;
-use drllm_core::router::{RouterConfig, Routers, TrainingConfig, CONFIG_FILE, DEFAULT_WINDOWS};
+use drllm_core::router::{
+    RouterConfig, Routers, Targets, TrainingConfig, CONFIG_FILE, DEFAULT_WINDOWS,
+};
 use drllm_trainer::{cache, data, train};
 
 // Training allocates and frees the same large buffers every step; glibc's malloc returns them to
@@ -79,6 +81,21 @@ struct TrainArgs {
     /// Leave out records whose best path has fewer positions (e.g. chance-level short paths).
     #[arg(long, default_value_t = 0)]
     min_path_len: usize,
+    /// What the routers learn: `best` (the paper: the best path's decisions) or `soft` (per
+    /// layer, a distribution over skip/execute/repeat from all of a question's good paths,
+    /// weighted by --soft-beta, --soft-full-weight and --soft-margin-weight).
+    #[arg(long, default_value = "best", value_parser = ["best", "soft"])]
+    targets: String,
+    /// Soft targets: a good path weighs exp(−beta · len / L), so shorter paths weigh more.
+    #[arg(long, default_value_t = 3.0)]
+    soft_beta: f64,
+    /// Soft targets: the full path's weight is multiplied by this when a shorter good path exists.
+    #[arg(long, default_value_t = 0.25)]
+    soft_full_weight: f64,
+    /// Soft targets: a path also weighs exp(w · margin) (records with margins, schema 2), so
+    /// paths on which the gold answer wins more clearly count more; 0 ignores margins.
+    #[arg(long, default_value_t = 0.0)]
+    soft_margin_weight: f64,
     /// Where router inputs are cached (default: ~/.cache/drllm/router-features).
     #[arg(long)]
     cache_dir: Option<PathBuf>,
@@ -114,6 +131,14 @@ fn run(a: TrainArgs) -> anyhow::Result<()> {
         seed: a.seed,
         found_only: !a.include_unfound,
         min_path_len: a.min_path_len,
+        targets: match a.targets.as_str() {
+            "soft" => Targets::Soft {
+                beta: a.soft_beta,
+                full_weight: a.soft_full_weight,
+                margin_weight: a.soft_margin_weight,
+            },
+            _ => Targets::Best,
+        },
     };
     // Records first: a wrong path fails before the model loads.
     let records = data::read_all(&a.records)?;
@@ -149,7 +174,7 @@ fn run(a: TrainArgs) -> anyhow::Result<()> {
     tracing::info!(?selection, "records selected");
     let (mut train_ex, mut val_ex) = (Vec::new(), Vec::new());
     for r in &kept {
-        let e = data::example(&lm, r)?;
+        let e = data::example(&lm, r, cfg.training.targets)?;
         if data::is_validation(&e.question, cfg.training.val_fraction, cfg.training.seed) {
             val_ex.push(e);
         } else {
@@ -172,7 +197,7 @@ fn run(a: TrainArgs) -> anyhow::Result<()> {
     tracing::info!(computed = built.computed, reused = built.reused, seconds = built.seconds, cache = %feats.dir.display(), "router inputs ready");
     let split = |range: std::ops::Range<usize>| train::Split {
         rows: range.clone().collect(),
-        targets: all[range].iter().map(|e| e.target.as_slice()).collect(),
+        targets: all[range].iter().map(|e| e.labels.as_slice()).collect(),
     };
     let (tr, va) = (split(0..n_train), split(n_train..all.len()));
     let bar = drllm_core::cli::progress_bar(cfg.training.epochs);

@@ -12,6 +12,9 @@ use drllm_core::router::{
     argmax3, argmax_last, class_weights, focal_loss, Confusion, EpochMetrics, Metrics,
     RouterConfig, Routers,
 };
+
+/// Per-layer target distributions of one example (skip, execute, repeat).
+pub type Labels<'a> = &'a [[f32; 3]];
 use rand::seq::SliceRandom;
 use rand::SeedableRng;
 
@@ -19,21 +22,24 @@ use crate::adamw::AdamW;
 use crate::cache::Features;
 use crate::{Error, Result};
 
-/// Examples by their row in the feature cache, with their targets.
+/// Examples by their row in the feature cache, with their per-layer target distributions.
 pub struct Split<'a> {
     pub rows: Vec<usize>,
-    pub targets: Vec<&'a [u8]>,
+    pub targets: Vec<Labels<'a>>,
 }
 
-/// Target decision counts (skip, execute, repeat).
-pub fn class_counts(targets: &[&[u8]]) -> [u64; 3] {
-    let mut c = [0u64; 3];
+/// Target decision counts (skip, execute, repeat): the targets' probability mass per class,
+/// rounded (exact counts for one-hot targets).
+pub fn class_counts(targets: &[Labels]) -> [u64; 3] {
+    let mut c = [0f64; 3];
     for t in targets {
-        for &d in t.iter() {
-            c[d.min(2) as usize] += 1;
+        for q in t.iter() {
+            for k in 0..3 {
+                c[k] += q[k] as f64;
+            }
         }
     }
-    c
+    c.map(|x| x.round() as u64)
 }
 
 /// Learning rate at `step` of `total`: linear warmup over `warmup` steps, then cosine to 0.
@@ -51,32 +57,32 @@ fn run_batch(
     routers: &Routers,
     feats: &Features,
     rows: &[usize],
-    targets: &[&[u8]],
+    targets: &[Labels],
     alpha: &Tensor,
     gamma: f64,
 ) -> Result<(Tensor, Vec<u8>)> {
     let (x, mask) = feats.batch(rows)?;
     let logits = routers.forward(&x, &mask)?; // [L, B, 3]
     let (l, b) = (feats.layers, rows.len());
-    let t = Tensor::from_vec(layer_major(targets, l), l * b, &Device::Cpu)?;
+    let t = Tensor::from_vec(layer_major(targets, l), (l * b, 3), &Device::Cpu)?;
     let flat = logits.reshape((l * b, 3))?;
     let loss = focal_loss(&flat, &t, alpha, gamma)?;
     Ok((loss, argmax_last(&flat)?))
 }
 
-/// Targets in the logits' order: layer-major `[L·B]`.
-fn layer_major(targets: &[&[u8]], layers: usize) -> Vec<u32> {
+/// Target distributions in the logits' order: layer-major `[L·B·3]`.
+fn layer_major(targets: &[Labels], layers: usize) -> Vec<f32> {
     (0..layers)
-        .flat_map(|l| targets.iter().map(move |t| t[l] as u32))
+        .flat_map(|l| targets.iter().flat_map(move |t| t[l]))
         .collect()
 }
 
 /// Adds a layer-major prediction block to `conf`, per example.
-fn tally(conf: &mut Confusion, targets: &[&[u8]], pred: &[u8], layers: usize) {
+fn tally(conf: &mut Confusion, targets: &[Labels], pred: &[u8], layers: usize) {
     let b = targets.len();
     for (i, t) in targets.iter().enumerate() {
         let p: Vec<u8> = (0..layers).map(|l| pred[l * b + i]).collect();
-        conf.add(t, &p);
+        conf.add_soft(t, &p);
     }
 }
 
@@ -140,7 +146,7 @@ pub fn train(
             let mut acc: Option<Vec<Tensor>> = None;
             for micro in step_items.chunks(tc.batch_size.max(1)) {
                 let rows: Vec<usize> = micro.iter().map(|m| m.0).collect();
-                let targets: Vec<&[u8]> = micro.iter().map(|m| m.1).collect();
+                let targets: Vec<Labels> = micro.iter().map(|m| m.1).collect();
                 let (x, mask) = feats.batch(&rows)?;
                 let s = routers.step(
                     &x,
@@ -214,15 +220,15 @@ pub fn write_metrics(out: &Path, history: &[EpochMetrics]) -> Result<()> {
     };
     let csv = out.join("metrics.csv");
     let mut f = std::fs::File::create(&csv).map_err(|e| werr(&csv, e))?;
-    let mut text = String::from("epoch,split,loss,macro_f1,f1_skip,f1_execute,f1_repeat,skip_recall,repeat_recall,accuracy,layers_pred,layers_target,seconds\n");
+    let mut text = String::from("epoch,split,loss,macro_f1,f1_skip,f1_execute,f1_repeat,skip_recall,repeat_recall,accuracy,agreement,layers_pred,layers_target,seconds\n");
     for e in history {
         for (name, m) in [("train", Some(&e.train)), ("val", e.val.as_ref())] {
             if let Some(m) = m {
                 text +=
                     &format!(
-                    "{},{name},{:.6},{:.6},{:.6},{:.6},{:.6},{:.6},{:.6},{:.6},{:.4},{:.4},{:.3}\n",
+                    "{},{name},{:.6},{:.6},{:.6},{:.6},{:.6},{:.6},{:.6},{:.6},{:.6},{:.4},{:.4},{:.3}\n",
                     e.epoch, m.loss, m.macro_f1, m.f1[0], m.f1[1], m.f1[2], m.skip_recall,
-                    m.repeat_recall, m.accuracy, m.layers_pred, m.layers_target, e.seconds
+                    m.repeat_recall, m.accuracy, m.agreement, m.layers_pred, m.layers_target, e.seconds
                 );
             }
         }

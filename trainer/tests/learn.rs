@@ -5,7 +5,7 @@
 use std::path::Path;
 
 use candle_core::DType;
-use drllm_core::router::{RouterConfig, Routers, TrainingConfig, CHECKPOINT_FILE};
+use drllm_core::router::{RouterConfig, Routers, Targets, TrainingConfig, CHECKPOINT_FILE};
 use drllm_core::testing::Tiny;
 use drllm_core::{LoadOptions, Model};
 use drllm_trainer::{cache, data::Example, train};
@@ -13,6 +13,16 @@ use rand::{Rng, SeedableRng};
 
 /// Per class, the decisions of the 4 layers: prompts of class c use only tokens of band c.
 const PATTERNS: [[u8; 4]; 3] = [[1, 0, 1, 1], [1, 1, 2, 1], [0, 1, 1, 2]];
+
+fn one_hot(d: &[u8]) -> Vec<[f32; 3]> {
+    d.iter()
+        .map(|&k| {
+            let mut q = [0.0; 3];
+            q[k as usize] = 1.0;
+            q
+        })
+        .collect()
+}
 
 fn examples(n: usize, vocab: usize, seed: u64) -> Vec<Example> {
     let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
@@ -28,6 +38,7 @@ fn examples(n: usize, vocab: usize, seed: u64) -> Vec<Example> {
                 question: format!("q{i}"),
                 prompt_ids: ids,
                 target: PATTERNS[c].to_vec(),
+                labels: one_hot(&PATTERNS[c]),
             }
         })
         .collect()
@@ -47,6 +58,7 @@ fn config(epochs: usize) -> TrainingConfig {
         seed: 3,
         found_only: true,
         min_path_len: 0,
+        targets: Targets::Best,
     }
 }
 
@@ -61,7 +73,7 @@ fn run(
     let (feats, built) = cache::open_or_build(cache_root, model, "tiny", exs, 8, false).unwrap();
     let split = |r: std::ops::Range<usize>| train::Split {
         rows: r.clone().collect(),
-        targets: exs[r].iter().map(|e| e.target.as_slice()).collect(),
+        targets: exs[r].iter().map(|e| e.labels.as_slice()).collect(),
     };
     let mut cfg = RouterConfig::new("tiny", "tiny", 4, 64, 8, config(30));
     let routers = Routers::init(4, 64, 3).unwrap();
@@ -138,4 +150,35 @@ fn routers_learn_input_dependent_decisions_and_cached_runs_are_identical() {
         .check_model(&dir.path().join("a"), "other", 4, 64)
         .unwrap_err();
     assert!(e.to_string().contains("was trained on model tiny"), "{e}");
+}
+
+#[test]
+fn routers_learn_the_majority_of_soft_targets() {
+    // Each class's targets: 70% its pattern, 30% the next class's. The routers should predict the
+    // pattern (the weighted majority), agree with 70%+ of the target mass, and the expected target
+    // layers follow the mixture.
+    let tiny = Tiny::llama();
+    let dir = tempfile::tempdir().unwrap();
+    let mdir = dir.path().join("model");
+    tiny.write_hf(&mdir, &tiny.weights(5), DType::F32, 1);
+    let model = Model::from_hf_dir(&mdir, &LoadOptions::exact()).unwrap();
+    let mut exs = examples(150, tiny.vocab, 11);
+    for (i, e) in exs.iter_mut().enumerate() {
+        let (c, n) = (i % 3, (i + 1) % 3);
+        e.labels = one_hot(&PATTERNS[c])
+            .iter()
+            .zip(one_hot(&PATTERNS[n]))
+            .map(|(a, b)| [0, 1, 2].map(|k| 0.7 * a[k] + 0.3 * b[k]))
+            .collect();
+    }
+    let (cfg, _) = run(&model, &exs, &dir.path().join("cache"), &dir.path().join("s"));
+    let last = cfg.history.last().unwrap().val.clone().unwrap();
+    assert!(last.accuracy > 0.95, "agreement with the majority {last:?}");
+    assert!(last.agreement > 0.68 && last.agreement <= 1.0, "{last:?}");
+    let expected: f64 = exs[120..]
+        .iter()
+        .map(|e| e.labels.iter().map(|q| (q[1] + 2.0 * q[2]) as f64).sum::<f64>())
+        .sum::<f64>()
+        / 30.0;
+    assert!((last.layers_target - expected).abs() < 1e-4, "{} vs {expected}", last.layers_target);
 }

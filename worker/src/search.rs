@@ -7,7 +7,8 @@ use std::time::Instant;
 
 use anyhow::Context;
 use drllm_core::search::{
-    search_example, write_parquet, SearchConfig, Summary, DEFAULT_REUSE_BUDGET,
+    search_example, write_parquet, Expansion, SearchConfig, StopMode, Strategy, SuccessRule, Summary,
+    DEFAULT_REUSE_BUDGET,
 };
 
 use serde_json::json;
@@ -31,6 +32,26 @@ pub struct Args {
     /// Seed of the search's random choices (same seed, same records).
     #[arg(long, default_value_t = 0)]
     seed: u64,
+    /// When a path is good: `correct` (the paper: the answer is right) or `margin`
+    /// (choice-loglik: the gold choice wins by at least the full model's margin, or by
+    /// --min-margin when the full model is wrong; chance cannot win it).
+    #[arg(long, default_value = "correct")]
+    success: SuccessRule,
+    /// Margin rule: least margin (nats) for a path that fixes a wrong answer.
+    #[arg(long, default_value_t = 1.0)]
+    min_margin: f64,
+    /// When a search ends: `paper` (at the first fixing or two-shorter good path) or `budget`
+    /// (spend every simulation and keep every good path).
+    #[arg(long, default_value = "paper")]
+    stop: StopMode,
+    /// How the tree grows: `paper` (only visited leaves get a child: a chain of random edits) or
+    /// `tree` (progressive widening: nodes keep growing children, UCB chooses between edits).
+    #[arg(long, default_value = "paper")]
+    expansion: Expansion,
+    /// `mcts` (the paper's search) or `probe` (judge every one-step edit of the full path:
+    /// each skip of one or two consecutive layers and each repeat, ~3L paths per question).
+    #[arg(long, default_value = "mcts")]
+    strategy: Strategy,
     /// Run every path in full instead of reusing the prompt states of shared path prefixes.
     #[arg(long)]
     no_reuse: bool,
@@ -55,6 +76,11 @@ pub fn run(a: Args) -> anyhow::Result<()> {
         length_penalty: a.length_penalty,
         random_prob: a.random_prob,
         seed: a.seed,
+        success: a.success,
+        min_margin: a.min_margin,
+        stop: a.stop,
+        expansion: a.expansion,
+        strategy: a.strategy,
         ..Default::default()
     };
     let opts = a.task.reward_options(&lm);

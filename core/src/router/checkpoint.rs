@@ -57,6 +57,28 @@ pub struct TrainingConfig {
     pub found_only: bool,
     /// Records whose best path is shorter are left out.
     pub min_path_len: usize,
+    /// What the routers learn from: the best path (the paper) or all good paths (soft).
+    /// Checkpoints from before this field trained on the best path.
+    #[serde(default)]
+    pub targets: Targets,
+}
+
+/// Training targets from a question's search record.
+#[derive(Debug, Clone, Copy, PartialEq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case", deny_unknown_fields)]
+pub enum Targets {
+    /// The paper's: the best (shortest) good path's decisions, one-hot.
+    #[default]
+    Best,
+    /// Per layer, a distribution over skip / execute / repeat from all good paths, each path
+    /// weighted by `exp(−beta · len / L) · exp(margin_weight · margin)`, the full path's weight
+    /// times `full_weight` when a shorter good path exists, weights summing to 1 per question.
+    /// Router inputs are teacher-forced along the per-layer weighted majority.
+    Soft {
+        beta: f64,
+        full_weight: f64,
+        margin_weight: f64,
+    },
 }
 
 /// One epoch's metrics.

@@ -1,5 +1,8 @@
 //! The routers' training loss: focal loss (γ = 2 in the paper) with effective-number class weights
 //! (Cui et al. 2019, β = 0.999), because most decisions are "execute" and skip / repeat are rare.
+//! Targets are distributions over the three classes: one-hot for the paper's best-path targets,
+//! soft for targets built from all of a question's good paths (`trainer train --targets soft`);
+//! the soft focal loss `−Σ_c α_c q_c (1 − p_c)^γ log p_c` is the hard one when `q` is one-hot.
 
 use candle_core::{Tensor, D};
 
@@ -31,40 +34,55 @@ pub fn class_weights(counts: &[u64], beta: f64) -> Vec<f32> {
         .collect()
 }
 
-/// Mean focal loss of `logits` (`[N, C]`) against `targets` (`[N]`, u32 class indices):
-/// `−α_y (1 − p_y)^γ log p_y`, with `alpha` (`[C]`) the class weights.
-pub fn focal_loss(logits: &Tensor, targets: &Tensor, alpha: &Tensor, gamma: f64) -> Result<Tensor> {
-    let logp = candle_nn::ops::log_softmax(logits, D::Minus1)?;
-    let idx = targets.unsqueeze(1)?;
-    let logp_y = logp.gather(&idx, 1)?.squeeze(1)?;
-    let p_y = logp_y.exp()?;
-    let a = alpha.gather(targets, 0)?;
-    let focus = (p_y.affine(-1.0, 1.0)?.relu()? + 1e-12)?.powf(gamma)?;
-    Ok((a * focus * logp_y)?.neg()?.mean_all()?)
+/// One-hot rows (`n × 3`, row-major) of class indices: hard targets as distributions.
+pub fn one_hot(y: &[u32]) -> Vec<f32> {
+    let mut q = vec![0f32; y.len() * 3];
+    for (i, &c) in y.iter().enumerate() {
+        q[i * 3 + (c as usize).min(2)] = 1.0;
+    }
+    q
 }
 
-/// [`focal_loss`] and its gradient with respect to the logits, by hand: for logits `z` (`n × 3`,
-/// row-major) and targets `y`, returns the mean loss and `dL/dz` (same layout), using
-/// `dL/dz_j = α_y [γ p (1−p)^{γ−1} log p − (1−p)^γ] (δ_jy − p_j) / n` with `p = softmax(z)_y`.
-pub fn focal_loss_grad(z: &[f32], y: &[u32], alpha: &[f32; 3], gamma: f64) -> (f64, Vec<f32>) {
-    let n = y.len();
+/// Mean soft focal loss of `logits` (`[N, C]`) against target distributions `q` (`[N, C]`, f32,
+/// rows summing to 1): `−Σ_c α_c q_c (1 − p_c)^γ log p_c`, with `alpha` (`[C]`) the class weights.
+/// With one-hot rows it is the focal loss `−α_y (1 − p_y)^γ log p_y`.
+pub fn focal_loss(logits: &Tensor, q: &Tensor, alpha: &Tensor, gamma: f64) -> Result<Tensor> {
+    let logp = candle_nn::ops::log_softmax(logits, D::Minus1)?;
+    let p = logp.exp()?;
+    let focus = (p.affine(-1.0, 1.0)?.relu()? + 1e-12)?.powf(gamma)?;
+    let weighted = q.broadcast_mul(&alpha.unsqueeze(0)?)?;
+    Ok((weighted * focus * logp)?.sum(1)?.neg()?.mean_all()?)
+}
+
+/// [`focal_loss`] and its gradient with respect to the logits, by hand: for logits `z` and target
+/// distributions `q` (both `n × 3`, row-major), returns the mean loss and `dL/dz` (same layout),
+/// using `dL/dz_j = Σ_c α_c q_c [γ p_c (1−p_c)^{γ−1} log p_c − (1−p_c)^γ] (δ_jc − p_j) / n`.
+pub fn focal_loss_grad(z: &[f32], q: &[f32], alpha: &[f32; 3], gamma: f64) -> (f64, Vec<f32>) {
+    let n = q.len() / 3;
     let mut grad = vec![0f32; z.len()];
     let mut loss = 0.0;
-    for (i, &t) in y.iter().enumerate() {
+    for i in 0..n {
         let row = &z[i * 3..i * 3 + 3];
         let m = row.iter().copied().fold(f32::NEG_INFINITY, f32::max) as f64;
         let e: Vec<f64> = row.iter().map(|&v| (v as f64 - m).exp()).collect();
         let s: f64 = e.iter().sum();
-        let t = t as usize;
-        let p = e[t] / s;
-        let logp = (row[t] as f64 - m) - s.ln();
-        let a = alpha[t] as f64;
-        let q = (1.0 - p).max(1e-12);
-        loss += -a * q.powf(gamma) * logp;
-        let k = a * (gamma * p * q.powf(gamma - 1.0) * logp - q.powf(gamma)) / n as f64;
+        let p: Vec<f64> = e.iter().map(|v| v / s).collect();
+        let mut k = [0f64; 3];
+        for c in 0..3 {
+            let qc = q[i * 3 + c] as f64;
+            if qc == 0.0 {
+                continue;
+            }
+            let logp = (row[c] as f64 - m) - s.ln();
+            let a = alpha[c] as f64 * qc;
+            let rest = (1.0 - p[c]).max(1e-12);
+            loss += -a * rest.powf(gamma) * logp;
+            k[c] = a * (gamma * p[c] * rest.powf(gamma - 1.0) * logp - rest.powf(gamma)) / n as f64;
+        }
+        let ksum: f64 = k.iter().sum();
         for j in 0..3 {
-            let pj = e[j] / s;
-            grad[i * 3 + j] = (k * ((j == t) as u8 as f64 - pj)) as f32;
+            // Σ_c k_c (δ_jc − p_j) = k_j − p_j Σ_c k_c
+            grad[i * 3 + j] = (k[j] - p[j] * ksum) as f32;
         }
     }
     (loss / n.max(1) as f64, grad)
@@ -95,7 +113,7 @@ mod tests {
         let z = [0.5f32, -1.0, 2.0];
         let (y, alpha, gamma) = (0usize, [0.7f32, 1.1, 1.2], 2.0f64);
         let logits = Var::from_tensor(&Tensor::new(&[z], &Device::Cpu).unwrap()).unwrap();
-        let targets = Tensor::new(&[y as u32], &Device::Cpu).unwrap();
+        let targets = Tensor::from_vec(one_hot(&[y as u32]), (1, 3), &Device::Cpu).unwrap();
         let a = Tensor::new(&alpha, &Device::Cpu).unwrap();
         let loss = focal_loss(&logits, &targets, &a, gamma).unwrap();
         // By hand: p = softmax(z)_y, L = −α (1−p)^γ log p.
@@ -136,5 +154,41 @@ mod tests {
         .to_scalar::<f32>()
         .unwrap() as f64;
         assert!((ce + py.ln()).abs() < 1e-6, "{ce} vs {}", -py.ln());
+    }
+}
+
+#[cfg(test)]
+mod soft_tests {
+    use super::*;
+    use candle_core::{Device, Var};
+
+    /// The hand-derived soft gradient equals candle's autograd of [`focal_loss`], for soft rows,
+    /// one-hot rows and a row with a zero class.
+    #[test]
+    fn soft_focal_gradient_matches_autograd() {
+        let z = [0.5f32, -1.0, 2.0, 1.5, 0.2, -0.3, -2.0, 0.0, 0.7, 0.1, 0.1, 0.1];
+        let q = [0.6f32, 0.3, 0.1, 0.0, 1.0, 0.0, 0.25, 0.0, 0.75, 0.2, 0.5, 0.3];
+        let alpha = [1.7f32, 0.4, 1.1];
+        for gamma in [0.0, 1.0, 2.0] {
+            let (loss, grad) = focal_loss_grad(&z, &q, &alpha, gamma);
+            let logits = Var::from_tensor(&Tensor::from_vec(z.to_vec(), (4, 3), &Device::Cpu).unwrap()).unwrap();
+            let qt = Tensor::from_vec(q.to_vec(), (4, 3), &Device::Cpu).unwrap();
+            let a = Tensor::new(&alpha, &Device::Cpu).unwrap();
+            let auto = focal_loss(&logits, &qt, &a, gamma).unwrap();
+            let al = auto.to_scalar::<f32>().unwrap() as f64;
+            assert!((al - loss).abs() < 1e-5, "γ {gamma}: loss {loss} vs autograd {al}");
+            let g = auto.backward().unwrap();
+            let ag: Vec<f32> = g.get(&logits).unwrap().flatten_all().unwrap().to_vec1().unwrap();
+            for (i, (x, y)) in grad.iter().zip(&ag).enumerate() {
+                assert!((x - y).abs() < 1e-5, "γ {gamma}: dL/dz[{i}] {x} vs autograd {y}");
+            }
+        }
+        // Soft targets are a mixture: the loss is linear in q.
+        let half = |v: &[f32]| v.iter().map(|x| x * 0.5).collect::<Vec<f32>>();
+        let (a, _) = focal_loss_grad(&z[..3], &one_hot(&[0]), &alpha, 2.0);
+        let (b, _) = focal_loss_grad(&z[..3], &one_hot(&[2]), &alpha, 2.0);
+        let mix: Vec<f32> = half(&one_hot(&[0])).iter().zip(half(&one_hot(&[2]))).map(|(x, y)| x + y).collect();
+        let (m, _) = focal_loss_grad(&z[..3], &mix, &alpha, 2.0);
+        assert!((m - 0.5 * (a + b)).abs() < 1e-9);
     }
 }

@@ -1,5 +1,8 @@
 //! Classification metrics of router decisions against target decisions: per-class and macro F1,
-//! the recall of the rare classes (skip, repeat), and the layers the decisions execute.
+//! the recall of the rare classes (skip, repeat), and the layers the decisions execute. Targets
+//! are distributions over the classes (one-hot for best-path targets): the confusion counts use
+//! their weighted majority, `agreement` is the target mass on the predicted class (the accuracy
+//! for one-hot targets), `layers_target` the expected layer executions.
 
 use serde::{Deserialize, Serialize};
 
@@ -12,7 +15,19 @@ pub struct Confusion {
     pub m: [[u64; 3]; 3],
     examples: u64,
     executed_pred: u64,
-    executed_target: u64,
+    executed_target: f64,
+    agreement: f64,
+}
+
+/// The weighted-majority class of a target distribution; ties go to execute, then skip.
+pub fn majority(q: [f32; 3]) -> u8 {
+    if q[1] >= q[0] && q[1] >= q[2] {
+        1
+    } else if q[0] >= q[2] {
+        0
+    } else {
+        2
+    }
 }
 
 /// What an epoch reports, for one split. A metric without support (no such target or prediction)
@@ -31,6 +46,9 @@ pub struct Metrics {
     #[serde(deserialize_with = "nan_if_null")]
     pub repeat_recall: f64,
     pub accuracy: f64,
+    /// Mean target probability of the predicted class (= accuracy for one-hot targets).
+    #[serde(default)]
+    pub agreement: f64,
     /// Mean layer executions per example (skip 0, execute 1, repeat 2) the routers would make,
     /// and the targets'.
     pub layers_pred: f64,
@@ -46,13 +64,28 @@ fn nans_if_null<'de, D: serde::Deserializer<'de>>(d: D) -> Result<[f64; 3], D::E
 }
 
 impl Confusion {
-    /// Adds one example's decisions.
+    /// Adds one example's decisions against hard targets.
     pub fn add(&mut self, target: &[u8], pred: &[u8]) {
-        for (&t, &p) in target.iter().zip(pred) {
-            self.m[t.min(2) as usize][p.min(2) as usize] += 1;
+        let labels: Vec<[f32; 3]> = target
+            .iter()
+            .map(|&t| {
+                let mut q = [0.0; 3];
+                q[t.min(2) as usize] = 1.0;
+                q
+            })
+            .collect();
+        self.add_soft(&labels, pred);
+    }
+
+    /// Adds one example's decisions against per-layer target distributions.
+    pub fn add_soft(&mut self, labels: &[[f32; 3]], pred: &[u8]) {
+        for (&q, &p) in labels.iter().zip(pred) {
+            let p = p.min(2) as usize;
+            self.m[majority(q) as usize][p] += 1;
+            self.agreement += q[p] as f64;
+            self.executed_target += (q[1] + 2.0 * q[2]) as f64;
         }
         self.examples += 1;
-        self.executed_target += target.iter().map(|&t| t as u64).sum::<u64>();
         self.executed_pred += pred.iter().map(|&p| p as u64).sum::<u64>();
     }
 
@@ -85,7 +118,7 @@ impl Confusion {
         }
         let total: u64 = self.m.iter().flatten().sum();
         let correct: u64 = (0..3).map(|c| self.m[c][c]).sum();
-        let per = |x: u64| x as f64 / self.examples.max(1) as f64;
+        let per = |x: f64| x / self.examples.max(1) as f64;
         Metrics {
             loss,
             macro_f1: if seen > 0 {
@@ -97,7 +130,8 @@ impl Confusion {
             skip_recall: self.recall(0),
             repeat_recall: self.recall(2),
             accuracy: correct as f64 / total.max(1) as f64,
-            layers_pred: per(self.executed_pred),
+            agreement: self.agreement / total.max(1) as f64,
+            layers_pred: per(self.executed_pred as f64),
             layers_target: per(self.executed_target),
         }
     }
@@ -112,8 +146,8 @@ impl Metrics {
             .map(|(c, f)| format!("{c} {f:.3}"))
             .collect();
         format!(
-            "loss {:.4} macro-F1 {:.3} ({}) acc {:.3} skip-recall {:.3} repeat-recall {:.3} layers {:.2} (target {:.2})",
-            self.loss, self.macro_f1, f1.join(" "), self.accuracy, self.skip_recall,
+            "loss {:.4} macro-F1 {:.3} ({}) acc {:.3} agree {:.3} skip-recall {:.3} repeat-recall {:.3} layers {:.2} (target {:.2})",
+            self.loss, self.macro_f1, f1.join(" "), self.accuracy, self.agreement, self.skip_recall,
             self.repeat_recall, self.layers_pred, self.layers_target
         )
     }
@@ -139,6 +173,17 @@ mod tests {
             (1.0, 0.0, 0.6)
         );
         assert_eq!((m.layers_target, m.layers_pred), (5.0, 3.0));
+        assert!((m.agreement - m.accuracy).abs() < 1e-12);
+        // Soft targets: majority for the counts, mass for agreement, expectation for layers.
+        let mut c = Confusion::default();
+        c.add_soft(&[[0.6, 0.4, 0.0], [0.1, 0.5, 0.4]], &[1, 1]);
+        let m = c.metrics(0.0);
+        assert_eq!(c.m[0][1] + c.m[1][1], 2);
+        assert_eq!(m.accuracy, 0.5);
+        assert!((m.agreement - 0.45).abs() < 1e-6);
+        assert!((m.layers_target - (0.4 + 0.5 + 0.8)).abs() < 1e-6);
+        assert_eq!(majority([0.4, 0.4, 0.2]), 1);
+        assert_eq!(majority([0.4, 0.2, 0.4]), 0);
         // A class in neither targets nor predictions leaves the macro average.
         let mut c = Confusion::default();
         c.add(&[1, 1, 0], &[1, 1, 0]);

@@ -15,10 +15,11 @@ mod step;
 use candle_core::{Tensor, D};
 
 pub use checkpoint::{
-    EpochMetrics, RouterConfig, RouterError, TrainingConfig, CHECKPOINT_FILE, CONFIG_FILE,
+    EpochMetrics, RouterConfig, RouterError, Targets, TrainingConfig, CHECKPOINT_FILE,
+    CONFIG_FILE,
 };
-pub use loss::{class_weights, focal_loss, focal_loss_grad};
-pub use metrics::{Confusion, Metrics};
+pub use loss::{class_weights, focal_loss, focal_loss_grad, one_hot};
+pub use metrics::{majority, Confusion, Metrics};
 pub use net::{argmax3, argmax_last, Budget, Routers, HIDDEN};
 pub use routed::evaluate_routed;
 pub use step::Step;

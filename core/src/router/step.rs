@@ -22,12 +22,13 @@ pub struct Step {
 
 impl Routers {
     /// Forward and backward on window means `x` (`[L, B, W, d]`) with window mask `mask`
-    /// (`[B, W]`) against `targets` (layer-major `[L·B]`).
+    /// (`[B, W]`) against target distributions `targets` (layer-major `[L·B·3]`; one-hot rows
+    /// for hard targets, see [`super::one_hot`]).
     pub fn step(
         &self,
         x: &Tensor,
         mask: &Tensor,
-        targets: &[u32],
+        targets: &[f32],
         alpha: &[f32; 3],
         gamma: f64,
     ) -> Result<Step> {
@@ -92,12 +93,14 @@ mod tests {
         m[2 * w + 3] = 0.0;
         m[2 * w + 4] = 0.0;
         let mask = Tensor::from_vec(m, (b, w), &Device::Cpu).unwrap();
-        let targets: Vec<u32> = (0..l * b).map(|i| (i % 3) as u32).collect();
+        // Hard rows and soft rows.
+        let mut targets = super::super::one_hot(&(0..l * b).map(|i| (i % 3) as u32).collect::<Vec<_>>());
+        targets[..6].copy_from_slice(&[0.2, 0.5, 0.3, 0.0, 0.6, 0.4]);
         let alpha = [1.7f32, 0.3, 1.0];
         let s = r.step(&x, &mask, &targets, &alpha, 2.0).unwrap();
 
         let logits = r.forward(&x, &mask).unwrap();
-        let t = Tensor::new(targets.as_slice(), &Device::Cpu).unwrap();
+        let t = Tensor::from_vec(targets.clone(), (l * b, 3), &Device::Cpu).unwrap();
         let a = Tensor::new(&alpha, &Device::Cpu).unwrap();
         let loss =
             super::super::focal_loss(&logits.reshape((l * b, 3)).unwrap(), &t, &a, 2.0).unwrap();

@@ -5,6 +5,17 @@
 //! once per example); rewards propagate to the root; the search stops early once a wrong answer is
 //! fixed or a correct path two positions shorter than the model is found.
 //!
+//! Beyond the paper (issue 14; the paper's behaviour stays the default, named `paper`):
+//! - [`StopMode::Budget`] spends every simulation instead of stopping at the first shorter or
+//!   fixing path, so a question collects many good paths;
+//! - [`Expansion::Tree`] lets a node that still has untried actions grow another child while it
+//!   has fewer than `visits^widen_exponent` children (progressive widening), so the tree branches
+//!   and UCB with the length penalty chooses between edits, where the paper's rule (expand only
+//!   leaves) makes the tree a chain of one random edit per simulation;
+//! - [`Strategy::Probe`] replaces the tree search by judging every one-step edit of the full path;
+//! - the reward is a [`Judged`] verdict: good or not, with the gold choice's margin when the
+//!   reward has one (the success rule that decides "good" lives with the caller, `run.rs`).
+//!
 //! Deliberate differences from the reference code: children know the model's real depth (the
 //! reference builds them for 28 layers), a repeat never makes a layer run three times, and the
 //! no-op "repeat zero times" actions are not generated (DESIGN.md states the rules this way).
@@ -32,6 +43,104 @@ pub struct SearchConfig {
     /// ([`Mcts::for_example`]): examples explore in different orders (as the paper's sequential
     /// run over one seeded RNG does), and an example's search is the same on any worker.
     pub seed: u64,
+    /// When a path counts as good (the paper: the answer is correct).
+    pub success: SuccessRule,
+    /// Margin rule: the least margin (nats of summed log-probability, or per byte under
+    /// `acc_norm`) by which a path must make the gold choice win when the full model is wrong.
+    pub min_margin: f64,
+    /// When the search ends (the paper: at the first fixing or two-shorter good path).
+    pub stop: StopMode,
+    /// How the tree grows (the paper: only leaves are expanded).
+    pub expansion: Expansion,
+    /// Tree expansion: a node may have up to `ceil(visits^widen_exponent)` children.
+    pub widen_exponent: f64,
+    /// MCTS (the paper), or probing every one-step edit of the full path.
+    pub strategy: Strategy,
+}
+
+/// How paths are chosen for evaluation.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Strategy {
+    /// The paper's length-aware MCTS.
+    #[default]
+    Mcts,
+    /// No tree search: every one-step edit of the full path (each skip of one or two
+    /// consecutive layers, each repeat: about 3L paths, most sharing long prefixes) is judged
+    /// once, which gives per-question, per-layer counterfactual labels. `num_simulations`,
+    /// `stop` and `expansion` do not apply.
+    Probe,
+}
+
+/// When a path is good (its reward is 1).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum SuccessRule {
+    /// The paper's rule: the answer under the path is correct. Under choice-loglik a 4-way pick
+    /// is right a quarter of the time by chance, so short broken paths count as good.
+    #[default]
+    Correct,
+    /// choice-loglik only: the gold choice wins by a margin — at least the full model's own margin
+    /// when the full model is right (a path may not make the model less sure), at least
+    /// `min_margin` when it is wrong.
+    Margin,
+}
+
+/// When a search ends.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum StopMode {
+    /// The paper's: at the first good path that fixes a wrong answer or is two positions shorter.
+    #[default]
+    Paper,
+    /// Spend every simulation.
+    Budget,
+}
+
+/// How the tree grows.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Expansion {
+    /// The paper's: a visited leaf gets one child; inner nodes never grow.
+    #[default]
+    Paper,
+    /// Progressive widening: a visited node with untried actions grows a child while it has fewer
+    /// than `ceil(visits^widen_exponent)` children.
+    Tree,
+}
+
+macro_rules! parse_names {
+    ($t:ty, $($name:literal => $v:expr),+) => {
+        impl std::str::FromStr for $t {
+            type Err = String;
+            fn from_str(s: &str) -> Result<Self, String> {
+                match s {
+                    $($name => Ok($v),)+
+                    other => Err(format!(
+                        "unknown value `{other}` (one of: {})",
+                        [$($name),+].join(", ")
+                    )),
+                }
+            }
+        }
+    };
+}
+parse_names!(SuccessRule, "correct" => SuccessRule::Correct, "margin" => SuccessRule::Margin);
+parse_names!(StopMode, "paper" => StopMode::Paper, "budget" => StopMode::Budget);
+parse_names!(Expansion, "paper" => Expansion::Paper, "tree" => Expansion::Tree);
+parse_names!(Strategy, "mcts" => Strategy::Mcts, "probe" => Strategy::Probe);
+
+/// A path's verdict: good or not, and (choice-loglik) the gold choice's margin under the path.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Judged {
+    pub good: bool,
+    pub margin: Option<f64>,
+}
+
+impl From<bool> for Judged {
+    fn from(good: bool) -> Self {
+        Self { good, margin: None }
+    }
 }
 
 impl Default for SearchConfig {
@@ -43,6 +152,12 @@ impl Default for SearchConfig {
             random_prob: 0.1,
             max_len_factor: 2,
             seed: 0,
+            success: SuccessRule::Correct,
+            min_margin: 1.0,
+            stop: StopMode::Paper,
+            expansion: Expansion::Paper,
+            widen_exponent: 0.5,
+            strategy: Strategy::Mcts,
         }
     }
 }
@@ -106,6 +221,10 @@ pub struct SearchOutcome {
     pub original_correct: bool,
     /// Paths with reward 1, in the order they were first evaluated.
     pub good_paths: Vec<LayerPath>,
+    /// The good paths' margins, in the same order (`None` where the reward has no margin).
+    pub good_margins: Vec<Option<f64>>,
+    /// The full path's margin, when the reward has one.
+    pub original_margin: Option<f64>,
     /// Shortest good path (ties: fewer distinct layers, then first found); the full path if none.
     pub best_path: LayerPath,
     pub found: bool,
@@ -121,7 +240,7 @@ pub struct Mcts {
     num_layers: usize,
     rng: StdRng,
     nodes: Vec<Node>,
-    rewards: HashMap<Vec<u16>, bool>,
+    rewards: HashMap<Vec<u16>, Judged>,
     /// Evaluation order of the paths, for deterministic good-path lists.
     order: Vec<LayerPath>,
 }
@@ -207,9 +326,18 @@ impl Mcts {
             - self.cfg.length_penalty * (n.path.len() as f64 / self.num_layers as f64)
     }
 
+    /// Whether tree expansion grows node `id` now instead of descending further.
+    fn widens(&self, id: usize) -> bool {
+        let n = &self.nodes[id];
+        self.cfg.expansion == Expansion::Tree
+            && n.visits > 0
+            && !n.untried.is_empty()
+            && (n.children.len() as f64) < (n.visits as f64).powf(self.cfg.widen_exponent).ceil()
+    }
+
     fn select(&mut self, total: usize) -> usize {
         let mut id = 0;
-        while !self.nodes[id].children.is_empty() {
+        while !self.nodes[id].children.is_empty() && !self.widens(id) {
             let children = &self.nodes[id].children;
             id = if self.rng.random::<f64>() < self.cfg.random_prob {
                 children[self.rng.random_range(0..children.len())]
@@ -227,32 +355,30 @@ impl Mcts {
         id
     }
 
-    fn evaluate<E>(
+    fn evaluate<E, J: Into<Judged>>(
         &mut self,
         path: &LayerPath,
-        reward: &mut impl FnMut(&LayerPath) -> Result<bool, E>,
+        reward: &mut impl FnMut(&LayerPath) -> Result<J, E>,
     ) -> Result<bool, E> {
-        if let Some(&r) = self.rewards.get(path.layers()) {
-            return Ok(r);
+        if let Some(r) = self.rewards.get(path.layers()) {
+            return Ok(r.good);
         }
-        let r = reward(path)?;
+        let r = reward(path)?.into();
         self.rewards.insert(path.layers().to_vec(), r);
         self.order.push(path.clone());
-        Ok(r)
+        Ok(r.good)
     }
 
-    /// Runs the search; `reward` says whether the model is right along a path.
-    pub fn run<E>(
-        mut self,
-        mut reward: impl FnMut(&LayerPath) -> Result<bool, E>,
-    ) -> Result<(SearchOutcome, Vec<NodeView>), E> {
+    /// The simulations: returns how many ran and why they stopped.
+    fn simulate<E, J: Into<Judged>>(
+        &mut self,
+        original: bool,
+        reward: &mut impl FnMut(&LayerPath) -> Result<J, E>,
+    ) -> Result<(usize, StopRule), E> {
         let l = self.num_layers;
-        let original = self.evaluate(&LayerPath::full(l), &mut reward)?;
+        let early = self.cfg.stop == StopMode::Paper;
         let mut best_len = l;
-        let mut stop = StopRule::Budget;
-        let mut simulations = 0;
         for sim in 0..self.cfg.num_simulations {
-            simulations = sim + 1;
             let mut id = self.select(sim + 1);
             if self.nodes[id].visits > 0 {
                 if let Some(action) = self.nodes[id].untried.pop() {
@@ -261,31 +387,71 @@ impl Mcts {
                 }
             }
             let path = self.nodes[id].path.clone();
-            let r = self.evaluate(&path, &mut reward)?;
+            let r = self.evaluate(&path, reward)?;
             if r && path.len() < best_len {
                 best_len = path.len();
             }
-            let mut cur = Some(id);
-            while let Some(c) = cur {
-                self.nodes[c].visits += 1;
-                self.nodes[c].reward_sum += f64::from(u8::from(r));
-                cur = self.nodes[c].parent;
+            self.backpropagate(id, r);
+            if early && r && !original {
+                return Ok((sim + 1, StopRule::FixedWrongAnswer));
             }
-            if r && !original {
-                stop = StopRule::FixedWrongAnswer;
-                break;
-            }
-            if r && best_len + 2 <= l {
-                stop = StopRule::ShorterCorrectPath;
-                break;
+            if early && r && best_len + 2 <= l {
+                return Ok((sim + 1, StopRule::ShorterCorrectPath));
             }
         }
+        Ok((self.cfg.num_simulations, StopRule::Budget))
+    }
+
+    /// Every one-step edit of the full path, judged once each (children of the root); returns
+    /// how many there were.
+    fn probe<E, J: Into<Judged>>(
+        &mut self,
+        reward: &mut impl FnMut(&LayerPath) -> Result<J, E>,
+    ) -> Result<usize, E> {
+        let root = self.nodes[0].path.clone();
+        // In their (seeded) shuffled order.
+        let edits = std::mem::take(&mut self.nodes[0].untried);
+        for action in edits.iter().rev() {
+            let id = self.add_node(action.apply(&root), Some(0));
+            let path = self.nodes[id].path.clone();
+            let r = self.evaluate(&path, reward)?;
+            self.backpropagate(id, r);
+        }
+        Ok(edits.len())
+    }
+
+    fn backpropagate(&mut self, leaf: usize, good: bool) {
+        let mut cur = Some(leaf);
+        while let Some(c) = cur {
+            self.nodes[c].visits += 1;
+            self.nodes[c].reward_sum += f64::from(u8::from(good));
+            cur = self.nodes[c].parent;
+        }
+    }
+
+    /// Runs the search; `reward` judges the model along a path (a `bool`: whether it is right,
+    /// or a [`Judged`] with the margin). The full path is judged first.
+    pub fn run<E, J: Into<Judged>>(
+        mut self,
+        mut reward: impl FnMut(&LayerPath) -> Result<J, E>,
+    ) -> Result<(SearchOutcome, Vec<NodeView>), E> {
+        let l = self.num_layers;
+        let original = self.evaluate(&LayerPath::full(l), &mut reward)?;
+        let (simulations, stop) = match self.cfg.strategy {
+            Strategy::Mcts => self.simulate(original, &mut reward)?,
+            Strategy::Probe => (self.probe(&mut reward)?, StopRule::Budget),
+        };
         let good_paths: Vec<LayerPath> = self
             .order
             .iter()
-            .filter(|p| self.rewards[p.layers()])
+            .filter(|p| self.rewards[p.layers()].good)
             .cloned()
             .collect();
+        let good_margins = good_paths
+            .iter()
+            .map(|p| self.rewards[p.layers()].margin)
+            .collect();
+        let original_margin = self.rewards[LayerPath::full(l).layers()].margin;
         let best_path = good_paths
             .iter()
             .min_by_key(|p| (p.len(), p.distinct_layers()))
@@ -295,6 +461,8 @@ impl Mcts {
             original_correct: original,
             found: !good_paths.is_empty(),
             good_paths,
+            good_margins,
+            original_margin,
             best_path,
             simulations,
             distinct_paths: self.rewards.len(),

@@ -8,7 +8,10 @@ pub mod record;
 pub mod run;
 
 pub use evaluator::{Counters, PathEvaluator};
-pub use mcts::{Action, Mcts, NodeView, SearchConfig, SearchOutcome, StopRule};
+pub use mcts::{
+    Action, Expansion, Judged, Mcts, NodeView, SearchConfig, SearchOutcome, StopMode, StopRule,
+    Strategy, SuccessRule,
+};
 pub use read::{read_records, Summary};
-pub use record::{write_parquet, SearchRecord, SCHEMA_VERSION};
-pub use run::{search_example, ExampleSearch, DEFAULT_REUSE_BUDGET};
+pub use record::{write_parquet, SearchRecord, READABLE_SCHEMA_VERSIONS, SCHEMA_VERSION};
+pub use run::{judge, search_example, ExampleSearch, DEFAULT_REUSE_BUDGET};

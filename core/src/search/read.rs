@@ -12,7 +12,7 @@ use arrow_array::types::{
 use arrow_array::{Array, RecordBatch};
 use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
 
-use super::record::{SearchRecord, SCHEMA_VERSION};
+use super::record::{SearchRecord, READABLE_SCHEMA_VERSIONS};
 use crate::error::{Error, Result};
 
 /// The Parquet files `path` names: itself, or the `*.parquet` files of a folder, sorted.
@@ -48,9 +48,12 @@ fn read_file(path: &Path) -> Result<Vec<SearchRecord>> {
         .key_value_metadata()
         .and_then(|kv| kv.iter().find(|k| k.key == "drllm.schema_version"))
         .and_then(|k| k.value.clone());
-    if version.as_deref() != Some(SCHEMA_VERSION) {
+    if !version
+        .as_deref()
+        .is_some_and(|v| READABLE_SCHEMA_VERSIONS.contains(&v))
+    {
         return Err(bad(format!(
-            "record schema version {version:?}, this build reads {SCHEMA_VERSION:?}"
+            "record schema version {version:?}, this build reads {READABLE_SCHEMA_VERSIONS:?}"
         )));
     }
     let mut out = Vec::new();
@@ -123,9 +126,30 @@ fn batch_records(b: &RecordBatch) -> std::result::Result<Vec<SearchRecord>, Stri
         col("best_decisions")?,
         col("good_paths")?,
     );
+    // Schema 2 columns; absent from schema-1 files.
+    let margins = b.column_by_name("good_margins");
+    let orig_margin = b
+        .column_by_name("original_margin")
+        .map(|c| {
+            c.as_primitive_opt::<Float64Type>()
+                .cloned()
+                .ok_or("`original_margin` has the wrong type")
+        })
+        .transpose()?;
     let mut out = Vec::with_capacity(b.num_rows());
     for i in 0..b.num_rows() {
         let goods = good.as_list::<i32>().value(i);
+        let good_margins = match margins {
+            Some(m) => m
+                .as_list_opt::<i32>()
+                .ok_or("`good_margins` is not a list")?
+                .value(i)
+                .as_primitive_opt::<Float64Type>()
+                .ok_or("`good_margins` has the wrong type")?
+                .values()
+                .to_vec(),
+            None => Vec::new(),
+        };
         out.push(SearchRecord {
             example_id: ids[i].clone(),
             dataset: datasets[i].clone(),
@@ -149,6 +173,10 @@ fn batch_records(b: &RecordBatch) -> std::result::Result<Vec<SearchRecord>, Stri
             good_paths: (0..goods.len())
                 .map(|j| list16(goods.as_ref(), j))
                 .collect(),
+            good_margins,
+            original_margin: orig_margin
+                .as_ref()
+                .and_then(|a| a.is_valid(i).then(|| a.value(i))),
             best_response: responses[i].clone(),
             simulations: sims[i],
             distinct_paths: paths[i],
@@ -230,6 +258,8 @@ mod tests {
             best_decisions: vec![1, 0, 1 + (i % 2) as u8, 0],
             distinct_layers: 2,
             good_paths: vec![vec![0, 1, 2, 3], vec![0, 2, 2 + i % 2], vec![]],
+            good_margins: vec![0.5, 1.25 + i as f64, -2.0],
+            original_margin: (i % 2 == 0).then_some(0.5),
             best_response: response.map(String::from),
             simulations: 7 + i as u32,
             distinct_paths: 5,
@@ -262,6 +292,45 @@ mod tests {
         );
         assert_eq!(s.simulations, 7 + 8 + 9);
         assert!((s.mean_best_path_len - 3.0).abs() < 1e-12);
+        std::fs::write(dir.path().join("x.parquet"), b"not parquet").unwrap();
+        let e = read_records(dir.path()).unwrap_err().to_string();
+        assert!(e.contains("x.parquet"), "{e}");
+    }
+
+    #[test]
+    fn schema_1_files_without_margins_still_read() {
+        use crate::search::record::{to_batch, write_batch};
+        let dir = tempfile::tempdir().unwrap();
+        let recs = vec![record(0, None), record(1, Some("B"))];
+        let batch = to_batch(&recs).unwrap();
+        let keep: Vec<usize> = (0..batch.num_columns())
+            .filter(|&i| {
+                let n = batch.schema().field(i).name().clone();
+                n != "good_margins" && n != "original_margin"
+            })
+            .collect();
+        let v1 = batch.project(&keep).unwrap();
+        let f = dir.path().join("v1.parquet");
+        write_batch(&f, &v1, "1", "{}").unwrap();
+        let back = read_records(&f).unwrap();
+        let want: Vec<SearchRecord> = recs
+            .into_iter()
+            .map(|r| SearchRecord {
+                good_margins: vec![],
+                original_margin: None,
+                ..r
+            })
+            .collect();
+        assert_eq!(back, want);
+        // An unknown version is refused by name.
+        write_batch(&f, &v1, "9", "{}").unwrap();
+        let e = read_records(&f).unwrap_err().to_string();
+        assert!(e.contains("\"9\""), "{e}");
+    }
+
+    #[test]
+    fn unreadable_files_are_named() {
+        let dir = tempfile::tempdir().unwrap();
         std::fs::write(dir.path().join("x.parquet"), b"not parquet").unwrap();
         let e = read_records(dir.path()).unwrap_err().to_string();
         assert!(e.contains("x.parquet"), "{e}");

@@ -17,8 +17,12 @@ use parquet::file::properties::WriterProperties;
 
 use crate::error::{Error, Result};
 
-/// Version of the record schema, stored as `drllm.schema_version` in every file.
-pub const SCHEMA_VERSION: &str = "1";
+/// Version of the record schema, stored as `drllm.schema_version` in every file. Version 2 added
+/// `good_margins` and `original_margin`; readers still accept version 1 files (those columns
+/// read as empty / null).
+pub const SCHEMA_VERSION: &str = "2";
+/// Every schema version this build reads.
+pub const READABLE_SCHEMA_VERSIONS: [&str; 2] = ["1", "2"];
 
 /// One searched example.
 #[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
@@ -41,6 +45,13 @@ pub struct SearchRecord {
     pub best_decisions: Vec<u8>,
     pub distinct_layers: u16,
     pub good_paths: Vec<Vec<u16>>,
+    /// choice-loglik: each good path's gold margin (gold choice's score minus the best other's),
+    /// aligned with `good_paths`; empty when the reward has no margin (generate, schema 1).
+    #[serde(default)]
+    pub good_margins: Vec<f64>,
+    /// choice-loglik: the full path's gold margin.
+    #[serde(default)]
+    pub original_margin: Option<f64>,
     /// generate mode: the response under the best path.
     pub best_response: Option<String>,
     pub simulations: u32,
@@ -54,7 +65,7 @@ pub struct SearchRecord {
     pub timestamp_ms: i64,
 }
 
-fn to_batch(records: &[SearchRecord]) -> Result<RecordBatch> {
+pub(crate) fn to_batch(records: &[SearchRecord]) -> Result<RecordBatch> {
     let s = |f: fn(&SearchRecord) -> &str| {
         let mut b = StringBuilder::new();
         records.iter().for_each(|r| b.append_value(f(r)));
@@ -83,6 +94,8 @@ fn to_batch(records: &[SearchRecord]) -> Result<RecordBatch> {
     let mut best_path = ListBuilder::new(UInt16Builder::new());
     let mut decisions = ListBuilder::new(UInt8Builder::new());
     let mut good = ListBuilder::new(ListBuilder::new(UInt16Builder::new()));
+    let mut margins = ListBuilder::new(Float64Builder::new());
+    let mut orig_margin = Float64Builder::new();
     let mut response = StringBuilder::new();
     let (mut sims, mut distinct) = (UInt32Builder::new(), UInt32Builder::new());
     let mut execs = UInt64Builder::new();
@@ -96,6 +109,8 @@ fn to_batch(records: &[SearchRecord]) -> Result<RecordBatch> {
             good.values().append_value(p.iter().map(|&l| Some(l)));
         }
         good.append(true);
+        margins.append_value(r.good_margins.iter().map(|&m| Some(m)));
+        orig_margin.append_option(r.original_margin);
         response.append_option(r.best_response.as_deref());
         sims.append_value(r.simulations);
         distinct.append_value(r.distinct_paths);
@@ -115,6 +130,8 @@ fn to_batch(records: &[SearchRecord]) -> Result<RecordBatch> {
         ("best_path_len", u16s(|r| r.best_path.len() as u16)),
         ("distinct_layers", u16s(|r| r.distinct_layers)),
         ("good_paths", Arc::new(good.finish())),
+        ("good_margins", Arc::new(margins.finish())),
+        ("original_margin", Arc::new(orig_margin.finish())),
         ("best_response", Arc::new(response.finish())),
         ("simulations", Arc::new(sims.finish())),
         ("distinct_paths", Arc::new(distinct.finish())),
@@ -130,19 +147,28 @@ fn to_batch(records: &[SearchRecord]) -> Result<RecordBatch> {
 /// Writes `records` to `path` atomically (temporary file, fsync, rename). `search_config` (JSON)
 /// goes into the file metadata next to the schema version.
 pub fn write_parquet(path: &Path, records: &[SearchRecord], search_config: &str) -> Result<()> {
-    let batch = to_batch(records)?;
+    write_batch(path, &to_batch(records)?, SCHEMA_VERSION, search_config)
+}
+
+/// Writes one batch of records atomically under a given schema version (tests write older ones).
+pub(crate) fn write_batch(
+    path: &Path,
+    batch: &RecordBatch,
+    version: &str,
+    search_config: &str,
+) -> Result<()> {
     let tmp = tmp_name(path);
     let io = |e: std::io::Error| Error::io(&tmp, e);
     let file = File::create(&tmp).map_err(io)?;
     let props = WriterProperties::builder()
         .set_key_value_metadata(Some(vec![
-            KeyValue::new("drllm.schema_version".into(), SCHEMA_VERSION.to_string()),
+            KeyValue::new("drllm.schema_version".into(), version.to_string()),
             KeyValue::new("drllm.search_config".into(), search_config.to_string()),
         ]))
         .build();
     let out = |e: parquet::errors::ParquetError| Error::Output(format!("{}: {e}", tmp.display()));
     let mut w = ArrowWriter::try_new(file, batch.schema(), Some(props)).map_err(out)?;
-    w.write(&batch).map_err(out)?;
+    w.write(batch).map_err(out)?;
     let file = w.into_inner().map_err(out)?;
     file.sync_all().map_err(io)?;
     drop(file);

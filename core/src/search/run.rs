@@ -5,9 +5,9 @@ use std::collections::HashMap;
 use std::time::Instant;
 
 use super::evaluator::{Counters, PathEvaluator};
-use super::mcts::{Mcts, SearchConfig, SearchOutcome};
+use super::mcts::{Judged, Mcts, SearchConfig, SearchOutcome, SuccessRule};
 use super::record::SearchRecord;
-use crate::error::Result;
+use crate::error::{Error, Result};
 use crate::loader::LoadedModel;
 use crate::tasks::prompts;
 use crate::tasks::reward::{RewardMode, RewardOptions};
@@ -35,13 +35,28 @@ pub fn search_example(
     reuse_budget: usize,
 ) -> Result<ExampleSearch> {
     let t0 = Instant::now();
+    if cfg.success == SuccessRule::Margin && opts.mode != RewardMode::ChoiceLoglik {
+        return Err(Error::Reward {
+            id: ex.id.clone(),
+            reason: format!(
+                "the margin success rule needs the choice-loglik reward (this search uses {}): use success = \"correct\" with generate",
+                opts.mode
+            ),
+        });
+    }
     let mut eval = PathEvaluator::new(lm, ex, *opts, reuse_budget)?;
     let mut responses: HashMap<Vec<u16>, Option<String>> = HashMap::new();
+    // The full path is judged first: its margin is the bar for the others.
+    let mut original: Option<Option<f64>> = None;
     let (outcome, _tree) =
         Mcts::for_example(lm.model.num_layers(), cfg.clone(), &ex.id).run(|path| {
             let o = eval.evaluate(path)?;
             responses.insert(path.layers().to_vec(), o.response);
-            Ok::<_, crate::Error>(o.correct)
+            let full_margin = *original.get_or_insert(o.margin);
+            Ok::<_, Error>(Judged {
+                good: judge(cfg, o.correct, o.margin, full_margin),
+                margin: o.margin,
+            })
         })?;
     let best_response = responses.remove(outcome.best_path.layers()).flatten();
     Ok(ExampleSearch {
@@ -50,6 +65,17 @@ pub fn search_example(
         counters: eval.counters,
         wall_seconds: t0.elapsed().as_secs_f64(),
     })
+}
+
+/// Whether a path whose answer is `correct` with gold margin `margin` is good under `cfg`'s success
+/// rule, given the full path's margin (the full path itself is judged with its own margin).
+pub fn judge(cfg: &SearchConfig, correct: bool, margin: Option<f64>, full: Option<f64>) -> bool {
+    match (cfg.success, margin, full) {
+        (SuccessRule::Correct, _, _) => correct,
+        (SuccessRule::Margin, Some(m), Some(m0)) if m0 > 0.0 => m >= m0,
+        (SuccessRule::Margin, Some(m), Some(_)) => m >= cfg.min_margin.max(f64::MIN_POSITIVE),
+        (SuccessRule::Margin, _, _) => correct,
+    }
 }
 
 impl ExampleSearch {
@@ -83,6 +109,14 @@ impl ExampleSearch {
             best_decisions: o.best_path.counts(),
             distinct_layers: o.best_path.distinct_layers() as u16,
             good_paths: o.good_paths.iter().map(|p| p.layers().to_vec()).collect(),
+            // All or none: generate mode has no margins.
+            good_margins: o
+                .good_margins
+                .iter()
+                .copied()
+                .collect::<Option<Vec<f64>>>()
+                .unwrap_or_default(),
+            original_margin: o.original_margin,
             best_response: self.best_response.clone(),
             simulations: o.simulations as u32,
             distinct_paths: o.distinct_paths as u32,

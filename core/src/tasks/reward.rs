@@ -92,6 +92,10 @@ pub struct Outcome {
     pub pick_norm: Option<usize>,
     pub correct_acc: Option<bool>,
     pub correct_acc_norm: Option<bool>,
+    /// choice-loglik: the gold choice's score minus the best other choice's, under the metric
+    /// that decides `correct` (`acc`: summed log-prob; `acc_norm`: per byte). Positive when right;
+    /// how robustly a path is right (the margin success rule, DESIGN/README "Success rules").
+    pub margin: Option<f64>,
 }
 
 /// What an example needs once, whatever the path: the prompt's token ids and, for
@@ -411,6 +415,18 @@ pub fn score_choices(
     let pick = argmax(&|i| logprobs[i]);
     let pick_norm = argmax(&|i| logprobs[i] / bytes[i].max(1) as f64);
     let (acc, acc_norm) = (pick == gold, pick_norm == gold);
+    let score = |i: usize| {
+        if opts.length_normalized {
+            logprobs[i] / bytes[i].max(1) as f64
+        } else {
+            logprobs[i]
+        }
+    };
+    let best_other = (0..logprobs.len())
+        .filter(|&i| i != gold)
+        .map(score)
+        .fold(f64::NEG_INFINITY, f64::max);
+    let margin = (gold < logprobs.len()).then(|| score(gold) - best_other);
     Ok(Outcome {
         correct: if opts.length_normalized {
             acc_norm
@@ -423,6 +439,7 @@ pub fn score_choices(
         pick_norm: Some(pick_norm),
         correct_acc: Some(acc),
         correct_acc_norm: Some(acc_norm),
+        margin,
         ..Outcome::default()
     })
 }
