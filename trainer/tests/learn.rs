@@ -68,6 +68,7 @@ fn run(
     exs: &[Example],
     cache_root: &Path,
     out: &Path,
+    training: TrainingConfig,
 ) -> (RouterConfig, cache::Built) {
     let n_train = exs.len() * 4 / 5;
     let (feats, built) = cache::open_or_build(cache_root, model, "tiny", exs, 8, false).unwrap();
@@ -75,7 +76,7 @@ fn run(
         rows: r.clone().collect(),
         targets: exs[r].iter().map(|e| e.labels.as_slice()).collect(),
     };
-    let mut cfg = RouterConfig::new("tiny", "tiny", 4, 64, 8, config(30));
+    let mut cfg = RouterConfig::new("tiny", "tiny", 4, 64, 8, training);
     let routers = Routers::init(4, 64, 3).unwrap();
     train::train(
         &routers,
@@ -100,7 +101,7 @@ fn routers_learn_input_dependent_decisions_and_cached_runs_are_identical() {
     let exs = examples(150, tiny.vocab, 11);
     let cache_root = dir.path().join("cache");
 
-    let (cfg, built) = run(&model, &exs, &cache_root, &dir.path().join("a"));
+    let (cfg, built) = run(&model, &exs, &cache_root, &dir.path().join("a"), config(30));
     assert_eq!((built.computed, built.reused), (150, 0));
     let first = cfg.history.first().unwrap().val.clone().unwrap();
     let last = cfg.history.last().unwrap().val.clone().unwrap();
@@ -125,7 +126,7 @@ fn routers_learn_input_dependent_decisions_and_cached_runs_are_identical() {
     );
 
     // Again, from the cache: nothing recomputed, identical weights and metrics.
-    let (cfg2, built2) = run(&model, &exs, &cache_root, &dir.path().join("b"));
+    let (cfg2, built2) = run(&model, &exs, &cache_root, &dir.path().join("b"), config(30));
     assert_eq!((built2.computed, built2.reused), (0, 150));
     let a = std::fs::read(dir.path().join("a").join(CHECKPOINT_FILE)).unwrap();
     let b = std::fs::read(dir.path().join("b").join(CHECKPOINT_FILE)).unwrap();
@@ -171,7 +172,14 @@ fn routers_learn_the_majority_of_soft_targets() {
             .map(|(a, b)| [0, 1, 2].map(|k| 0.7 * a[k] + 0.3 * b[k]))
             .collect();
     }
-    let (cfg, _) = run(&model, &exs, &dir.path().join("cache"), &dir.path().join("s"));
+    // Equal class weights (β = 0): with the effective-number weights a rare class's 30% can
+    // outweigh a common class's 70%, which moves the argmax off the majority by design.
+    let equal = TrainingConfig {
+        class_beta: 0.0,
+        ..config(30)
+    };
+    let (cfg, _) = run(&model, &exs, &dir.path().join("cache"), &dir.path().join("s"), equal);
+    assert_eq!(cfg.class_weights, [1.0; 3]);
     let last = cfg.history.last().unwrap().val.clone().unwrap();
     assert!(last.accuracy > 0.95, "agreement with the majority {last:?}");
     assert!(last.agreement > 0.68 && last.agreement <= 1.0, "{last:?}");
