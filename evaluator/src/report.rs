@@ -1,8 +1,11 @@
 //! The evaluation report: per group (dataset, or dataset and MATH level) and overall — accuracy of
 //! the static model, the routed model and (when records are given) the MCTS oracle; mean path
 //! length under the routers; tokens/s static vs routed and the realized speedup next to the
-//! structural one (L / path length) — plus each layer's decision histogram. Written as
-//! `report.json`, `report.md` and `decisions.svg`.
+//! structural one (L / path length) — plus each layer's decision histogram. With `--prune-split`
+//! also the static-pruned baseline (the greedy-pruned fixed path of the routers' length). Every
+//! accuracy carries a 95% Wilson interval and every routed − baseline difference a 95% paired
+//! bootstrap interval ([`crate::stats`]). Written as `report.json`, `report.md` and
+//! `decisions.svg`.
 
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -12,6 +15,8 @@ use drllm_core::router::{RouterConfig, CLASSES};
 use drllm_core::tasks::reward::RewardOptions;
 use serde::Serialize;
 
+use crate::stats::{paired_bootstrap, wilson, PairedDiff, RESAMPLES, SEED};
+
 /// One example's outcome under both models.
 #[derive(Debug, Clone, Serialize)]
 pub struct ExampleResult {
@@ -19,6 +24,9 @@ pub struct ExampleResult {
     pub group: String,
     pub static_correct: bool,
     pub routed_correct: bool,
+    /// Under the static-pruned path (with `--prune-split`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub static_pruned_correct: Option<bool>,
     /// Whether the search found a correct path for this question (when records were given).
     pub oracle_found: Option<bool>,
     /// Per layer: 0 skip, 1 execute, 2 repeat.
@@ -48,6 +56,37 @@ pub struct GroupStats {
     pub realized_speedup: f64,
     /// L / mean path length.
     pub structural_speedup: f64,
+    /// Accuracy of the static-pruned path (with `--prune-split`).
+    pub static_pruned_accuracy: Option<f64>,
+    /// 95% Wilson score intervals of the accuracies.
+    pub static_accuracy_ci: [f64; 2],
+    pub routed_accuracy_ci: [f64; 2],
+    pub static_pruned_accuracy_ci: Option<[f64; 2]>,
+    /// Routed minus static accuracy on the same examples, 95% paired bootstrap interval.
+    pub routed_minus_static: PairedDiff,
+    /// Routed minus static-pruned accuracy (with `--prune-split`).
+    pub routed_minus_static_pruned: Option<PairedDiff>,
+}
+
+/// The static model pruned to the routers' length: greedy layer pruning ([`crate::prune`]) on
+/// another split, down to the routed mean path length rounded; that fixed path on every example.
+#[derive(Debug, Clone, Serialize)]
+pub struct StaticPruned {
+    /// Path positions: the routed mean path length, rounded (the full path when ≥ L).
+    pub len: usize,
+    pub path: Vec<u16>,
+    /// The layers pruning removed, in removal order.
+    pub removed_layers: Vec<u16>,
+    /// Where the path was chosen: split, its limit and examples, the path's accuracy there (none
+    /// when the full path needed no choosing).
+    pub chosen_on_split: String,
+    pub chosen_on_limit: Option<usize>,
+    pub chosen_on_examples: usize,
+    pub chosen_on_accuracy: Option<f64>,
+    /// `computed`, `cache`, `cache-extended` (the pruning curve), or `full-path`.
+    pub source: String,
+    /// Accuracy on the evaluated examples (also `overall.static_pruned_accuracy`).
+    pub accuracy: f64,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -63,6 +102,40 @@ pub struct Report {
     pub groups: Vec<GroupStats>,
     /// Per layer: how many examples skip, execute, repeat it.
     pub decisions_per_layer: Vec<[usize; 3]>,
+    /// With `--prune-split`: the static-pruned baseline.
+    pub static_pruned: Option<StaticPruned>,
+    /// How the intervals are computed.
+    pub intervals: String,
+}
+
+/// The static-pruned accuracy, accuracy intervals and paired differences of a group.
+struct Uncertainty {
+    pruned_accuracy: Option<f64>,
+    static_ci: [f64; 2],
+    routed_ci: [f64; 2],
+    pruned_ci: Option<[f64; 2]>,
+    routed_minus_static: PairedDiff,
+    routed_minus_pruned: Option<PairedDiff>,
+}
+
+fn uncertainty(rs: &[&ExampleResult]) -> Uncertainty {
+    let stat: Vec<bool> = rs.iter().map(|r| r.static_correct).collect();
+    let routed: Vec<bool> = rs.iter().map(|r| r.routed_correct).collect();
+    let pruned: Option<Vec<bool>> = rs.iter().map(|r| r.static_pruned_correct).collect();
+    let pruned = pruned.filter(|p| !p.is_empty());
+    let ci = |v: &[bool]| wilson(v.iter().filter(|&&c| c).count(), v.len());
+    Uncertainty {
+        pruned_accuracy: pruned
+            .as_deref()
+            .map(|p| p.iter().filter(|&&c| c).count() as f64 / p.len() as f64),
+        static_ci: ci(&stat),
+        routed_ci: ci(&routed),
+        pruned_ci: pruned.as_deref().map(ci),
+        routed_minus_static: paired_bootstrap(&routed, &stat, RESAMPLES, SEED),
+        routed_minus_pruned: pruned
+            .as_deref()
+            .map(|p| paired_bootstrap(&routed, p, RESAMPLES, SEED)),
+    }
 }
 
 fn stats(group: &str, rs: &[&ExampleResult], layers: usize) -> GroupStats {
@@ -72,6 +145,7 @@ fn stats(group: &str, rs: &[&ExampleResult], layers: usize) -> GroupStats {
     let sum = |f: &dyn Fn(&ExampleResult) -> f64| rs.iter().map(|r| f(r)).sum::<f64>();
     let (st, rt) = (sum(&|r| r.static_seconds), sum(&|r| r.routed_seconds));
     let mean_path_len = sum(&|r| r.path_len as f64) / n;
+    let u = uncertainty(rs);
     GroupStats {
         group: group.into(),
         examples: rs.len(),
@@ -86,6 +160,12 @@ fn stats(group: &str, rs: &[&ExampleResult], layers: usize) -> GroupStats {
         routed_tokens_per_s: sum(&|r| r.routed_tokens as f64) / rt.max(1e-12),
         realized_speedup: st / rt.max(1e-12),
         structural_speedup: layers as f64 / mean_path_len.max(1e-12),
+        static_pruned_accuracy: u.pruned_accuracy,
+        static_accuracy_ci: u.static_ci,
+        routed_accuracy_ci: u.routed_ci,
+        static_pruned_accuracy_ci: u.pruned_ci,
+        routed_minus_static: u.routed_minus_static,
+        routed_minus_static_pruned: u.routed_minus_pruned,
     }
 }
 
@@ -122,6 +202,12 @@ impl Report {
             overall: stats("all", &all, layers),
             groups: by.iter().map(|(g, rs)| stats(g, rs, layers)).collect(),
             decisions_per_layer: hist,
+            static_pruned: None,
+            intervals: format!(
+                "accuracies: 95% Wilson score interval; differences (routed − baseline, same \
+                 examples): 95% paired bootstrap percentile interval, {RESAMPLES} resamples of \
+                 the examples with replacement, seed {SEED:#x}"
+            ),
         }
     }
 
@@ -131,7 +217,7 @@ impl Report {
             std::fs::write(&p, text).with_context(|| format!("writing {}", p.display()))
         };
         w("report.json", serde_json::to_string_pretty(self)?)?;
-        w("report.md", self.markdown())?;
+        w("report.md", self.markdown() + &self.baselines_markdown())?;
         self.plot(&dir.join("decisions.svg"))
     }
 
@@ -157,6 +243,71 @@ impl Report {
         s += "\n## Decisions per layer (examples)\n\n| layer | skip | execute | repeat |\n| --- | --- | --- | --- |\n";
         for (l, h) in self.decisions_per_layer.iter().enumerate() {
             s += &format!("| {l} | {} | {} | {} |\n", h[0], h[1], h[2]);
+        }
+        s
+    }
+
+    /// The baselines section: accuracies with intervals, paired differences per group.
+    fn baselines_markdown(&self) -> String {
+        let mut s = "\n## Baselines and paired differences\n\n".to_string();
+        s += &format!("Intervals: {}.\n\n", self.intervals);
+        if let Some(p) = &self.static_pruned {
+            let path: Vec<String> = p.path.iter().map(u16::to_string).collect();
+            let removed: Vec<String> = p.removed_layers.iter().map(u16::to_string).collect();
+            let limit = p
+                .chosen_on_limit
+                .map_or(String::new(), |n| format!(", first {n}"));
+            let there = p
+                .chosen_on_accuracy
+                .map_or(String::new(), |a| format!(", {:.1}% there", 100.0 * a));
+            s += &format!(
+                "Static-pruned: {} of {} layers, greedy pruning on {}/{}{limit} ({} examples{there}; \
+                 curve: {}), layers removed in order: {}. Path: `{}`.\n\n",
+                p.len,
+                self.overall.num_layers,
+                self.dataset,
+                p.chosen_on_split,
+                p.chosen_on_examples,
+                p.source,
+                if removed.is_empty() { "none".into() } else { removed.join(", ") },
+                path.join(",")
+            );
+        }
+        let pct = |a: f64, ci: [f64; 2]| {
+            format!(
+                "{:.1}% [{:.1}, {:.1}]",
+                100.0 * a,
+                100.0 * ci[0],
+                100.0 * ci[1]
+            )
+        };
+        s += "| group | static acc [95% CI] | static-pruned acc [95% CI] | routed acc [95% CI] |\n";
+        s += "| --- | --- | --- | --- |\n";
+        let groups: Vec<&GroupStats> = self.groups.iter().chain([&self.overall]).collect();
+        for g in &groups {
+            let pruned = g
+                .static_pruned_accuracy
+                .zip(g.static_pruned_accuracy_ci)
+                .map_or("—".into(), |(a, ci)| pct(a, ci));
+            s += &format!(
+                "| {} | {} | {} | {} |\n",
+                g.group,
+                pct(g.static_accuracy, g.static_accuracy_ci),
+                pruned,
+                pct(g.routed_accuracy, g.routed_accuracy_ci)
+            );
+        }
+        s += "\n";
+        for g in &groups {
+            s += &format!(
+                "- {}: routed − static: {}",
+                g.group,
+                g.routed_minus_static.describe()
+            );
+            if let Some(d) = &g.routed_minus_static_pruned {
+                s += &format!("; routed − static-pruned: {}", d.describe());
+            }
+            s += "\n";
         }
         s
     }

@@ -1,20 +1,24 @@
 //! `evaluator run`: scores a router checkpoint. Each example runs twice, back to back: the static
 //! model (every layer once) and routed inference (the routers choose the path at prefill; skipped
-//! layers are never computed). Writes `report.json`, `report.md`, `decisions.svg` and
-//! `examples.jsonl` into `--out`; see [`crate::report`].
+//! layers are never computed). With `--prune-split`, a third pass scores the static-pruned
+//! baseline: the greedy-pruned fixed path of the routers' mean length ([`crate::prune`]), chosen
+//! on another split. Writes `report.json`, `report.md`, `decisions.svg` and `examples.jsonl` into
+//! `--out`; see [`crate::report`].
 
 use std::collections::HashMap;
 use std::io::Write;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use anyhow::Context;
-use drllm_core::router::{evaluate_routed, Budget, RouterConfig};
-use drllm_core::tasks::evaluate;
-use drllm_core::tasks::reward::prepare;
-use drllm_core::LayerPath;
+use drllm_core::cli::TaskArgs;
+use drllm_core::router::{evaluate_routed, Budget, RouterConfig, Routers};
+use drllm_core::tasks::reward::{prepare, RewardOptions};
+use drllm_core::tasks::{evaluate, Example};
+use drllm_core::{LayerPath, LoadedModel};
 
-use crate::report::{ExampleResult, Report};
+use crate::prune::{evaluators, score_path, CurveKey, Pruner, DEFAULT_REUSE_MIB};
+use crate::report::{ExampleResult, Report, StaticPruned};
 
 #[derive(clap::Args, Debug)]
 pub struct Args {
@@ -42,14 +46,49 @@ pub struct Args {
     /// Exit with code 2 when the routed accuracy is below this (after writing the report).
     #[arg(long)]
     min_routed_accuracy: Option<f64>,
+    /// Also score the static-pruned baseline: greedy layer pruning (as `evaluator prune`, sharing
+    /// its cache) on this split, down to the routers' mean path length rounded (≥ L: the full
+    /// path), then that fixed path on every evaluated example. Must differ from --split.
+    #[arg(long)]
+    prune_split: Option<String>,
+    /// Only the first N questions of --prune-split (default: all of them).
+    #[arg(long, requires = "prune_split")]
+    prune_limit: Option<usize>,
+    /// Pruning: memory per --prune-split example for cached hidden states after path prefixes,
+    /// MiB (as `evaluator prune --reuse-budget-mib`: up to examples × this in all).
+    #[arg(long, default_value_t = DEFAULT_REUSE_MIB)]
+    reuse_budget_mib: usize,
 }
 
-pub fn run(a: Args) -> anyhow::Result<std::process::ExitCode> {
+/// Refuses bad flags before anything loads.
+fn check_args(a: &Args) -> anyhow::Result<()> {
     anyhow::ensure!(
         (-1.0..=1.0).contains(&a.budget),
         "--budget must be in [-1, 1], got {}",
         a.budget
     );
+    if let Some(p) = &a.prune_split {
+        anyhow::ensure!(
+            *p != a.split,
+            "--prune-split {p} is the evaluated split (--split {}): a path chosen on the questions \
+             it is scored on would flatter the baseline; prune on another split (e.g. dev)",
+            a.split
+        );
+    }
+    Ok(())
+}
+
+/// What routed inference with a checkpoint needs.
+struct Routed<'a> {
+    lm: &'a LoadedModel,
+    opts: RewardOptions,
+    cfg: &'a RouterConfig,
+    routers: &'a Routers,
+    budget: Budget,
+}
+
+pub fn run(a: Args) -> anyhow::Result<std::process::ExitCode> {
+    check_args(&a)?;
     let examples = a.task.examples(&a.split)?;
     let lm = a.model.load()?;
     let (cfg, routers) = RouterConfig::load(&a.routers)?;
@@ -57,55 +96,25 @@ pub fn run(a: Args) -> anyhow::Result<std::process::ExitCode> {
     cfg.check_model(&a.routers, &lm.fingerprint, layers, d)?;
     let oracle = read_oracle(&a.oracle)?;
     let opts = a.task.reward_options(&lm);
-    let budget = Budget(a.budget);
     std::fs::create_dir_all(&a.out).with_context(|| format!("creating {}", a.out.display()))?;
     let jsonl = a.out.join("examples.jsonl");
-    let mut lines = std::io::BufWriter::new(
-        std::fs::File::create(&jsonl).with_context(|| format!("creating {}", jsonl.display()))?,
-    );
-    let full = LayerPath::full(layers);
-    let bar = drllm_core::cli::progress_bar(examples.len());
-    let mut results = Vec::with_capacity(examples.len());
-    let (mut stat_ok, mut routed_ok) = (0, 0);
-    for (i, ex) in examples.iter().enumerate() {
-        let ctx = || format!("example {}", ex.id);
-        let t = Instant::now();
-        let s = evaluate(&lm, ex, &full, &opts).with_context(ctx)?;
-        let static_s = t.elapsed().as_secs_f64();
-        let t = Instant::now();
-        let (r, path) = evaluate_routed(&lm, ex, &opts, |layer, x| {
-            routers.decide(layer, x, cfg.windows, budget)
-        })
-        .with_context(ctx)?;
-        let routed_s = t.elapsed().as_secs_f64();
-        let rows = prepare(&lm, ex, &opts)?.segments().rows();
-        stat_ok += usize::from(s.correct);
-        routed_ok += usize::from(r.correct);
-        let res = ExampleResult {
-            id: ex.id.clone(),
-            group: group_of(ex),
-            static_correct: s.correct,
-            routed_correct: r.correct,
-            oracle_found: oracle.get(&ex.id).copied(),
-            decisions: path.counts(),
-            path_len: path.len(),
-            static_tokens: rows + s.tokens_generated,
-            routed_tokens: rows + r.tokens_generated,
-            static_seconds: static_s,
-            routed_seconds: routed_s,
-        };
-        writeln!(lines, "{}", serde_json::to_string(&res)?)?;
-        results.push(res);
-        bar.inc(1);
-        bar.set_message(format!(
-            "static {:.1}% routed {:.1}%",
-            100.0 * stat_ok as f64 / (i + 1) as f64,
-            100.0 * routed_ok as f64 / (i + 1) as f64
-        ));
-    }
-    bar.finish_and_clear();
-    lines.flush()?;
-    let report = Report::new(
+    let routed = Routed {
+        lm: &lm,
+        opts,
+        cfg: &cfg,
+        routers: &routers,
+        budget: Budget(a.budget),
+    };
+    let mut results = routed.all(&examples, &oracle, &jsonl)?;
+    let static_pruned = match &a.prune_split {
+        Some(split) => {
+            let sp = static_pruned(&a, split, &lm, &examples, opts, &mut results)?;
+            write_examples(&jsonl, &results)?;
+            Some(sp)
+        }
+        None => None,
+    };
+    let mut report = Report::new(
         &cfg,
         &lm.id,
         &a.task.dataset.name(),
@@ -114,6 +123,7 @@ pub fn run(a: Args) -> anyhow::Result<std::process::ExitCode> {
         a.budget,
         &results,
     );
+    report.static_pruned = static_pruned;
     report.write(&a.out)?;
     println!("{}", serde_json::to_string(&report.overall)?);
     if let Some(min) = a.min_routed_accuracy {
@@ -126,6 +136,145 @@ pub fn run(a: Args) -> anyhow::Result<std::process::ExitCode> {
         }
     }
     Ok(std::process::ExitCode::SUCCESS)
+}
+
+impl Routed<'_> {
+    /// Every example, static then routed, each result also written to `jsonl` as it comes.
+    fn all(
+        &self,
+        examples: &[Example],
+        oracle: &HashMap<String, bool>,
+        jsonl: &Path,
+    ) -> anyhow::Result<Vec<ExampleResult>> {
+        let mut lines = std::io::BufWriter::new(
+            std::fs::File::create(jsonl)
+                .with_context(|| format!("creating {}", jsonl.display()))?,
+        );
+        let bar = drllm_core::cli::progress_bar(examples.len());
+        let mut results = Vec::with_capacity(examples.len());
+        let (mut stat_ok, mut routed_ok) = (0, 0);
+        for (i, ex) in examples.iter().enumerate() {
+            let res = self
+                .example(ex, oracle.get(&ex.id).copied())
+                .with_context(|| format!("example {}", ex.id))?;
+            stat_ok += usize::from(res.static_correct);
+            routed_ok += usize::from(res.routed_correct);
+            writeln!(lines, "{}", serde_json::to_string(&res)?)?;
+            results.push(res);
+            bar.inc(1);
+            bar.set_message(format!(
+                "static {:.1}% routed {:.1}%",
+                100.0 * stat_ok as f64 / (i + 1) as f64,
+                100.0 * routed_ok as f64 / (i + 1) as f64
+            ));
+        }
+        bar.finish_and_clear();
+        lines.flush()?;
+        Ok(results)
+    }
+
+    /// One example: the static model, then routed inference, back to back.
+    fn example(&self, ex: &Example, oracle_found: Option<bool>) -> anyhow::Result<ExampleResult> {
+        let (lm, opts) = (self.lm, &self.opts);
+        let t = Instant::now();
+        let s = evaluate(lm, ex, &LayerPath::full(lm.model.num_layers()), opts)?;
+        let static_s = t.elapsed().as_secs_f64();
+        let t = Instant::now();
+        let (r, path) = evaluate_routed(lm, ex, opts, |layer, x| {
+            self.routers.decide(layer, x, self.cfg.windows, self.budget)
+        })?;
+        let routed_s = t.elapsed().as_secs_f64();
+        let rows = prepare(lm, ex, opts)?.segments().rows();
+        Ok(ExampleResult {
+            id: ex.id.clone(),
+            group: group_of(ex),
+            static_correct: s.correct,
+            routed_correct: r.correct,
+            static_pruned_correct: None,
+            oracle_found,
+            decisions: path.counts(),
+            path_len: path.len(),
+            static_tokens: rows + s.tokens_generated,
+            routed_tokens: rows + r.tokens_generated,
+            static_seconds: static_s,
+            routed_seconds: routed_s,
+        })
+    }
+}
+
+/// The static-pruned baseline: the greedy curve on `split` (cached or computed) down to the
+/// routers' mean path length n rounded, its length-n path scored on every example (filling
+/// `static_pruned_correct`). n ≥ L: the full path, i.e. the static outcomes.
+fn static_pruned(
+    a: &Args,
+    split: &str,
+    lm: &LoadedModel,
+    examples: &[Example],
+    opts: RewardOptions,
+    results: &mut [ExampleResult],
+) -> anyhow::Result<StaticPruned> {
+    let layers = lm.model.num_layers();
+    let mean = results.iter().map(|r| r.path_len as f64).sum::<f64>() / results.len() as f64;
+    let n = mean.round() as usize;
+    let task = TaskArgs {
+        limit: a.prune_limit,
+        ..a.task.clone()
+    };
+    let prune_examples = task.examples(split).context("--prune-split")?;
+    let mut sp = StaticPruned {
+        len: n.min(layers),
+        path: LayerPath::full(layers).layers().to_vec(),
+        removed_layers: Vec::new(),
+        chosen_on_split: split.into(),
+        chosen_on_limit: a.prune_limit,
+        chosen_on_examples: prune_examples.len(),
+        chosen_on_accuracy: None,
+        source: "full-path".into(),
+        accuracy: 0.0,
+    };
+    let correct: Vec<bool> = if n >= layers {
+        results.iter().map(|r| r.static_correct).collect()
+    } else {
+        eprintln!(
+            "static-pruned baseline: greedy pruning on {split} down to {n} of {layers} layers"
+        );
+        let key = CurveKey::new(&a.model, lm, &task, split, &prune_examples, &opts)?;
+        let pruner = Pruner {
+            lm,
+            examples: &prune_examples,
+            opts,
+            reuse_budget_bytes: a.reuse_budget_mib << 20,
+        };
+        let (curve, source) = pruner.curve(&key, n)?;
+        let point = curve.last().filter(|p| p.len == n);
+        let point = point.context("the pruning curve stops early")?;
+        sp.path.clone_from(&point.path);
+        sp.removed_layers = curve.iter().filter_map(|p| p.removed_layer).collect();
+        sp.chosen_on_accuracy = Some(point.accuracy);
+        sp.source = source.to_string();
+        let path = LayerPath::new(sp.path.clone(), layers)?;
+        let mut evals = evaluators(lm, examples, opts, 0)?;
+        let bar = drllm_core::cli::progress_bar(examples.len());
+        bar.set_message(format!("static-pruned ({n} layers)"));
+        let s = score_path(&mut evals, examples, &path, || bar.inc(1))?;
+        bar.finish_and_clear();
+        s.correct
+    };
+    for (r, &c) in results.iter_mut().zip(&correct) {
+        r.static_pruned_correct = Some(c);
+    }
+    sp.accuracy = correct.iter().filter(|&&c| c).count() as f64 / correct.len().max(1) as f64;
+    Ok(sp)
+}
+
+/// Rewrites `examples.jsonl` from the final results (with the static-pruned outcomes).
+fn write_examples(jsonl: &Path, results: &[ExampleResult]) -> anyhow::Result<()> {
+    let mut text = String::new();
+    for r in results {
+        text += &serde_json::to_string(r)?;
+        text.push('\n');
+    }
+    std::fs::write(jsonl, text).with_context(|| format!("writing {}", jsonl.display()))
 }
 
 /// Report group of an example: its dataset, with the MATH level when known (`dart-3`, `math L2`).

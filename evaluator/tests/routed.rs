@@ -2,8 +2,10 @@
 //! the static model's outcome; routers that skip layer k give exactly the static outcome of the
 //! path without k (so k is never computed into it); the budget's extremes skip or repeat every
 //! layer. `evaluator run` writes its report (with the oracle accuracy of given search records)
-//! and exits 2 below `--min-routed-accuracy`; bad checkpoints (missing, another model's, another
-//! depth) are refused with a clear message.
+//! and paired intervals, and exits 2 below `--min-routed-accuracy`; bad checkpoints (missing,
+//! another model's, another depth) are refused with a clear message. `--prune-split` adds the
+//! static-pruned baseline (the greedy-pruned path of the routers' length, chosen on another split,
+//! which must differ from the evaluated one).
 
 use std::process::Command;
 
@@ -109,6 +111,7 @@ fn training() -> TrainingConfig {
         seed: 0,
         found_only: true,
         min_path_len: 0,
+        targets: Default::default(),
     }
 }
 
@@ -164,8 +167,18 @@ fn run_writes_the_report_and_refuses_bad_checkpoints() {
         report["decisions_per_layer"][8],
         serde_json::json!([0, 4, 0])
     );
+    assert_eq!(report["static_pruned"], serde_json::Value::Null);
+    assert_eq!(report["overall"]["routed_minus_static"]["n"], 4);
+    assert_eq!(
+        report["overall"]["routed_minus_static_pruned"],
+        serde_json::Value::Null
+    );
     let md = std::fs::read_to_string(dir.path().join("rep/report.md")).unwrap();
     assert!(md.contains("| arc_easy | 4 |"), "{md}");
+    assert!(
+        md.contains("- all: routed − static: ") && md.contains("(95% paired bootstrap, n = 4)"),
+        "{md}"
+    );
     let svg = std::fs::read_to_string(dir.path().join("rep/decisions.svg")).unwrap();
     assert!(
         svg.starts_with("<svg") && svg.contains("<rect"),
@@ -218,4 +231,145 @@ fn run_writes_the_report_and_refuses_bad_checkpoints() {
     fails(&p("shallow"), "12 layers");
     std::fs::remove_file(dir.path().join("skip7/routers.safetensors")).unwrap();
     fails(&p("skip7"), "routers.safetensors is missing");
+}
+
+#[test]
+fn run_refuses_a_prune_split_equal_to_the_evaluated_split() {
+    // Checked before anything loads: no model or checkpoint needed.
+    let o = evaluator(&[
+        "run",
+        "--routers",
+        "nowhere",
+        "--dataset",
+        "arc_easy",
+        "--split",
+        "dev",
+        "--prune-split",
+        "dev",
+        "--out",
+        "nowhere",
+    ]);
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        !o.status.success() && err.contains("--prune-split dev is the evaluated split"),
+        "{err}"
+    );
+}
+
+/// `run --prune-split dev`: routers that skip layer 7 run 29 layers, so the static-pruned path is
+/// the greedy curve's 29-layer path on dev (the one `evaluator prune` reports), scored on every
+/// test question exactly as the plain evaluation scores it; the report carries it with paired
+/// intervals.
+#[test]
+fn run_with_prune_split_reports_the_static_pruned_baseline() {
+    let Some(lm) = model() else { return };
+    let dir = tempfile::tempdir().unwrap();
+    let p = |s: &str| dir.path().join(s).to_string_lossy().to_string();
+    let model_path = drllm_core::loader::default_model_for_tests().unwrap();
+    RouterConfig::new("default", &lm.fingerprint, L, D, 8, training())
+        .save(&dir.path().join("skip7"), &constant_routers(&[7]))
+        .unwrap();
+    let run = |args: &[&str]| {
+        Command::new(env!("CARGO_BIN_EXE_evaluator"))
+            .arg(args[0])
+            .args(["--model", model_path.to_str().unwrap()])
+            .args(&args[1..])
+            .env("DRLLM_CACHE", p("cache"))
+            .output()
+            .unwrap()
+    };
+    let o = run(&[
+        "run",
+        "--routers",
+        &p("skip7"),
+        "--dataset",
+        "arc_easy",
+        "--split",
+        "test",
+        "--limit",
+        "4",
+        "--prune-split",
+        "dev",
+        "--prune-limit",
+        "3",
+        "--out",
+        &p("rep"),
+    ]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let read = |f: &str| std::fs::read_to_string(dir.path().join(f)).unwrap();
+    let report: serde_json::Value = serde_json::from_str(&read("rep/report.json")).unwrap();
+    let sp = &report["static_pruned"];
+    assert_eq!(
+        (sp["len"].as_u64(), sp["chosen_on_split"].as_str()),
+        (Some(29), Some("dev"))
+    );
+    assert_eq!(
+        (sp["chosen_on_examples"].as_u64(), sp["source"].as_str()),
+        (Some(3), Some("computed"))
+    );
+    // The same path as `evaluator prune` on dev, first 3, down to 29 (now from the cache).
+    let o = run(&[
+        "prune",
+        "--dataset",
+        "arc_easy",
+        "--split",
+        "dev",
+        "--limit",
+        "3",
+        "--down-to",
+        "29",
+        "--out",
+        &p("prune"),
+    ]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let curve: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(curve["source"], "cache");
+    assert_eq!(sp["path"], curve["curve"][1]["path"]);
+    assert_eq!(
+        sp["removed_layers"],
+        serde_json::json!([curve["curve"][1]["removed_layer"]])
+    );
+    assert_eq!(sp["chosen_on_accuracy"], curve["curve"][1]["accuracy"]);
+
+    // Per example, exactly the plain evaluation of that path; the accuracies agree with them.
+    let layers: Vec<u16> = serde_json::from_value(sp["path"].clone()).unwrap();
+    let path = LayerPath::new(layers, L).unwrap();
+    let opts = RewardOptions::for_model(&lm, RewardMode::ChoiceLoglik);
+    let lines: Vec<serde_json::Value> = read("rep/examples.jsonl")
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(lines.len(), 4);
+    let mut correct = 0;
+    for (ex, line) in examples(4).iter().zip(&lines) {
+        let want = evaluate(&lm, ex, &path, &opts).unwrap().correct;
+        assert_eq!(line["static_pruned_correct"], want, "{}", ex.id);
+        correct += usize::from(want);
+    }
+    let all = &report["overall"];
+    assert_eq!(all["static_pruned_accuracy"], correct as f64 / 4.0);
+    assert_eq!(sp["accuracy"], all["static_pruned_accuracy"]);
+    // Paired differences over the 4 questions, intervals around the estimates.
+    for key in ["routed_minus_static", "routed_minus_static_pruned"] {
+        let d = &all[key];
+        assert_eq!(d["n"], 4, "{key}");
+        let (lo, diff, hi) = (
+            d["lo"].as_f64().unwrap(),
+            d["diff"].as_f64().unwrap(),
+            d["hi"].as_f64().unwrap(),
+        );
+        assert!(lo <= diff && diff <= hi, "{key}: {d}");
+    }
+    let ci = all["static_accuracy_ci"].as_array().unwrap();
+    let acc = all["static_accuracy"].as_f64().unwrap();
+    assert!(ci[0].as_f64().unwrap() <= acc && acc <= ci[1].as_f64().unwrap());
+    let md = read("rep/report.md");
+    assert!(
+        md.contains("routed − static-pruned: ") && md.contains("(95% paired bootstrap, n = 4)"),
+        "{md}"
+    );
+    assert!(
+        md.contains("Static-pruned: 29 of 30 layers, greedy pruning on arc_easy/dev, first 3"),
+        "{md}"
+    );
 }
