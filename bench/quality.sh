@@ -8,7 +8,8 @@
 #
 #   bash bench/quality.sh [N=400] [OUT=runs/quality]
 #
-# Environment: TEST_LIMIT (1000), CHALLENGE_LIMIT (1172 = all), DEV_LIMIT (300), MIN_MARGIN (1.0),
+# Environment: TEST_LIMIT (1000), CHALLENGE_LIMIT (1172 = all), DEV_LIMIT (300), PRUNE_LIMIT (100),
+# MIN_MARGIN (1.0),
 # KNOBS (budget values tried on dev, default "-0.5 -0.6 -0.7"), MAX_LAYERS (27: the knob is the
 # most accurate on dev among those at or under this many layer executions; the pure router when
 # none is), VARIANTS (default "paper-best paper-soft new-best new-soft"), and PAPER_RECORDS /
@@ -22,6 +23,10 @@ OUT="$(mkdir -p "${2:-$ROOT/runs/quality}" && cd "${2:-$ROOT/runs/quality}" && p
 TEST_LIMIT="${TEST_LIMIT:-1000}"
 CHALLENGE_LIMIT="${CHALLENGE_LIMIT:-1172}"
 DEV_LIMIT="${DEV_LIMIT:-300}"
+# Greedy pruning costs ~L candidate paths per removed layer per question: keep its split small.
+# (ARC-Challenge's static-pruned path is chosen on ARC-Challenge dev: `evaluator run` prunes on
+# the evaluated dataset.)
+PRUNE_LIMIT="${PRUNE_LIMIT:-100}"
 KNOBS="${KNOBS:--0.5 -0.6 -0.7}"
 MAX_LAYERS="${MAX_LAYERS:-27}"
 VARIANTS="${VARIANTS:-paper-best paper-soft new-best new-soft}"
@@ -80,7 +85,7 @@ for v in $VARIANTS; do
     d="$OUT/test-$v-$ds"
     [ -f "$d/report.json" ] || { log "evaluate $v on $ds test"; "$BIN/evaluator" run \
       --routers "$OUT/routers-$v" --dataset "$ds" --split test --limit "$limit" --budget="$p" \
-      --prune-split dev --prune-limit "$DEV_LIMIT" --prune-dataset arc_easy \
+      --prune-split dev --prune-limit "$PRUNE_LIMIT" \
       ${oracle:+--oracle "$oracle"} --out "$d" > /dev/null; }
   done
 done
