@@ -251,7 +251,12 @@ fn paper_expansion_grows_a_chain_and_tree_expansion_branches() {
     assert!(tree.iter().filter(|n| n.children.len() > 1).count() > 3);
     for (i, n) in tree.iter().enumerate() {
         let cap = (n.visits as f64).powf(tree_cfg.widen_exponent).ceil() as usize;
-        assert!(n.children.len() <= cap.max(1), "node {i}: {} children, {} visits", n.children.len(), n.visits);
+        assert!(
+            n.children.len() <= cap.max(1),
+            "node {i}: {} children, {} visits",
+            n.children.len(),
+            n.visits
+        );
         for &c in &n.children {
             assert_eq!(tree[c].parent, Some(i));
             assert!(LayerPath::new(tree[c].path.layers().to_vec(), 10).is_ok());
@@ -318,10 +323,16 @@ fn the_margin_rule_asks_more_than_correctness() {
     assert!(judge(&paper, true, Some(0.1), Some(-0.4)));
     assert!(!judge(&margin, false, Some(-0.4), Some(-0.4)));
     // Names parse as the job file and the command line write them.
-    assert_eq!("margin".parse::<SuccessRule>().unwrap(), SuccessRule::Margin);
+    assert_eq!(
+        "margin".parse::<SuccessRule>().unwrap(),
+        SuccessRule::Margin
+    );
     assert_eq!("budget".parse::<StopMode>().unwrap(), StopMode::Budget);
     assert_eq!("tree".parse::<Expansion>().unwrap(), Expansion::Tree);
-    assert!("bushy".parse::<Expansion>().unwrap_err().contains("paper, tree"));
+    assert!("bushy"
+        .parse::<Expansion>()
+        .unwrap_err()
+        .contains("paper, tree"));
 }
 
 #[test]
@@ -347,8 +358,17 @@ fn probe_judges_every_one_step_edit_once() {
     d.sort();
     d.dedup();
     assert_eq!(d.len(), 24, "an edit was judged twice");
-    assert!(asked[1..].iter().all(|p| p.len() == 7 || p.len() == 6 || p.len() == 9));
-    assert_eq!(o.good_paths, vec![LayerPath::new(vec![0, 1, 3, 4, 5, 6, 7], 8).unwrap()]);
+    assert!(asked[1..]
+        .iter()
+        .all(|p| p.len() == 7 || p.len() == 6 || p.len() == 9));
+    assert_eq!(
+        o.good_paths,
+        vec![LayerPath::new(vec![0, 1, 3, 4, 5, 6, 7], 8).unwrap()]
+    );
     assert_eq!((o.stop, o.found), (StopRule::Budget, true));
-    assert_eq!(run(8, cfg, good).2, asked, "the same seed probes in the same order");
+    assert_eq!(
+        run(8, cfg, good).2,
+        asked,
+        "the same seed probes in the same order"
+    );
 }

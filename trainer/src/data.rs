@@ -181,7 +181,10 @@ fn one_hot_labels(decisions: &[u8]) -> Vec<[f32; 3]> {
 
 /// Per-layer distributions over skip / execute / repeat from a record's good paths (see
 /// [`Targets::Soft`]); a record without good paths gets its best (the full) path, one-hot.
-pub fn soft_labels(r: &SearchRecord, targets: Targets) -> std::result::Result<Vec<[f32; 3]>, String> {
+pub fn soft_labels(
+    r: &SearchRecord,
+    targets: Targets,
+) -> std::result::Result<Vec<[f32; 3]>, String> {
     let Targets::Soft {
         beta,
         full_weight,
@@ -214,7 +217,9 @@ pub fn soft_labels(r: &SearchRecord, targets: Targets) -> std::result::Result<Ve
     }
     let total: f64 = weights.iter().sum();
     if !(total > 0.0 && total.is_finite()) {
-        return Err(format!("good-path weights sum to {total}: check --soft-beta and --soft-full-weight"));
+        return Err(format!(
+            "good-path weights sum to {total}: check --soft-beta and --soft-full-weight"
+        ));
     }
     let mut labels = vec![[0f32; 3]; l];
     for (w, c) in weights.iter().zip(&counts) {
@@ -269,11 +274,21 @@ mod tests {
     fn soft_labels_weigh_shorter_paths_more_and_the_full_path_less() {
         // Full path, skip 1 (len 3), skip 1 and 2 (len 2), repeat 3 (len 5).
         let r = record(
-            vec![vec![0, 1, 2, 3], vec![0, 2, 3], vec![0, 3], vec![0, 1, 2, 3, 3]],
+            vec![
+                vec![0, 1, 2, 3],
+                vec![0, 2, 3],
+                vec![0, 3],
+                vec![0, 1, 2, 3, 3],
+            ],
             vec![],
         );
         let q = soft_labels(&r, SOFT).unwrap();
-        let w = [0.5 * (-4.0f64).exp(), (-3.0f64).exp(), (-2.0f64).exp(), (-5.0f64).exp()];
+        let w = [
+            0.5 * (-4.0f64).exp(),
+            (-3.0f64).exp(),
+            (-2.0f64).exp(),
+            (-5.0f64).exp(),
+        ];
         let t: f64 = w.iter().sum();
         for l in &q {
             assert!((l.iter().sum::<f32>() - 1.0).abs() < 1e-6, "{l:?}");
@@ -304,6 +319,8 @@ mod tests {
         assert_eq!(soft_labels(&none, SOFT).unwrap(), vec![[0.0, 1.0, 0.0]; 4]);
         // A path that is not valid for the model is named.
         let bad = record(vec![vec![0, 9]], vec![]);
-        assert!(soft_labels(&bad, SOFT).unwrap_err().contains("good path #0"));
+        assert!(soft_labels(&bad, SOFT)
+            .unwrap_err()
+            .contains("good path #0"));
     }
 }

@@ -178,15 +178,30 @@ fn routers_learn_the_majority_of_soft_targets() {
         class_beta: 0.0,
         ..config(30)
     };
-    let (cfg, _) = run(&model, &exs, &dir.path().join("cache"), &dir.path().join("s"), equal);
+    let (cfg, _) = run(
+        &model,
+        &exs,
+        &dir.path().join("cache"),
+        &dir.path().join("s"),
+        equal,
+    );
     assert_eq!(cfg.class_weights, [1.0; 3]);
     let last = cfg.history.last().unwrap().val.clone().unwrap();
     assert!(last.accuracy > 0.95, "agreement with the majority {last:?}");
     assert!(last.agreement > 0.68 && last.agreement <= 1.0, "{last:?}");
     let expected: f64 = exs[120..]
         .iter()
-        .map(|e| e.labels.iter().map(|q| (q[1] + 2.0 * q[2]) as f64).sum::<f64>())
+        .map(|e| {
+            e.labels
+                .iter()
+                .map(|q| (q[1] + 2.0 * q[2]) as f64)
+                .sum::<f64>()
+        })
         .sum::<f64>()
         / 30.0;
-    assert!((last.layers_target - expected).abs() < 1e-4, "{} vs {expected}", last.layers_target);
+    assert!(
+        (last.layers_target - expected).abs() < 1e-4,
+        "{} vs {expected}",
+        last.layers_target
+    );
 }

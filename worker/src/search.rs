@@ -7,8 +7,8 @@ use std::time::Instant;
 
 use anyhow::Context;
 use drllm_core::search::{
-    search_example, write_parquet, Expansion, SearchConfig, StopMode, Strategy, SuccessRule, Summary,
-    DEFAULT_REUSE_BUDGET,
+    search_example, write_parquet, Expansion, SearchConfig, StopMode, Strategy, SuccessRule,
+    Summary, DEFAULT_REUSE_BUDGET,
 };
 
 use serde_json::json;

@@ -166,28 +166,50 @@ mod soft_tests {
     /// one-hot rows and a row with a zero class.
     #[test]
     fn soft_focal_gradient_matches_autograd() {
-        let z = [0.5f32, -1.0, 2.0, 1.5, 0.2, -0.3, -2.0, 0.0, 0.7, 0.1, 0.1, 0.1];
-        let q = [0.6f32, 0.3, 0.1, 0.0, 1.0, 0.0, 0.25, 0.0, 0.75, 0.2, 0.5, 0.3];
+        let z = [
+            0.5f32, -1.0, 2.0, 1.5, 0.2, -0.3, -2.0, 0.0, 0.7, 0.1, 0.1, 0.1,
+        ];
+        let q = [
+            0.6f32, 0.3, 0.1, 0.0, 1.0, 0.0, 0.25, 0.0, 0.75, 0.2, 0.5, 0.3,
+        ];
         let alpha = [1.7f32, 0.4, 1.1];
         for gamma in [0.0, 1.0, 2.0] {
             let (loss, grad) = focal_loss_grad(&z, &q, &alpha, gamma);
-            let logits = Var::from_tensor(&Tensor::from_vec(z.to_vec(), (4, 3), &Device::Cpu).unwrap()).unwrap();
+            let logits =
+                Var::from_tensor(&Tensor::from_vec(z.to_vec(), (4, 3), &Device::Cpu).unwrap())
+                    .unwrap();
             let qt = Tensor::from_vec(q.to_vec(), (4, 3), &Device::Cpu).unwrap();
             let a = Tensor::new(&alpha, &Device::Cpu).unwrap();
             let auto = focal_loss(&logits, &qt, &a, gamma).unwrap();
             let al = auto.to_scalar::<f32>().unwrap() as f64;
-            assert!((al - loss).abs() < 1e-5, "γ {gamma}: loss {loss} vs autograd {al}");
+            assert!(
+                (al - loss).abs() < 1e-5,
+                "γ {gamma}: loss {loss} vs autograd {al}"
+            );
             let g = auto.backward().unwrap();
-            let ag: Vec<f32> = g.get(&logits).unwrap().flatten_all().unwrap().to_vec1().unwrap();
+            let ag: Vec<f32> = g
+                .get(&logits)
+                .unwrap()
+                .flatten_all()
+                .unwrap()
+                .to_vec1()
+                .unwrap();
             for (i, (x, y)) in grad.iter().zip(&ag).enumerate() {
-                assert!((x - y).abs() < 1e-5, "γ {gamma}: dL/dz[{i}] {x} vs autograd {y}");
+                assert!(
+                    (x - y).abs() < 1e-5,
+                    "γ {gamma}: dL/dz[{i}] {x} vs autograd {y}"
+                );
             }
         }
         // Soft targets are a mixture: the loss is linear in q.
         let half = |v: &[f32]| v.iter().map(|x| x * 0.5).collect::<Vec<f32>>();
         let (a, _) = focal_loss_grad(&z[..3], &one_hot(&[0]), &alpha, 2.0);
         let (b, _) = focal_loss_grad(&z[..3], &one_hot(&[2]), &alpha, 2.0);
-        let mix: Vec<f32> = half(&one_hot(&[0])).iter().zip(half(&one_hot(&[2]))).map(|(x, y)| x + y).collect();
+        let mix: Vec<f32> = half(&one_hot(&[0]))
+            .iter()
+            .zip(half(&one_hot(&[2])))
+            .map(|(x, y)| x + y)
+            .collect();
         let (m, _) = focal_loss_grad(&z[..3], &mix, &alpha, 2.0);
         assert!((m - 0.5 * (a + b)).abs() < 1e-9);
     }

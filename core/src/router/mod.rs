@@ -15,8 +15,7 @@ mod step;
 use candle_core::{Tensor, D};
 
 pub use checkpoint::{
-    EpochMetrics, RouterConfig, RouterError, Targets, TrainingConfig, CHECKPOINT_FILE,
-    CONFIG_FILE,
+    EpochMetrics, RouterConfig, RouterError, Targets, TrainingConfig, CHECKPOINT_FILE, CONFIG_FILE,
 };
 pub use loss::{class_weights, focal_loss, focal_loss_grad, one_hot};
 pub use metrics::{majority, Confusion, Metrics};

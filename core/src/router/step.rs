@@ -94,7 +94,8 @@ mod tests {
         m[2 * w + 4] = 0.0;
         let mask = Tensor::from_vec(m, (b, w), &Device::Cpu).unwrap();
         // Hard rows and soft rows.
-        let mut targets = super::super::one_hot(&(0..l * b).map(|i| (i % 3) as u32).collect::<Vec<_>>());
+        let mut targets =
+            super::super::one_hot(&(0..l * b).map(|i| (i % 3) as u32).collect::<Vec<_>>());
         targets[..6].copy_from_slice(&[0.2, 0.5, 0.3, 0.0, 0.6, 0.4]);
         let alpha = [1.7f32, 0.3, 1.0];
         let s = r.step(&x, &mask, &targets, &alpha, 2.0).unwrap();
