@@ -8,7 +8,7 @@
 use std::collections::HashSet;
 use std::path::PathBuf;
 
-use drllm_core::router::{majority, Targets};
+use drllm_core::router::{decision_labels, majority, Targets};
 use drllm_core::search::{read_records, SearchRecord};
 use drllm_core::tasks::reward::{encode_prompt, RewardOptions};
 use drllm_core::tasks::RewardMode;
@@ -156,10 +156,7 @@ pub fn example(lm: &LoadedModel, r: &SearchRecord, targets: Targets) -> Result<E
             r.best_decisions
         )));
     }
-    let labels = match targets {
-        Targets::Best => one_hot_labels(&r.best_decisions),
-        Targets::Soft { .. } => soft_labels(r, targets).map_err(bad)?,
-    };
+    let labels = soft_labels(r, targets).map_err(bad)?;
     Ok(Example {
         question: r.question.clone(),
         prompt_ids: encode_prompt(lm, &r.question, &opts)?,
@@ -168,19 +165,9 @@ pub fn example(lm: &LoadedModel, r: &SearchRecord, targets: Targets) -> Result<E
     })
 }
 
-fn one_hot_labels(decisions: &[u8]) -> Vec<[f32; 3]> {
-    decisions
-        .iter()
-        .map(|&d| {
-            let mut q = [0.0; 3];
-            q[d.min(2) as usize] = 1.0;
-            q
-        })
-        .collect()
-}
-
-/// Per-layer distributions over skip / execute / repeat from a record's good paths (see
-/// [`Targets::Soft`]); a record without good paths gets its best (the full) path, one-hot.
+/// Per-layer target distributions of a record: its best path one-hot ([`Targets::Best`], and a
+/// record without good paths), else a distribution over skip / execute / repeat from its good
+/// paths ([`Targets::Soft`]).
 pub fn soft_labels(
     r: &SearchRecord,
     targets: Targets,
@@ -191,11 +178,11 @@ pub fn soft_labels(
         margin_weight,
     } = targets
     else {
-        return Ok(one_hot_labels(&r.best_decisions));
+        return Ok(decision_labels(&r.best_decisions));
     };
     let l = r.num_layers as usize;
     if r.good_paths.is_empty() {
-        return Ok(one_hot_labels(&r.best_decisions));
+        return Ok(decision_labels(&r.best_decisions));
     }
     let shortest = r.good_paths.iter().map(Vec::len).min().unwrap_or(l);
     let margins = (r.good_margins.len() == r.good_paths.len()).then_some(&r.good_margins);

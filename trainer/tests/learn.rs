@@ -5,7 +5,9 @@
 use std::path::Path;
 
 use candle_core::DType;
-use drllm_core::router::{RouterConfig, Routers, Targets, TrainingConfig, CHECKPOINT_FILE};
+use drllm_core::router::{
+    decision_labels, RouterConfig, Routers, Targets, TrainingConfig, CHECKPOINT_FILE,
+};
 use drllm_core::testing::Tiny;
 use drllm_core::{LoadOptions, Model};
 use drllm_trainer::{cache, data::Example, train};
@@ -13,16 +15,6 @@ use rand::{Rng, SeedableRng};
 
 /// Per class, the decisions of the 4 layers: prompts of class c use only tokens of band c.
 const PATTERNS: [[u8; 4]; 3] = [[1, 0, 1, 1], [1, 1, 2, 1], [0, 1, 1, 2]];
-
-fn one_hot(d: &[u8]) -> Vec<[f32; 3]> {
-    d.iter()
-        .map(|&k| {
-            let mut q = [0.0; 3];
-            q[k as usize] = 1.0;
-            q
-        })
-        .collect()
-}
 
 fn examples(n: usize, vocab: usize, seed: u64) -> Vec<Example> {
     let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
@@ -38,7 +30,7 @@ fn examples(n: usize, vocab: usize, seed: u64) -> Vec<Example> {
                 question: format!("q{i}"),
                 prompt_ids: ids,
                 target: PATTERNS[c].to_vec(),
-                labels: one_hot(&PATTERNS[c]),
+                labels: decision_labels(&PATTERNS[c]),
             }
         })
         .collect()
@@ -166,9 +158,9 @@ fn routers_learn_the_majority_of_soft_targets() {
     let mut exs = examples(150, tiny.vocab, 11);
     for (i, e) in exs.iter_mut().enumerate() {
         let (c, n) = (i % 3, (i + 1) % 3);
-        e.labels = one_hot(&PATTERNS[c])
+        e.labels = decision_labels(&PATTERNS[c])
             .iter()
-            .zip(one_hot(&PATTERNS[n]))
+            .zip(decision_labels(&PATTERNS[n]))
             .map(|(a, b)| [0, 1, 2].map(|k| 0.7 * a[k] + 0.3 * b[k]))
             .collect();
     }

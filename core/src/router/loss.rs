@@ -43,6 +43,18 @@ pub fn one_hot(y: &[u32]) -> Vec<f32> {
     q
 }
 
+/// Per-layer decisions (0 skip, 1 execute, 2 repeat) as one-hot target distributions.
+pub fn decision_labels(decisions: &[u8]) -> Vec<[f32; 3]> {
+    decisions
+        .iter()
+        .map(|&d| {
+            let mut q = [0.0; 3];
+            q[d.min(2) as usize] = 1.0;
+            q
+        })
+        .collect()
+}
+
 /// Mean soft focal loss of `logits` (`[N, C]`) against target distributions `q` (`[N, C]`, f32,
 /// rows summing to 1): `−Σ_c α_c q_c (1 − p_c)^γ log p_c`, with `alpha` (`[C]`) the class weights.
 /// With one-hot rows it is the focal loss `−α_y (1 − p_y)^γ log p_y`.

@@ -66,15 +66,7 @@ fn nans_if_null<'de, D: serde::Deserializer<'de>>(d: D) -> Result<[f64; 3], D::E
 impl Confusion {
     /// Adds one example's decisions against hard targets.
     pub fn add(&mut self, target: &[u8], pred: &[u8]) {
-        let labels: Vec<[f32; 3]> = target
-            .iter()
-            .map(|&t| {
-                let mut q = [0.0; 3];
-                q[t.min(2) as usize] = 1.0;
-                q
-            })
-            .collect();
-        self.add_soft(&labels, pred);
+        self.add_soft(&super::decision_labels(target), pred);
     }
 
     /// Adds one example's decisions against per-layer target distributions.

@@ -17,7 +17,7 @@ use candle_core::{Tensor, D};
 pub use checkpoint::{
     EpochMetrics, RouterConfig, RouterError, Targets, TrainingConfig, CHECKPOINT_FILE, CONFIG_FILE,
 };
-pub use loss::{class_weights, focal_loss, focal_loss_grad, one_hot};
+pub use loss::{class_weights, decision_labels, focal_loss, focal_loss_grad, one_hot};
 pub use metrics::{majority, Confusion, Metrics};
 pub use net::{argmax3, argmax_last, Budget, Routers, HIDDEN};
 pub use routed::evaluate_routed;
