@@ -24,8 +24,7 @@ TEST_LIMIT="${TEST_LIMIT:-1000}"
 CHALLENGE_LIMIT="${CHALLENGE_LIMIT:-1172}"
 DEV_LIMIT="${DEV_LIMIT:-300}"
 # Greedy pruning costs ~L candidate paths per removed layer per question: keep its split small.
-# (ARC-Challenge's static-pruned path is chosen on ARC-Challenge dev: `evaluator run` prunes on
-# the evaluated dataset.)
+# Both test sets are scored against the path pruned on ARC-Easy dev (nothing chosen on ARC-Challenge).
 PRUNE_LIMIT="${PRUNE_LIMIT:-100}"
 KNOBS="${KNOBS:--0.5 -0.6 -0.7}"
 MAX_LAYERS="${MAX_LAYERS:-27}"
@@ -85,7 +84,7 @@ for v in $VARIANTS; do
     d="$OUT/test-$v-$ds"
     [ -f "$d/report.json" ] || { log "evaluate $v on $ds test"; "$BIN/evaluator" run \
       --routers "$OUT/routers-$v" --dataset "$ds" --split test --limit "$limit" --budget="$p" \
-      --prune-split dev --prune-limit "$PRUNE_LIMIT" \
+      --prune-dataset arc_easy --prune-split dev --prune-limit "$PRUNE_LIMIT" \
       ${oracle:+--oracle "$oracle"} --out "$d" > /dev/null; }
   done
 done

@@ -51,7 +51,8 @@ def main():
             if sp and sp["len"] not in pruned_seen:
                 pruned_seen.add(sp["len"])
                 removed = ",".join(str(x) for x in sp["removed_layers"]) or "none"
-                print(f"| static-pruned to {sp['len']} (greedy on {sp['chosen_on_split']}, "
+                on = f"{sp.get('chosen_on_dataset', ds)} {sp['chosen_on_split']}"
+                print(f"| static-pruned to {sp['len']} (greedy on {on}, "
                       f"removed {removed}) | {pct(o['static_pruned_accuracy'])} "
                       f"{interval(o['static_pruned_accuracy_ci'])} | "
                       f"{100 * (o['static_pruned_accuracy'] - o['static_accuracy']):+.1f} | – | "

@@ -77,8 +77,9 @@ pub struct StaticPruned {
     pub path: Vec<u16>,
     /// The layers pruning removed, in removal order.
     pub removed_layers: Vec<u16>,
-    /// Where the path was chosen: split, its limit and examples, the path's accuracy there (none
-    /// when the full path needed no choosing).
+    /// Where the path was chosen: dataset, split, its limit and examples, the path's accuracy
+    /// there (none when the full path needed no choosing).
+    pub chosen_on_dataset: String,
     pub chosen_on_split: String,
     pub chosen_on_limit: Option<usize>,
     pub chosen_on_examples: usize,
@@ -265,7 +266,7 @@ impl Report {
                  curve: {}), layers removed in order: {}. Path: `{}`.\n\n",
                 p.len,
                 self.overall.num_layers,
-                self.dataset,
+                p.chosen_on_dataset,
                 p.chosen_on_split,
                 p.chosen_on_examples,
                 p.source,

@@ -54,6 +54,10 @@ pub struct Args {
     /// Only the first N questions of --prune-split (default: all of them).
     #[arg(long, requires = "prune_split")]
     prune_limit: Option<usize>,
+    /// Dataset of --prune-split (default: --dataset). E.g. score ARC-Challenge test against the
+    /// path pruned on ARC-Easy dev, so that nothing is chosen on the out-of-domain set.
+    #[arg(long, requires = "prune_split")]
+    prune_dataset: Option<drllm_core::tasks::DatasetSpec>,
     /// Pruning: memory per --prune-split example for cached hidden states after path prefixes,
     /// MiB (as `evaluator prune --reuse-budget-mib`: up to examples × this in all).
     #[arg(long, default_value_t = DEFAULT_REUSE_MIB)]
@@ -67,7 +71,11 @@ fn check_args(a: &Args) -> anyhow::Result<()> {
         "--budget must be in [-1, 1], got {}",
         a.budget
     );
-    if let Some(p) = &a.prune_split {
+    let same_dataset = a
+        .prune_dataset
+        .as_ref()
+        .is_none_or(|d| *d == a.task.dataset);
+    if let (Some(p), true) = (&a.prune_split, same_dataset) {
         anyhow::ensure!(
             *p != a.split,
             "--prune-split {p} is the evaluated split (--split {}): a path chosen on the questions \
@@ -218,6 +226,10 @@ fn static_pruned(
     let n = mean.round() as usize;
     let task = TaskArgs {
         limit: a.prune_limit,
+        dataset: a
+            .prune_dataset
+            .clone()
+            .unwrap_or_else(|| a.task.dataset.clone()),
         ..a.task.clone()
     };
     let prune_examples = task.examples(split).context("--prune-split")?;
@@ -225,6 +237,7 @@ fn static_pruned(
         len: n.min(layers),
         path: LayerPath::full(layers).layers().to_vec(),
         removed_layers: Vec::new(),
+        chosen_on_dataset: task.dataset.name(),
         chosen_on_split: split.into(),
         chosen_on_limit: a.prune_limit,
         chosen_on_examples: prune_examples.len(),

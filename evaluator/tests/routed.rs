@@ -254,6 +254,27 @@ fn run_refuses_a_prune_split_equal_to_the_evaluated_split() {
         !o.status.success() && err.contains("--prune-split dev is the evaluated split"),
         "{err}"
     );
+    // The same split of another dataset is fine: it gets past the check (to the missing routers).
+    let o = evaluator(&[
+        "run",
+        "--routers",
+        "nowhere",
+        "--dataset",
+        "arc_challenge",
+        "--split",
+        "dev",
+        "--prune-dataset",
+        "arc_easy",
+        "--prune-split",
+        "dev",
+        "--out",
+        "nowhere",
+    ]);
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        !o.status.success() && !err.contains("is the evaluated split"),
+        "{err}"
+    );
 }
 
 /// `run --prune-split dev`: routers that skip layer 7 run 29 layers, so the static-pruned path is
@@ -371,5 +392,38 @@ fn run_with_prune_split_reports_the_static_pruned_baseline() {
     assert!(
         md.contains("Static-pruned: 29 of 30 layers, greedy pruning on arc_easy/dev, first 3"),
         "{md}"
+    );
+
+    // Out of domain: ARC-Challenge test scored against the path pruned on ARC-Easy dev (the
+    // cached curve, nothing chosen on ARC-Challenge).
+    let o = run(&[
+        "run",
+        "--routers",
+        &p("skip7"),
+        "--dataset",
+        "arc_challenge",
+        "--split",
+        "test",
+        "--limit",
+        "2",
+        "--prune-dataset",
+        "arc_easy",
+        "--prune-split",
+        "dev",
+        "--prune-limit",
+        "3",
+        "--out",
+        &p("challenge"),
+    ]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let report: serde_json::Value = serde_json::from_str(&read("challenge/report.json")).unwrap();
+    let ood = &report["static_pruned"];
+    assert_eq!(
+        (ood["chosen_on_dataset"].as_str(), ood["source"].as_str()),
+        (Some("arc_easy"), Some("cache"))
+    );
+    assert_eq!(
+        (&ood["path"], &report["dataset"]),
+        (&sp["path"], &"arc_challenge".into())
     );
 }
