@@ -1,6 +1,7 @@
 //! `coordinator`: serves a search job to workers over gRPC (`serve`), with the job's state in sled
 //! and results in Parquet parts, and reports progress (`status`).
 
+mod fault;
 mod job;
 mod metrics;
 mod serve;
@@ -37,17 +38,28 @@ enum Cmd {
     },
 }
 
-fn main() -> anyhow::Result<()> {
+/// Errors end the process with one line on stderr (the chain of causes, no backtrace) and exit
+/// code 1.
+fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
     drllm_core::cli::init_with(cli.log_json, "info");
-    let rt = tokio::runtime::Runtime::new()?;
-    rt.block_on(async {
-        match cli.cmd {
-            Cmd::Serve(a) => serve::run(a).await,
-            Cmd::Status(a) => status::run(a).await,
-            Cmd::Summarize { path } => summarize(&path),
+    let run = || -> anyhow::Result<()> {
+        let rt = tokio::runtime::Runtime::new()?;
+        rt.block_on(async {
+            match cli.cmd {
+                Cmd::Serve(a) => serve::run(a).await,
+                Cmd::Status(a) => status::run(a).await,
+                Cmd::Summarize { path } => summarize(&path),
+            }
+        })
+    };
+    match run() {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            std::process::ExitCode::FAILURE
         }
-    })
+    }
 }
 
 fn summarize(path: &std::path::Path) -> anyhow::Result<()> {

@@ -1,6 +1,11 @@
 //! `coordinator serve`: opens (or resumes) the job's state, reconciles the output directory,
 //! serves the gRPC service and the Parquet sink, and on SIGTERM/SIGINT tells workers to drain,
 //! waits for their leases, writes every remaining result and exits.
+//!
+//! One supervisor ([`run`]) owns the parts' lifecycle, read top to bottom: the gRPC server runs
+//! until a stop signal, "every example committed" (`--exit-when-done`) or a fatal fault of the
+//! sink or the state writer ([`crate::fault`]); any of these drains the workers, then the sink
+//! writes what is left. A fatal fault makes the process exit non-zero with its one-line reason.
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -14,9 +19,12 @@ use drllm_proto::CoordinatorServer;
 use tonic::transport::server::TcpIncoming;
 use tonic::transport::{Identity, Server, ServerTlsConfig};
 
+use tonic::service::interceptor::InterceptedService;
+
+use crate::fault::Faults;
 use crate::job::JobSpec;
 use crate::service::{CheckToken, Service};
-use crate::sink;
+use crate::sink::{self, Retry, SinkConfig};
 use crate::state::State;
 
 #[derive(clap::Args, Debug)]
@@ -49,6 +57,12 @@ pub struct Args {
     /// On shutdown, how long to wait for workers to finish or release their leases, seconds.
     #[arg(long, default_value_t = 10.0)]
     drain_secs: f64,
+    /// A Parquet part that cannot be written (full disk, missing folder) is retried with backoff
+    /// (1 s doubling to 30 s) while the error shows in `status`, /readyz and the logs; after
+    /// failing this many seconds the coordinator drains and exits non-zero (nothing is lost: a
+    /// restart with the same --state writes the results).
+    #[arg(long, default_value_t = 600.0)]
+    sink_give_up_secs: f64,
 }
 
 pub async fn run(a: Args) -> anyhow::Result<()> {
@@ -63,42 +77,113 @@ pub async fn run(a: Args) -> anyhow::Result<()> {
             .await
             .map_err(anyhow::Error::msg)?;
     }
-    let state = Arc::new(State::open(&a.state, &spec, &job_file, &text)?);
+    let faults = Faults::new(health.clone());
+    let state = Arc::new(State::open(
+        &a.state,
+        &spec,
+        &job_file,
+        &text,
+        faults.clone(),
+    )?);
     let removed = sink::recover(&state, &spec.output_dir)?;
     for p in &removed {
         tracing::warn!(file = %p.display(), "removed an uncommitted part (its results are still in the state and will be written again)");
-    }
-    let token =
-        drllm_proto::client::read_token(a.token_file.as_deref()).map_err(anyhow::Error::msg)?;
-    if token.is_none() {
-        tracing::warn!("no token (--token-file or $DRLLM_TOKEN): every client is accepted");
     }
     let c = state.counts();
     tracing::info!(
         job = %spec.hash(), total = c.total, committed = c.committed, uncommitted = c.uncommitted,
         pending = c.pending, leased = c.leased, listen = %a.listen, "serving"
     );
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let sink_task = tokio::spawn(sink::run(state.clone(), sink_config(&a, &spec)?, stop_rx));
+    // Serve until a signal, the end of the job or a fatal fault; then drain.
     let draining = Arc::new(AtomicBool::new(false));
+    let shutdown = {
+        let (st, ready, draining) = (state.clone(), health.clone(), draining.clone());
+        let (drain_secs, exit_when_done) = (a.drain_secs, a.exit_when_done);
+        async move {
+            tokio::select! {
+                () = wait_for_stop(&st, exit_when_done) => {}
+                reason = st.faults().wait_fatal() => tracing::error!("stopping: {reason}"),
+            }
+            ready.set_ready(false);
+            draining.store(true, Ordering::SeqCst);
+            let until = Instant::now() + Duration::from_secs_f64(drain_secs);
+            while st.counts().leased > 0 && Instant::now() < until {
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+            tracing::info!("shutting down");
+        }
+    };
+    let service = service(&a, &spec, &state, draining)?;
+    health.set_ready(true);
+    grpc_server(&a)?
+        .add_service(service)
+        .serve_with_incoming_shutdown(incoming(a.listen)?, shutdown)
+        .await
+        .context("gRPC server")?;
+    // The sink writes what is left, then the first fatal fault (if any) is the exit reason.
+    let _ = stop_tx.send(true);
+    let sunk = sink_task.await.context("sink task")?;
+    let c = state.counts();
+    tracing::info!(committed = c.committed, total = c.total, parts = c.parts, output = %spec.output_dir.display(), "stopped");
+    if let Some(reason) = faults.fatal_reason() {
+        anyhow::bail!(reason);
+    }
+    sunk.map_err(anyhow::Error::msg)
+}
+
+/// The sink's settings: the job's part size and flush interval, the command line's retry limit.
+fn sink_config(a: &Args, spec: &JobSpec) -> anyhow::Result<SinkConfig> {
+    anyhow::ensure!(
+        a.sink_give_up_secs >= 0.0 && a.sink_give_up_secs.is_finite(),
+        "--sink-give-up-secs must be a number of seconds ≥ 0, got {}",
+        a.sink_give_up_secs
+    );
+    Ok(SinkConfig {
+        dir: spec.output_dir.clone(),
+        part_size: spec.part_size,
+        every: Duration::from_secs_f64(spec.flush_secs),
+        search_config: serde_json::to_string(&spec.search)?,
+        retry: Retry {
+            first_wait: Duration::from_secs(1),
+            max_wait: Duration::from_secs(30),
+            give_up_after: Duration::from_secs_f64(a.sink_give_up_secs),
+        },
+    })
+}
+
+/// The gRPC service over `state`, behind the bearer-token check.
+fn service(
+    a: &Args,
+    spec: &JobSpec,
+    state: &Arc<State>,
+    draining: Arc<AtomicBool>,
+) -> anyhow::Result<InterceptedService<CoordinatorServer<Service>, CheckToken>> {
+    let token =
+        drllm_proto::client::read_token(a.token_file.as_deref()).map_err(anyhow::Error::msg)?;
+    if token.is_none() {
+        tracing::warn!("no token (--token-file or $DRLLM_TOKEN): every client is accepted");
+    }
+    let c = state.counts();
     let service = Service {
         state: state.clone(),
-        job_json: serde_json::to_string(&spec)?,
+        job_json: serde_json::to_string(spec)?,
         lease_ttl_ms: spec.lease_ttl_secs * 1000,
         shard_size: spec.shard_size,
         output_dir: spec.output_dir.display().to_string(),
-        draining: draining.clone(),
+        draining,
         started: Instant::now(),
         done_at_start: c.committed + c.uncommitted,
     };
-    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
-    let search_config = serde_json::to_string(&spec.search)?;
-    let sink_task = tokio::spawn(sink::run(
-        state.clone(),
-        spec.output_dir.clone(),
-        spec.part_size,
-        Duration::from_secs_f64(spec.flush_secs),
-        search_config,
-        stop_rx,
-    ));
+    Ok(CoordinatorServer::with_interceptor(
+        service,
+        CheckToken(token.map(Arc::new)),
+    ))
+}
+
+/// The server, with TLS when --tls-cert/--tls-key are given.
+fn grpc_server(a: &Args) -> anyhow::Result<Server> {
     let mut server = Server::builder();
     if let (Some(cert), Some(key)) = (&a.tls_cert, &a.tls_key) {
         let read =
@@ -109,34 +194,12 @@ pub async fn run(a: Args) -> anyhow::Result<()> {
             )
             .context("TLS configuration")?;
     }
-    let svc = CoordinatorServer::with_interceptor(service, CheckToken(token.map(Arc::new)));
-    let incoming =
-        TcpIncoming::from(listen(a.listen).with_context(|| format!("listening on {}", a.listen))?)
-            .with_nodelay(Some(true));
-    let st = state.clone();
-    let (drain_secs, exit_when_done) = (a.drain_secs, a.exit_when_done);
-    let ready = health.clone();
-    let shutdown = async move {
-        wait_for_stop(&st, exit_when_done).await;
-        ready.set_ready(false);
-        draining.store(true, Ordering::SeqCst);
-        let until = Instant::now() + Duration::from_secs_f64(drain_secs);
-        while st.counts().leased > 0 && Instant::now() < until {
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
-        tracing::info!("shutting down");
-    };
-    health.set_ready(true);
-    server
-        .add_service(svc)
-        .serve_with_incoming_shutdown(incoming, shutdown)
-        .await
-        .context("gRPC server")?;
-    let _ = stop_tx.send(true);
-    sink_task.await.context("sink task")??;
-    let c = state.counts();
-    tracing::info!(committed = c.committed, total = c.total, parts = c.parts, output = %spec.output_dir.display(), "stopped");
-    Ok(())
+    Ok(server)
+}
+
+fn incoming(addr: SocketAddr) -> anyhow::Result<TcpIncoming> {
+    let l = listen(addr).with_context(|| format!("listening on {addr}"))?;
+    Ok(TcpIncoming::from(l).with_nodelay(Some(true)))
 }
 
 /// Resolves on SIGTERM, SIGINT, or (with `exit_when_done`) once every example is committed.

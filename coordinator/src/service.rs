@@ -180,6 +180,7 @@ impl Coordinator for Service {
             },
             output_dir: self.output_dir.clone(),
             parts: c.parts,
+            problems: self.state.faults().problems(),
         }))
     }
 }

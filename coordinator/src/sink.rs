@@ -1,13 +1,20 @@
-//! Results into Parquet, exactly once: results wait in sled until a part file is written to a
-//! temporary name, fsynced and renamed into place; only then are they marked committed, in one
-//! sled transaction. Recovery after a crash removes stray temporary files and deletes parts that
-//! were renamed but never committed (their results are still in sled and go into a later part).
+//! Results into Parquet, exactly once: results wait in sled until a part file is written
+//! atomically ([`drllm_core::atomic`]); only then are they marked committed, in one sled
+//! transaction. Recovery after a crash removes stray temporary files and deletes parts that were
+//! renamed but never committed (their results are still in sled and go into a later part).
+//!
+//! A part that cannot be written (a full disk, a folder gone) is a problem, not a crash: its
+//! results go back to the queue, the error is reported at once ([`crate::fault`]) and the write
+//! is retried with backoff; it clears when a write succeeds. Failing for longer than the
+//! [`Retry`] limit is fatal: the sink stops and the supervisor drains and exits non-zero. A failed
+//! commit in sled is fatal at once.
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
 use drllm_core::search::write_parquet;
+use tokio::time::Instant;
 
 use crate::state::{State, StateError};
 
@@ -39,7 +46,7 @@ pub fn recover(state: &State, dir: &Path) -> Result<Vec<PathBuf>, StateError> {
             .unwrap_or_default()
             .to_string_lossy()
             .to_string();
-        let stray_tmp = name.starts_with("part-") && name.ends_with(".parquet.tmp");
+        let stray_tmp = name.starts_with("part-") && name.ends_with(".tmp");
         let uncommitted =
             name.starts_with("part-") && name.ends_with(".parquet") && !committed.contains(&name);
         if stray_tmp || uncommitted {
@@ -59,58 +66,183 @@ pub fn recover(state: &State, dir: &Path) -> Result<Vec<PathBuf>, StateError> {
     Ok(removed)
 }
 
+/// Why a flush did not commit.
+#[derive(Debug)]
+pub enum FlushError {
+    /// The part file could not be written; its results are queued again. Worth retrying.
+    Write(String),
+    /// The state could not record the commit: fatal.
+    State(StateError),
+}
+
 /// Writes one part from up to `max` uncommitted results; returns how many it committed.
 pub async fn flush_once(
     state: &Arc<State>,
     dir: &Path,
     max: usize,
     search_config: &str,
-) -> Result<usize, StateError> {
-    let mut batch = state.take_uncommitted(max);
+) -> Result<usize, FlushError> {
+    let batch = state.take_uncommitted(max);
     if batch.keys.is_empty() {
         return Ok(0);
     }
-    let name = part_name(state.next_part()?);
+    let name = part_name(state.next_part().map_err(FlushError::State)?);
     let path = dir.join(&name);
     let cfg = search_config.to_string();
-    let records = std::mem::take(&mut batch.records);
-    let n = records.len();
-    tokio::task::spawn_blocking(move || write_parquet(&path, &records, &cfg))
+    let (batch, written) = tokio::task::spawn_blocking(move || {
+        let r = write_parquet(&path, &batch.records, &cfg);
+        (batch, r)
+    })
+    .await
+    .map_err(|e| FlushError::Write(format!("the part writer panicked: {e}")))?;
+    if let Err(e) = written {
+        state.queue_again(batch);
+        return Err(FlushError::Write(format!("writing {name}: {e}")));
+    }
+    state
+        .commit_part(&name, &batch)
         .await
-        .map_err(|e| out_err(dir, format!("part writer panicked: {e}")))?
-        .map_err(|e| out_err(dir, format!("writing {name}: {e}")))?;
-    state.commit_part(&name, &batch).await?;
-    tracing::info!(part = %name, records = n, "committed part");
-    Ok(n)
+        .map_err(FlushError::State)?;
+    tracing::info!(part = %name, records = batch.keys.len(), "committed part");
+    Ok(batch.keys.len())
+}
+
+/// How the sink retries a part it cannot write.
+#[derive(Debug, Clone, Copy)]
+pub struct Retry {
+    /// The first wait; it doubles after each failure, up to `max_wait`.
+    pub first_wait: Duration,
+    pub max_wait: Duration,
+    /// Failing for longer than this is fatal.
+    pub give_up_after: Duration,
+}
+
+/// When the sink writes parts, and how it retries.
+#[derive(Debug, Clone)]
+pub struct SinkConfig {
+    pub dir: PathBuf,
+    pub part_size: usize,
+    /// Write what waits at least this often.
+    pub every: Duration,
+    /// The run settings stored in every part.
+    pub search_config: String,
+    pub retry: Retry,
+}
+
+/// A run of failed writes.
+struct Failing {
+    since: Instant,
+    attempts: u32,
+    next_try: Instant,
 }
 
 /// Flushes whenever `part_size` results wait, every `every`, or as soon as no example is open any
-/// more, until `stop` fires; then flushes everything left.
+/// more, until `stop` fires; then flushes everything left. Write failures are retried as the
+/// module doc says; the error returned is the one-line reason to stop.
 pub async fn run(
     state: Arc<State>,
-    dir: PathBuf,
-    part_size: usize,
-    every: Duration,
-    search_config: String,
+    cfg: SinkConfig,
     mut stop: tokio::sync::watch::Receiver<bool>,
-) -> Result<(), StateError> {
+) -> Result<(), String> {
     let mut tick = tokio::time::interval(Duration::from_millis(50));
-    let mut last = tokio::time::Instant::now();
+    let mut last = Instant::now();
+    let mut failing: Option<Failing> = None;
     loop {
         tokio::select! {
             _ = tick.tick() => {}
             _ = stop.changed() => break,
         }
         crate::metrics::observe(&state);
+        if failing
+            .as_ref()
+            .is_some_and(|f| Instant::now() < f.next_try)
+        {
+            continue;
+        }
         let c = state.counts();
         let waiting = c.uncommitted as usize;
         // Nothing more can come when no example is open: write the last results now.
         let last_ones = c.pending == 0 && c.leased == 0;
-        if waiting >= part_size || (waiting > 0 && (last_ones || last.elapsed() >= every)) {
-            flush_once(&state, &dir, part_size, &search_config).await?;
-            last = tokio::time::Instant::now();
+        let due = waiting >= cfg.part_size
+            || (waiting > 0 && (last_ones || last.elapsed() >= cfg.every || failing.is_some()));
+        if due {
+            let r = flush_once(&state, &cfg.dir, cfg.part_size, &cfg.search_config).await;
+            failing = settle(&state, &cfg.retry, failing, r)?;
+            last = Instant::now();
         }
     }
-    while flush_once(&state, &dir, part_size, &search_config).await? > 0 {}
-    Ok(())
+    // Stopping: one attempt at everything left (a failure leaves it in sled for the restart).
+    loop {
+        match flush_once(&state, &cfg.dir, cfg.part_size, &cfg.search_config).await {
+            Ok(0) => return Ok(()),
+            Ok(_) => {}
+            Err(FlushError::Write(e)) => {
+                let left = state.counts().uncommitted;
+                return Err(format!(
+                    "{e}; {left} results stay in the state and are written when the coordinator is restarted with the same --state"
+                ));
+            }
+            Err(FlushError::State(e)) => return Err(e.to_string()),
+        }
+    }
+}
+
+/// The sink's state after a flush: recovered, still failing (reported, next try scheduled), or
+/// the reason to stop.
+fn settle(
+    state: &State,
+    retry: &Retry,
+    failing: Option<Failing>,
+    flushed: Result<usize, FlushError>,
+) -> Result<Option<Failing>, String> {
+    let faults = state.faults();
+    let e = match flushed {
+        Ok(_) => {
+            if failing.is_some() {
+                faults.recovered("sink");
+            }
+            return Ok(None);
+        }
+        Err(FlushError::State(e)) => {
+            let reason = e.to_string();
+            faults.fatal("sink", reason.clone());
+            return Err(reason);
+        }
+        Err(FlushError::Write(e)) => e,
+    };
+    let now = Instant::now();
+    let mut f = failing.unwrap_or(Failing {
+        since: now,
+        attempts: 0,
+        next_try: now,
+    });
+    f.attempts += 1;
+    metrics::counter!("drllm_part_write_failures_total").increment(1);
+    let failing_for = now - f.since;
+    let waiting = state.counts().uncommitted;
+    if failing_for >= retry.give_up_after {
+        let reason = format!(
+            "{e}; gave up after {} attempts in {:.0} s ({waiting} results stay in the state: fix the cause and restart with the same --state)",
+            f.attempts,
+            failing_for.as_secs_f64()
+        );
+        faults.fatal("sink", reason.clone());
+        return Err(reason);
+    }
+    let wait = retry
+        .first_wait
+        .saturating_mul(1 << (f.attempts - 1).min(16))
+        .min(retry.max_wait);
+    f.next_try = now + wait;
+    faults.failing(
+        "sink",
+        format!(
+            "{e} (attempt {}, failing for {:.0} s, {waiting} results waiting; next try in {:.0} s, giving up after {:.0} s)",
+            f.attempts,
+            failing_for.as_secs_f64(),
+            wait.as_secs_f64(),
+            retry.give_up_after.as_secs_f64()
+        ),
+    );
+    Ok(Some(f))
 }

@@ -46,7 +46,7 @@ pub async fn run(a: Args) -> anyhow::Result<()> {
         let json = serde_json::json!({"total": s.total, "pending": s.pending,
             "leased": s.leased, "done": s.done, "failed": s.failed,
             "uncommitted": s.uncommitted, "parts": s.parts, "eta_seconds": s.eta_seconds,
-            "output_dir": s.output_dir, "workers": workers});
+            "output_dir": s.output_dir, "workers": workers, "problems": s.problems});
         return print_out(&format!("{json}\n"));
     }
     let mut out = format!(
@@ -59,6 +59,9 @@ pub async fn run(a: Args) -> anyhow::Result<()> {
         format!("{:.0} s", s.eta_seconds)
     };
     writeln!(out, "parts {} in {}; ETA {eta}", s.parts, s.output_dir)?;
+    for p in &s.problems {
+        writeln!(out, "PROBLEM {p}")?;
+    }
     for w in &s.workers {
         writeln!(
             out,

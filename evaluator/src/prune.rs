@@ -345,19 +345,18 @@ fn read_cache(file: &std::path::Path, key: &CurveKey, layers: usize) -> Option<V
     Some(c.points)
 }
 
-/// Stores a curve (written to a temporary name, then renamed); a failure is only reported: the
+/// Stores a curve (atomically, [`drllm_core::atomic`]); a failure is only reported: the
 /// cache saves time, the result stands without it.
 fn write_cache(file: &std::path::Path, key: &CurveKey, points: &[CurvePoint]) {
     let write = || -> anyhow::Result<()> {
         let dir = file.parent().context("cache file without folder")?;
         std::fs::create_dir_all(dir)?;
-        let tmp = file.with_extension(format!("tmp{}", std::process::id()));
         let c = Cached {
             key: key.clone(),
             points: points.to_vec(),
         };
-        std::fs::write(&tmp, serde_json::to_string_pretty(&c)?)?;
-        std::fs::rename(&tmp, file)?;
+        let json = serde_json::to_string_pretty(&c)?;
+        drllm_core::atomic::write_atomically(file, |tmp| std::fs::write(tmp, &json))?;
         Ok(())
     };
     if let Err(e) = write() {

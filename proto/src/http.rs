@@ -1,12 +1,12 @@
 //! The HTTP side of the coordinator and the workers, for orchestrators and scrapers:
 //! `/healthz` answers 200 while the process serves at all (liveness), `/readyz` 200 only while it
-//! is ready for work and 503 otherwise (a coordinator opening its state or draining, a worker
-//! loading its model), `/metrics` the Prometheus text of everything the process recorded with the
-//! `metrics` crate.
+//! is ready for work and 503 otherwise (a coordinator opening its state, draining or with a
+//! failing part — the body says which —, a worker loading its model), `/metrics` the Prometheus
+//! text of everything the process recorded with the `metrics` crate.
 
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use axum::extract::State;
@@ -15,19 +15,36 @@ use axum::routing::get;
 use axum::Router;
 use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
 
-/// Readiness as the process knows it; starts not ready.
+/// Readiness as the process knows it; starts not ready. A problem (e.g. a sink that cannot write)
+/// makes the process not ready while it lasts, whatever the flag says.
 #[derive(Debug, Default)]
 pub struct Health {
     ready: AtomicBool,
+    problem: Mutex<Option<String>>,
 }
 
 impl Health {
+    /// Sets the ready flag (the process serves, or it does not: opening, draining).
     pub fn set_ready(&self, ready: bool) {
         self.ready.store(ready, Ordering::SeqCst);
     }
 
+    /// Ready for work: the flag is set and there is no problem.
     pub fn is_ready(&self) -> bool {
-        self.ready.load(Ordering::SeqCst)
+        self.ready.load(Ordering::SeqCst) && self.problem().is_none()
+    }
+
+    /// Sets (or, with `None`, clears) the problem `/readyz` reports.
+    pub fn set_problem(&self, problem: Option<String>) {
+        *self.problem.lock().unwrap_or_else(|p| p.into_inner()) = problem;
+    }
+
+    /// The current problem.
+    pub fn problem(&self) -> Option<String> {
+        self.problem
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
     }
 }
 
@@ -75,10 +92,10 @@ pub async fn serve(addr: SocketAddr, health: Arc<Health>) -> Result<SocketAddr, 
     Ok(bound)
 }
 
-async fn readyz(State(s): State<Shared>) -> (StatusCode, &'static str) {
-    if s.health.is_ready() {
-        (StatusCode::OK, "ready\n")
-    } else {
-        (StatusCode::SERVICE_UNAVAILABLE, "not ready\n")
+async fn readyz(State(s): State<Shared>) -> (StatusCode, String) {
+    match s.health.problem() {
+        Some(p) => (StatusCode::SERVICE_UNAVAILABLE, format!("not ready: {p}\n")),
+        None if s.health.is_ready() => (StatusCode::OK, "ready\n".into()),
+        None => (StatusCode::SERVICE_UNAVAILABLE, "not ready\n".into()),
     }
 }

@@ -83,6 +83,17 @@ impl JobDir {
     }
 }
 
+/// The ids of the first `n` ARC-Easy train questions (what a job over them must commit).
+pub fn arc_train_ids(n: usize) -> Vec<String> {
+    let spec: drllm_core::tasks::DatasetSpec = "arc_easy".parse().unwrap();
+    drllm_core::tasks::load_dataset(&spec, "train", Some(n), false)
+        .unwrap()
+        .examples
+        .into_iter()
+        .map(|e| e.id)
+        .collect()
+}
+
 /// A job over the first `limit` ARC-Easy train questions.
 pub fn job_toml(
     out: &Path,

@@ -10,16 +10,6 @@ use drllm_proto::v1::*;
 use drllm_tests::*;
 use rand::{Rng, SeedableRng};
 
-fn arc_train_ids(n: usize) -> Vec<String> {
-    let spec: drllm_core::tasks::DatasetSpec = "arc_easy".parse().unwrap();
-    drllm_core::tasks::load_dataset(&spec, "train", Some(n), false)
-        .unwrap()
-        .examples
-        .into_iter()
-        .map(|e| e.id)
-        .collect()
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn coordinator_killed_repeatedly_leaves_every_example_exactly_once() {
     let JobDir {

@@ -102,7 +102,6 @@ pub fn open_or_build(
             }
         }
         let path = chunk_path(&dir, c);
-        let tmp = path.with_extension("safetensors.tmp");
         let tensors = std::collections::HashMap::from([
             (format!("features.{c}"), Tensor::stack(&feats, 0)?),
             (
@@ -110,8 +109,10 @@ pub fn open_or_build(
                 Tensor::from_vec(counts, part.len(), &Device::Cpu)?,
             ),
         ]);
-        candle_core::safetensors::save(&tensors, &tmp).map_err(|e| cerr(&tmp, e.to_string()))?;
-        std::fs::rename(&tmp, &path).map_err(|e| cerr(&path, e.to_string()))?;
+        drllm_core::atomic::write_atomically(&path, |tmp| {
+            candle_core::safetensors::save(&tensors, tmp)
+        })
+        .map_err(|e| cerr(&path, e.to_string()))?;
     }
     if let Some(b) = bar {
         b.finish_and_clear();

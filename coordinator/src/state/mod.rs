@@ -16,6 +16,8 @@ use sled::transaction::{ConflictableTransactionError, TransactionError};
 use sled::Transactional;
 
 use drllm_proto::v1::SearchResult;
+
+use crate::fault::Faults;
 use tokio::sync::{mpsc, oneshot};
 use writer::Op;
 pub use writer::SubmitReply;
@@ -119,6 +121,8 @@ pub struct Counts {
 /// Results the sink writes into one part.
 pub struct PartBatch {
     pub subs: Vec<u64>,
+    /// How many of `keys` (and `records`) each submission holds, in order.
+    pub sub_lens: Vec<usize>,
     pub keys: Vec<u64>,
     pub records: Vec<SearchRecord>,
 }
@@ -134,6 +138,8 @@ pub struct State {
     mem: Arc<Mutex<Mem>>,
     /// Writes bound for sled, in the order the index made them ([`writer`]).
     tx: mpsc::UnboundedSender<Op>,
+    /// Where the writer and the sink report failures.
+    faults: Arc<Faults>,
 }
 
 fn key(k: u64) -> [u8; 8] {
@@ -168,6 +174,11 @@ impl State {
             dir: self.dir.display().to_string(),
             what,
         }
+    }
+
+    /// Where failures of the state writer and the sink are reported.
+    pub fn faults(&self) -> &Arc<Faults> {
+        &self.faults
     }
 
     /// Queues a write for the [`writer`] (it lives as long as the state).
@@ -349,12 +360,13 @@ impl State {
 
     /// Hands the sink the oldest accepted submissions not yet in a part, whole, up to `max`
     /// results (at least one submission when any waits). They stay uncommitted (and in sled)
-    /// until [`State::commit_part`]; a sink that fails stops the coordinator, and a restart
-    /// reads them back from sled.
+    /// until [`State::commit_part`]; a sink that cannot write them gives them back
+    /// ([`State::queue_again`]), and a restart reads them back from sled.
     pub fn take_uncommitted(&self, max: usize) -> PartBatch {
         let mut mem = self.mem();
         let mut b = PartBatch {
             subs: Vec::new(),
+            sub_lens: Vec::new(),
             keys: Vec::new(),
             records: Vec::new(),
         };
@@ -364,12 +376,24 @@ impl State {
             }
             let (id, recs) = entry.remove_entry();
             b.subs.push(id);
+            b.sub_lens.push(recs.len());
             for (k, r) in recs {
                 b.keys.push(k);
                 b.records.push(r);
             }
         }
         b
+    }
+
+    /// Puts a batch the sink could not write back at the head of the queue.
+    pub fn queue_again(&self, batch: PartBatch) {
+        let mut mem = self.mem();
+        let mut records = batch.records.into_iter();
+        let mut keys = batch.keys.into_iter();
+        for (id, n) in batch.subs.into_iter().zip(batch.sub_lens) {
+            let recs: Vec<_> = keys.by_ref().take(n).zip(records.by_ref()).collect();
+            mem.subs.insert(id, recs);
+        }
     }
 
     /// The name the next part file gets.

@@ -10,8 +10,15 @@ use crate::job::JobSpec;
 
 impl State {
     /// Opens (or creates) the state of `spec` in `dir`; a state of another job is refused.
-    /// `job_text` (the job file) is saved alongside for reference.
-    pub fn open(dir: &Path, spec: &JobSpec, job_file: &str, job_text: &str) -> Result<Self> {
+    /// `job_text` (the job file) is saved alongside for reference. The state writer reports a
+    /// failure to `faults` (fatal: see [`crate::fault`]).
+    pub fn open(
+        dir: &Path,
+        spec: &JobSpec,
+        job_file: &str,
+        job_text: &str,
+        faults: Arc<Faults>,
+    ) -> Result<Self> {
         let d = dir.display().to_string();
         let db = sled::Config::new()
             .path(dir)
@@ -80,6 +87,7 @@ impl State {
             examples,
             mem: Arc::default(),
             tx,
+            faults,
         };
         let mut mem = state.load()?;
         mem.fingerprint = match state.meta.get("fingerprint")? {
@@ -94,6 +102,8 @@ impl State {
             db,
             mem: state.mem.clone(),
             total: state.total,
+            faults: state.faults.clone(),
+            failed: None,
         };
         std::thread::Builder::new()
             .name("state-writer".into())

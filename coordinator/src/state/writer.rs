@@ -4,6 +4,10 @@
 //! round durable with one fsync before it answers the calls waiting on it (group commit). Request
 //! handlers thus only touch memory and a queue; a thousand workers cost a few batches, not a
 //! thousand fsyncs or a thousand lock-holding writes.
+//!
+//! If sled fails to apply a round, memory and disk may disagree; the disk is consistent. The
+//! writer then reports a fatal fault (the supervisor drains and exits so that a restart resumes
+//! from the disk) and answers every later call with that error instead of writing anything more.
 
 use std::collections::HashSet;
 use std::sync::{Arc, Mutex};
@@ -13,6 +17,7 @@ use drllm_proto::v1::SearchResult;
 use tokio::sync::{mpsc, oneshot};
 
 use super::{key, now_ms, Mem, Stored};
+use crate::fault::Faults;
 
 /// (accepted, duplicates), or why the submission was refused.
 pub type SubmitReply = Result<(u32, u32), String>;
@@ -40,6 +45,9 @@ pub(super) struct Writer {
     pub db: sled::Db,
     pub mem: Arc<Mutex<Mem>>,
     pub total: u64,
+    pub faults: Arc<Faults>,
+    /// Set once a round failed: nothing more is written.
+    pub failed: Option<String>,
 }
 
 /// A submission's results as one `results` value: (key u64, length u32, record JSON) repeated.
@@ -80,7 +88,7 @@ impl Writer {
     }
 
     /// Runs until every sender is gone.
-    pub fn run(self, mut rx: mpsc::UnboundedReceiver<Op>) {
+    pub fn run(mut self, mut rx: mpsc::UnboundedReceiver<Op>) {
         let mut ops = Vec::with_capacity(ROUND);
         while let Some(op) = rx.blocking_recv() {
             ops.push(op);
@@ -90,11 +98,14 @@ impl Writer {
                     Err(_) => break,
                 }
             }
-            self.round(std::mem::take(&mut ops));
+            match &self.failed {
+                None => self.round(std::mem::take(&mut ops)),
+                Some(e) => refuse(std::mem::take(&mut ops), e),
+            }
         }
     }
 
-    fn round(&self, ops: Vec<Op>) {
+    fn round(&mut self, ops: Vec<Op>) {
         let mut states = sled::Batch::default();
         let mut results = sled::Batch::default();
         let mut meta = Vec::new();
@@ -152,8 +163,11 @@ impl Writer {
         if let Err(e) = outcome {
             // Memory and disk may disagree now; the disk is consistent, so stop and let a
             // restart resume from it rather than go on from an index that may be wrong.
-            tracing::error!("{e}; stopping: restart the coordinator with the same --state to resume (check the disk first)");
-            std::process::exit(3);
+            self.faults.fatal(
+                "state writer",
+                format!("{e}: restart the coordinator with the same --state to resume (check the disk first)"),
+            );
+            self.failed = Some(e);
         }
     }
 
@@ -223,6 +237,21 @@ impl Writer {
         w.done += accepted as u64;
         w.last_seen_ms = now_ms();
         Ok((accepted, n as u32 - accepted))
+    }
+}
+
+/// Answers every call in `ops` with the writer's failure `e`, writing nothing.
+fn refuse(ops: Vec<Op>, e: &str) {
+    for op in ops {
+        match op {
+            Op::Submit { reply, .. } => {
+                let _ = reply.send(Err(e.to_string()));
+            }
+            Op::Sync(reply) => {
+                let _ = reply.send(Err(e.to_string()));
+            }
+            Op::Put(..) | Op::Remove(_) | Op::Meta(..) => {}
+        }
     }
 }
 

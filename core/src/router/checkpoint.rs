@@ -9,6 +9,7 @@ use serde::{Deserialize, Serialize};
 
 use super::net::{Routers, HIDDEN};
 use super::Metrics;
+use crate::atomic::write_atomically;
 
 pub const CHECKPOINT_FILE: &str = "routers.safetensors";
 pub const CONFIG_FILE: &str = "router_config.json";
@@ -167,7 +168,8 @@ impl RouterConfig {
         Ok(())
     }
 
-    /// Writes both files into `dir` (each to a temporary name, then renamed).
+    /// Writes both files into `dir`, each atomically ([`crate::atomic`]), the config last: a
+    /// folder with a config always has the weights it describes.
     pub fn save(&self, dir: &Path, routers: &Routers) -> Result<(), RouterError> {
         let werr = |p: &Path, reason: String| RouterError::Write {
             path: p.display().to_string(),
@@ -175,17 +177,15 @@ impl RouterConfig {
         };
         std::fs::create_dir_all(dir).map_err(|e| werr(dir, e.to_string()))?;
         let ckpt = dir.join(CHECKPOINT_FILE);
-        let tmp = tmp_of(&ckpt);
         let named = routers
             .named_tensors()
             .map_err(|e| werr(&ckpt, e.to_string()))?;
-        candle_core::safetensors::save(&named, &tmp).map_err(|e| werr(&tmp, e.to_string()))?;
-        std::fs::rename(&tmp, &ckpt).map_err(|e| werr(&ckpt, e.to_string()))?;
+        write_atomically(&ckpt, |tmp| candle_core::safetensors::save(&named, tmp))
+            .map_err(|e| werr(&ckpt, e.to_string()))?;
         let cfg = dir.join(CONFIG_FILE);
-        let tmp = tmp_of(&cfg);
         let json = serde_json::to_string_pretty(self).expect("a config serializes");
-        std::fs::write(&tmp, json).map_err(|e| werr(&tmp, e.to_string()))?;
-        std::fs::rename(&tmp, &cfg).map_err(|e| werr(&cfg, e.to_string()))?;
+        write_atomically(&cfg, |tmp| std::fs::write(tmp, &json))
+            .map_err(|e| werr(&cfg, e.to_string()))?;
         Ok(())
     }
 
@@ -228,10 +228,4 @@ impl RouterConfig {
             .map_err(|e| invalid(&ckpt, e))?;
         Ok((cfg, routers))
     }
-}
-
-fn tmp_of(p: &Path) -> PathBuf {
-    let mut s = p.as_os_str().to_owned();
-    s.push(".tmp");
-    PathBuf::from(s)
 }

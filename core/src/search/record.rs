@@ -3,7 +3,7 @@
 //! schema (README "Search records") is versioned in the file metadata.
 
 use std::fs::File;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::Arc;
 
 use arrow_array::builder::{
@@ -157,33 +157,19 @@ pub(crate) fn write_batch(
     version: &str,
     search_config: &str,
 ) -> Result<()> {
-    let tmp = tmp_name(path);
-    let io = |e: std::io::Error| Error::io(&tmp, e);
-    let file = File::create(&tmp).map_err(io)?;
     let props = WriterProperties::builder()
         .set_key_value_metadata(Some(vec![
             KeyValue::new("drllm.schema_version".into(), version.to_string()),
             KeyValue::new("drllm.search_config".into(), search_config.to_string()),
         ]))
         .build();
-    let out = |e: parquet::errors::ParquetError| Error::Output(format!("{}: {e}", tmp.display()));
-    let mut w = ArrowWriter::try_new(file, batch.schema(), Some(props)).map_err(out)?;
-    w.write(batch).map_err(out)?;
-    let file = w.into_inner().map_err(out)?;
-    file.sync_all().map_err(io)?;
-    drop(file);
-    std::fs::rename(&tmp, path).map_err(|e| Error::io(path, e))?;
-    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-        // Persist the rename itself.
-        File::open(dir)
-            .and_then(|d| d.sync_all())
-            .map_err(|e| Error::io(dir, e))?;
-    }
-    Ok(())
-}
-
-fn tmp_name(path: &Path) -> PathBuf {
-    let mut name = path.file_name().unwrap_or_default().to_os_string();
-    name.push(".tmp");
-    path.with_file_name(name)
+    crate::atomic::write_atomically(path, |tmp| -> std::result::Result<(), String> {
+        let file = File::create(tmp).map_err(|e| e.to_string())?;
+        let mut w =
+            ArrowWriter::try_new(file, batch.schema(), Some(props)).map_err(|e| e.to_string())?;
+        w.write(batch).map_err(|e| e.to_string())?;
+        w.close().map_err(|e| e.to_string())?;
+        Ok(())
+    })
+    .map_err(|e| Error::Output(e.to_string()))
 }
