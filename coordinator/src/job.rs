@@ -4,8 +4,8 @@
 
 use std::path::PathBuf;
 
-use drllm_core::search::SearchConfig;
-use drllm_core::tasks::{load_dataset, DatasetSpec, Example};
+use drllm_records::SearchConfig;
+use drllm_tasks::{load_dataset, DatasetSpec, Example};
 use serde::{Deserialize, Serialize};
 
 #[derive(Debug, thiserror::Error)]
@@ -37,7 +37,7 @@ fn default_split() -> String {
     "train".into()
 }
 
-/// A search job (see `deploy/local/job.toml` for a commented example).
+/// A search job (`deploy/local/run.sh` writes one; README "Distributed search" shows every key).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct JobSpec {
@@ -69,7 +69,7 @@ pub struct JobSpec {
 }
 
 fn default_model() -> String {
-    drllm_core::DEFAULT_MODEL.into()
+    drllm_records::settings::DEFAULT_MODEL.into()
 }
 fn default_reward() -> String {
     "choice-loglik".into()
@@ -101,7 +101,7 @@ impl JobSpec {
             ));
         }
         spec.reward
-            .parse::<drllm_core::tasks::RewardMode>()
+            .parse::<drllm_records::RewardMode>()
             .map_err(|e| parse(format!("`reward`: {e}")))?;
         if spec.shard_size == 0 || spec.lease_ttl_secs == 0 || spec.part_size == 0 {
             return Err(parse(
@@ -133,7 +133,7 @@ impl JobSpec {
             let spec: DatasetSpec = d
                 .name
                 .parse()
-                .map_err(|e: drllm_core::tasks::DataError| err(e.to_string()))?;
+                .map_err(|e: drllm_tasks::DataError| err(e.to_string()))?;
             let report =
                 load_dataset(&spec, &d.split, d.limit, false).map_err(|e| err(e.to_string()))?;
             out.extend(report.examples);

@@ -42,7 +42,7 @@ enum Cmd {
 /// code 1.
 fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
-    drllm_core::cli::init_with(cli.log_json, "info");
+    drllm_log::init(cli.log_json, "info");
     let run = || -> anyhow::Result<()> {
         let rt = tokio::runtime::Runtime::new()?;
         rt.block_on(async {
@@ -64,9 +64,9 @@ fn main() -> std::process::ExitCode {
 
 fn summarize(path: &std::path::Path) -> anyhow::Result<()> {
     use anyhow::Context;
-    let records = drllm_core::search::read_records(path)
+    let records = drllm_records::read_records(path)
         .with_context(|| format!("reading records from {}", path.display()))?;
-    let mut v = serde_json::to_value(drllm_core::search::Summary::of(&records))?;
+    let mut v = serde_json::to_value(drllm_records::Summary::of(&records))?;
     v["parquet"] = serde_json::json!(path.display().to_string());
     println!("{v}");
     Ok(())

@@ -1,5 +1,5 @@
 //! Results into Parquet, exactly once: results wait in sled until a part file is written
-//! atomically ([`drllm_core::atomic`]); only then are they marked committed, in one sled
+//! atomically ([`drllm_records::atomic`]); only then are they marked committed, in one sled
 //! transaction. Recovery after a crash removes stray temporary files and deletes parts that were
 //! renamed but never committed (their results are still in sled and go into a later part).
 //!
@@ -13,7 +13,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
-use drllm_core::search::write_parquet;
+use drllm_records::write_parquet;
 use tokio::time::Instant;
 
 use crate::state::{State, StateError};

@@ -14,18 +14,7 @@ pub fn init() {
 /// Like [`init`], with JSON log lines (for log collectors) and another default level.
 pub fn init_with(json: bool, default_filter: &str) {
     crate::init_cpu_threads();
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default_filter));
-    let b = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        // Colours only on a terminal: log files and collectors get plain text.
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .with_writer(std::io::stderr);
-    if json {
-        b.json().init();
-    } else {
-        b.init();
-    }
+    drllm_log::init(json, default_filter);
 }
 
 /// Options shared by every command that loads a model.

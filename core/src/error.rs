@@ -69,6 +69,8 @@ pub enum Error {
     Hub { repo: String, reason: String },
     #[error("writing output: {0}")]
     Output(String),
+    #[error(transparent)]
+    Records(#[from] drllm_records::RecordError),
     #[error("example `{id}`: {reason}")]
     Reward { id: String, reason: String },
     #[error(transparent)]

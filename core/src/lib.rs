@@ -2,7 +2,7 @@
 //! safetensors), tokenizes and applies chat templates, and runs token ids along any layer path —
 //! skipping, executing or repeating each layer — with a KV cache slot per path position.
 
-pub mod atomic;
+pub use drllm_records::atomic;
 pub mod cache;
 pub mod chat;
 #[cfg(feature = "cli")]

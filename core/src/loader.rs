@@ -9,8 +9,9 @@ use crate::model::{LoadOptions, Model};
 use crate::tokenizer::TextTokenizer;
 use crate::weights::Source;
 
-/// Name of the default model.
-pub const DEFAULT_MODEL: &str = "smollm2-135m-instruct";
+/// Name of the default model (part of the run settings, [`drllm_records::settings`]).
+pub use drllm_records::settings::DEFAULT_MODEL;
+
 /// File name of the default model's GGUF inside the cache.
 pub const DEFAULT_MODEL_FILE: &str = "SmolLM2-135M-Instruct.Q4_1.gguf";
 /// The one command that fetches the default model into the cache.

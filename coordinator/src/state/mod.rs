@@ -4,13 +4,14 @@
 //! (`parts`). An example's state follows from these, first match wins: listed in a committed part
 //! → committed; in a stored submission → done; `state` says failed or leased; otherwise pending.
 //! Request handlers change the in-memory index and queue the matching writes to the single
-//! [`writer`]; every change a reply acknowledges is on disk before the reply goes out.
+//! [`writer`]; registrations, submissions and releases are on disk before their reply goes out
+//! (leases and heartbeats are not: a lease lost in a crash only makes its example pending again).
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 
-use drllm_core::search::SearchRecord;
+use drllm_records::SearchRecord;
 use serde::{Deserialize, Serialize};
 use sled::transaction::{ConflictableTransactionError, TransactionError};
 use sled::Transactional;

@@ -12,8 +12,8 @@
 use std::collections::HashSet;
 use std::sync::{Arc, Mutex};
 
-use drllm_core::search::SearchRecord;
 use drllm_proto::v1::SearchResult;
+use drllm_records::SearchRecord;
 use tokio::sync::{mpsc, oneshot};
 
 use super::{key, now_ms, Mem, Stored};

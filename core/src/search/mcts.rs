@@ -27,108 +27,7 @@ use rand::seq::SliceRandom;
 use rand::{Rng, SeedableRng};
 
 use crate::path::LayerPath;
-
-/// Search hyper-parameters (defaults are the paper's).
-#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
-#[serde(default, deny_unknown_fields)]
-pub struct SearchConfig {
-    pub num_simulations: usize,
-    pub exploration: f64,
-    pub length_penalty: f64,
-    pub random_prob: f64,
-    /// Longest path allowed, as a multiple of the model's depth.
-    pub max_len_factor: usize,
-    /// Seeds the shuffling of untried actions and the random selections. Each example's search
-    /// draws from its own stream, derived from this seed and the example's id
-    /// ([`Mcts::for_example`]): examples explore in different orders (as the paper's sequential
-    /// run over one seeded RNG does), and an example's search is the same on any worker.
-    pub seed: u64,
-    /// When a path counts as good (the paper: the answer is correct).
-    pub success: SuccessRule,
-    /// Margin rule: the least margin (nats of summed log-probability, or per byte under
-    /// `acc_norm`) by which a path must make the gold choice win when the full model is wrong.
-    pub min_margin: f64,
-    /// When the search ends (the paper: at the first fixing or two-shorter good path).
-    pub stop: StopMode,
-    /// How the tree grows (the paper: only leaves are expanded).
-    pub expansion: Expansion,
-    /// Tree expansion: a node may have up to `ceil(visits^widen_exponent)` children.
-    pub widen_exponent: f64,
-    /// MCTS (the paper), or probing every one-step edit of the full path.
-    pub strategy: Strategy,
-}
-
-/// How paths are chosen for evaluation.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
-#[serde(rename_all = "kebab-case")]
-pub enum Strategy {
-    /// The paper's length-aware MCTS.
-    #[default]
-    Mcts,
-    /// No tree search: every one-step edit of the full path (each skip of one or two
-    /// consecutive layers, each repeat: about 3L paths, most sharing long prefixes) is judged
-    /// once, which gives per-question, per-layer counterfactual labels. `num_simulations`,
-    /// `stop` and `expansion` do not apply.
-    Probe,
-}
-
-/// When a path is good (its reward is 1).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
-#[serde(rename_all = "kebab-case")]
-pub enum SuccessRule {
-    /// The paper's rule: the answer under the path is correct. Under choice-loglik a 4-way pick
-    /// is right a quarter of the time by chance, so short broken paths count as good.
-    #[default]
-    Correct,
-    /// choice-loglik only: the gold choice wins by a margin — at least the full model's own margin
-    /// when the full model is right (a path may not make the model less sure), at least
-    /// `min_margin` when it is wrong.
-    Margin,
-}
-
-/// When a search ends.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
-#[serde(rename_all = "kebab-case")]
-pub enum StopMode {
-    /// The paper's: at the first good path that fixes a wrong answer or is two positions shorter.
-    #[default]
-    Paper,
-    /// Spend every simulation.
-    Budget,
-}
-
-/// How the tree grows.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
-#[serde(rename_all = "kebab-case")]
-pub enum Expansion {
-    /// The paper's: a visited leaf gets one child; inner nodes never grow.
-    #[default]
-    Paper,
-    /// Progressive widening: a visited node with untried actions grows a child while it has fewer
-    /// than `ceil(visits^widen_exponent)` children.
-    Tree,
-}
-
-macro_rules! parse_names {
-    ($t:ty, $($name:literal => $v:expr),+) => {
-        impl std::str::FromStr for $t {
-            type Err = String;
-            fn from_str(s: &str) -> Result<Self, String> {
-                match s {
-                    $($name => Ok($v),)+
-                    other => Err(format!(
-                        "unknown value `{other}` (one of: {})",
-                        [$($name),+].join(", ")
-                    )),
-                }
-            }
-        }
-    };
-}
-parse_names!(SuccessRule, "correct" => SuccessRule::Correct, "margin" => SuccessRule::Margin);
-parse_names!(StopMode, "paper" => StopMode::Paper, "budget" => StopMode::Budget);
-parse_names!(Expansion, "paper" => Expansion::Paper, "tree" => Expansion::Tree);
-parse_names!(Strategy, "mcts" => Strategy::Mcts, "probe" => Strategy::Probe);
+pub use drllm_records::settings::{Expansion, SearchConfig, StopMode, Strategy, SuccessRule};
 
 /// A path's verdict: good or not, and (choice-loglik) the gold choice's margin under the path.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -140,25 +39,6 @@ pub struct Judged {
 impl From<bool> for Judged {
     fn from(good: bool) -> Self {
         Self { good, margin: None }
-    }
-}
-
-impl Default for SearchConfig {
-    fn default() -> Self {
-        Self {
-            num_simulations: 50,
-            exploration: 1.8,
-            length_penalty: 3.0,
-            random_prob: 0.1,
-            max_len_factor: 2,
-            seed: 0,
-            success: SuccessRule::Correct,
-            min_margin: 1.0,
-            stop: StopMode::Paper,
-            expansion: Expansion::Paper,
-            widen_exponent: 0.5,
-            strategy: Strategy::Mcts,
-        }
     }
 }
 

@@ -3,15 +3,14 @@
 
 pub mod evaluator;
 pub mod mcts;
-pub mod read;
-pub mod record;
 pub mod run;
 
+pub use drllm_records::{
+    read_records, write_parquet, SearchRecord, Summary, READABLE_SCHEMA_VERSIONS, SCHEMA_VERSION,
+};
 pub use evaluator::{Counters, PathEvaluator};
 pub use mcts::{
     Action, Expansion, Judged, Mcts, NodeView, SearchConfig, SearchOutcome, StopMode, StopRule,
     Strategy, SuccessRule,
 };
-pub use read::{read_records, Summary};
-pub use record::{write_parquet, SearchRecord, READABLE_SCHEMA_VERSIONS, SCHEMA_VERSION};
 pub use run::{judge, search_example, ExampleSearch, DEFAULT_REUSE_BUDGET};

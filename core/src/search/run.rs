@@ -6,12 +6,12 @@ use std::time::Instant;
 
 use super::evaluator::{Counters, PathEvaluator};
 use super::mcts::{Judged, Mcts, SearchConfig, SearchOutcome, SuccessRule};
-use super::record::SearchRecord;
 use crate::error::{Error, Result};
 use crate::loader::LoadedModel;
 use crate::tasks::prompts;
 use crate::tasks::reward::{RewardMode, RewardOptions};
 use crate::tasks::Example;
+use drllm_records::SearchRecord;
 
 /// Default memory for cached prefix states per example (hidden states and KV slots).
 pub const DEFAULT_REUSE_BUDGET: usize = 512 << 20;

@@ -1,14 +1,7 @@
-//! Tasks: datasets, prompts and graders — what the search, the trainer and the evaluator agree an
-//! example is, what the model sees, and whether its answer is right.
+//! Tasks: the datasets, prompts and graders of drllm-tasks (re-exported here), and the reward that
+//! runs a model on them ([`reward`]).
 
-pub mod dataset;
-pub mod letter;
-pub mod math;
-pub(crate) mod math_eval;
-pub(crate) mod math_expr;
-pub(crate) mod math_latex;
-pub mod prompts;
+pub use drllm_tasks::*;
 pub mod reward;
 
-pub use dataset::{load_dataset, AnswerKind, DataError, DatasetSpec, Example, LoadReport};
 pub use reward::{evaluate, Outcome, RewardMode};

@@ -15,36 +15,7 @@ use crate::layer::Segments;
 use crate::loader::LoadedModel;
 use crate::path::LayerPath;
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
-#[serde(rename_all = "kebab-case")]
-pub enum RewardMode {
-    /// Chat-templated prompt, greedy generation, the paper's grader.
-    Generate,
-    /// Highest summed log-probability of the choice continuations (multiple choice only).
-    ChoiceLoglik,
-}
-
-impl std::str::FromStr for RewardMode {
-    type Err = String;
-    fn from_str(s: &str) -> std::result::Result<Self, String> {
-        match s {
-            "generate" => Ok(RewardMode::Generate),
-            "choice-loglik" | "choice_loglik" => Ok(RewardMode::ChoiceLoglik),
-            other => Err(format!(
-                "unknown reward mode `{other}` (generate, choice-loglik)"
-            )),
-        }
-    }
-}
-
-impl std::fmt::Display for RewardMode {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(match self {
-            RewardMode::Generate => "generate",
-            RewardMode::ChoiceLoglik => "choice-loglik",
-        })
-    }
-}
+pub use drllm_records::settings::RewardMode;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct RewardOptions {

@@ -12,8 +12,8 @@ use arrow_array::types::{
 use arrow_array::{Array, RecordBatch};
 use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
 
-use super::record::{SearchRecord, READABLE_SCHEMA_VERSIONS};
-use crate::error::{Error, Result};
+use crate::record::{SearchRecord, READABLE_SCHEMA_VERSIONS};
+use crate::{RecordError as Error, Result};
 
 /// The Parquet files `path` names: itself, or the `*.parquet` files of a folder, sorted.
 pub fn parquet_files(path: &Path) -> Result<Vec<PathBuf>> {
@@ -239,7 +239,7 @@ impl Summary {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::search::write_parquet;
+    use crate::write_parquet;
 
     fn record(i: u16, response: Option<&str>) -> SearchRecord {
         SearchRecord {
@@ -299,7 +299,7 @@ mod tests {
 
     #[test]
     fn schema_1_files_without_margins_still_read() {
-        use crate::search::record::{to_batch, write_batch};
+        use crate::record::{to_batch, write_batch};
         let dir = tempfile::tempdir().unwrap();
         let recs = vec![record(0, None), record(1, Some("B"))];
         let batch = to_batch(&recs).unwrap();

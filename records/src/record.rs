@@ -15,7 +15,7 @@ use parquet::arrow::ArrowWriter;
 use parquet::file::metadata::KeyValue;
 use parquet::file::properties::WriterProperties;
 
-use crate::error::{Error, Result};
+use crate::{RecordError as Error, Result};
 
 /// Version of the record schema, stored as `drllm.schema_version` in every file. Version 2 added
 /// `good_margins` and `original_margin`; readers still accept version 1 files (those columns

@@ -1,0 +1,42 @@
+//! drllm-records: what a search leaves behind. One [`SearchRecord`] per searched example, written
+//! as Parquet parts ([`write_parquet`], atomically through [`atomic`]) with the schema version and
+//! the run settings ([`settings`]) in the file metadata, and read back by any release that knows
+//! the version ([`read_records`], [`READABLE_SCHEMA_VERSIONS`]). The coordinator, the workers, the
+//! trainer and the evaluator share this crate; it has no model code.
+
+use std::path::PathBuf;
+
+pub mod atomic;
+pub mod read;
+pub mod record;
+pub mod settings;
+
+pub use read::{read_records, Summary};
+pub use record::{write_parquet, SearchRecord, READABLE_SCHEMA_VERSIONS, SCHEMA_VERSION};
+pub use settings::{Expansion, RewardMode, SearchConfig, StopMode, Strategy, SuccessRule};
+
+/// Reading or writing records failed.
+#[derive(Debug, thiserror::Error)]
+pub enum RecordError {
+    /// A file could not be opened or listed.
+    #[error("cannot read {}: {source}", path.display())]
+    Io {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    /// Records that cannot be built, written or understood; the message names the file.
+    #[error("writing output: {0}")]
+    Output(String),
+}
+
+impl RecordError {
+    pub(crate) fn io(path: impl Into<PathBuf>, source: std::io::Error) -> Self {
+        RecordError::Io {
+            path: path.into(),
+            source,
+        }
+    }
+}
+
+/// Results of this crate.
+pub type Result<T> = std::result::Result<T, RecordError>;

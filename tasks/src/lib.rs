@@ -1,0 +1,13 @@
+//! drllm-tasks: what the search, the trainer and the evaluator agree an example is (datasets),
+//! what the model sees (prompts), and whether its answer is right (the letter and MATH graders).
+//! No model code: the reward that runs a model on a prompt lives in drllm-core.
+
+pub mod dataset;
+pub mod letter;
+pub mod math;
+mod math_eval;
+mod math_expr;
+mod math_latex;
+pub mod prompts;
+
+pub use dataset::{load_dataset, AnswerKind, DataError, DatasetSpec, Example, LoadReport};
