@@ -1,6 +1,8 @@
 //! Logging set-up shared by every drllm binary, kept apart so that a binary without the engine
 //! (the coordinator) logs exactly like one with it.
 
+#![warn(missing_docs)]
+
 /// Logs to stderr: `RUST_LOG` filters (else `default_filter`), JSON lines with `json` (for log
 /// collectors), colours only on a terminal.
 pub fn init(json: bool, default_filter: &str) {

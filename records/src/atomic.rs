@@ -15,6 +15,7 @@ pub struct AtomicWriteError {
     pub path: PathBuf,
     /// What was being done: `writing`, `flushing`, `renaming into place`, `flushing the folder`.
     pub step: &'static str,
+    /// The underlying error's message.
     pub reason: String,
 }
 

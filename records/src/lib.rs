@@ -4,6 +4,8 @@
 //! the version ([`read_records`], [`READABLE_SCHEMA_VERSIONS`]). The coordinator, the workers, the
 //! trainer and the evaluator share this crate; it has no model code.
 
+#![warn(missing_docs)]
+
 use std::path::PathBuf;
 
 pub mod atomic;
@@ -21,7 +23,9 @@ pub enum RecordError {
     /// A file could not be opened or listed.
     #[error("cannot read {}: {source}", path.display())]
     Io {
+        /// The file or folder.
         path: PathBuf,
+        /// The I/O error.
         source: std::io::Error,
     },
     /// Records that cannot be built, written or understood; the message names the file.

@@ -193,22 +193,34 @@ fn batch_records(b: &RecordBatch) -> std::result::Result<Vec<SearchRecord>, Stri
 /// The summary `worker search` prints and `coordinator summarize` prints for a job's parts.
 #[derive(Debug, Clone, PartialEq, serde::Serialize)]
 pub struct Summary {
+    /// Number of records.
     pub examples: usize,
+    /// Model depth L, from the first record (0 when there are none).
     pub layers: u16,
+    /// Records whose full model answers correctly.
     pub original_correct: usize,
+    /// Records with a good path.
     pub found: usize,
+    /// `found / examples`, in 0–1 (0 when there are no records).
     pub found_rate: f64,
+    /// Records with a good path whose full model answers wrongly (answers fixed).
     pub improved_from_wrong: usize,
+    /// Mean length of the best paths, in positions (0 when there are no records).
     pub mean_best_path_len: f64,
+    /// Simulations, summed over the records.
     pub simulations: u64,
+    /// Distinct paths judged, summed over the records.
     pub distinct_paths: u64,
+    /// Tokens × layers executed, summed over the records.
     pub layer_executions: u64,
+    /// `layer_executions / simulations` (0 when no simulation ran).
     pub layer_executions_per_simulation: f64,
-    /// Sum of the examples' search times.
+    /// Sum of the examples' search times, in seconds.
     pub search_seconds: f64,
 }
 
 impl Summary {
+    /// Summarises `records`.
     pub fn of(records: &[SearchRecord]) -> Self {
         let n = records.len();
         let count = |f: fn(&SearchRecord) -> bool| records.iter().filter(|r| f(r)).count();

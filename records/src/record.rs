@@ -27,39 +27,58 @@ pub const READABLE_SCHEMA_VERSIONS: [&str; 2] = ["1", "2"];
 /// One searched example.
 #[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct SearchRecord {
+    /// Stable id: dataset family + source id, e.g. `arc_easy/Mercury_7220990`.
     pub example_id: String,
+    /// Dataset name as requested (`arc_easy`, `dart-3`, `jsonl:questions`).
     pub dataset: String,
+    /// Split the example comes from (`train`, `test`, …).
     pub split: String,
     /// The task prompt, before any chat template.
     pub question: String,
+    /// Gold answer: a choice letter, or LaTeX for MATH.
     pub gold: String,
+    /// The model spec the search ran, as the user named it.
     pub model_id: String,
-    /// blake3 of the weight files.
+    /// blake3 of the weight files (32 hex digits).
     pub model_fingerprint: String,
+    /// Number of layers L of the model; the full path is `0..L`.
     pub num_layers: u16,
+    /// `generate` or `choice-loglik` (a [`RewardMode`](crate::RewardMode) as text).
     pub reward_mode: String,
+    /// Whether the full model (every layer once, in order) answers correctly.
     pub original_correct: bool,
+    /// Whether any path the search judged, the full path included, was good (reward 1).
     pub found: bool,
+    /// Layer indices of the best path in execution order: the shortest good path (ties: fewer
+    /// distinct layers, then first found), or the full path when none was found.
     pub best_path: Vec<u16>,
     /// Per layer: 0 skip, 1 execute, 2 repeat (length L).
     pub best_decisions: Vec<u8>,
+    /// Number of distinct layers `best_path` executes.
     pub distinct_layers: u16,
+    /// Every good path (reward 1) as layer indices, in the order first judged.
     pub good_paths: Vec<Vec<u16>>,
     /// choice-loglik: each good path's gold margin (gold choice's score minus the best other's),
     /// aligned with `good_paths`; empty when the reward has no margin (generate, schema 1).
     #[serde(default)]
     pub good_margins: Vec<f64>,
-    /// choice-loglik: the full path's gold margin.
+    /// choice-loglik: the full path's gold margin (> 0 iff it is right); `None` for generate
+    /// and schema 1.
     #[serde(default)]
     pub original_margin: Option<f64>,
-    /// generate mode: the response under the best path.
+    /// generate mode: the response under the best path; `None` for choice-loglik.
     pub best_response: Option<String>,
+    /// Simulations run (under the probe strategy: paths probed).
     pub simulations: u32,
+    /// Distinct paths whose reward was computed, the full path included.
     pub distinct_paths: u32,
+    /// Tokens × layers actually executed by the whole search.
     pub layer_executions: u64,
+    /// Search time of the example, in seconds.
     pub wall_seconds: f64,
     /// The search configuration as JSON.
     pub search_config: String,
+    /// The worker that searched the example.
     pub worker_id: String,
     /// Milliseconds since the Unix epoch, UTC.
     pub timestamp_ms: i64,

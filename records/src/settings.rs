@@ -5,6 +5,8 @@
 /// names another.
 pub const DEFAULT_MODEL: &str = "smollm2-135m-instruct";
 
+/// How the model's answer under a path is judged. Parsed from and shown as `generate` or
+/// `choice-loglik`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum RewardMode {
@@ -40,16 +42,24 @@ impl std::fmt::Display for RewardMode {
 #[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct SearchConfig {
+    /// MCTS simulations per example, each judging at most one new path; the paper's stop rule
+    /// may end the search sooner. Unused by [`Strategy::Probe`].
     pub num_simulations: usize,
+    /// UCB exploration constant: the weight of `sqrt(ln(n) / visits)` in a child's score, `n`
+    /// being the simulation's number (from 1).
     pub exploration: f64,
+    /// Subtracted from a child's UCB score times its path length as a fraction of the model's
+    /// depth (positions / L), so shorter paths score higher.
     pub length_penalty: f64,
+    /// Probability (0–1), at each step down the tree, of picking a child uniformly at random
+    /// instead of by UCB score.
     pub random_prob: f64,
     /// Longest path allowed, as a multiple of the model's depth.
     pub max_len_factor: usize,
     /// Seeds the shuffling of untried actions and the random selections. Each example's search
-    /// draws from its own stream, derived from this seed and the example's id
-    /// ([`Mcts::for_example`]): examples explore in different orders (as the paper's sequential
-    /// run over one seeded RNG does), and an example's search is the same on any worker.
+    /// draws from its own stream, derived from this seed and the example's id (drllm-core's
+    /// `Mcts::for_example`): examples explore in different orders (as the paper's sequential run
+    /// over one seeded RNG does), and an example's search is the same on any worker.
     pub seed: u64,
     /// When a path counts as good (the paper: the answer is correct).
     pub success: SuccessRule,

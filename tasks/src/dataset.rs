@@ -18,20 +18,25 @@ pub enum AnswerKind {
     Math,
 }
 
+/// One task example: the question, its choices if any, the gold answer and how it is graded.
 #[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct Example {
     /// Stable id: dataset family + source id, e.g. `arc_easy/Mercury_7220990`.
     pub id: String,
     /// Dataset name as requested (`arc_easy`, `dart-3`, `jsonl:questions`).
     pub dataset: String,
+    /// Split as requested (`train`, `dev`, `test`, …; `all` for [`load_jsonl`]).
     pub split: String,
+    /// The question as the dataset gives it (ARC `question.stem`, MATH `problem`), without the
+    /// choices.
     pub question: String,
     /// Choice texts in order (letters A, B, C, … by position); empty for open answers.
     pub choices: Vec<String>,
     /// Gold answer: a letter for multiple choice, LaTeX for math.
     pub answer: String,
+    /// How the answer is graded.
     pub kind: AnswerKind,
-    /// MATH difficulty level, when known.
+    /// MATH difficulty level, 1–5; `None` for other datasets and for MATH's `Level ?`.
     pub level: Option<u8>,
 }
 
@@ -49,36 +54,63 @@ pub fn letter(i: usize) -> char {
     (b'A' + i as u8) as char
 }
 
+/// A dataset that cannot be loaded, or one invalid line of it. `file` is the user's path, or
+/// `data/…` for an embedded file; `line` counts from 1.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum DataError {
+    /// A field of a line is missing, empty, or has the wrong type or value.
     #[error("{file}:{line}: field `{field}`: {reason}")]
     Invalid {
+        /// The file.
         file: String,
+        /// The line, from 1.
         line: usize,
+        /// The field's path, e.g. `question.choices[2].text`.
         field: String,
+        /// What is wrong with the field.
         reason: String,
     },
+    /// A line is not valid JSON.
     #[error("{file}:{line}: not valid JSON: {reason}")]
     Json {
+        /// The file.
         file: String,
+        /// The line, from 1.
         line: usize,
+        /// The JSON parser's message.
         reason: String,
     },
+    /// A line repeats the example id of an earlier valid line.
     #[error("{file}:{line}: duplicate id `{id}` (first on line {first})")]
     Duplicate {
+        /// The file.
         file: String,
+        /// The repeating line, from 1.
         line: usize,
+        /// The example id, with its dataset prefix.
         id: String,
+        /// The line the id first appeared on.
         first: usize,
     },
+    /// A user file cannot be read.
     #[error("cannot read {file}: {reason}")]
-    Io { file: String, reason: String },
+    Io {
+        /// The file.
+        file: String,
+        /// The I/O error's message.
+        reason: String,
+    },
+    /// A name that is neither a known dataset nor a JSONL path.
     #[error("unknown dataset `{0}`: use arc_easy, arc_challenge, dart, dart-1 … dart-5, or a path to a .jsonl file")]
     UnknownDataset(String),
+    /// The dataset has no such split.
     #[error("dataset `{dataset}` has no split `{split}` (splits: {available})")]
     UnknownSplit {
+        /// The dataset's name.
         dataset: String,
+        /// The split asked for.
         split: String,
+        /// The splits it has, comma-separated.
         available: String,
     },
 }
@@ -86,9 +118,12 @@ pub enum DataError {
 /// A dataset name as users write it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum DatasetSpec {
+    /// ARC-Easy (`arc_easy`), embedded; splits `train`, `dev` (or `validation`), `test`.
     ArcEasy,
+    /// ARC-Challenge (`arc_challenge`), embedded; splits `train`, `dev` (or `validation`), `test`.
     ArcChallenge,
-    /// MATH problems; `None` = all levels.
+    /// MATH problems (`dart`, or `dart-1` … `dart-5` for one level), embedded; splits `train`,
+    /// `validation` (or `test`). `None` = all levels.
     Dart(Option<u8>),
     /// A user JSONL file.
     Jsonl(PathBuf),
@@ -137,7 +172,9 @@ impl DatasetSpec {
 /// Examples loaded, and the invalid lines skipped on request.
 #[derive(Debug, Clone, Default)]
 pub struct LoadReport {
+    /// The valid examples in file order: of the requested level only, at most `limit`.
     pub examples: Vec<Example>,
+    /// The invalid lines skipped instead of failing the load, in file order.
     pub skipped: Vec<DataError>,
 }
 

@@ -2,6 +2,8 @@
 //! what the model sees (prompts), and whether its answer is right (the letter and MATH graders).
 //! No model code: the reward that runs a model on a prompt lives in drllm-core.
 
+#![warn(missing_docs)]
+
 pub mod dataset;
 pub mod letter;
 pub mod math;

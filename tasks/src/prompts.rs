@@ -3,15 +3,21 @@
 
 use super::dataset::{letter, AnswerKind, Example};
 
-/// Greedy token budgets of the paper's generation.
+/// Greedy token budget of the paper's generation for multiple choice, instruct prompts.
 pub const MAX_NEW_TOKENS_ARC_INSTRUCT: usize = 10;
+/// Greedy token budget of the paper's generation for multiple choice, base prompts.
 pub const MAX_NEW_TOKENS_ARC_BASE: usize = 2;
+/// Greedy token budget of the paper's generation for MATH, either prompt style.
 pub const MAX_NEW_TOKENS_MATH: usize = 15;
 
 /// Whether the model gets chat-templated instruct prompts or the base-model prompts.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum PromptStyle {
+    /// Instructions on the answer's format; `generate` puts the prompt through the model's chat
+    /// template.
     Instruct,
+    /// Plain text that ends where the answer begins (MATH: two worked examples, then an open
+    /// `\boxed{`).
     Base,
 }
 
@@ -19,8 +25,12 @@ pub enum PromptStyle {
 /// grader puts before the model's output (the base math prompt leaves `\boxed{` open).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct GenPrompt {
+    /// The prompt, before any chat template.
     pub text: String,
+    /// Most tokens to generate.
     pub max_new_tokens: usize,
+    /// Text put before the model's output when grading: `\boxed{` for base MATH prompts, else
+    /// empty.
     pub output_prefix: &'static str,
 }
 
