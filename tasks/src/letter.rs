@@ -3,11 +3,7 @@
 //! matcher rather than a regex so that the same code also answers "can any continuation of this
 //! partial output still change the verdict?" — the exact early-stop test of generation.
 
-/// Python's `str.isspace` (what `strip()` and `\s` use in the paper's code): Unicode whitespace
-/// plus the ASCII separators U+001C–U+001F.
-fn py_space(c: char) -> bool {
-    c.is_whitespace() || ('\u{1c}'..='\u{1f}').contains(&c)
-}
+use crate::py::py_isspace as py_space;
 
 const ANSWER: &str = "Answer:";
 

@@ -7,9 +7,7 @@
 pub mod dataset;
 pub mod letter;
 pub mod math;
-mod math_eval;
-mod math_expr;
-mod math_latex;
 pub mod prompts;
+mod py;
 
 pub use dataset::{load_dataset, AnswerKind, DataError, DatasetSpec, Example, LoadReport};

@@ -4,7 +4,7 @@
 //! tokenization (`007` is `00` then `7`, `2j` is imaginary, `1_000` is a number), `^` as `**`,
 //! juxtaposition as `*` (`2x`, `x(1)`, `(a)(b)`), multi-letter names split into one symbol per
 //! letter (`sqrt2` is `s*q*r*t*2`), `pi`, `oo`, `sqrt` and `ln` from sympy's namespace. The other
-//! half, `math_eval`, decides whether the difference simplifies to zero.
+//! half, [`super::eval`], decides whether the difference simplifies to zero.
 //!
 //! Known differences: with symbols or irrationals, floats that differ from the exact value only
 //! by float rounding (`0.1x+0.2x` against `0.3x`, 16-digit decimals) count as equal here, not in
@@ -12,8 +12,8 @@
 //! `x!` only works on small non-negative integers; sympy functions other than `sqrt` and `ln`
 //! (`re`, `frac`, ...) and repeated decimals are unparsable (not equal).
 
-use super::math::{py_digit, py_isalpha};
-use super::math_eval::{simplifies_to_zero, C};
+use super::eval::{simplifies_to_zero, C};
+use crate::py::{py_digit, py_isalpha};
 
 #[rustfmt::skip]
 const PYTHON_KEYWORDS: &[&str] = &[

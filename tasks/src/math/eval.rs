@@ -1,10 +1,10 @@
-//! The "simplifies to zero" half of the sympy emulation (see `math_expr` for the parsing half):
+//! The "simplifies to zero" half of the sympy emulation (see [`super::expr`] for the parsing half):
 //! the parsed `(gold)-(pred)` is evaluated in complex arithmetic at several fixed pseudo-random
 //! points for its symbols (sympy's symbols are complex, so `sqrt(x^2)` is not `x`), and called
 //! zero when every evaluation vanishes within its running bound on rounding errors. Where floats
 //! are involved, sympy's number semantics decide instead: see [`simplifies_to_zero`].
 
-use super::math_expr::{contains_float, symbols, Ast, Func, Konst};
+use super::expr::{contains_float, symbols, Ast, Func, Konst};
 
 /// Unit roundoff of f64, and how far beyond the running error bound a zero may land.
 const EPS: f64 = f64::EPSILON / 2.0;
