@@ -69,10 +69,7 @@ impl Faults {
 
     /// One line per failing component, `component: what`.
     pub fn problems(&self) -> Vec<String> {
-        self.problems_mut()
-            .iter()
-            .map(|(c, w)| format!("{c}: {w}"))
-            .collect()
+        lines(&self.problems_mut())
     }
 
     /// Resolves with the reason once a fatal error is reported.
@@ -92,11 +89,14 @@ impl Faults {
     }
 }
 
+/// `component: what` per problem.
+fn lines(p: &BTreeMap<&'static str, String>) -> Vec<String> {
+    p.iter().map(|(c, w)| format!("{c}: {w}")).collect()
+}
+
+/// The problems on one line, for `/readyz`.
 fn summary(p: &BTreeMap<&'static str, String>) -> String {
-    p.iter()
-        .map(|(c, w)| format!("{c}: {w}"))
-        .collect::<Vec<_>>()
-        .join("; ")
+    lines(p).join("; ")
 }
 
 #[cfg(test)]

@@ -71,8 +71,9 @@ pub fn recover(state: &State, dir: &Path) -> Result<Vec<PathBuf>, StateError> {
 pub enum FlushError {
     /// The part file could not be written; its results are queued again. Worth retrying.
     Write(String),
-    /// The state could not record the commit: fatal.
-    State(StateError),
+    /// Not worth retrying: the state could not record the commit, or the part writer panicked
+    /// (its batch is gone from memory; it is still in sled for a restart).
+    Fatal(StateError),
 }
 
 /// Writes one part from up to `max` uncommitted results; returns how many it committed.
@@ -86,7 +87,7 @@ pub async fn flush_once(
     if batch.keys.is_empty() {
         return Ok(0);
     }
-    let name = part_name(state.next_part().map_err(FlushError::State)?);
+    let name = part_name(state.next_part().map_err(FlushError::Fatal)?);
     let path = dir.join(&name);
     let cfg = search_config.to_string();
     let (batch, written) = tokio::task::spawn_blocking(move || {
@@ -94,7 +95,7 @@ pub async fn flush_once(
         (batch, r)
     })
     .await
-    .map_err(|e| FlushError::Write(format!("the part writer panicked: {e}")))?;
+    .map_err(|e| FlushError::Fatal(out_err(dir, format!("the part writer panicked: {e}"))))?;
     if let Err(e) = written {
         state.queue_again(batch);
         return Err(FlushError::Write(format!("writing {name}: {e}")));
@@ -102,7 +103,7 @@ pub async fn flush_once(
     state
         .commit_part(&name, &batch)
         .await
-        .map_err(FlushError::State)?;
+        .map_err(FlushError::Fatal)?;
     tracing::info!(part = %name, records = batch.keys.len(), "committed part");
     Ok(batch.keys.len())
 }
@@ -182,7 +183,7 @@ pub async fn run(
                     "{e}; {left} results stay in the state and are written when the coordinator is restarted with the same --state"
                 ));
             }
-            Err(FlushError::State(e)) => return Err(e.to_string()),
+            Err(FlushError::Fatal(e)) => return Err(e.to_string()),
         }
     }
 }
@@ -203,7 +204,7 @@ fn settle(
             }
             return Ok(None);
         }
-        Err(FlushError::State(e)) => {
+        Err(FlushError::Fatal(e)) => {
             let reason = e.to_string();
             faults.fatal("sink", reason.clone());
             return Err(reason);

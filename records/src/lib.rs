@@ -28,9 +28,12 @@ pub enum RecordError {
         /// The I/O error.
         source: std::io::Error,
     },
-    /// Records that cannot be built, written or understood; the message names the file.
+    /// Records that cannot be built or written; the message names the file.
     #[error("writing output: {0}")]
     Output(String),
+    /// A file that is not a readable records file; the message names the file and what is wrong.
+    #[error("reading records: {0}")]
+    Invalid(String),
 }
 
 impl RecordError {

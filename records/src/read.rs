@@ -39,7 +39,7 @@ pub fn read_records(path: &Path) -> Result<Vec<SearchRecord>> {
 }
 
 fn read_file(path: &Path) -> Result<Vec<SearchRecord>> {
-    let bad = |what: String| Error::Output(format!("{}: {what}", path.display()));
+    let bad = |what: String| Error::Invalid(format!("{}: {what}", path.display()));
     let file = File::open(path).map_err(|e| Error::io(path, e))?;
     let builder = ParquetRecordBatchReaderBuilder::try_new(file).map_err(|e| bad(e.to_string()))?;
     let version = builder

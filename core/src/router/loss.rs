@@ -105,6 +105,12 @@ mod tests {
     use super::*;
     use candle_core::{Device, Var};
 
+    /// candle autograd's gradient of `loss` with respect to `x`, flattened.
+    pub(super) fn autograd(loss: &Tensor, x: &Tensor) -> Vec<f32> {
+        let g = loss.backward().unwrap();
+        g.get(x).unwrap().flatten_all().unwrap().to_vec1().unwrap()
+    }
+
     #[test]
     fn class_weights_follow_the_effective_number_formula() {
         let w = class_weights(&[10, 1000, 0], 0.999);
@@ -138,14 +144,7 @@ mod tests {
         let got = loss.to_scalar::<f32>().unwrap() as f64;
         assert!((got - want).abs() < 1e-6, "loss {got} vs {want}");
         // dL/dz_j = α [γ p (1−p)^{γ−1} log p − (1−p)^γ] (δ_jy − p_j)
-        let g = loss.backward().unwrap();
-        let grad: Vec<f32> = g
-            .get(&logits)
-            .unwrap()
-            .flatten_all()
-            .unwrap()
-            .to_vec1()
-            .unwrap();
+        let grad = autograd(&loss, &logits);
         let k = al * (gamma * py * (1.0 - py).powf(gamma - 1.0) * py.ln() - (1.0 - py).powf(gamma));
         for j in 0..3 {
             let want = k * ((j == y) as u8 as f64 - p[j]);
@@ -171,6 +170,7 @@ mod tests {
 
 #[cfg(test)]
 mod soft_tests {
+    use super::tests::autograd;
     use super::*;
     use candle_core::{Device, Var};
 
@@ -198,14 +198,7 @@ mod soft_tests {
                 (al - loss).abs() < 1e-5,
                 "γ {gamma}: loss {loss} vs autograd {al}"
             );
-            let g = auto.backward().unwrap();
-            let ag: Vec<f32> = g
-                .get(&logits)
-                .unwrap()
-                .flatten_all()
-                .unwrap()
-                .to_vec1()
-                .unwrap();
+            let ag = autograd(&auto, &logits);
             for (i, (x, y)) in grad.iter().zip(&ag).enumerate() {
                 assert!(
                     (x - y).abs() < 1e-5,
