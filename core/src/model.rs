@@ -11,6 +11,7 @@ use candle_nn::ops::rms_norm;
 use crate::cache::{KvSlot, PathCache};
 use crate::config::ModelConfig;
 use crate::error::{Error, Result};
+use crate::exec::{Route, Rows};
 use crate::layer::{DecoderLayer, Segments};
 use crate::linear::{KernelPolicy, Linear};
 use crate::path::{LayerPath, PathError};
@@ -295,24 +296,10 @@ impl Model {
         cache: &mut PathCache,
         start: usize,
     ) -> Result<Tensor> {
-        if path.num_layers() != self.cfg.num_layers {
-            // Revalidate against this model (a path built for another model).
-            LayerPath::new(path.layers().to_vec(), self.cfg.num_layers)?;
-        }
-        if cache.path() != path {
-            return Err(Error::CachePathMismatch {
-                cache_path: cache.path().to_string(),
-                call_path: path.to_string(),
-            });
-        }
-        self.check_span(start, ids.len())?;
-        cache.rewind_to(start)?;
-        let rope = self.rope(start, ids.len())?;
-        let mut x = self.embed(ids)?;
-        for (pos, &layer) in path.layers().iter().enumerate() {
-            x = self.run_layer(layer as usize, &x, &rope, cache.slot_mut(pos))?;
-        }
-        cache.set_len(start + ids.len());
-        Ok(x)
+        let rows = Rows::Cached { cache, start };
+        let route = Route::Path { path, from: 0 };
+        Ok(self
+            .run_path(self.embed(ids)?, rows, route, |_, _, _| ())?
+            .hidden)
     }
 }

@@ -1,7 +1,7 @@
 //! Dr.LLM's per-layer routers (DESIGN.md "Routers"): router `i` reads the hidden state entering
 //! layer `i`, averaged over windows of the prompt, and decides skip (0), execute (1) or repeat (2).
 //! This module holds what the trainer and the evaluator share: walking the layers with one
-//! decision per layer ([`walk`]), the window means, the router network and its checkpoint, the
+//! decision per layer (teacher-forced, [`teacher_forced_inputs`]; routed, [`evaluate_routed`]), the window means, the router network and its checkpoint, the
 //! focal loss and the classification metrics.
 
 mod checkpoint;
@@ -23,7 +23,8 @@ pub use net::{argmax3, argmax_last, Budget, Routers, HIDDEN};
 pub use routed::evaluate_routed;
 pub use step::Step;
 
-use crate::{KvSlot, Model, Result};
+use crate::exec::{Route, Rows};
+use crate::{Model, Result};
 
 /// Decisions, as the records' `best_decisions` and the router classes number them.
 pub const SKIP: u8 = 0;
@@ -47,43 +48,9 @@ pub fn window_means(x: &Tensor, windows: usize) -> Result<Tensor> {
         .mean(1)?)
 }
 
-/// Runs hidden state `x` through `num_layers` layers one decision at a time: before layer `i`,
-/// `decide(i, x)` says how often to run it (0, 1 or 2) and `run(i, x)` runs it. Returns the
-/// decisions (the path's per-layer counts) and the final state. Teacher forcing answers with the
-/// target's decisions; routed inference with a router's.
-pub fn walk_layers(
-    num_layers: usize,
-    mut x: Tensor,
-    mut decide: impl FnMut(usize, &Tensor) -> Result<u8>,
-    mut run: impl FnMut(usize, &Tensor) -> Result<Tensor>,
-) -> Result<(Vec<u8>, Tensor)> {
-    let mut decisions = Vec::with_capacity(num_layers);
-    for layer in 0..num_layers {
-        let d = decide(layer, &x)?.min(REPEAT);
-        for _ in 0..d {
-            x = run(layer, &x)?;
-        }
-        decisions.push(d);
-    }
-    Ok((decisions, x))
-}
-
-/// [`walk_layers`] over the prompt `ids` alone (`x` is `[T, d]`).
-pub fn walk(
-    model: &Model,
-    ids: &[u32],
-    decide: impl FnMut(usize, &Tensor) -> Result<u8>,
-) -> Result<(Vec<u8>, Tensor)> {
-    model.check_span(0, ids.len())?;
-    let rope = model.rope(0, ids.len())?;
-    walk_layers(model.num_layers(), model.embed(ids)?, decide, |layer, x| {
-        model.run_layer(layer, x, &rope, &mut KvSlot::new())
-    })
-}
-
-/// The router inputs of a teacher-forced pass along `target` (per-layer decisions): for each
-/// layer, the window means of the state entering it, `[L, windows, d]` with rows past the
-/// prompt's window count zero, and that count.
+/// The router inputs of a teacher-forced pass along `target` (per-layer decisions) over the
+/// prompt `ids` alone: for each layer, the window means of the state entering it,
+/// `[L, windows, d]` with rows past the prompt's window count zero, and that count.
 pub fn teacher_forced_inputs(
     model: &Model,
     ids: &[u32],
@@ -91,10 +58,12 @@ pub fn teacher_forced_inputs(
     windows: usize,
 ) -> Result<(Tensor, usize)> {
     let mut means = Vec::with_capacity(target.len());
-    walk(model, ids, |layer, x| {
+    let mut decide = |layer: usize, x: &Tensor| {
         means.push(window_means(x, windows)?);
         Ok(target.get(layer).copied().unwrap_or(EXECUTE))
-    })?;
+    };
+    let route = Route::Decide(&mut decide);
+    model.run_path(model.embed(ids)?, Rows::Uncached, route, |_, _, _| ())?;
     let count = means.first().map_or(0, |m| m.dim(0).unwrap_or(0));
     let means = Tensor::stack(&means, 0)?;
     let means = if count < windows {

@@ -6,7 +6,7 @@
 
 use candle_core::Tensor;
 
-use super::walk_layers;
+use crate::exec::Route;
 use crate::tasks::reward::{finish, prepare, Outcome, RewardOptions};
 use crate::tasks::Example;
 use crate::{LayerPath, LoadedModel, Result};
@@ -19,23 +19,12 @@ pub fn evaluate_routed(
     opts: &RewardOptions,
     mut decide: impl FnMut(usize, &Tensor) -> Result<u8>,
 ) -> Result<(Outcome, LayerPath)> {
-    let model = &lm.model;
     let prep = prepare(lm, ex, opts)?;
     let t = prep.prompt_ids.len();
-    let segs = prep.segments();
-    let rope = model.rope_segments(segs)?;
-    let mut slots = Vec::with_capacity(model.num_layers());
-    let (counts, x) = walk_layers(
-        model.num_layers(),
-        prep.embed(lm)?,
-        |layer, x| decide(layer, &x.narrow(0, 0, t)?),
-        |layer, x| {
-            let (y, slot) = model.run_layer_fused(layer, x, &rope, segs)?;
-            slots.push(slot);
-            Ok(y)
-        },
-    )?;
-    let path = LayerPath::from_counts(&counts)?;
-    let o = finish(lm, ex, &prep, opts, &path, &x, slots, &mut 0)?;
-    Ok((o, path))
+    let mut slots = Vec::with_capacity(lm.model.num_layers());
+    let mut decide_prompt = |layer: usize, x: &Tensor| decide(layer, &x.narrow(0, 0, t)?);
+    let route = Route::Decide(&mut decide_prompt);
+    let pass = (lm.model).run_path(prep.embed(lm)?, prep.rows(&mut slots), route, |_, _, _| ())?;
+    let o = finish(lm, ex, &prep, opts, &pass.path, &pass.hidden, slots, &mut 0)?;
+    Ok((o, pass.path))
 }

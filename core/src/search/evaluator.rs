@@ -11,9 +11,10 @@ use candle_core::Tensor;
 
 use crate::cache::KvSlot;
 use crate::error::Result;
+use crate::exec::Route;
 use crate::loader::LoadedModel;
 use crate::path::LayerPath;
-use crate::tasks::reward::{finish, prepare, run_positions, Outcome, Prepared, RewardOptions};
+use crate::tasks::reward::{finish, prepare, Outcome, Prepared, RewardOptions};
 use crate::tasks::Example;
 
 /// Work done by an evaluator.
@@ -92,19 +93,15 @@ impl<'a> PathEvaluator<'a> {
         };
         let mut fresh = Vec::new();
         let caching = self.prefixes.is_some();
-        let x = run_positions(
-            self.lm,
-            &self.prep,
-            path,
-            from,
-            x,
-            &mut slots,
-            |pos, y, s| {
+        let rows = self.prep.rows(&mut slots);
+        let route = Route::Path { path, from };
+        let x = (self.lm.model)
+            .run_path(x, rows, route, |pos, y, s| {
                 if caching {
                     fresh.push((pos, y.clone(), s.clone()));
                 }
-            },
-        )?;
+            })?
+            .hidden;
         for (pos, y, slot) in fresh {
             self.remember(&layers[..=pos], y, slot);
         }

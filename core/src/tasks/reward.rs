@@ -10,6 +10,7 @@ use super::prompts::{self, PromptStyle};
 use super::{letter, math};
 use crate::cache::{KvSlot, PathCache};
 use crate::error::{Error, Result};
+use crate::exec::{Route, Rows};
 use crate::generate::{greedy_continue, StopReason};
 use crate::layer::Segments;
 use crate::loader::LoadedModel;
@@ -136,43 +137,12 @@ pub fn evaluate(
 ) -> Result<Outcome> {
     let prep = prepare(lm, ex, opts)?;
     let mut slots = Vec::with_capacity(path.len());
-    let x = run_positions(
-        lm,
-        &prep,
-        path,
-        0,
-        prep.embed(lm)?,
-        &mut slots,
-        |_, _, _| (),
-    )?;
-    finish(lm, ex, &prep, opts, path, &x, slots, &mut 0)
-}
-
-/// Runs the example's rows ([`Prepared::segments`]) through path positions `from ..`, starting
-/// from `x`, their hidden state after `path[..from]`. Pushes each position's keys and values onto
-/// `slots` and shows every new state to `step` (position, hidden rows, slot), e.g. to cache it.
-/// Returns the hidden rows after the whole path.
-pub fn run_positions(
-    lm: &LoadedModel,
-    prep: &Prepared,
-    path: &LayerPath,
-    from: usize,
-    mut x: Tensor,
-    slots: &mut Vec<KvSlot>,
-    mut step: impl FnMut(usize, &Tensor, &KvSlot),
-) -> Result<Tensor> {
-    let model = &lm.model;
-    if path.num_layers() != model.num_layers() {
-        LayerPath::new(path.layers().to_vec(), model.num_layers())?;
-    }
-    let rope = model.rope_segments(&prep.segs)?;
-    for (pos, &layer) in path.layers().iter().enumerate().skip(from) {
-        let (y, slot) = model.run_layer_fused(layer as usize, &x, &rope, &prep.segs)?;
-        step(pos, &y, &slot);
-        slots.push(slot);
-        x = y;
-    }
-    Ok(x)
+    let rows = prep.rows(&mut slots);
+    let route = Route::Path { path, from: 0 };
+    let pass = lm
+        .model
+        .run_path(prep.embed(lm)?, rows, route, |_, _, _| ())?;
+    finish(lm, ex, &prep, opts, path, &pass.hidden, slots, &mut 0)
 }
 
 /// Completes an evaluation from the hidden rows after the whole path (`x`) and the path's
@@ -351,6 +321,15 @@ impl Prepared {
     /// Embeddings of those rows.
     pub fn embed(&self, lm: &LoadedModel) -> Result<Tensor> {
         lm.model.embed(&self.rows)
+    }
+
+    /// Those rows for [`crate::Model::run_path`], each path position's keys and values pushed
+    /// onto `slots`.
+    pub fn rows<'a>(&'a self, slots: &'a mut Vec<KvSlot>) -> Rows<'a> {
+        Rows::Fused {
+            segs: &self.segs,
+            slots,
+        }
     }
 }
 

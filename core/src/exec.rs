@@ -1,0 +1,196 @@
+//! The path executor: the one loop that runs hidden states along a layer path. A full forward
+//! with a KV cache, the search's prefix reuse, the trainer's teacher-forced pass and routed
+//! inference differ only in which rows run, where their keys and values go and who picks the
+//! layers; those are the arguments here, and the loop over path positions, the path check and
+//! the RoPE tables live in this file once.
+
+use candle_core::Tensor;
+
+use crate::cache::{KvSlot, PathCache};
+use crate::error::{Error, Result};
+use crate::layer::Segments;
+use crate::model::Model;
+use crate::path::{LayerPath, PathError};
+
+/// Who picks the layers of a pass.
+pub enum Route<'a> {
+    /// A fixed path, run from position `from` on; the state passed in is the one after
+    /// `path[..from]` (0: the embeddings).
+    Path { path: &'a LayerPath, from: usize },
+    /// Before layer `i`, `decide(i, state)` says how often to run it: 0 (skip), 1 (execute) or
+    /// 2 (repeat). The state is every row's; routed inference reads the prompt rows of it.
+    Decide(&'a mut dyn FnMut(usize, &Tensor) -> Result<u8>),
+}
+
+/// The rows a pass runs and where their keys and values go.
+pub enum Rows<'a> {
+    /// One sequence at positions `start ..`, its keys and values appended to `cache` (which must
+    /// be built for the route's path; a `start` below its length rewinds it first).
+    Cached {
+        cache: &'a mut PathCache,
+        start: usize,
+    },
+    /// One sequence at positions `0 ..`; keys and values are dropped after each layer.
+    Uncached,
+    /// A context and its continuations as fused rows ([`Segments`]); each path position's keys
+    /// and values are pushed onto `slots`.
+    Fused {
+        segs: &'a Segments,
+        slots: &'a mut Vec<KvSlot>,
+    },
+}
+
+/// What a pass leaves: the hidden rows after the last path position (before the final norm)
+/// and the path it ran.
+#[derive(Debug, Clone)]
+pub struct Pass {
+    pub hidden: Tensor,
+    pub path: LayerPath,
+}
+
+impl Model {
+    /// Runs `x` (`[rows, hidden]`) along `route`. After every path position, `visit(position,
+    /// state, keys and values of that position)` sees the new state (the search caches prefixes
+    /// with it).
+    pub fn run_path(
+        &self,
+        x: Tensor,
+        rows: Rows<'_>,
+        route: Route<'_>,
+        mut visit: impl FnMut(usize, &Tensor, &KvSlot),
+    ) -> Result<Pass> {
+        let n = x.dim(0)?;
+        let (mut exec, from) = Executor::new(self, rows, &route, n)?;
+        let mut x = x;
+        let path = match route {
+            Route::Path { path, from: _ } => {
+                for (pos, &layer) in path.layers().iter().enumerate().skip(from) {
+                    x = exec.step(pos, layer as usize, &x, &mut visit)?;
+                }
+                path.clone()
+            }
+            Route::Decide(decide) => {
+                let mut counts = Vec::with_capacity(self.num_layers());
+                let mut pos = 0;
+                for layer in 0..self.num_layers() {
+                    let count = decide(layer, &x)?;
+                    if count > 2 {
+                        return Err(PathError::BadCount { layer, count }.into());
+                    }
+                    for _ in 0..count {
+                        x = exec.step(pos, layer, &x, &mut visit)?;
+                        pos += 1;
+                    }
+                    counts.push(count);
+                }
+                LayerPath::from_counts(&counts)?
+            }
+        };
+        exec.finish(n);
+        Ok(Pass { hidden: x, path })
+    }
+
+    /// Checks a path built elsewhere against this model: the path check every pass goes through.
+    pub fn check_path(&self, path: &LayerPath) -> Result<()> {
+        if path.num_layers() != self.num_layers() {
+            LayerPath::new(path.layers().to_vec(), self.num_layers())?;
+        }
+        Ok(())
+    }
+}
+
+/// One pass's per-position work: the RoPE tables, the kind of rows and their key/value home.
+struct Executor<'m, 'a> {
+    model: &'m Model,
+    rope: crate::rope::Rope,
+    rows: Rows<'a>,
+    start: usize,
+}
+
+impl<'m, 'a> Executor<'m, 'a> {
+    /// Validates the route against the model and the rows; returns the executor and the first
+    /// path position to run.
+    fn new(model: &'m Model, rows: Rows<'a>, route: &Route<'_>, n: usize) -> Result<(Self, usize)> {
+        let from = match route {
+            Route::Path { path, from } => {
+                model.check_path(path)?;
+                *from
+            }
+            Route::Decide(_) => 0,
+        };
+        let (rope, start) = match &rows {
+            Rows::Cached { cache, start } => {
+                match route {
+                    Route::Path { path, .. } if cache.path() == *path => {}
+                    Route::Path { path, .. } => {
+                        return Err(Error::CachePathMismatch {
+                            cache_path: cache.path().to_string(),
+                            call_path: path.to_string(),
+                        })
+                    }
+                    Route::Decide(_) => {
+                        return Err(Error::CachePathMismatch {
+                            cache_path: cache.path().to_string(),
+                            call_path: "(decided layer by layer)".into(),
+                        })
+                    }
+                }
+                model.check_span(*start, n)?;
+                (model.rope(*start, n)?, *start)
+            }
+            Rows::Uncached => {
+                model.check_span(0, n)?;
+                (model.rope(0, n)?, 0)
+            }
+            Rows::Fused { segs, .. } => (model.rope_segments(segs)?, 0),
+        };
+        let mut exec = Self {
+            model,
+            rope,
+            rows,
+            start,
+        };
+        if let Rows::Cached { cache, start } = &mut exec.rows {
+            cache.rewind_to(*start)?;
+        }
+        Ok((exec, from))
+    }
+
+    /// Runs `layer` at path position `pos` on `x`.
+    fn step(
+        &mut self,
+        pos: usize,
+        layer: usize,
+        x: &Tensor,
+        visit: &mut impl FnMut(usize, &Tensor, &KvSlot),
+    ) -> Result<Tensor> {
+        let (model, rope) = (self.model, &self.rope);
+        match &mut self.rows {
+            Rows::Cached { cache, .. } => {
+                let slot = cache.slot_mut(pos);
+                let y = model.run_layer(layer, x, rope, slot)?;
+                visit(pos, &y, slot);
+                Ok(y)
+            }
+            Rows::Uncached => {
+                let mut slot = KvSlot::new();
+                let y = model.run_layer(layer, x, rope, &mut slot)?;
+                visit(pos, &y, &slot);
+                Ok(y)
+            }
+            Rows::Fused { segs, slots } => {
+                let (y, slot) = model.run_layer_fused(layer, x, rope, segs)?;
+                visit(pos, &y, &slot);
+                slots.push(slot);
+                Ok(y)
+            }
+        }
+    }
+
+    /// Marks a cached sequence as extended by the `n` rows the pass ran.
+    fn finish(self, n: usize) {
+        if let Rows::Cached { cache, .. } = self.rows {
+            cache.set_len(self.start + n);
+        }
+    }
+}
