@@ -24,6 +24,7 @@ COLUMNS = {
     "layer_executions": pa.uint64(), "wall_seconds": pa.float64(), "search_config": pa.string(),
     "worker_id": pa.string(), "timestamp": pa.timestamp("ms", tz="UTC"),
     "good_margins": pa.list_(pa.float64()), "original_margin": pa.float64(),
+    "prompt_style": pa.string(), "early_stop": pa.bool_(), "length_normalized": pa.bool_(),
 }
 
 
@@ -40,9 +41,12 @@ def main():
     a = ap.parse_args()
     table = pq.read_table(a.file)
     meta = pq.read_metadata(a.file).metadata
-    if meta.get(b"drllm.schema_version") != b"2":
+    if meta.get(b"drllm.schema_version") != b"3":
         fail(f"schema version {meta.get(b'drllm.schema_version')!r}")
     cfg = json.loads(meta[b"drllm.search_config"])
+    run = json.loads(meta[b"drllm.run_settings"])
+    if run["search"] != cfg:
+        fail(f"run_settings {run} disagree with search_config {cfg}")
     if a.expect_simulations is not None and cfg["num_simulations"] != a.expect_simulations:
         fail(f"search_config {cfg}")
     for name, typ in COLUMNS.items():
@@ -77,6 +81,11 @@ def main():
             fail(f"{r['example_id']}: simulations or fingerprint")
         if json.loads(r["search_config"]) != cfg:
             fail(f"{r['example_id']}: row config differs from file config")
+        reward = run["reward"]
+        row = {"mode": r["reward_mode"], "style": r["prompt_style"], "early_stop": r["early_stop"],
+               "length_normalized": r["length_normalized"]}
+        if row != reward or row["style"] not in ("instruct", "base"):
+            fail(f"{r['example_id']}: row reward settings {row} vs file {reward}")
     print(f"ok: {table.num_rows} rows, {len(COLUMNS)} columns")
 
 

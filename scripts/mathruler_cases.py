@@ -9,8 +9,8 @@ Generated with mathruler 0.1.0 (PyPI), run on Python 3.11 with sympy 1.14.0 and 
     /tmp/mathruler-venv/bin/python scripts/mathruler_cases.py
 
 Writes, relative to the repository root:
-  core/tests/data/mathruler_cases.jsonl  {"pred", "gold", "correct"}: correct = grade_answer(pred, gold)
-  core/tests/data/boxed_cases.jsonl      {"text", "boxed"}: boxed = extract_boxed_content(text)
+  tasks/tests/data/mathruler_cases.jsonl  {"pred", "gold", "correct"}: correct = grade_answer(pred, gold)
+  tasks/tests/data/boxed_cases.jsonl      {"text", "boxed"}: boxed = extract_boxed_content(text)
 
 The pairs are hand-written edge cases plus variants of real gold answers from
 ../shared/data/math/validation.jsonl (fixed seed, so the output is reproducible).

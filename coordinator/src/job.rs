@@ -4,7 +4,7 @@
 
 use std::path::PathBuf;
 
-use drllm_records::SearchConfig;
+use drllm_records::{PromptStyle, RewardMode, RewardSettings, RunSettings, SearchConfig};
 use drllm_tasks::{load_dataset, DatasetSpec, Example};
 use serde::{Deserialize, Serialize};
 
@@ -50,7 +50,18 @@ pub struct JobSpec {
     pub model_fingerprint: String,
     /// choice-loglik or generate.
     #[serde(default = "default_reward")]
-    pub reward: String,
+    pub reward: RewardMode,
+    /// Prompt style, instruct or base; unset: the model's default (instruct with a chat
+    /// template). The optional reward keys are left out of the job's identity when unset, so
+    /// state folders of jobs written before they existed still resume.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub style: Option<PromptStyle>,
+    /// generate: stop once the verdict is fixed (default true; never changes a verdict).
+    #[serde(default = "yes", skip_serializing_if = "is_true")]
+    pub early_stop: bool,
+    /// choice-loglik: judge by `acc_norm` instead of `acc`.
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub length_normalized: bool,
     #[serde(default)]
     pub search: SearchConfig,
     /// Folder for the Parquet parts.
@@ -71,8 +82,17 @@ pub struct JobSpec {
 fn default_model() -> String {
     drllm_records::settings::DEFAULT_MODEL.into()
 }
-fn default_reward() -> String {
-    "choice-loglik".into()
+fn default_reward() -> RewardMode {
+    RewardMode::ChoiceLoglik
+}
+fn yes() -> bool {
+    true
+}
+fn is_true(b: &bool) -> bool {
+    *b
+}
+fn is_false(b: &bool) -> bool {
+    !*b
 }
 fn default_shard() -> u32 {
     4
@@ -100,9 +120,6 @@ impl JobSpec {
                 "`datasets` is empty: add at least one [[datasets]]".into(),
             ));
         }
-        spec.reward
-            .parse::<drllm_records::RewardMode>()
-            .map_err(|e| parse(format!("`reward`: {e}")))?;
         if spec.shard_size == 0 || spec.lease_ttl_secs == 0 || spec.part_size == 0 {
             return Err(parse(
                 "`shard_size`, `lease_ttl_secs` and `part_size` must be at least 1".into(),
@@ -112,6 +129,19 @@ impl JobSpec {
             return Err(parse("`flush_secs` must be positive".into()));
         }
         Ok(spec)
+    }
+
+    /// The settings every worker searches with and every record carries.
+    pub fn settings(&self) -> RunSettings {
+        RunSettings {
+            reward: RewardSettings {
+                mode: self.reward,
+                style: self.style,
+                early_stop: self.early_stop,
+                length_normalized: self.length_normalized,
+            },
+            search: self.search.clone(),
+        }
     }
 
     /// The job's identity: blake3 of its canonical JSON.

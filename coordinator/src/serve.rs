@@ -144,7 +144,6 @@ fn sink_config(a: &Args, spec: &JobSpec) -> anyhow::Result<SinkConfig> {
         dir: spec.output_dir.clone(),
         part_size: spec.part_size,
         every: Duration::from_secs_f64(spec.flush_secs),
-        search_config: serde_json::to_string(&spec.search)?,
         retry: Retry {
             first_wait: Duration::from_secs(1),
             max_wait: Duration::from_secs(30),
@@ -168,7 +167,8 @@ fn service(
     let c = state.counts();
     let service = Service {
         state: state.clone(),
-        job_json: serde_json::to_string(spec)?,
+        settings: (&spec.settings()).into(),
+        model: spec.model.clone(),
         lease_ttl_ms: spec.lease_ttl_secs * 1000,
         shard_size: spec.shard_size,
         output_dir: spec.output_dir.display().to_string(),

@@ -14,7 +14,10 @@ use crate::state::{now_ms, State, StateError};
 
 pub struct Service {
     pub state: Arc<State>,
-    pub job_json: String,
+    /// The job's run settings as the protocol carries them.
+    pub settings: drllm_proto::v1::RunSettings,
+    /// The model the job names.
+    pub model: String,
     pub lease_ttl_ms: u64,
     pub shard_size: u32,
     pub output_dir: String,
@@ -67,8 +70,9 @@ impl Coordinator for Service {
         self.state.persist().await.map_err(internal)?;
         tracing::info!(worker = %r.worker_id, device = %r.device, version = %r.version, "worker registered");
         Ok(Response::new(RegisterReply {
-            job_json: self.job_json.clone(),
             lease_ttl_ms: self.lease_ttl_ms,
+            settings: Some(self.settings),
+            model: self.model.clone(),
         }))
     }
 

@@ -77,21 +77,15 @@ pub enum FlushError {
 }
 
 /// Writes one part from up to `max` uncommitted results; returns how many it committed.
-pub async fn flush_once(
-    state: &Arc<State>,
-    dir: &Path,
-    max: usize,
-    search_config: &str,
-) -> Result<usize, FlushError> {
+pub async fn flush_once(state: &Arc<State>, dir: &Path, max: usize) -> Result<usize, FlushError> {
     let batch = state.take_uncommitted(max);
     if batch.keys.is_empty() {
         return Ok(0);
     }
     let name = part_name(state.next_part().map_err(FlushError::Fatal)?);
     let path = dir.join(&name);
-    let cfg = search_config.to_string();
     let (batch, written) = tokio::task::spawn_blocking(move || {
-        let r = write_parquet(&path, &batch.records, &cfg);
+        let r = write_parquet(&path, &batch.records);
         (batch, r)
     })
     .await
@@ -125,8 +119,6 @@ pub struct SinkConfig {
     pub part_size: usize,
     /// Write what waits at least this often.
     pub every: Duration,
-    /// The run settings stored in every part.
-    pub search_config: String,
     pub retry: Retry,
 }
 
@@ -167,14 +159,14 @@ pub async fn run(
         let due = waiting >= cfg.part_size
             || (waiting > 0 && (last_ones || last.elapsed() >= cfg.every || failing.is_some()));
         if due {
-            let r = flush_once(&state, &cfg.dir, cfg.part_size, &cfg.search_config).await;
+            let r = flush_once(&state, &cfg.dir, cfg.part_size).await;
             failing = settle(&state, &cfg.retry, failing, r)?;
             last = Instant::now();
         }
     }
     // Stopping: one attempt at everything left (a failure leaves it in sled for the restart).
     loop {
-        match flush_once(&state, &cfg.dir, cfg.part_size, &cfg.search_config).await {
+        match flush_once(&state, &cfg.dir, cfg.part_size).await {
             Ok(0) => return Ok(()),
             Ok(_) => {}
             Err(FlushError::Write(e)) => {

@@ -3,7 +3,7 @@
 
 use anyhow::Context;
 
-use crate::{GgmlDType, LoadOptions, LoadedModel};
+use drllm_engine::{GgmlDType, LoadOptions, LoadedModel};
 
 /// Start-up shared by the binaries: candle's thread count pinned once, logs to stderr
 /// (`RUST_LOG` filters, warnings by default).
@@ -13,7 +13,7 @@ pub fn init() {
 
 /// Like [`init`], with JSON log lines (for log collectors) and another default level.
 pub fn init_with(json: bool, default_filter: &str) {
-    crate::init_cpu_threads();
+    drllm_engine::init_cpu_threads();
     drllm_log::init(json, default_filter);
 }
 
@@ -22,7 +22,7 @@ pub fn init_with(json: bool, default_filter: &str) {
 pub struct ModelArgs {
     /// Model: `smollm2-135m-instruct` (the default, fetched by scripts/fetch-model.sh), a .gguf
     /// file, a Hugging Face model folder, or a Hugging Face id (org/name, needs network).
-    #[arg(long, default_value = crate::DEFAULT_MODEL)]
+    #[arg(long, default_value = drllm_engine::DEFAULT_MODEL)]
     pub model: String,
     /// Quantized copy of the weights used for single-token (decode) matmuls: q8_0, q4_0, q4k,
     /// or none (f32 only).
@@ -35,7 +35,7 @@ pub struct ModelArgs {
     /// Where the model runs: cpu, cuda or cuda:N (CUDA needs a binary built with
     /// `--features cuda`, see deploy/cuda/build.sh).
     #[arg(long, default_value = "cpu", env = "DRLLM_DEVICE")]
-    pub device: crate::DeviceSpec,
+    pub device: drllm_engine::DeviceSpec,
 }
 
 impl ModelArgs {
@@ -49,7 +49,7 @@ impl ModelArgs {
                 ..Default::default()
             }
         };
-        crate::load(&self.model, &opts.on(device))
+        drllm_engine::load(&self.model, &opts.on(device))
             .with_context(|| format!("loading model `{}` on {}", self.model, self.device))
     }
 }
@@ -89,8 +89,8 @@ pub struct TaskArgs {
     #[arg(long, default_value = "choice-loglik")]
     pub reward: crate::tasks::RewardMode,
     /// Prompt style for generate: instruct (chat template) or base; default from the model.
-    #[arg(long, value_parser = ["instruct", "base"])]
-    pub style: Option<String>,
+    #[arg(long)]
+    pub style: Option<crate::tasks::prompts::PromptStyle>,
     /// Generate every token up to the budget even when the verdict is already fixed.
     #[arg(long)]
     pub no_early_stop: bool,
@@ -114,19 +114,22 @@ impl TaskArgs {
         Ok(data.examples)
     }
 
-    /// Reward options for `lm` as the flags ask.
-    pub fn reward_options(&self, lm: &LoadedModel) -> crate::tasks::reward::RewardOptions {
-        use crate::tasks::prompts::PromptStyle;
-        let mut opts = crate::tasks::reward::RewardOptions::for_model(lm, self.reward);
-        opts.early_stop = !self.no_early_stop;
-        if let Some(s) = &self.style {
-            opts.style = if s == "base" {
-                PromptStyle::Base
-            } else {
-                PromptStyle::Instruct
-            };
+    /// The reward settings the flags ask for (an unset style: the model's default).
+    pub fn reward_settings(&self) -> crate::tasks::reward::RewardSettings {
+        crate::tasks::reward::RewardSettings {
+            mode: self.reward,
+            style: self.style,
+            early_stop: !self.no_early_stop,
+            length_normalized: false,
         }
-        opts
+    }
+
+    /// Reward options for `lm` as the flags ask; refused when the model cannot follow them.
+    pub fn reward_options(
+        &self,
+        lm: &LoadedModel,
+    ) -> crate::Result<crate::tasks::reward::RewardOptions> {
+        crate::tasks::reward::RewardOptions::resolve(lm, &self.reward_settings())
     }
 }
 

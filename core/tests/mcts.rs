@@ -7,7 +7,7 @@ use drllm_core::search::{
     judge, Expansion, Judged, Mcts, NodeView, SearchConfig, SearchOutcome, StopMode, StopRule,
     Strategy, SuccessRule,
 };
-use drllm_core::LayerPath;
+use drllm_engine::LayerPath;
 
 fn run(
     l: usize,

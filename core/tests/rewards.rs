@@ -3,11 +3,11 @@
 
 use drllm_core::tasks::reward::{evaluate, RewardOptions};
 use drllm_core::tasks::{load_dataset, prompts, DatasetSpec, RewardMode};
-use drllm_core::{LayerPath, LoadOptions, LoadedModel, Logits, PathCache};
+use drllm_engine::{LayerPath, LoadOptions, LoadedModel, Logits, PathCache};
 
 fn model(opts: &LoadOptions) -> Option<LoadedModel> {
-    drllm_core::loader::default_model_for_tests()?;
-    Some(drllm_core::load(drllm_core::DEFAULT_MODEL, opts).unwrap())
+    drllm_engine::loader::default_model_for_tests()?;
+    Some(drllm_engine::load(drllm_engine::DEFAULT_MODEL, opts).unwrap())
 }
 
 #[test]

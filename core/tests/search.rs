@@ -4,11 +4,11 @@
 use drllm_core::search::{search_example, SearchConfig};
 use drllm_core::tasks::reward::RewardOptions;
 use drllm_core::tasks::{load_dataset, DatasetSpec, RewardMode};
-use drllm_core::{LoadOptions, LoadedModel};
+use drllm_engine::{LoadOptions, LoadedModel};
 
 fn model() -> Option<LoadedModel> {
-    drllm_core::loader::default_model_for_tests()?;
-    Some(drllm_core::load(drllm_core::DEFAULT_MODEL, &LoadOptions::default()).unwrap())
+    drllm_engine::loader::default_model_for_tests()?;
+    Some(drllm_engine::load(drllm_engine::DEFAULT_MODEL, &LoadOptions::default()).unwrap())
 }
 
 #[test]

@@ -10,12 +10,12 @@
 # Needs: an NVIDIA driver for CUDA 13, the CUDA 13 cuBLAS / cudart / cuRAND libraries (found in
 # Python's nvidia wheels when LD_LIBRARY_PATH lacks them), python3 with torch, transformers and
 # gguf for the baseline (skipped, and said so, when missing). REF defaults to the reference file
-# vendored in core/tests/data.
+# vendored in engine/tests/data.
 set -uo pipefail
 ROOT="$(cd "$(dirname "$0")/../.." && pwd)"
 BIN="${BIN:-$ROOT/dist/cuda}"
 MODEL="${MODEL:?MODEL=path of the GGUF}"
-REF="${REF:-$ROOT/core/tests/data/smollm2_135m_q4_1.json}"
+REF="${REF:-$ROOT/engine/tests/data/smollm2_135m_q4_1.json}"
 OUT="${OUT:-$ROOT/runs/gpu-check}"
 N="${N:-30}"
 LANES="${LANES:-4}"

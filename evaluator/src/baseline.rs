@@ -7,7 +7,7 @@ use std::time::Instant;
 
 use anyhow::Context;
 use drllm_core::tasks::{evaluate, RewardMode};
-use drllm_core::{LayerPath, PathSpec, StopReason};
+use drllm_engine::{LayerPath, PathSpec, StopReason};
 use serde_json::json;
 
 #[derive(clap::Args, Debug)]
@@ -34,7 +34,7 @@ pub fn run(a: Args) -> anyhow::Result<()> {
         Some(p) => p.resolve(lm.model.num_layers()).context("--path")?,
         None => LayerPath::full(lm.model.num_layers()),
     };
-    let opts = a.task.reward_options(&lm);
+    let opts = a.task.reward_options(&lm)?;
     let mut records = match &a.records {
         Some(p) => Some(std::io::BufWriter::new(
             std::fs::File::create(p).with_context(|| format!("creating {}", p.display()))?,

@@ -46,7 +46,7 @@ enum Command {
 }
 
 fn main() -> anyhow::Result<std::process::ExitCode> {
-    drllm_core::init_cpu_threads();
+    drllm_engine::init_cpu_threads();
     drllm_core::cli::init();
     match Cli::parse().command {
         Command::Run(a) => routed::run(a),

@@ -18,7 +18,7 @@ use drllm_core::cli::{ModelArgs, TaskArgs};
 use drllm_core::search::PathEvaluator;
 use drllm_core::tasks::reward::RewardOptions;
 use drllm_core::tasks::Example;
-use drllm_core::{LayerPath, LoadedModel};
+use drllm_engine::{LayerPath, LoadedModel};
 use serde::{Deserialize, Serialize};
 
 /// Default memory per example for cached prefix states, MiB.
@@ -87,7 +87,7 @@ impl CurveKey {
     pub fn file(&self) -> PathBuf {
         let bytes = serde_json::to_vec(self).expect("a key serializes");
         let name = &blake3::hash(&bytes).to_hex()[..32];
-        drllm_core::loader::cache_dir()
+        drllm_engine::loader::cache_dir()
             .join("prune")
             .join(format!("{name}.json"))
     }
@@ -345,7 +345,7 @@ fn read_cache(file: &std::path::Path, key: &CurveKey, layers: usize) -> Option<V
     Some(c.points)
 }
 
-/// Stores a curve (atomically, [`drllm_core::atomic`]); a failure is only reported: the
+/// Stores a curve (atomically, [`drllm_records::atomic`]); a failure is only reported: the
 /// cache saves time, the result stands without it.
 fn write_cache(file: &std::path::Path, key: &CurveKey, points: &[CurvePoint]) {
     let write = || -> anyhow::Result<()> {
@@ -356,7 +356,7 @@ fn write_cache(file: &std::path::Path, key: &CurveKey, points: &[CurvePoint]) {
             points: points.to_vec(),
         };
         let json = serde_json::to_string_pretty(&c)?;
-        drllm_core::atomic::write_atomically(file, |tmp| std::fs::write(tmp, &json))?;
+        drllm_records::atomic::write_atomically(file, |tmp| std::fs::write(tmp, &json))?;
         Ok(())
     };
     if let Err(e) = write() {

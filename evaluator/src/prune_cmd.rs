@@ -62,7 +62,7 @@ pub fn run(a: Args) -> anyhow::Result<()> {
         down_to <= layers,
         "--down-to {down_to} is more than the model's {layers} layers"
     );
-    let opts = a.task.reward_options(&lm);
+    let opts = a.task.reward_options(&lm)?;
     let key = CurveKey::new(&a.model, &lm, &a.task, &a.split, &examples, &opts)?;
     std::fs::create_dir_all(&a.out).with_context(|| format!("creating {}", a.out.display()))?;
     let pruner = Pruner {

@@ -15,7 +15,7 @@ use drllm_core::cli::TaskArgs;
 use drllm_core::router::{evaluate_routed, Budget, RouterConfig, Routers};
 use drllm_core::tasks::reward::{prepare, RewardOptions};
 use drllm_core::tasks::{evaluate, Example};
-use drllm_core::{LayerPath, LoadedModel};
+use drllm_engine::{LayerPath, LoadedModel};
 
 use crate::prune::{evaluators, score_path, CurveKey, Pruner, DEFAULT_REUSE_MIB};
 use crate::report::{ExampleResult, Report, StaticPruned};
@@ -103,7 +103,8 @@ pub fn run(a: Args) -> anyhow::Result<std::process::ExitCode> {
     let (layers, d) = (lm.model.num_layers(), lm.model.config().hidden_size);
     cfg.check_model(&a.routers, &lm.fingerprint, layers, d)?;
     let oracle = read_oracle(&a.oracle)?;
-    let opts = a.task.reward_options(&lm);
+    let opts = a.task.reward_options(&lm)?;
+    cfg.check_prompts(&a.routers, &opts.settings())?;
     std::fs::create_dir_all(&a.out).with_context(|| format!("creating {}", a.out.display()))?;
     let jsonl = a.out.join("examples.jsonl");
     let routed = Routed {

@@ -9,7 +9,7 @@ use std::process::{Command, Output};
 
 use drllm_core::tasks::reward::RewardOptions;
 use drllm_core::tasks::{evaluate, load_dataset, RewardMode};
-use drllm_core::{LayerPath, LoadOptions};
+use drllm_engine::{LayerPath, LoadOptions};
 use serde_json::Value;
 
 const L: usize = 30;
@@ -33,7 +33,7 @@ fn json_out(o: &Output) -> Value {
 /// summed gold margin, then a lower layer) than the step's, evaluated here with the plain
 /// evaluation (no prefix reuse) on the same three questions.
 fn first_step_is_the_best_removal(model: &str, step: &Value) {
-    let lm = drllm_core::load(model, &LoadOptions::default()).unwrap();
+    let lm = drllm_engine::load(model, &LoadOptions::default()).unwrap();
     let exs = load_dataset(&"arc_easy".parse().unwrap(), "dev", Some(3), false)
         .unwrap()
         .examples;
@@ -92,7 +92,7 @@ fn without(prev: &[u64], removed: u64) -> Vec<u64> {
 
 #[test]
 fn prune_curve_agrees_with_baseline_and_is_cached() {
-    let Some(model) = drllm_core::loader::default_model_for_tests() else {
+    let Some(model) = drllm_engine::loader::default_model_for_tests() else {
         return;
     };
     let dir = tempfile::tempdir().unwrap();

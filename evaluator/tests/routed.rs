@@ -13,14 +13,15 @@ use candle_core::{Device, Tensor};
 use drllm_core::router::{evaluate_routed, Budget, RouterConfig, Routers, TrainingConfig};
 use drllm_core::tasks::reward::RewardOptions;
 use drllm_core::tasks::{evaluate, load_dataset, Example, RewardMode};
-use drllm_core::{LayerPath, LoadOptions, LoadedModel};
+use drllm_engine::{LayerPath, LoadOptions, LoadedModel};
+use drllm_records::{PromptStyle, RewardSettings};
 
 const L: usize = 30;
 const D: usize = 576;
 
 fn model() -> Option<LoadedModel> {
-    let p = drllm_core::loader::default_model_for_tests()?;
-    Some(drllm_core::load(p.to_str().unwrap(), &LoadOptions::default()).unwrap())
+    let p = drllm_engine::loader::default_model_for_tests()?;
+    Some(drllm_engine::load(p.to_str().unwrap(), &LoadOptions::default()).unwrap())
 }
 
 fn examples(n: usize) -> Vec<Example> {
@@ -135,7 +136,7 @@ fn run_writes_the_report_and_refuses_bad_checkpoints() {
             r
         })
         .collect();
-    drllm_core::search::write_parquet(&dir.path().join("oracle.parquet"), &recs, "{}").unwrap();
+    drllm_core::search::write_parquet(&dir.path().join("oracle.parquet"), &recs).unwrap();
     let o = evaluator(
         &[
             &base[..],
@@ -229,6 +230,19 @@ fn run_writes_the_report_and_refuses_bad_checkpoints() {
         )
         .unwrap();
     fails(&p("shallow"), "12 layers");
+    // Routers trained on generate/instruct prompts do not route choice-loglik prompts.
+    let mut generate = RouterConfig::new("default", &lm.fingerprint, L, D, 8, training());
+    generate.reward = Some(RewardSettings {
+        style: Some(PromptStyle::Instruct),
+        ..RewardSettings::new(RewardMode::Generate)
+    });
+    generate
+        .save(&dir.path().join("generate"), &constant_routers(&[]))
+        .unwrap();
+    fails(
+        &p("generate"),
+        "trained on generate / instruct prompts, this run makes choice-loglik / instruct prompts: the routers read the prompt's hidden states, so pass --reward generate --style instruct",
+    );
     std::fs::remove_file(dir.path().join("skip7/routers.safetensors")).unwrap();
     fails(&p("skip7"), "routers.safetensors is missing");
 }
@@ -286,7 +300,7 @@ fn run_with_prune_split_reports_the_static_pruned_baseline() {
     let Some(lm) = model() else { return };
     let dir = tempfile::tempdir().unwrap();
     let p = |s: &str| dir.path().join(s).to_string_lossy().to_string();
-    let model_path = drllm_core::loader::default_model_for_tests().unwrap();
+    let model_path = drllm_engine::loader::default_model_for_tests().unwrap();
     RouterConfig::new("default", &lm.fingerprint, L, D, 8, training())
         .save(&dir.path().join("skip7"), &constant_routers(&[7]))
         .unwrap();

@@ -3,7 +3,8 @@
 //! sides check at registration.
 
 /// Bumped on any incompatible change of the messages or their meaning.
-pub const PROTOCOL_VERSION: u32 = 1;
+/// Version 2: the run settings travel as typed messages instead of JSON.
+pub const PROTOCOL_VERSION: u32 = 2;
 
 /// The metadata key of the bearer token every call carries.
 pub const AUTH_HEADER: &str = "authorization";
@@ -17,3 +18,4 @@ pub use v1::coordinator_server::{Coordinator, CoordinatorServer};
 
 pub mod client;
 pub mod http;
+pub mod settings;

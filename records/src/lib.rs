@@ -15,7 +15,10 @@ pub mod settings;
 
 pub use read::{read_records, Summary};
 pub use record::{write_parquet, SearchRecord, READABLE_SCHEMA_VERSIONS, SCHEMA_VERSION};
-pub use settings::{Expansion, RewardMode, SearchConfig, StopMode, Strategy, SuccessRule};
+pub use settings::{
+    Expansion, PromptStyle, RewardMode, RewardSettings, RunSettings, SearchConfig, StopMode,
+    Strategy, SuccessRule,
+};
 
 /// Reading or writing records failed.
 #[derive(Debug, thiserror::Error)]

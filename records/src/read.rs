@@ -13,6 +13,7 @@ use arrow_array::{Array, RecordBatch};
 use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
 
 use crate::record::{SearchRecord, READABLE_SCHEMA_VERSIONS};
+use crate::settings::{PromptStyle, RewardMode, RewardSettings, RunSettings, SearchConfig};
 use crate::{RecordError as Error, Result};
 
 /// The Parquet files `path` names: itself, or the `*.parquet` files of a folder, sorted.
@@ -64,70 +65,159 @@ fn read_file(path: &Path) -> Result<Vec<SearchRecord>> {
     Ok(out)
 }
 
-fn batch_records(b: &RecordBatch) -> std::result::Result<Vec<SearchRecord>, String> {
-    let col = |n: &str| {
-        b.column_by_name(n)
-            .cloned()
+/// Typed access to a batch's columns; every error names the column.
+struct Columns<'a>(&'a RecordBatch);
+
+type Res<T> = std::result::Result<T, String>;
+
+impl Columns<'_> {
+    fn col(&self, n: &str) -> Res<&dyn Array> {
+        self.0
+            .column_by_name(n)
+            .map(|c| c.as_ref())
             .ok_or_else(|| format!("no column `{n}`"))
-    };
-    let s = |n: &str| -> std::result::Result<Vec<Option<String>>, String> {
-        let c = col(n)?;
-        let a = c
+    }
+
+    /// A string column; `None` for null entries.
+    fn opt_strings(&self, n: &str) -> Res<Vec<Option<String>>> {
+        let a = self
+            .col(n)?
             .as_string_opt::<i32>()
             .ok_or(format!("`{n}` is not a string column"))?;
         Ok((0..a.len())
             .map(|i| a.is_valid(i).then(|| a.value(i).to_string()))
             .collect())
-    };
-    let req = |v: Vec<Option<String>>| {
-        v.into_iter()
-            .map(Option::unwrap_or_default)
-            .collect::<Vec<_>>()
-    };
-    macro_rules! prim {
-        ($n:expr, $t:ty) => {{
-            let c = col($n)?;
-            let a = c
-                .as_primitive_opt::<$t>()
-                .ok_or(format!("`{}` has the wrong type", $n))?;
-            a.values().to_vec()
-        }};
     }
-    let list16 = |a: &dyn Array, i: usize| -> Vec<u16> {
-        a.as_list::<i32>()
-            .value(i)
-            .as_primitive::<UInt16Type>()
-            .values()
-            .to_vec()
-    };
-    let bools = |n: &str| -> std::result::Result<Vec<bool>, String> {
-        let c = col(n)?;
-        let a = c.as_boolean_opt().ok_or(format!("`{n}` is not boolean"))?;
+
+    /// A string column; null entries read as empty.
+    fn strings(&self, n: &str) -> Res<Vec<String>> {
+        Ok(self
+            .opt_strings(n)?
+            .into_iter()
+            .map(Option::unwrap_or_default)
+            .collect())
+    }
+
+    fn prim<T: arrow_array::ArrowPrimitiveType>(&self, n: &str) -> Res<Vec<T::Native>> {
+        let a = self
+            .col(n)?
+            .as_primitive_opt::<T>()
+            .ok_or(format!("`{n}` has the wrong type"))?;
+        Ok(a.values().to_vec())
+    }
+
+    fn bools(&self, n: &str) -> Res<Vec<bool>> {
+        let a = self
+            .col(n)?
+            .as_boolean_opt()
+            .ok_or(format!("`{n}` is not boolean"))?;
         Ok((0..a.len()).map(|i| a.value(i)).collect())
+    }
+
+    /// A boolean column of a later schema version: `default` everywhere when it is absent.
+    fn bools_or(&self, n: &str, default: bool) -> Res<Vec<bool>> {
+        match self.0.column_by_name(n) {
+            Some(_) => self.bools(n),
+            None => Ok(vec![default; self.0.num_rows()]),
+        }
+    }
+
+    /// Row `i` of a list column of `T`.
+    fn list<T: arrow_array::ArrowPrimitiveType>(&self, n: &str, i: usize) -> Res<Vec<T::Native>> {
+        let l = self
+            .col(n)?
+            .as_list_opt::<i32>()
+            .ok_or(format!("`{n}` is not a list"))?;
+        let v = l.value(i);
+        let p = v
+            .as_primitive_opt::<T>()
+            .ok_or(format!("`{n}` has the wrong type"))?;
+        Ok(p.values().to_vec())
+    }
+
+    /// Row `i` of `good_paths` (a list of lists of u16).
+    fn paths(&self, i: usize) -> Res<Vec<Vec<u16>>> {
+        let l = self
+            .col("good_paths")?
+            .as_list_opt::<i32>()
+            .ok_or("`good_paths` is not a list")?;
+        let goods = l.value(i);
+        let inner = goods
+            .as_list_opt::<i32>()
+            .ok_or("`good_paths` is not a list of lists")?;
+        (0..inner.len())
+            .map(|j| {
+                let v = inner.value(j);
+                let p = v
+                    .as_primitive_opt::<UInt16Type>()
+                    .ok_or("`good_paths` has the wrong type")?;
+                Ok(p.values().to_vec())
+            })
+            .collect()
+    }
+}
+
+/// Each row's run settings: the reward columns (those schema 3 added default to what earlier
+/// searches ran with) and the search configuration's JSON.
+fn settings(c: &Columns<'_>) -> Res<Vec<RunSettings>> {
+    let modes = c.strings("reward_mode")?;
+    let configs = c.strings("search_config")?;
+    let styles = match c.0.column_by_name("prompt_style") {
+        Some(_) => c.opt_strings("prompt_style")?,
+        None => vec![None; c.0.num_rows()],
     };
-    let (ids, datasets, splits) = (req(s("example_id")?), req(s("dataset")?), req(s("split")?));
-    let (questions, golds, models) = (req(s("question")?), req(s("gold")?), req(s("model_id")?));
-    let (fps, modes) = (req(s("model_fingerprint")?), req(s("reward_mode")?));
-    let (responses, configs, workers) = (
-        s("best_response")?,
-        req(s("search_config")?),
-        req(s("worker_id")?),
+    let early = c.bools_or("early_stop", true)?;
+    let normalized = c.bools_or("length_normalized", false)?;
+    (0..c.0.num_rows())
+        .map(|i| {
+            let row = |e: String| format!("row {i}: {e}");
+            let search: SearchConfig = match configs[i].trim() {
+                "" | "{}" => SearchConfig::default(),
+                json => serde_json::from_str(json)
+                    .map_err(|e| row(format!("`search_config` {json}: {e}")))?,
+            };
+            let style = styles[i]
+                .as_deref()
+                .map(str::parse::<PromptStyle>)
+                .transpose()
+                .map_err(|e| row(format!("`prompt_style`: {e}")))?;
+            let mode: RewardMode = modes[i]
+                .parse()
+                .map_err(|e| row(format!("`reward_mode`: {e}")))?;
+            Ok(RunSettings {
+                reward: RewardSettings {
+                    mode,
+                    style,
+                    early_stop: early[i],
+                    length_normalized: normalized[i],
+                },
+                search,
+            })
+        })
+        .collect()
+}
+
+fn batch_records(b: &RecordBatch) -> Res<Vec<SearchRecord>> {
+    let c = Columns(b);
+    let (ids, datasets, splits) = (
+        c.strings("example_id")?,
+        c.strings("dataset")?,
+        c.strings("split")?,
     );
-    let layers = prim!("num_layers", UInt16Type);
-    let distinct_layers = prim!("distinct_layers", UInt16Type);
-    let sims = prim!("simulations", UInt32Type);
-    let paths = prim!("distinct_paths", UInt32Type);
-    let execs = prim!("layer_executions", UInt64Type);
-    let wall = prim!("wall_seconds", Float64Type);
-    let ts = prim!("timestamp", TimestampMillisecondType);
-    let (orig, found) = (bools("original_correct")?, bools("found")?);
-    let (best, dec, good) = (
-        col("best_path")?,
-        col("best_decisions")?,
-        col("good_paths")?,
-    );
+    let (questions, golds) = (c.strings("question")?, c.strings("gold")?);
+    let (models, fps) = (c.strings("model_id")?, c.strings("model_fingerprint")?);
+    let (responses, workers) = (c.opt_strings("best_response")?, c.strings("worker_id")?);
+    let settings = settings(&c)?;
+    let layers = c.prim::<UInt16Type>("num_layers")?;
+    let distinct_layers = c.prim::<UInt16Type>("distinct_layers")?;
+    let sims = c.prim::<UInt32Type>("simulations")?;
+    let paths = c.prim::<UInt32Type>("distinct_paths")?;
+    let execs = c.prim::<UInt64Type>("layer_executions")?;
+    let wall = c.prim::<Float64Type>("wall_seconds")?;
+    let ts = c.prim::<TimestampMillisecondType>("timestamp")?;
+    let (orig, found) = (c.bools("original_correct")?, c.bools("found")?);
     // Schema 2 columns; absent from schema-1 files.
-    let margins = b.column_by_name("good_margins");
+    let has_margins = b.column_by_name("good_margins").is_some();
     let orig_margin = b
         .column_by_name("original_margin")
         .map(|c| {
@@ -137,19 +227,7 @@ fn batch_records(b: &RecordBatch) -> std::result::Result<Vec<SearchRecord>, Stri
         })
         .transpose()?;
     let mut out = Vec::with_capacity(b.num_rows());
-    for i in 0..b.num_rows() {
-        let goods = good.as_list::<i32>().value(i);
-        let good_margins = match margins {
-            Some(m) => m
-                .as_list_opt::<i32>()
-                .ok_or("`good_margins` is not a list")?
-                .value(i)
-                .as_primitive_opt::<Float64Type>()
-                .ok_or("`good_margins` has the wrong type")?
-                .values()
-                .to_vec(),
-            None => Vec::new(),
-        };
+    for (i, settings) in settings.into_iter().enumerate() {
         out.push(SearchRecord {
             example_id: ids[i].clone(),
             dataset: datasets[i].clone(),
@@ -159,21 +237,16 @@ fn batch_records(b: &RecordBatch) -> std::result::Result<Vec<SearchRecord>, Stri
             model_id: models[i].clone(),
             model_fingerprint: fps[i].clone(),
             num_layers: layers[i],
-            reward_mode: modes[i].clone(),
             original_correct: orig[i],
             found: found[i],
-            best_path: list16(best.as_ref(), i),
-            best_decisions: dec
-                .as_list::<i32>()
-                .value(i)
-                .as_primitive::<UInt8Type>()
-                .values()
-                .to_vec(),
+            best_path: c.list::<UInt16Type>("best_path", i)?,
+            best_decisions: c.list::<UInt8Type>("best_decisions", i)?,
             distinct_layers: distinct_layers[i],
-            good_paths: (0..goods.len())
-                .map(|j| list16(goods.as_ref(), j))
-                .collect(),
-            good_margins,
+            good_paths: c.paths(i)?,
+            good_margins: match has_margins {
+                true => c.list::<Float64Type>("good_margins", i)?,
+                false => Vec::new(),
+            },
             original_margin: orig_margin
                 .as_ref()
                 .and_then(|a| a.is_valid(i).then(|| a.value(i))),
@@ -182,7 +255,7 @@ fn batch_records(b: &RecordBatch) -> std::result::Result<Vec<SearchRecord>, Stri
             distinct_paths: paths[i],
             layer_executions: execs[i],
             wall_seconds: wall[i],
-            search_config: configs[i].clone(),
+            settings,
             worker_id: workers[i].clone(),
             timestamp_ms: ts[i],
         });
@@ -263,7 +336,6 @@ mod tests {
             model_id: "m".into(),
             model_fingerprint: "f".into(),
             num_layers: 4,
-            reward_mode: "choice-loglik".into(),
             original_correct: i % 2 == 0,
             found: true,
             best_path: vec![0, 2, 2 + i % 2],
@@ -277,7 +349,17 @@ mod tests {
             distinct_paths: 5,
             layer_executions: 1234,
             wall_seconds: 0.5,
-            search_config: "{}".into(),
+            settings: RunSettings {
+                reward: RewardSettings {
+                    style: (i % 2 == 1).then_some(PromptStyle::Base),
+                    length_normalized: i == 2,
+                    ..RewardSettings::new(RewardMode::Generate)
+                },
+                search: SearchConfig {
+                    seed: i as u64,
+                    ..SearchConfig::default()
+                },
+            },
             worker_id: "w".into(),
             timestamp_ms: 1_700_000_000_000,
         }
@@ -288,8 +370,8 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let a = vec![record(0, Some("Answer: B")), record(1, None)];
         let b = vec![record(2, None)];
-        write_parquet(&dir.path().join("part-000000.parquet"), &a, "{}").unwrap();
-        write_parquet(&dir.path().join("part-000001.parquet"), &b, "{}").unwrap();
+        write_parquet(&dir.path().join("part-000000.parquet"), &a).unwrap();
+        write_parquet(&dir.path().join("part-000001.parquet"), &b).unwrap();
         let back = read_records(dir.path()).unwrap();
         assert_eq!(back, [a, b].concat());
         let s = Summary::of(&back);
@@ -310,7 +392,7 @@ mod tests {
     }
 
     #[test]
-    fn schema_1_files_without_margins_still_read() {
+    fn schema_1_and_2_files_still_read() {
         use crate::record::{to_batch, write_batch};
         let dir = tempfile::tempdir().unwrap();
         let recs = vec![record(0, None), record(1, Some("B"))];
@@ -318,24 +400,55 @@ mod tests {
         let keep: Vec<usize> = (0..batch.num_columns())
             .filter(|&i| {
                 let n = batch.schema().field(i).name().clone();
-                n != "good_margins" && n != "original_margin"
+                ![
+                    "good_margins",
+                    "original_margin",
+                    "prompt_style",
+                    "early_stop",
+                    "length_normalized",
+                ]
+                .contains(&n.as_str())
             })
             .collect();
         let v1 = batch.project(&keep).unwrap();
         let f = dir.path().join("v1.parquet");
-        write_batch(&f, &v1, "1", "{}").unwrap();
+        write_batch(&f, &v1, "1", None).unwrap();
         let back = read_records(&f).unwrap();
+        // The settings schema 3 added read as what those searches ran with.
+        let old = |r: SearchRecord| SearchRecord {
+            settings: RunSettings {
+                reward: RewardSettings::new(r.settings.reward.mode),
+                ..r.settings.clone()
+            },
+            ..r
+        };
         let want: Vec<SearchRecord> = recs
-            .into_iter()
+            .iter()
+            .cloned()
             .map(|r| SearchRecord {
                 good_margins: vec![],
                 original_margin: None,
-                ..r
+                ..old(r)
             })
             .collect();
         assert_eq!(back, want);
+        // Schema 2: margins, no prompt style, early stop or length normalisation.
+        let keep: Vec<usize> = (0..batch.num_columns())
+            .filter(|&i| {
+                let n = batch.schema().field(i).name().clone();
+                !["prompt_style", "early_stop", "length_normalized"].contains(&n.as_str())
+            })
+            .collect();
+        let v2 = batch.project(&keep).unwrap();
+        write_batch(&f, &v2, "2", None).unwrap();
+        let back = read_records(&f).unwrap();
+        assert_eq!(back, recs.iter().cloned().map(old).collect::<Vec<_>>());
+        assert_ne!(
+            back, recs,
+            "the test records carry non-default reward settings"
+        );
         // An unknown version is refused by name.
-        write_batch(&f, &v1, "9", "{}").unwrap();
+        write_batch(&f, &v1, "9", None).unwrap();
         let e = read_records(&f).unwrap_err().to_string();
         assert!(e.contains("\"9\""), "{e}");
     }

@@ -15,14 +15,16 @@ use parquet::arrow::ArrowWriter;
 use parquet::file::metadata::KeyValue;
 use parquet::file::properties::WriterProperties;
 
+use crate::settings::RunSettings;
 use crate::{RecordError as Error, Result};
 
 /// Version of the record schema, stored as `drllm.schema_version` in every file. Version 2 added
-/// `good_margins` and `original_margin`; readers still accept version 1 files (those columns
-/// read as empty / null).
-pub const SCHEMA_VERSION: &str = "2";
+/// `good_margins` and `original_margin`; version 3 the rest of the run settings
+/// (`prompt_style`, `early_stop`, `length_normalized`). Readers still accept versions 1 and 2
+/// (the missing columns read as empty / null / the defaults those searches ran with).
+pub const SCHEMA_VERSION: &str = "3";
 /// Every schema version this build reads.
-pub const READABLE_SCHEMA_VERSIONS: [&str; 2] = ["1", "2"];
+pub const READABLE_SCHEMA_VERSIONS: [&str; 3] = ["1", "2", "3"];
 
 /// One searched example.
 #[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
@@ -43,8 +45,6 @@ pub struct SearchRecord {
     pub model_fingerprint: String,
     /// Number of layers L of the model; the full path is `0..L`.
     pub num_layers: u16,
-    /// `generate` or `choice-loglik` (a [`RewardMode`](crate::RewardMode) as text).
-    pub reward_mode: String,
     /// Whether the full model (every layer once, in order) answers correctly.
     pub original_correct: bool,
     /// Whether any path the search judged, the full path included, was good (reward 1).
@@ -76,8 +76,10 @@ pub struct SearchRecord {
     pub layer_executions: u64,
     /// Search time of the example, in seconds.
     pub wall_seconds: f64,
-    /// The search configuration as JSON.
-    pub search_config: String,
+    /// The settings the search ran with. In Parquet: `reward_mode` (text), `prompt_style`
+    /// (text, null when not recorded), `early_stop`, `length_normalized` and `search_config`
+    /// (the search hyper-parameters as JSON).
+    pub settings: RunSettings,
     /// The worker that searched the example.
     pub worker_id: String,
     /// Milliseconds since the Unix epoch, UTC.
@@ -98,7 +100,6 @@ pub(crate) fn to_batch(records: &[SearchRecord]) -> Result<RecordBatch> {
         ("gold", s(|r| &r.gold)),
         ("model_id", s(|r| &r.model_id)),
         ("model_fingerprint", s(|r| &r.model_fingerprint)),
-        ("reward_mode", s(|r| &r.reward_mode)),
     ];
     let u16s = |f: fn(&SearchRecord) -> u16| {
         let mut b = UInt16Builder::new();
@@ -120,6 +121,7 @@ pub(crate) fn to_batch(records: &[SearchRecord]) -> Result<RecordBatch> {
     let mut execs = UInt64Builder::new();
     let mut wall = Float64Builder::new();
     let (mut config, mut worker) = (StringBuilder::new(), StringBuilder::new());
+    let (mut mode, mut style) = (StringBuilder::new(), StringBuilder::new());
     let mut ts = TimestampMillisecondBuilder::new().with_timezone("UTC");
     for r in records {
         best_path.append_value(r.best_path.iter().map(|&l| Some(l)));
@@ -135,12 +137,23 @@ pub(crate) fn to_batch(records: &[SearchRecord]) -> Result<RecordBatch> {
         distinct.append_value(r.distinct_paths);
         execs.append_value(r.layer_executions);
         wall.append_value(r.wall_seconds);
-        config.append_value(&r.search_config);
+        let search = serde_json::to_string(&r.settings.search)
+            .map_err(|e| Error::Output(format!("search config of {}: {e}", r.example_id)))?;
+        config.append_value(search);
+        mode.append_value(r.settings.reward.mode.to_string());
+        style.append_option(r.settings.reward.style.map(|s| s.to_string()));
         worker.append_value(&r.worker_id);
         ts.append_value(r.timestamp_ms);
     }
     let mut columns: Vec<(&str, ArrayRef)> = strings.into_iter().collect();
     columns.extend([
+        ("reward_mode", Arc::new(mode.finish()) as ArrayRef),
+        ("prompt_style", Arc::new(style.finish())),
+        ("early_stop", bools(|r| r.settings.reward.early_stop)),
+        (
+            "length_normalized",
+            bools(|r| r.settings.reward.length_normalized),
+        ),
         ("num_layers", u16s(|r| r.num_layers)),
         ("original_correct", bools(|r| r.original_correct)),
         ("found", bools(|r| r.found)),
@@ -163,10 +176,11 @@ pub(crate) fn to_batch(records: &[SearchRecord]) -> Result<RecordBatch> {
     RecordBatch::try_from_iter(columns).map_err(|e| Error::Output(format!("building records: {e}")))
 }
 
-/// Writes `records` to `path` atomically (temporary file, fsync, rename). `search_config` (JSON)
-/// goes into the file metadata next to the schema version.
-pub fn write_parquet(path: &Path, records: &[SearchRecord], search_config: &str) -> Result<()> {
-    write_batch(path, &to_batch(records)?, SCHEMA_VERSION, search_config)
+/// Writes `records` to `path` atomically (temporary file, fsync, rename). The first record's
+/// run settings (JSON) go into the file metadata next to the schema version.
+pub fn write_parquet(path: &Path, records: &[SearchRecord]) -> Result<()> {
+    let settings = records.first().map(|r| &r.settings);
+    write_batch(path, &to_batch(records)?, SCHEMA_VERSION, settings)
 }
 
 /// Writes one batch of records atomically under a given schema version (tests write older ones).
@@ -174,12 +188,19 @@ pub(crate) fn write_batch(
     path: &Path,
     batch: &RecordBatch,
     version: &str,
-    search_config: &str,
+    settings: Option<&RunSettings>,
 ) -> Result<()> {
+    let bad =
+        |e: serde_json::Error| Error::Output(format!("{}: run settings: {e}", path.display()));
+    let search = serde_json::to_string(&settings.map(|s| &s.search)).map_err(bad)?;
+    let all = serde_json::to_string(&settings).map_err(bad)?;
     let props = WriterProperties::builder()
         .set_key_value_metadata(Some(vec![
             KeyValue::new("drllm.schema_version".into(), version.to_string()),
-            KeyValue::new("drllm.search_config".into(), search_config.to_string()),
+            // `search_config` since schema 1 (null when the file has no records); the whole
+            // settings since schema 3.
+            KeyValue::new("drllm.search_config".into(), search),
+            KeyValue::new("drllm.run_settings".into(), all),
         ]))
         .build();
     crate::atomic::write_atomically(path, |tmp| -> std::result::Result<(), String> {

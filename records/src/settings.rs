@@ -1,5 +1,8 @@
-//! The settings a search ran with, as the job spec, the workers and the records carry them: the
-//! reward mode and the search hyper-parameters with their named choices. Defaults are the paper's.
+//! The settings a search ran with, as one typed struct ([`RunSettings`]) that the job spec, the
+//! gRPC protocol, the workers and every record carry: how answers were judged
+//! ([`RewardSettings`]: reward mode, prompt style, early stop, length normalisation) and the
+//! search hyper-parameters ([`SearchConfig`]) with their named choices. Defaults are the paper's.
+//! The trainer and the evaluator tokenize and judge as the recorded settings say.
 
 /// Name of the default model (fetched by scripts/fetch-model.sh), the model a job runs unless it
 /// names another.
@@ -36,6 +39,80 @@ impl std::fmt::Display for RewardMode {
             RewardMode::ChoiceLoglik => "choice-loglik",
         })
     }
+}
+
+/// The prompts a model reads. Parsed from and shown as `instruct` or `base`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum PromptStyle {
+    /// Instructions on the answer's format; `generate` puts the prompt through the model's chat
+    /// template.
+    Instruct,
+    /// Plain text that ends where the answer begins (MATH: two worked examples, then an open
+    /// `\boxed{`).
+    Base,
+}
+
+impl std::fmt::Display for PromptStyle {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            PromptStyle::Instruct => "instruct",
+            PromptStyle::Base => "base",
+        })
+    }
+}
+
+/// How answers are judged: everything that changes the tokens a path reads or its verdict.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RewardSettings {
+    /// Greedy generation with the paper's grader, or the choices' log-likelihoods.
+    pub mode: RewardMode,
+    /// The prompt style; `None`: the model's default (instruct when it has a chat template).
+    /// Records of schema versions 1 and 2 did not record it and read as `None`: their searches
+    /// used the model's default unless `worker search --style` said otherwise.
+    #[serde(default)]
+    pub style: Option<PromptStyle>,
+    /// generate: stop once the grader's verdict can no longer change (never changes a verdict).
+    #[serde(default = "yes")]
+    pub early_stop: bool,
+    /// choice-loglik: judge by `acc_norm` (log-probability per byte) instead of `acc`.
+    #[serde(default)]
+    pub length_normalized: bool,
+}
+
+fn yes() -> bool {
+    true
+}
+
+impl RewardSettings {
+    /// `mode` with the model's default style, early stop on, `acc`.
+    pub fn new(mode: RewardMode) -> Self {
+        Self {
+            mode,
+            style: None,
+            early_stop: true,
+            length_normalized: false,
+        }
+    }
+}
+
+impl Default for RewardSettings {
+    fn default() -> Self {
+        Self::new(RewardMode::ChoiceLoglik)
+    }
+}
+
+/// Everything a search ran with: one struct sent to every worker and recorded with every result.
+#[derive(Debug, Clone, PartialEq, Default, serde::Serialize, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RunSettings {
+    /// How answers were judged.
+    #[serde(default)]
+    pub reward: RewardSettings,
+    /// The search's hyper-parameters.
+    #[serde(default)]
+    pub search: SearchConfig,
 }
 
 /// Search hyper-parameters (defaults are the paper's).
@@ -147,6 +224,7 @@ parse_names!(SuccessRule, "correct" => SuccessRule::Correct, "margin" => Success
 parse_names!(StopMode, "paper" => StopMode::Paper, "budget" => StopMode::Budget);
 parse_names!(Expansion, "paper" => Expansion::Paper, "tree" => Expansion::Tree);
 parse_names!(Strategy, "mcts" => Strategy::Mcts, "probe" => Strategy::Probe);
+parse_names!(PromptStyle, "instruct" => PromptStyle::Instruct, "base" => PromptStyle::Base);
 
 impl Default for SearchConfig {
     fn default() -> Self {

@@ -10,16 +10,9 @@ pub const MAX_NEW_TOKENS_ARC_BASE: usize = 2;
 /// Greedy token budget of the paper's generation for MATH, either prompt style.
 pub const MAX_NEW_TOKENS_MATH: usize = 15;
 
-/// Whether the model gets chat-templated instruct prompts or the base-model prompts.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum PromptStyle {
-    /// Instructions on the answer's format; `generate` puts the prompt through the model's chat
-    /// template.
-    Instruct,
-    /// Plain text that ends where the answer begins (MATH: two worked examples, then an open
-    /// `\boxed{`).
-    Base,
-}
+/// Whether the model gets chat-templated instruct prompts or the base-model prompts (part of the
+/// recorded run settings, hence defined in drllm-records).
+pub use drllm_records::settings::PromptStyle;
 
 /// A generation prompt: the text before any chat template, the token budget, and the text the
 /// grader puts before the model's output (the base math prompt leaves `\boxed{` open).

@@ -310,7 +310,6 @@ pub fn search_record(ex: &Example, worker: &str, fingerprint: &str) -> SearchRec
         model_id: "synthetic".into(),
         model_fingerprint: fingerprint.into(),
         num_layers: 30,
-        reward_mode: "choice-loglik".into(),
         original_correct: true,
         found: true,
         best_path: (0..28).collect(),
@@ -324,7 +323,7 @@ pub fn search_record(ex: &Example, worker: &str, fingerprint: &str) -> SearchRec
         distinct_paths: 2,
         layer_executions: 1000,
         wall_seconds: 0.01,
-        search_config: "{}".into(),
+        settings: Default::default(),
         worker_id: worker.into(),
         timestamp_ms: 0,
     }

@@ -2,7 +2,7 @@
 //! mid-lease loses nothing (its examples are leased again after the lease expires and finished by
 //! another worker); a worker sent SIGTERM finishes the example at hand and releases the rest; a
 //! worker keeps going through a coordinator crash and restart; one worker with two lanes searches
-//! two examples at once and reports over HTTP.
+//! two examples at once and reports over HTTP. Every record carries the job's run settings.
 
 use std::collections::BTreeSet;
 use std::path::Path;
@@ -34,9 +34,10 @@ async fn start_job(
     shard: u32,
     ttl: u64,
 ) -> Option<(JobDir, Coordinator, drllm_proto::client::Client)> {
-    drllm_core::loader::default_model_for_tests()?;
+    drllm_engine::loader::default_model_for_tests()?;
     let jd = JobDir::new();
-    let search = "[search]\nnum_simulations = 4\n";
+    // Non-default settings, to see them reach the workers and every record.
+    let search = "length_normalized = true\n[search]\nnum_simulations = 4\nseed = 11\n";
     let coord = jd.serve(limit, shard, ttl, search, &["--exit-when-done"]);
     let mut c = connect(&coord.url, None);
     wait_ready(&mut c, Duration::from_secs(20)).await;
@@ -83,6 +84,23 @@ fn job_finishes_exactly_once(
     let rows = read_parts(out);
     let ids: BTreeSet<_> = rows.iter().map(|r| r.0.clone()).collect();
     assert_eq!((rows.len(), ids.len()), (n, n), "{rows:?}");
+    // The job's settings, sent to the workers as typed messages, are in every record; the
+    // worker resolved the unset prompt style to the model's default.
+    for r in drllm_core::search::read_records(out).unwrap() {
+        let s = &r.settings;
+        assert_eq!(
+            (
+                s.search.num_simulations,
+                s.search.seed,
+                s.reward.length_normalized
+            ),
+            (4, 11, true),
+            "{}: {s:?}",
+            r.example_id
+        );
+        assert_eq!(s.reward.mode, drllm_records::RewardMode::ChoiceLoglik);
+        assert_eq!(s.reward.style, Some(drllm_records::PromptStyle::Instruct));
+    }
     rows
 }
 

@@ -12,7 +12,7 @@ use std::time::Instant;
 use candle_core::safetensors::MmapedSafetensors;
 use candle_core::{DType, Device, Tensor};
 use drllm_core::router::teacher_forced_inputs;
-use drllm_core::Model;
+use drllm_engine::Model;
 
 use crate::data::Example;
 use crate::{Error, Result};
@@ -109,7 +109,7 @@ pub fn open_or_build(
                 Tensor::from_vec(counts, part.len(), &Device::Cpu)?,
             ),
         ]);
-        drllm_core::atomic::write_atomically(&path, |tmp| {
+        drllm_records::atomic::write_atomically(&path, |tmp| {
             candle_core::safetensors::save(&tensors, tmp)
         })
         .map_err(|e| cerr(&path, e.to_string()))?;

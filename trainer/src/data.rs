@@ -11,8 +11,8 @@ use std::path::PathBuf;
 use drllm_core::router::{decision_labels, majority, Targets};
 use drllm_core::search::{read_records, SearchRecord};
 use drllm_core::tasks::reward::{encode_prompt, RewardOptions};
-use drllm_core::tasks::RewardMode;
-use drllm_core::LoadedModel;
+use drllm_engine::LoadedModel;
+use drllm_records::RewardSettings;
 use serde::Serialize;
 
 use crate::{Error, Result};
@@ -131,6 +131,29 @@ pub fn select(records: Vec<SearchRecord>, f: &Filter) -> Result<(Vec<SearchRecor
     Ok((kept, s))
 }
 
+/// The reward settings (resolved on `lm`) all `records` were searched with, for the checkpoint
+/// to record; `None` when they differ (each record is still tokenized as its search did).
+pub fn common_reward(lm: &LoadedModel, records: &[SearchRecord]) -> Result<Option<RewardSettings>> {
+    let mut seen: Option<RewardSettings> = None;
+    for r in records {
+        let s = RewardOptions::resolve(lm, &r.settings.reward)?.settings();
+        let s = RewardSettings {
+            // Early stop never changes a verdict; it is not part of what the routers read.
+            early_stop: true,
+            ..s
+        };
+        match seen {
+            None => seen = Some(s),
+            Some(p) if p != s => {
+                tracing::warn!(first = ?p, other = ?s, example = %r.example_id, "records were searched with different reward settings; the checkpoint records none");
+                return Ok(None);
+            }
+            _ => {}
+        }
+    }
+    Ok(seen)
+}
+
 /// Whether `question` goes to validation: a seeded hash, so a question lands on the same side
 /// whatever the order or number of records.
 pub fn is_validation(question: &str, val_fraction: f64, seed: u64) -> bool {
@@ -147,8 +170,7 @@ pub fn example(lm: &LoadedModel, r: &SearchRecord, targets: Targets) -> Result<E
         example: r.example_id.clone(),
         reason,
     };
-    let mode: RewardMode = r.reward_mode.parse().map_err(bad)?;
-    let opts = RewardOptions::for_model(lm, mode);
+    let opts = RewardOptions::resolve(lm, &r.settings.reward).map_err(|e| bad(e.to_string()))?;
     let layers = lm.model.num_layers();
     if r.best_decisions.len() != layers || r.best_decisions.iter().any(|&d| d > 2) {
         return Err(bad(format!(
@@ -189,7 +211,7 @@ pub fn soft_labels(
     let mut weights = Vec::with_capacity(r.good_paths.len());
     let mut counts = Vec::with_capacity(r.good_paths.len());
     for (i, p) in r.good_paths.iter().enumerate() {
-        let path = drllm_core::LayerPath::new(p.clone(), l)
+        let path = drllm_engine::LayerPath::new(p.clone(), l)
             .map_err(|e| format!("good path #{i} {p:?}: {e}"))?;
         let full = p.len() == l && path.counts().iter().all(|&c| c == 1);
         let mut w = (-beta * p.len() as f64 / l as f64).exp();
@@ -231,7 +253,6 @@ mod tests {
             model_id: "m".into(),
             model_fingerprint: "f".into(),
             num_layers: 4,
-            reward_mode: "choice-loglik".into(),
             original_correct: true,
             found: !good.is_empty(),
             best_path: vec![0, 1, 2, 3],
@@ -245,7 +266,7 @@ mod tests {
             distinct_paths: 1,
             layer_executions: 0,
             wall_seconds: 0.0,
-            search_config: "{}".into(),
+            settings: Default::default(),
             worker_id: "w".into(),
             timestamp_ms: 0,
         }

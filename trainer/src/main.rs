@@ -102,7 +102,7 @@ struct TrainArgs {
 }
 
 fn main() -> anyhow::Result<()> {
-    drllm_core::init_cpu_threads();
+    drllm_engine::init_cpu_threads();
     drllm_core::cli::init();
     match Cli::parse().command {
         Command::Train(a) => run(a),
@@ -172,6 +172,15 @@ fn run(a: TrainArgs) -> anyhow::Result<()> {
     };
     let (kept, selection) = data::select(records, &filter)?;
     tracing::info!(?selection, "records selected");
+    let reward = data::common_reward(&lm, &kept)?;
+    if let (Some(had), Some(now)) = (cfg.reward, reward) {
+        anyhow::ensure!(
+            had == now,
+            "{} was trained on records searched with {had:?}; these records were searched with {now:?}: resume with records of the same settings, or train a new checkpoint",
+            a.out.display()
+        );
+    }
+    cfg.reward = reward;
     let (mut train_ex, mut val_ex) = (Vec::new(), Vec::new());
     for r in &kept {
         let e = data::example(&lm, r, cfg.training.targets)?;
@@ -190,7 +199,7 @@ fn run(a: TrainArgs) -> anyhow::Result<()> {
     let root = a
         .cache_dir
         .clone()
-        .unwrap_or_else(|| drllm_core::loader::cache_dir().join("router-features"));
+        .unwrap_or_else(|| drllm_engine::loader::cache_dir().join("router-features"));
     let (feats, built) =
         cache::open_or_build(&root, &lm.model, &lm.fingerprint, &all, a.windows, true)
             .context("computing router inputs")?;

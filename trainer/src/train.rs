@@ -9,9 +9,11 @@ use std::time::Instant;
 
 use candle_core::{Device, Tensor};
 use drllm_core::router::{
-    argmax3, argmax_last, class_weights, focal_loss, Confusion, EpochMetrics, Metrics,
-    RouterConfig, Routers,
+    argmax3, argmax_last, Confusion, EpochMetrics, Metrics, RouterConfig, Routers,
 };
+
+use crate::loss::{class_weights, focal_loss};
+use crate::step::step;
 
 /// Per-layer target distributions of one example (skip, execute, repeat).
 pub type Labels<'a> = &'a [[f32; 3]];
@@ -148,7 +150,8 @@ pub fn train(
                 let rows: Vec<usize> = micro.iter().map(|m| m.0).collect();
                 let targets: Vec<Labels> = micro.iter().map(|m| m.1).collect();
                 let (x, mask) = feats.batch(&rows)?;
-                let s = routers.step(
+                let s = step(
+                    routers,
                     &x,
                     &mask,
                     &layer_major(&targets, feats.layers),

@@ -36,7 +36,7 @@ fn records(n: usize, fingerprint: &str) -> Vec<SearchRecord> {
             let mut d = vec![1u8; 30];
             d[i % 30] = 0;
             d[(i * 7 + 3) % 30] = 2;
-            r.best_path = drllm_core::LayerPath::from_counts(&d)
+            r.best_path = drllm_engine::LayerPath::from_counts(&d)
                 .unwrap()
                 .layers()
                 .to_vec();
@@ -47,14 +47,14 @@ fn records(n: usize, fingerprint: &str) -> Vec<SearchRecord> {
 }
 
 fn write(path: &Path, recs: &[SearchRecord]) -> String {
-    write_parquet(path, recs, "{}").unwrap();
+    write_parquet(path, recs).unwrap();
     path.to_str().unwrap().to_string()
 }
 
 fn real_fingerprint() -> Option<String> {
-    let path = drllm_core::loader::default_model_for_tests()?;
-    let loc = drllm_core::resolve(path.to_str().unwrap()).unwrap();
-    Some(drllm_core::loader::fingerprint(&loc).unwrap())
+    let path = drllm_engine::loader::default_model_for_tests()?;
+    let loc = drllm_engine::resolve(path.to_str().unwrap()).unwrap();
+    Some(drllm_engine::loader::fingerprint(&loc).unwrap())
 }
 
 #[test]

@@ -8,8 +8,8 @@ use candle_core::DType;
 use drllm_core::router::{
     decision_labels, RouterConfig, Routers, Targets, TrainingConfig, CHECKPOINT_FILE,
 };
-use drllm_core::testing::Tiny;
-use drllm_core::{LoadOptions, Model};
+use drllm_engine::testing::Tiny;
+use drllm_engine::{LoadOptions, Model};
 use drllm_trainer::{cache, data::Example, train};
 use rand::{Rng, SeedableRng};
 

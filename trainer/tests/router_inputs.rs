@@ -10,14 +10,15 @@ use drllm_core::router::{evaluate_routed, window_means, Targets, DEFAULT_WINDOWS
 use drllm_core::search::{search_example, SearchConfig, DEFAULT_REUSE_BUDGET};
 use drllm_core::tasks::reward::RewardOptions;
 use drllm_core::tasks::{load_dataset, RewardMode};
-use drllm_core::LoadOptions;
+use drllm_engine::LoadOptions;
+use drllm_records::{PromptStyle, RewardSettings};
 
 #[test]
 fn the_trainers_cached_router_inputs_equal_what_the_routers_see_at_evaluation() {
-    let Some(p) = drllm_core::loader::default_model_for_tests() else {
+    let Some(p) = drllm_engine::loader::default_model_for_tests() else {
         return;
     };
-    let lm = drllm_core::load(p.to_str().unwrap(), &LoadOptions::default()).unwrap();
+    let lm = drllm_engine::load(p.to_str().unwrap(), &LoadOptions::default()).unwrap();
     let layers = lm.model.num_layers();
     let opts = RewardOptions::for_model(&lm, RewardMode::ChoiceLoglik);
     let cfg = SearchConfig {
@@ -94,4 +95,49 @@ fn max_abs(t: &Tensor) -> f32 {
         .unwrap()
         .to_scalar()
         .unwrap()
+}
+
+/// The trainer tokenizes each record as its search did: the recorded reward mode and prompt
+/// style decide the tokens (generate + instruct: through the chat template; base: plain), records
+/// without a style (schema 1–2) get the model's default, and the checkpoint records the settings
+/// only when all records agree.
+#[test]
+fn records_are_tokenized_with_their_recorded_settings() {
+    let Some(p) = drllm_engine::loader::default_model_for_tests() else {
+        return;
+    };
+    let lm = drllm_engine::load(p.to_str().unwrap(), &LoadOptions::default()).unwrap();
+    let ex = &load_dataset(&"arc_easy".parse().unwrap(), "train", Some(1), false)
+        .unwrap()
+        .examples[0];
+    let with = |style: Option<PromptStyle>| {
+        let mut r = drllm_tests::search_record(ex, "w", &lm.fingerprint);
+        r.settings.reward = RewardSettings {
+            style,
+            ..RewardSettings::new(RewardMode::Generate)
+        };
+        r
+    };
+    let ids = |r: &drllm_records::SearchRecord| {
+        drllm_trainer::data::example(&lm, r, Targets::Best)
+            .unwrap()
+            .prompt_ids
+    };
+    let (base, instruct, unset) = (
+        with(Some(PromptStyle::Base)),
+        with(Some(PromptStyle::Instruct)),
+        with(None),
+    );
+    let chat = lm.tokenizer.apply_chat(&ex.question).unwrap();
+    assert_eq!(ids(&base), lm.tokenizer.encode(&ex.question, true).unwrap());
+    assert_eq!(ids(&instruct), lm.tokenizer.encode(&chat, false).unwrap());
+    assert_ne!(ids(&base), ids(&instruct));
+    assert_eq!(ids(&unset), ids(&instruct), "SmolLM2's default is instruct");
+    let common =
+        |rs: &[drllm_records::SearchRecord]| drllm_trainer::data::common_reward(&lm, rs).unwrap();
+    assert_eq!(
+        common(&[instruct.clone(), unset.clone()]).map(|s| (s.mode, s.style)),
+        Some((RewardMode::Generate, Some(PromptStyle::Instruct)))
+    );
+    assert_eq!(common(&[instruct, base]), None);
 }

@@ -4,7 +4,7 @@
 
 use std::time::Instant;
 
-use drllm_core::{argmax, LayerPath, Logits, PathCache};
+use drllm_engine::{argmax, LayerPath, Logits, PathCache};
 
 #[derive(clap::Args, Debug)]
 pub struct Args {
@@ -72,7 +72,7 @@ pub fn run(a: Args) -> anyhow::Result<()> {
             format!("{:?}", a.model.decode_weights.0)
         },
         "exact": a.model.exact,
-        "threads": drllm_core::init_cpu_threads(),
+        "threads": drllm_engine::init_cpu_threads(),
         "load_s": load_s,
         "prefill_tokens": a.prefill,
         "prefill_tok_s": a.prefill as f64 / best_prefill,

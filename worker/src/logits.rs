@@ -4,8 +4,8 @@
 use std::path::PathBuf;
 
 use anyhow::Context;
-use drllm_core::reference::{last_logits, top};
-use drllm_core::{greedy, PathSpec};
+use drllm_engine::reference::{last_logits, top};
+use drllm_engine::{greedy, PathSpec};
 
 #[derive(clap::Args, Debug)]
 pub struct Args {
@@ -41,7 +41,7 @@ pub fn run(a: Args) -> anyhow::Result<()> {
     let n = lm.model.num_layers();
     let path = match &a.path {
         Some(p) => p.resolve(n).context("--path")?,
-        None => drllm_core::LayerPath::full(n),
+        None => drllm_engine::LayerPath::full(n),
     };
     let top = top(&last_logits(&lm.model, &ids, &path)?, a.top);
     let gen = if a.greedy > 0 {

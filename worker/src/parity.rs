@@ -6,7 +6,7 @@
 use std::path::PathBuf;
 
 use anyhow::Context;
-use drllm_core::reference::{check, read};
+use drllm_engine::reference::{check, read};
 
 #[derive(clap::Args, Debug)]
 pub struct Args {

@@ -12,11 +12,12 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, Context};
 use drllm_core::search::{search_example, SearchConfig, DEFAULT_REUSE_BUDGET};
 use drllm_core::tasks::reward::RewardOptions;
-use drllm_core::tasks::{Example, RewardMode};
+use drllm_core::tasks::Example;
 use drllm_proto::client::{client, Client, ConnectOptions};
 use drllm_proto::http::Health;
 use drllm_proto::v1::*;
 use drllm_proto::PROTOCOL_VERSION;
+use drllm_records::RunSettings;
 use tonic::{Code, Status};
 
 #[derive(clap::Args, Debug)]
@@ -193,16 +194,13 @@ async fn run_async(a: Args) -> anyhow::Result<()> {
         give_up: Duration::from_secs_f64(a.give_up_secs),
     };
     let reg = s.register().await?;
-    let job: serde_json::Value =
-        serde_json::from_str(&reg.job_json).context("the coordinator's job description")?;
-    let mode: RewardMode = job["reward"]
-        .as_str()
-        .unwrap_or("choice-loglik")
-        .parse()
-        .map_err(anyhow::Error::msg)?;
-    let cfg: SearchConfig =
-        serde_json::from_value(job["search"].clone()).context("the job's search configuration")?;
-    let ropts = RewardOptions::for_model(&lm, mode);
+    let settings = reg
+        .settings
+        .as_ref()
+        .context("the coordinator sent no run settings")?;
+    let settings = RunSettings::try_from(settings)?;
+    let cfg = settings.search.clone();
+    let ropts = RewardOptions::resolve(&lm, &settings.reward)?;
     let budget = a.reuse_budget_mib << 20;
     tracing::info!(worker = %worker_id, coordinator = %a.coordinator, fingerprint = %lm.fingerprint, device = %a.model.device, "registered");
     health.set_ready(true);
@@ -266,7 +264,7 @@ async fn run_async(a: Args) -> anyhow::Result<()> {
 
 /// What the lanes of a worker share: the model, the job's settings and the leases in hand.
 struct Lanes {
-    lm: Arc<drllm_core::LoadedModel>,
+    lm: Arc<drllm_engine::LoadedModel>,
     cfg: SearchConfig,
     ropts: RewardOptions,
     budget: usize,

@@ -83,7 +83,7 @@ pub fn run(a: Args) -> anyhow::Result<()> {
         strategy: a.strategy,
         ..Default::default()
     };
-    let opts = a.task.reward_options(&lm);
+    let opts = a.task.reward_options(&lm)?;
     let budget = if a.no_reuse {
         0
     } else {
@@ -110,7 +110,7 @@ pub fn run(a: Args) -> anyhow::Result<()> {
                 a.split,
                 records.first().map_or(0, |r| r.timestamp_ms)
             ));
-            write_parquet(&file, &records, &serde_json::to_string(&cfg)?)?;
+            write_parquet(&file, &records)?;
             Some(file.display().to_string())
         }
         None => None,

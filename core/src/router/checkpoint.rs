@@ -9,7 +9,8 @@ use serde::{Deserialize, Serialize};
 
 use super::net::{Routers, HIDDEN};
 use super::Metrics;
-use crate::atomic::write_atomically;
+use drllm_records::atomic::write_atomically;
+use drllm_records::RewardSettings;
 
 pub const CHECKPOINT_FILE: &str = "routers.safetensors";
 pub const CONFIG_FILE: &str = "router_config.json";
@@ -36,8 +37,23 @@ pub enum RouterError {
         layers: usize,
         d: usize,
     },
+    #[error("router checkpoint {dir} was trained on {trained} prompts, this run makes {asked} prompts: the routers read the prompt's hidden states, so pass {fix}")]
+    Prompts {
+        dir: String,
+        trained: String,
+        asked: String,
+        fix: String,
+    },
     #[error("writing router checkpoint {path}: {reason}")]
     Write { path: String, reason: String },
+}
+
+fn style_name(r: &RewardSettings) -> String {
+    r.style.map_or("(model default)".into(), |s| s.to_string())
+}
+
+fn describe(r: &RewardSettings) -> String {
+    format!("{} / {}", r.mode, style_name(r))
 }
 
 /// How the routers were trained.
@@ -102,6 +118,11 @@ pub struct RouterConfig {
     pub windows: usize,
     pub router_hidden_size: usize,
     pub training: TrainingConfig,
+    /// How the training records' prompts were made (reward mode and prompt style decide the
+    /// tokens the routers read), when all records agree; `None` for checkpoints from before this
+    /// field. Routed evaluation refuses other prompts.
+    #[serde(default)]
+    pub reward: Option<RewardSettings>,
     /// Target decisions in the training split: skip, execute, repeat.
     pub class_counts: [u64; 3],
     pub class_weights: [f32; 3],
@@ -131,12 +152,27 @@ impl RouterConfig {
             windows,
             router_hidden_size: HIDDEN,
             training,
+            reward: None,
             class_counts: [0; 3],
             class_weights: [0.0; 3],
             train_examples: 0,
             val_examples: 0,
             steps_done: 0,
             history: Vec::new(),
+        }
+    }
+
+    /// Refuses to route prompts other than the ones the routers were trained on: another reward
+    /// mode or prompt style (`opts` is the evaluation's, resolved on the model).
+    pub fn check_prompts(&self, dir: &Path, opts: &RewardSettings) -> Result<(), RouterError> {
+        match self.reward {
+            Some(r) if r.mode != opts.mode || r.style != opts.style => Err(RouterError::Prompts {
+                dir: dir.display().to_string(),
+                trained: describe(&r),
+                asked: describe(opts),
+                fix: format!("--reward {} --style {}", r.mode, style_name(&r)),
+            }),
+            _ => Ok(()),
         }
     }
 
@@ -168,7 +204,7 @@ impl RouterConfig {
         Ok(())
     }
 
-    /// Writes both files into `dir`, each atomically ([`crate::atomic`]), the config last: a
+    /// Writes both files into `dir`, each atomically ([`drllm_records::atomic`]), the config last: a
     /// folder with a config always has the weights it describes.
     pub fn save(&self, dir: &Path, routers: &Routers) -> Result<(), RouterError> {
         let werr = |p: &Path, reason: String| RouterError::Write {

@@ -1,30 +1,30 @@
 //! Dr.LLM's per-layer routers (DESIGN.md "Routers"): router `i` reads the hidden state entering
 //! layer `i`, averaged over windows of the prompt, and decides skip (0), execute (1) or repeat (2).
-//! This module holds what the trainer and the evaluator share: walking the layers with one
-//! decision per layer (teacher-forced, [`teacher_forced_inputs`]; routed, [`evaluate_routed`]), the window means, the router network and its checkpoint, the
-//! focal loss and the classification metrics.
+//! This module holds what the trainer and the evaluator share: the passes with one decision per
+//! layer (teacher-forced, [`teacher_forced_inputs`]; routed, [`evaluate_routed`]), the window
+//! means, the router network and its checkpoint, the target labels and the classification
+//! metrics. The training step and the loss live in the trainer.
 
 mod checkpoint;
 mod gelu;
-mod loss;
+mod labels;
 mod metrics;
 mod net;
 mod routed;
-mod step;
 
 use candle_core::{Tensor, D};
 
 pub use checkpoint::{
     EpochMetrics, RouterConfig, RouterError, Targets, TrainingConfig, CHECKPOINT_FILE, CONFIG_FILE,
 };
-pub use loss::{class_weights, decision_labels, focal_loss, focal_loss_grad, one_hot};
+pub use gelu::{gelu_tanh, gelu_tanh_grad};
+pub use labels::{decision_labels, one_hot};
 pub use metrics::{majority, Confusion, Metrics};
-pub use net::{argmax3, argmax_last, Budget, Routers, HIDDEN};
+pub use net::{argmax3, argmax_last, mlp, Budget, Routers, HIDDEN};
 pub use routed::evaluate_routed;
-pub use step::Step;
 
-use crate::exec::{Route, Rows};
-use crate::{Model, Result};
+use drllm_engine::exec::{Route, Rows};
+use drllm_engine::{Model, Result};
 
 /// Decisions, as the records' `best_decisions` and the router classes number them.
 pub const SKIP: u8 = 0;

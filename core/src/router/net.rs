@@ -10,7 +10,7 @@ use rand::{Rng, SeedableRng};
 
 use super::gelu::gelu_tanh;
 use super::{softmax, window_means, EXECUTE, REPEAT, SKIP};
-use crate::Result;
+use drllm_engine::Result;
 
 /// Width of a router's hidden layer.
 pub const HIDDEN: usize = 128;
@@ -159,7 +159,7 @@ impl Routers {
 /// layer's router per leading index): the first layer's pre-activation `[L, N, 128]`, its GELU,
 /// and the per-row logits `[L, N, 3]`. Shared by inference, the autograd forward and the
 /// hand-written training step.
-pub(crate) fn mlp(x: &Tensor, [w1, b1, w2, b2]: [&Tensor; 4]) -> Result<(Tensor, Tensor, Tensor)> {
+pub fn mlp(x: &Tensor, [w1, b1, w2, b2]: [&Tensor; 4]) -> Result<(Tensor, Tensor, Tensor)> {
     let pre = x
         .matmul(&w1.transpose(1, 2)?)?
         .broadcast_add(&b1.unsqueeze(1)?)?;

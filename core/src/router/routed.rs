@@ -6,10 +6,11 @@
 
 use candle_core::Tensor;
 
-use crate::exec::Route;
 use crate::tasks::reward::{finish, prepare, Outcome, RewardOptions};
 use crate::tasks::Example;
-use crate::{LayerPath, LoadedModel, Result};
+use crate::Result;
+use drllm_engine::exec::Route;
+use drllm_engine::{LayerPath, LoadedModel};
 
 /// Evaluates `ex` along the path that `decide(layer, prompt_rows)` chooses layer by layer;
 /// returns the outcome and the path.
@@ -17,7 +18,7 @@ pub fn evaluate_routed(
     lm: &LoadedModel,
     ex: &Example,
     opts: &RewardOptions,
-    mut decide: impl FnMut(usize, &Tensor) -> Result<u8>,
+    mut decide: impl FnMut(usize, &Tensor) -> drllm_engine::Result<u8>,
 ) -> Result<(Outcome, LayerPath)> {
     let prep = prepare(lm, ex, opts)?;
     let t = prep.prompt_ids.len();

@@ -9,13 +9,13 @@ use std::collections::HashMap;
 
 use candle_core::Tensor;
 
-use crate::cache::KvSlot;
 use crate::error::Result;
-use crate::exec::Route;
-use crate::loader::LoadedModel;
-use crate::path::LayerPath;
 use crate::tasks::reward::{finish, prepare, Outcome, Prepared, RewardOptions};
 use crate::tasks::Example;
+use drllm_engine::cache::KvSlot;
+use drllm_engine::exec::Route;
+use drllm_engine::loader::LoadedModel;
+use drllm_engine::path::LayerPath;
 
 /// Work done by an evaluator.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]

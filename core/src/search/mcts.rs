@@ -26,7 +26,7 @@ use rand::rngs::StdRng;
 use rand::seq::SliceRandom;
 use rand::{Rng, SeedableRng};
 
-use crate::path::LayerPath;
+use drllm_engine::path::LayerPath;
 pub use drllm_records::settings::{Expansion, SearchConfig, StopMode, Strategy, SuccessRule};
 
 /// A path's verdict: good or not, and (choice-loglik) the gold choice's margin under the path.

@@ -7,11 +7,11 @@ use std::time::Instant;
 use super::evaluator::{Counters, PathEvaluator};
 use super::mcts::{Judged, Mcts, SearchConfig, SearchOutcome, SuccessRule};
 use crate::error::{Error, Result};
-use crate::loader::LoadedModel;
 use crate::tasks::prompts;
 use crate::tasks::reward::{RewardMode, RewardOptions};
 use crate::tasks::Example;
-use drllm_records::SearchRecord;
+use drllm_engine::loader::LoadedModel;
+use drllm_records::{RunSettings, SearchRecord};
 
 /// Default memory for cached prefix states per example (hidden states and KV slots).
 pub const DEFAULT_REUSE_BUDGET: usize = 512 << 20;
@@ -102,7 +102,6 @@ impl ExampleSearch {
             model_id: lm.id.clone(),
             model_fingerprint: lm.fingerprint.clone(),
             num_layers: lm.model.num_layers() as u16,
-            reward_mode: opts.mode.to_string(),
             original_correct: o.original_correct,
             found: o.found,
             best_path: o.best_path.layers().to_vec(),
@@ -122,7 +121,10 @@ impl ExampleSearch {
             distinct_paths: o.distinct_paths as u32,
             layer_executions: self.counters.layer_executions,
             wall_seconds: self.wall_seconds,
-            search_config: serde_json::to_string(cfg).unwrap_or_default(),
+            settings: RunSettings {
+                reward: opts.settings(),
+                search: cfg.clone(),
+            },
             worker_id: worker_id.to_string(),
             timestamp_ms: std::time::SystemTime::now()
                 .duration_since(std::time::UNIX_EPOCH)

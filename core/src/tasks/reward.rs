@@ -8,19 +8,22 @@ use candle_core::{Tensor, D};
 use super::dataset::{AnswerKind, Example};
 use super::prompts::{self, PromptStyle};
 use super::{letter, math};
-use crate::cache::{KvSlot, PathCache};
 use crate::error::{Error, Result};
-use crate::exec::{Route, Rows};
-use crate::generate::{greedy_continue, StopReason};
-use crate::layer::Segments;
-use crate::loader::LoadedModel;
-use crate::path::LayerPath;
+use drllm_engine::cache::{KvSlot, PathCache};
+use drllm_engine::exec::{Route, Rows};
+use drllm_engine::generate::{greedy_continue, StopReason};
+use drllm_engine::layer::Segments;
+use drllm_engine::loader::LoadedModel;
+use drllm_engine::path::LayerPath;
 
-pub use drllm_records::settings::RewardMode;
+pub use drllm_records::settings::{RewardMode, RewardSettings};
 
+/// The reward settings resolved for one model: [`RewardSettings`] with the prompt style decided.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct RewardOptions {
+    /// Generate or choice-loglik.
     pub mode: RewardMode,
+    /// The prompt style.
     pub style: PromptStyle,
     /// Stop generation once the grader's verdict can no longer change (never changes a verdict).
     pub early_stop: bool,
@@ -33,14 +36,51 @@ impl RewardOptions {
     pub fn for_model(lm: &LoadedModel, mode: RewardMode) -> Self {
         Self {
             mode,
-            style: if lm.tokenizer.chat_template().is_some() {
-                PromptStyle::Instruct
-            } else {
-                PromptStyle::Base
-            },
+            style: default_style(lm),
             early_stop: true,
             length_normalized: false,
         }
+    }
+
+    /// `settings` on `lm`: an unset style becomes the model's default. Settings this model cannot
+    /// reproduce — generate with instruct prompts on a model without a chat template — are
+    /// refused, naming the fix.
+    pub fn resolve(lm: &LoadedModel, settings: &RewardSettings) -> Result<Self> {
+        let style = settings.style.unwrap_or_else(|| default_style(lm));
+        if settings.mode == RewardMode::Generate
+            && style == PromptStyle::Instruct
+            && lm.tokenizer.chat_template().is_none()
+        {
+            return Err(Error::Unreproducible(format!(
+                "generate with instruct prompts needs the model's chat template, and {} has none: load the model the settings were made with, or use base prompts",
+                lm.id
+            )));
+        }
+        Ok(Self {
+            mode: settings.mode,
+            style,
+            early_stop: settings.early_stop,
+            length_normalized: settings.length_normalized,
+        })
+    }
+
+    /// These options as recorded settings (the style always set).
+    pub fn settings(&self) -> RewardSettings {
+        RewardSettings {
+            mode: self.mode,
+            style: Some(self.style),
+            early_stop: self.early_stop,
+            length_normalized: self.length_normalized,
+        }
+    }
+}
+
+/// Instruct prompts when the model has a chat template, else base prompts.
+fn default_style(lm: &LoadedModel) -> PromptStyle {
+    if lm.tokenizer.chat_template().is_some() {
+        PromptStyle::Instruct
+    } else {
+        PromptStyle::Base
     }
 }
 
@@ -89,10 +129,10 @@ pub struct Prepared {
 /// inputs and routed inference all tokenize through here.
 pub fn encode_prompt(lm: &LoadedModel, text: &str, opts: &RewardOptions) -> Result<Vec<u32>> {
     match (opts.mode, opts.style) {
-        (RewardMode::Generate, PromptStyle::Instruct) => {
-            lm.tokenizer.encode(&lm.tokenizer.apply_chat(text)?, false)
-        }
-        _ => lm.tokenizer.encode(text, true),
+        (RewardMode::Generate, PromptStyle::Instruct) => Ok(lm
+            .tokenizer
+            .encode(&lm.tokenizer.apply_chat(text)?, false)?),
+        _ => Ok(lm.tokenizer.encode(text, true)?),
     }
 }
 
@@ -234,7 +274,7 @@ fn generate(
         }
     })?;
     if let Some(e) = decode_error {
-        return Err(e);
+        return Err(e.into());
     }
     let response = lm.tokenizer.decode(&gen.tokens)?;
     let graded = format!("{}{response}", prompt.output_prefix);
@@ -320,10 +360,10 @@ impl Prepared {
 
     /// Embeddings of those rows.
     pub fn embed(&self, lm: &LoadedModel) -> Result<Tensor> {
-        lm.model.embed(&self.rows)
+        Ok(lm.model.embed(&self.rows)?)
     }
 
-    /// Those rows for [`crate::Model::run_path`], each path position's keys and values pushed
+    /// Those rows for [`drllm_engine::Model::run_path`], each path position's keys and values pushed
     /// onto `slots`.
     pub fn rows<'a>(&'a self, slots: &'a mut Vec<KvSlot>) -> Rows<'a> {
         Rows::Fused {

@@ -10,7 +10,7 @@
 //! "sympy simplifies the difference to 0". That last step is emulated without a CAS: see
 //! [`expr`]. Python's string semantics (`float()`, `str.strip()`, `\d`, `isalpha`) are
 //! reproduced where they change a verdict (`crate::py`). The reference verdicts live in
-//! `core/tests/data/mathruler_cases.jsonl`, produced by running mathruler itself.
+//! `tasks/tests/data/mathruler_cases.jsonl`, produced by running mathruler itself.
 
 mod eval;
 mod expr;

@@ -34,27 +34,6 @@ pub fn class_weights(counts: &[u64], beta: f64) -> Vec<f32> {
         .collect()
 }
 
-/// One-hot rows (`n × 3`, row-major) of class indices: hard targets as distributions.
-pub fn one_hot(y: &[u32]) -> Vec<f32> {
-    let mut q = vec![0f32; y.len() * 3];
-    for (i, &c) in y.iter().enumerate() {
-        q[i * 3 + (c as usize).min(2)] = 1.0;
-    }
-    q
-}
-
-/// Per-layer decisions (0 skip, 1 execute, 2 repeat) as one-hot target distributions.
-pub fn decision_labels(decisions: &[u8]) -> Vec<[f32; 3]> {
-    decisions
-        .iter()
-        .map(|&d| {
-            let mut q = [0.0; 3];
-            q[d.min(2) as usize] = 1.0;
-            q
-        })
-        .collect()
-}
-
 /// Mean soft focal loss of `logits` (`[N, C]`) against target distributions `q` (`[N, C]`, f32,
 /// rows summing to 1): `−Σ_c α_c q_c (1 − p_c)^γ log p_c`, with `alpha` (`[C]`) the class weights.
 /// With one-hot rows it is the focal loss `−α_y (1 − p_y)^γ log p_y`.
@@ -104,6 +83,7 @@ pub fn focal_loss_grad(z: &[f32], q: &[f32], alpha: &[f32; 3], gamma: f64) -> (f
 mod tests {
     use super::*;
     use candle_core::{Device, Var};
+    use drllm_core::router::one_hot;
 
     /// candle autograd's gradient of `loss` with respect to `x`, flattened.
     pub(super) fn autograd(loss: &Tensor, x: &Tensor) -> Vec<f32> {
@@ -173,6 +153,7 @@ mod soft_tests {
     use super::tests::autograd;
     use super::*;
     use candle_core::{Device, Var};
+    use drllm_core::router::one_hot;
 
     /// The hand-derived soft gradient equals candle's autograd of [`focal_loss`], for soft rows,
     /// one-hot rows and a row with a zero class.

@@ -5,7 +5,7 @@ mod common;
 use candle_core::quantized::{gguf_file, GgmlDType};
 use candle_core::DType;
 use common::Tiny;
-use drllm_core::{Error, LoadOptions, Model};
+use drllm_engine::{Error, LoadOptions, Model};
 
 #[test]
 fn missing_gguf_is_an_io_error_naming_the_file() {
@@ -116,10 +116,10 @@ fn missing_default_model_says_how_to_fetch_it() {
     let dir = tempfile::tempdir().unwrap();
     // Point the cache at an empty folder for this process.
     std::env::set_var("DRLLM_CACHE", dir.path());
-    let err = drllm_core::resolve(drllm_core::DEFAULT_MODEL).unwrap_err();
+    let err = drllm_engine::resolve(drllm_engine::DEFAULT_MODEL).unwrap_err();
     assert!(matches!(err, Error::ModelNotFound { .. }));
     assert!(err.to_string().contains("scripts/fetch-model.sh"), "{err}");
-    let err = drllm_core::resolve("no/such/local/thing/at/all").unwrap_err();
+    let err = drllm_engine::resolve("no/such/local/thing/at/all").unwrap_err();
     assert!(matches!(err, Error::ModelNotFound { .. }), "{err}");
 }
 
@@ -127,7 +127,7 @@ fn missing_default_model_says_how_to_fetch_it() {
 fn unreachable_or_unknown_hub_ids_give_a_hub_error_naming_the_repo() {
     // Offline this fails at the connection, online with "not found": a typed error either way.
     let repo = "drllm-tests/no-such-model-8f3a2c";
-    let err = drllm_core::resolve(repo).unwrap_err();
+    let err = drllm_engine::resolve(repo).unwrap_err();
     assert!(matches!(err, Error::Hub { .. }), "{err}");
     assert!(err.to_string().contains(repo), "{err}");
 }

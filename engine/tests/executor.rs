@@ -7,8 +7,10 @@ mod common;
 
 use candle_core::{DType, Tensor};
 use common::{ids, max_abs_diff, Tiny};
-use drllm_core::layer::Segments;
-use drllm_core::{Error, KvSlot, LayerPath, LoadOptions, Model, PathCache, PathError, Route, Rows};
+use drllm_engine::layer::Segments;
+use drllm_engine::{
+    Error, KvSlot, LayerPath, LoadOptions, Model, PathCache, PathError, Route, Rows,
+};
 
 fn tiny_model(tiny: &Tiny) -> (tempfile::TempDir, Model) {
     let dir = tempfile::tempdir().unwrap();

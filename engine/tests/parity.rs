@@ -10,7 +10,7 @@ use candle_core::{DType, Device, Tensor};
 use candle_nn::VarBuilder;
 use candle_transformers::models as ct;
 use common::{ids, max_abs_diff, Tiny};
-use drllm_core::{LayerPath, LoadOptions, Logits, Model, PathCache};
+use drllm_engine::{LayerPath, LoadOptions, Logits, Model, PathCache};
 
 const TOL: f32 = 1e-4;
 

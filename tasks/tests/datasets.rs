@@ -3,8 +3,8 @@
 
 use std::io::Write;
 
-use drllm_core::tasks::dataset::{load_jsonl, AnswerKind, DataError, DatasetSpec};
-use drllm_core::tasks::load_dataset;
+use drllm_tasks::dataset::{load_jsonl, AnswerKind, DataError, DatasetSpec};
+use drllm_tasks::load_dataset;
 use proptest::prelude::*;
 
 fn count(spec: &str, split: &str) -> usize {

@@ -8,20 +8,20 @@
 
 use std::collections::HashMap;
 
-use drllm_core::reference::{check, last_logits, top, RefPrompt};
-use drllm_core::{greedy, LayerPath, LoadOptions, LoadedModel};
+use drllm_engine::reference::{check, last_logits, top, RefPrompt};
+use drllm_engine::{greedy, LayerPath, LoadOptions, LoadedModel};
 
 fn prompts() -> Vec<RefPrompt> {
     let p = concat!(
         env!("CARGO_MANIFEST_DIR"),
         "/tests/data/smollm2_135m_q4_1.json"
     );
-    drllm_core::reference::read(p.as_ref()).unwrap()
+    drllm_engine::reference::read(p.as_ref()).unwrap()
 }
 
 fn load(opts: &LoadOptions) -> Option<LoadedModel> {
-    drllm_core::loader::default_model_for_tests()?;
-    Some(drllm_core::load(drllm_core::DEFAULT_MODEL, opts).expect("loading the default model"))
+    drllm_engine::loader::default_model_for_tests()?;
+    Some(drllm_engine::load(drllm_engine::DEFAULT_MODEL, opts).expect("loading the default model"))
 }
 
 /// The reference's tolerance for engines that quantize activations.
@@ -82,7 +82,7 @@ fn tokenizer_and_chat_template_reproduce_reference_ids() {
     // The same tokenizer as a Hugging Face folder (tokenizer.json + tokenizer_config.json).
     let dir = tempfile::tempdir().unwrap();
     lm.tokenizer.save_hf_dir(dir.path()).unwrap();
-    let hf = drllm_core::TextTokenizer::from_hf_dir(dir.path()).unwrap();
+    let hf = drllm_engine::TextTokenizer::from_hf_dir(dir.path()).unwrap();
     for p in prompts() {
         assert_eq!(
             hf.encode(&p.text, false).unwrap(),

@@ -4,7 +4,7 @@
 //! obtained by running mathruler 0.1.0 itself (sympy 1.14.0, pylatexenc 2.11) with
 //! `scripts/mathruler_cases.py`; see `tests/data/README.md` to regenerate them.
 
-use drllm_core::tasks::math::{extract_boxed, is_equiv};
+use drllm_tasks::math::{extract_boxed, is_equiv};
 use proptest::prelude::*;
 use serde::de::DeserializeOwned;
 use serde::Deserialize;

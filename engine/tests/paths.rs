@@ -7,7 +7,7 @@ mod common;
 
 use candle_core::DType;
 use common::{ids, max_abs_diff, Tiny};
-use drllm_core::{
+use drllm_engine::{
     greedy, Error, LayerPath, LoadOptions, Logits, Model, PathCache, PathError, StopReason,
 };
 
@@ -84,7 +84,7 @@ fn paths_change_the_output_and_repeats_are_not_reruns_of_one_slot() {
     let mut x = model.embed(&seq).unwrap();
     for (layer, n) in [(0usize, 1), (1, 2), (2, 1), (3, 1)] {
         for _ in 0..n {
-            let mut slot = drllm_core::KvSlot::new();
+            let mut slot = drllm_engine::KvSlot::new();
             x = model.run_layer(layer, &x, &rope, &mut slot).unwrap();
             assert_eq!(slot.len(), seq.len());
         }
@@ -95,7 +95,7 @@ fn paths_change_the_output_and_repeats_are_not_reruns_of_one_slot() {
 
 #[test]
 fn fused_context_and_continuations_equal_separate_runs() {
-    use drllm_core::layer::Segments;
+    use drllm_engine::layer::Segments;
     for tiny in [Tiny::llama(), Tiny::qwen2(), Tiny::qwen3()] {
         let (_dir, model) = tiny_model(&tiny, 31);
         let ctx = ids(7, tiny.vocab, 32);
@@ -117,7 +117,7 @@ fn fused_context_and_continuations_equal_separate_runs() {
             let (y, slot) = model.run_layer_fused(layer, &fused, &rope, &segs).unwrap();
             assert_eq!(slot.len(), rows.len());
             fused = y;
-            let mut ctx_slot = drllm_core::KvSlot::new();
+            let mut ctx_slot = drllm_engine::KvSlot::new();
             let r = model.rope(0, ctx.len()).unwrap();
             ctx_x = model.run_layer(layer, &ctx_x, &r, &mut ctx_slot).unwrap();
             for x in cont_x.iter_mut().flatten() {
@@ -182,7 +182,7 @@ fn greedy_generation_stops_on_budget_predicate_and_eos() {
         .forward(&seq, &path, &mut cache, 0, Logits::Last)
         .unwrap();
     for &tok in &g.tokens {
-        assert_eq!(drllm_core::argmax(&logits).unwrap(), tok);
+        assert_eq!(drllm_engine::argmax(&logits).unwrap(), tok);
         seq.push(tok);
         logits = model
             .forward(&[tok], &path, &mut cache, seq.len() - 1, Logits::Last)
@@ -242,7 +242,7 @@ fn bad_calls_give_typed_errors() {
     let rope = model.rope(0, 1).unwrap();
     let x = model.embed(&[1]).unwrap();
     assert!(matches!(
-        model.run_layer(4, &x, &rope, &mut drllm_core::KvSlot::new()),
+        model.run_layer(4, &x, &rope, &mut drllm_engine::KvSlot::new()),
         Err(Error::Path(PathError::OutOfRange { layer: 4, .. }))
     ));
     // Path validation itself.
