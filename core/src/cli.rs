@@ -39,6 +39,8 @@ pub struct ModelArgs {
 }
 
 impl ModelArgs {
+    /// Opens the device and loads the model and tokenizer as the flags ask (`--exact` overrides
+    /// `--decode-weights`).
     pub fn load(&self) -> anyhow::Result<LoadedModel> {
         let device = self.device.open()?;
         let opts = if self.exact {

@@ -4,6 +4,8 @@
 //! inference ([`router`]). Training-only pieces (the backward step, the loss) live in the
 //! trainer.
 
+#![warn(missing_docs)]
+
 #[cfg(feature = "cli")]
 pub mod cli;
 pub mod error;

@@ -14,6 +14,7 @@ pub struct KvSlot {
 }
 
 impl KvSlot {
+    /// An empty slot.
     pub fn new() -> Self {
         Self::default()
     }
@@ -23,6 +24,7 @@ impl KvSlot {
         self.kv.as_ref().map_or(0, |(k, _)| k.dims()[2])
     }
 
+    /// True when no position is cached.
     pub fn is_empty(&self) -> bool {
         self.len() == 0
     }
@@ -65,6 +67,7 @@ pub struct PathCache {
 }
 
 impl PathCache {
+    /// An empty cache for `path`: one empty slot per path position.
     pub fn new(path: &LayerPath) -> Self {
         Self {
             path: path.clone(),
@@ -89,6 +92,7 @@ impl PathCache {
         })
     }
 
+    /// The layer path the cache was built for; only passes along it may use the cache.
     pub fn path(&self) -> &LayerPath {
         &self.path
     }
@@ -98,6 +102,7 @@ impl PathCache {
         self.len
     }
 
+    /// True when no position is cached.
     pub fn is_empty(&self) -> bool {
         self.len == 0
     }

@@ -5,6 +5,7 @@ use minijinja::{context, Environment, ErrorKind};
 
 use crate::error::{Error, Result};
 
+/// A model's chat template, parsed once, with the BOS and EOS texts it is rendered with.
 pub struct ChatTemplate {
     env: Environment<'static>,
     source: String,
@@ -13,6 +14,8 @@ pub struct ChatTemplate {
 }
 
 impl ChatTemplate {
+    /// Parses the Jinja `source`; `bos` and `eos` are the token texts the template sees as
+    /// `bos_token` and `eos_token`. Templates may call `raise_exception(msg)`, which fails the render.
     pub fn new(source: &str, bos: String, eos: String) -> Result<Self> {
         let mut env = Environment::new();
         env.set_unknown_method_callback(minijinja_contrib::pycompat::unknown_method_callback);

@@ -21,6 +21,8 @@ pub enum Arch {
 }
 
 impl Arch {
+    /// The family of a `model_type` or GGUF `general.architecture` name (case-insensitive;
+    /// `smollm`/`smollm2` are Llama).
     pub fn parse(name: &str) -> Result<Self> {
         match name.to_ascii_lowercase().as_str() {
             "llama" | "smollm" | "smollm2" => Ok(Arch::Llama),
@@ -34,33 +36,57 @@ impl Arch {
 /// Llama 3 style RoPE frequency scaling (`rope_scaling.rope_type = "llama3"`).
 #[derive(Debug, Clone, Copy, PartialEq, Deserialize)]
 pub struct Llama3RopeScaling {
+    /// Divisor of the low frequencies.
     pub factor: f32,
+    /// Frequencies whose wavelength exceeds `original_max_position_embeddings / low_freq_factor`
+    /// are divided by `factor`.
     pub low_freq_factor: f32,
+    /// Frequencies whose wavelength is below `original_max_position_embeddings /
+    /// high_freq_factor` are kept; between the two bounds the divisor is interpolated.
     pub high_freq_factor: f32,
+    /// The context length the model was pre-trained with, in positions.
     pub original_max_position_embeddings: usize,
 }
 
 /// Everything the decoder needs to know about a model's shape.
 #[derive(Debug, Clone, PartialEq)]
 pub struct ModelConfig {
+    /// The decoder family.
     pub arch: Arch,
+    /// Number of token ids (rows of the embedding).
     pub vocab_size: usize,
+    /// Width `d` of the hidden states.
     pub hidden_size: usize,
+    /// Width of the MLP's gate and up projections.
     pub intermediate_size: usize,
+    /// Number of decoder layers `L`.
     pub num_layers: usize,
+    /// Query heads per layer.
     pub num_heads: usize,
+    /// Key/value heads per layer (grouped-query attention; divides `num_heads`).
     pub num_kv_heads: usize,
+    /// Width of one attention head (even).
     pub head_dim: usize,
+    /// Epsilon of every RMSNorm.
     pub rms_norm_eps: f64,
+    /// RoPE base θ.
     pub rope_theta: f32,
+    /// Llama 3 RoPE scaling from `config.json`; `None` for none (GGUF files carry theirs as the
+    /// `rope_freqs.weight` tensor instead).
     pub rope_scaling: Option<Llama3RopeScaling>,
     /// GGUF files of the llama architecture store q/k permuted for interleaved RoPE.
     pub rope_interleaved: bool,
+    /// Context length: positions a sequence may occupy.
     pub max_position_embeddings: usize,
+    /// The LM head reuses the embedding matrix.
     pub tie_word_embeddings: bool,
+    /// The q, k and v projections have biases (Qwen2, or `attention_bias`).
     pub qkv_bias: bool,
+    /// RMSNorm on each q and k head before RoPE (Qwen3).
     pub qk_norm: bool,
+    /// Beginning-of-sequence token, when the model names one.
     pub bos_token_id: Option<u32>,
+    /// Tokens that end generation (EOS, and for GGUF also EOT/EOM); may be empty.
     pub eos_token_ids: Vec<u32>,
 }
 

@@ -10,6 +10,7 @@ use candle_core::Device;
 /// A device as a user names it (`cpu`, `cuda`, `cuda:1`), opened with [`DeviceSpec::open`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum DeviceSpec {
+    /// The host CPU.
     #[default]
     Cpu,
     /// The CUDA device with this ordinal (`cuda` is `cuda:0`).
@@ -19,17 +20,26 @@ pub enum DeviceSpec {
 /// True when this build has candle's CUDA backend (the `cuda` cargo feature).
 pub const CUDA_BUILT: bool = cfg!(feature = "cuda");
 
+/// Why a device cannot be named or opened.
 #[derive(Debug, thiserror::Error)]
 pub enum DeviceError {
+    /// A name other than `cpu`, `cuda`, `gpu` or `cuda:N`; holds it as given.
     #[error("unknown device `{0}`: use cpu, cuda or cuda:N (N = the GPU's ordinal)")]
     Unknown(String),
+    /// A CUDA device asked of a binary built without the `cuda` feature.
     #[error(
         "device `{0}` asked for, but this binary was built without CUDA: rebuild with \
          `--features cuda` (deploy/cuda/build.sh does it on a machine without a GPU) or use --device cpu"
     )]
     NotBuilt(DeviceSpec),
+    /// CUDA could not open the device.
     #[error("cannot open {spec}: {reason} (is the NVIDIA driver loaded and are the CUDA 13 libraries on LD_LIBRARY_PATH?)")]
-    Open { spec: DeviceSpec, reason: String },
+    Open {
+        /// The device asked for.
+        spec: DeviceSpec,
+        /// candle's error.
+        reason: String,
+    },
 }
 
 impl FromStr for DeviceSpec {

@@ -16,7 +16,12 @@ use crate::path::{LayerPath, PathError};
 pub enum Route<'a> {
     /// A fixed path, run from position `from` on; the state passed in is the one after
     /// `path[..from]` (0: the embeddings).
-    Path { path: &'a LayerPath, from: usize },
+    Path {
+        /// The layers to run.
+        path: &'a LayerPath,
+        /// First path position to run.
+        from: usize,
+    },
     /// Before layer `i`, `decide(i, state)` says how often to run it: 0 (skip), 1 (execute) or
     /// 2 (repeat). The state is every row's; routed inference reads the prompt rows of it.
     Decide(&'a mut dyn FnMut(usize, &Tensor) -> Result<u8>),
@@ -27,7 +32,9 @@ pub enum Rows<'a> {
     /// One sequence at positions `start ..`, its keys and values appended to `cache` (which must
     /// be built for the route's path; a `start` below its length rewinds it first).
     Cached {
+        /// The sequence's cache.
         cache: &'a mut PathCache,
+        /// Position of the first row.
         start: usize,
     },
     /// One sequence at positions `0 ..`; keys and values are dropped after each layer.
@@ -35,7 +42,9 @@ pub enum Rows<'a> {
     /// A context and its continuations as fused rows ([`Segments`]); each path position's keys
     /// and values are pushed onto `slots`.
     Fused {
+        /// The layout of the rows.
         segs: &'a Segments,
+        /// Receives one slot per path position run, holding every row's keys and values.
         slots: &'a mut Vec<KvSlot>,
     },
 }
@@ -44,7 +53,9 @@ pub enum Rows<'a> {
 /// and the path it ran.
 #[derive(Debug, Clone)]
 pub struct Pass {
+    /// `[rows, hidden]`.
     pub hidden: Tensor,
+    /// The route's path, or for [`Route::Decide`] the path the decisions made.
     pub path: LayerPath,
 }
 

@@ -9,6 +9,7 @@ use crate::error::Result;
 use crate::model::{Logits, Model};
 use crate::path::LayerPath;
 
+/// Why a greedy generation ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum StopReason {
     /// The model produced one of its end-of-sequence tokens (not included in the output).
@@ -21,9 +22,12 @@ pub enum StopReason {
     ContextFull,
 }
 
+/// The tokens a greedy generation produced and why it stopped.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Generation {
+    /// The new token ids, without the prompt and without a final end token.
     pub tokens: Vec<u32>,
+    /// Why generation stopped.
     pub stop: StopReason,
 }
 

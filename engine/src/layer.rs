@@ -9,6 +9,7 @@ use crate::error::Result;
 use crate::linear::{KernelPolicy, Linear};
 use crate::rope::Rope;
 
+/// One decoder block's weights (f32 norms, fused [`Linear`] projections) and head layout.
 #[derive(Debug, Clone)]
 pub struct DecoderLayer {
     pub(crate) attn_norm: Tensor,
@@ -33,7 +34,9 @@ pub struct DecoderLayer {
 /// and to its own earlier rows, never to another continuation.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Segments {
+    /// Rows of the shared context.
     pub ctx: usize,
+    /// Rows of each continuation, in order.
     pub conts: Vec<usize>,
 }
 
@@ -43,7 +46,7 @@ impl Segments {
         self.ctx + self.conts.iter().sum::<usize>()
     }
 
-    /// First row of each continuation.
+    /// `(first row, row count)` of each continuation, in order.
     pub fn cont_offsets(&self) -> impl Iterator<Item = (usize, usize)> + '_ {
         self.conts.iter().scan(self.ctx, |at, &n| {
             let off = *at;

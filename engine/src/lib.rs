@@ -3,6 +3,8 @@
 //! repeating each layer — with a KV cache slot per path position. Every pass goes through one
 //! executor ([`Model::run_path`]). It knows nothing of tasks, searches or routers.
 
+#![warn(missing_docs)]
+
 pub mod cache;
 pub mod chat;
 pub mod config;

@@ -22,6 +22,8 @@ impl Default for KernelPolicy {
     }
 }
 
+/// A linear layer `y = x Wᵀ + b` holding a dense f32 weight and optionally a quantized copy of
+/// it; a [`KernelPolicy`] picks which one a call uses.
 #[derive(Debug, Clone)]
 pub struct Linear {
     /// `[out, in]`, f32.
@@ -51,6 +53,7 @@ impl Linear {
         &self.dense
     }
 
+    /// Output width (`out`).
     pub fn out_features(&self) -> usize {
         self.dense.dims()[0]
     }

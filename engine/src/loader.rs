@@ -40,7 +40,9 @@ pub fn default_model_path() -> PathBuf {
 /// Model files a spec resolved to.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum ModelLocation {
+    /// A `.gguf` file: weights, config and tokenizer in one.
     Gguf(PathBuf),
+    /// A Hugging Face model folder: `config.json`, safetensors and `tokenizer.json`.
     HfDir(PathBuf),
 }
 
@@ -185,11 +187,14 @@ pub fn fingerprint(location: &ModelLocation) -> Result<String> {
 pub struct LoadedModel {
     /// What the user asked for (the spec), for records and messages.
     pub id: String,
+    /// The files the spec resolved to.
     pub location: ModelLocation,
     /// blake3 of the weight files (GGUF, or config.json + safetensors): records and checkpoints
     /// carry it so that results of different weights are never mixed.
     pub fingerprint: String,
+    /// The decoder.
     pub model: Model,
+    /// The model's tokenizer and chat template.
     pub tokenizer: TextTokenizer,
 }
 

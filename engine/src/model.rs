@@ -65,6 +65,8 @@ pub enum Logits {
     From(usize),
 }
 
+/// A loaded decoder: embeddings, layers, final norm, LM head and RoPE frequencies, on one
+/// device. Runs token ids along any [`LayerPath`].
 #[derive(Debug, Clone)]
 pub struct Model {
     cfg: ModelConfig,
@@ -159,18 +161,23 @@ impl Model {
         Self::load(&mut source, cfg, opts)
     }
 
+    /// The hyper-parameters the model was loaded with.
     pub fn config(&self) -> &ModelConfig {
         &self.cfg
     }
 
+    /// Number of decoder layers `L`.
     pub fn num_layers(&self) -> usize {
         self.cfg.num_layers
     }
 
+    /// Which weight copy the matmuls use.
     pub fn policy(&self) -> KernelPolicy {
         self.policy
     }
 
+    /// Changes which weight copy the matmuls use (a policy picking quantized weights has no
+    /// effect on layers loaded without a quantized copy).
     pub fn set_policy(&mut self, policy: KernelPolicy) {
         self.policy = policy;
     }

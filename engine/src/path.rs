@@ -9,26 +9,50 @@ use std::str::FromStr;
 /// Why a path was rejected.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum PathError {
+    /// A layer index not below the model's layer count.
     #[error("position {pos}: layer {layer} does not exist (the model has {num_layers} layers)")]
     OutOfRange {
+        /// The path position.
         pos: usize,
+        /// The layer index at it.
         layer: usize,
+        /// The model's layer count.
         num_layers: usize,
     },
+    /// A layer below the one at the previous position.
     #[error("position {pos}: layer {layer} comes after layer {prev}; paths run layers in increasing order")]
     OutOfOrder {
+        /// The path position.
         pos: usize,
+        /// The layer at the previous position.
         prev: usize,
+        /// The layer at `pos`.
         layer: usize,
     },
+    /// A layer listed three or more times.
     #[error(
         "layer {layer} appears more than twice; a layer may be skipped, executed or repeated once"
     )]
-    TooManyRepeats { layer: usize },
+    TooManyRepeats {
+        /// The layer index.
+        layer: usize,
+    },
+    /// A per-layer count above 2.
     #[error("per-layer count {count} for layer {layer} is not 0, 1 or 2")]
-    BadCount { layer: usize, count: u8 },
+    BadCount {
+        /// The layer index.
+        layer: usize,
+        /// The count given for it.
+        count: u8,
+    },
+    /// Text that is not a comma-separated list of layer indices, `default` or `full`.
     #[error("cannot parse layer path `{text}`: {reason}")]
-    Parse { text: String, reason: String },
+    Parse {
+        /// The text as given.
+        text: String,
+        /// The entry that failed and why.
+        reason: String,
+    },
 }
 
 /// A validated layer path for a model with `num_layers` layers.
@@ -128,6 +152,7 @@ impl LayerPath {
         self.layers.len()
     }
 
+    /// True for the path that runs no layer.
     pub fn is_empty(&self) -> bool {
         self.layers.is_empty()
     }
@@ -188,6 +213,7 @@ impl FromStr for PathSpec {
 }
 
 impl PathSpec {
+    /// The path for a model with `num_layers` layers; fails when a layer is out of range.
     pub fn resolve(&self, num_layers: usize) -> Result<LayerPath, PathError> {
         LayerPath::parse(&self.0, num_layers)
     }

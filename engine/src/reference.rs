@@ -14,19 +14,26 @@ use crate::{greedy, LayerPath, LoadedModel, Logits, Model, PathCache};
 /// One prompt of a reference file.
 #[derive(Debug, Clone, Deserialize)]
 pub struct RefPrompt {
+    /// Label of the prompt in reports.
     pub name: String,
+    /// The prompt text.
     pub text: String,
+    /// The reference tokenizer's ids of `text`, without special tokens added.
     pub ids: Vec<u32>,
     /// llama.cpp's `[id, logit]` top-10 at the last position, full depth.
     pub llama_cpp_top10: Vec<(u32, f32)>,
+    /// The layer paths with exact outputs.
     pub paths: Vec<RefPath>,
 }
 
 /// Exact float32 outputs of one layer path.
 #[derive(Debug, Clone, Deserialize)]
 pub struct RefPath {
+    /// Label of the path in reports.
     pub name: String,
+    /// Layer indices in execution order.
     pub path: Vec<u16>,
+    /// `[id, logit]` top-10 at the prompt's last position under this path, largest first.
     pub exact_top10: Vec<(u32, f32)>,
     /// The first 8 greedy tokens (fewer when EOS came first).
     pub exact_greedy8: Vec<u32>,
@@ -44,7 +51,9 @@ pub fn read(path: &Path) -> Result<Vec<RefPrompt>> {
 /// How this engine did on one prompt and path.
 #[derive(Debug, Clone, Serialize)]
 pub struct PathReport {
+    /// [`RefPrompt::name`].
     pub prompt: String,
+    /// [`RefPath::name`].
     pub path: String,
     /// The tokenizer gave the reference's ids.
     pub ids_match: bool,
@@ -54,6 +63,7 @@ pub struct PathReport {
     pub top1_match: bool,
     /// Our greedy tokens equal the reference's.
     pub greedy_match: bool,
+    /// Our first 8 greedy tokens (fewer when EOS came first).
     pub greedy: Vec<u32>,
 }
 

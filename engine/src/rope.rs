@@ -69,7 +69,8 @@ impl RopeFreqs {
     }
 }
 
-/// cos/sin tables for a run of consecutive positions, shared by every layer of a forward pass.
+/// cos/sin tables for the positions of a pass's rows (consecutive, or per segment for fused
+/// rows), shared by every layer of the pass.
 #[derive(Debug, Clone)]
 pub struct Rope {
     cos: Tensor,

@@ -13,6 +13,8 @@ use crate::chat::ChatTemplate;
 use crate::config::value_as_u64;
 use crate::error::{Error, Result};
 
+/// A model's tokenizer (the `tokenizers` crate's, from `tokenizer.json` or built from GGUF
+/// metadata) and its chat template, if any.
 pub struct TextTokenizer {
     inner: tokenizers::Tokenizer,
     /// Longest token, in bytes of text: an upper bound on the characters one token can add.
@@ -198,10 +200,12 @@ impl TextTokenizer {
         })
     }
 
+    /// Number of token ids, added tokens included.
     pub fn vocab_size(&self) -> usize {
         self.inner.get_vocab_size(true)
     }
 
+    /// The chat template; `None` for models without one (base models).
     pub fn chat_template(&self) -> Option<&ChatTemplate> {
         self.chat.as_ref()
     }

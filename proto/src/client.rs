@@ -28,6 +28,7 @@ impl Interceptor for BearerToken {
     }
 }
 
+/// A coordinator client whose every call carries the bearer token ([`client`] makes one).
 pub type Client = CoordinatorClient<InterceptedService<Channel, BearerToken>>;
 
 /// The token from `file` (trimmed) or else from `$DRLLM_TOKEN`; `None` when neither is set.
@@ -49,6 +50,7 @@ pub fn read_token(file: Option<&Path>) -> Result<Option<String>, String> {
 /// How to reach a coordinator.
 #[derive(Debug, Clone, Default)]
 pub struct ConnectOptions {
+    /// Bearer token sent with every call; `None` sends none.
     pub token: Option<String>,
     /// PEM of the CA that signed the coordinator's certificate (https:// URLs).
     pub tls_ca_pem: Option<Vec<u8>>,

@@ -2,6 +2,8 @@
 //! generated messages, client and server of `proto/drllm.proto`, and the protocol version both
 //! sides check at registration.
 
+#![warn(missing_docs)]
+
 /// Bumped on any incompatible change of the messages or their meaning.
 /// Version 2: the run settings travel as typed messages instead of JSON.
 pub const PROTOCOL_VERSION: u32 = 2;
@@ -9,6 +11,10 @@ pub const PROTOCOL_VERSION: u32 = 2;
 /// The metadata key of the bearer token every call carries.
 pub const AUTH_HEADER: &str = "authorization";
 
+/// The `drllm.v1` package: the messages, client and server `tonic-prost-build` generates from
+/// `proto/drllm.proto`.
+// The messages and their fields are documented in proto/drllm.proto; the generated code is not.
+#[allow(missing_docs)]
 pub mod v1 {
     tonic::include_proto!("drllm.v1");
 }

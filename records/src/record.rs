@@ -111,6 +111,58 @@ pub(crate) fn to_batch(records: &[SearchRecord]) -> Result<RecordBatch> {
         records.iter().for_each(|r| b.append_value(f(r)));
         Arc::new(b.finish()) as ArrayRef
     };
+    let rows = row_columns(records)?;
+    let mut columns: Vec<(&str, ArrayRef)> = strings.into_iter().collect();
+    columns.extend([
+        ("reward_mode", rows.mode),
+        ("prompt_style", rows.style),
+        ("early_stop", bools(|r| r.settings.reward.early_stop)),
+        (
+            "length_normalized",
+            bools(|r| r.settings.reward.length_normalized),
+        ),
+        ("num_layers", u16s(|r| r.num_layers)),
+        ("original_correct", bools(|r| r.original_correct)),
+        ("found", bools(|r| r.found)),
+        ("best_path", rows.best_path),
+        ("best_decisions", rows.decisions),
+        ("best_path_len", u16s(|r| r.best_path.len() as u16)),
+        ("distinct_layers", u16s(|r| r.distinct_layers)),
+        ("good_paths", rows.good),
+        ("good_margins", rows.margins),
+        ("original_margin", rows.orig_margin),
+        ("best_response", rows.response),
+        ("simulations", rows.sims),
+        ("distinct_paths", rows.distinct),
+        ("layer_executions", rows.execs),
+        ("wall_seconds", rows.wall),
+        ("search_config", rows.config),
+        ("worker_id", rows.worker),
+        ("timestamp", rows.ts),
+    ]);
+    RecordBatch::try_from_iter(columns).map_err(|e| Error::Output(format!("building records: {e}")))
+}
+
+/// The columns built row by row (lists, optional values, the settings).
+struct RowColumns {
+    mode: ArrayRef,
+    style: ArrayRef,
+    best_path: ArrayRef,
+    decisions: ArrayRef,
+    good: ArrayRef,
+    margins: ArrayRef,
+    orig_margin: ArrayRef,
+    response: ArrayRef,
+    sims: ArrayRef,
+    distinct: ArrayRef,
+    execs: ArrayRef,
+    wall: ArrayRef,
+    config: ArrayRef,
+    worker: ArrayRef,
+    ts: ArrayRef,
+}
+
+fn row_columns(records: &[SearchRecord]) -> Result<RowColumns> {
     let mut best_path = ListBuilder::new(UInt16Builder::new());
     let mut decisions = ListBuilder::new(UInt8Builder::new());
     let mut good = ListBuilder::new(ListBuilder::new(UInt16Builder::new()));
@@ -145,35 +197,23 @@ pub(crate) fn to_batch(records: &[SearchRecord]) -> Result<RecordBatch> {
         worker.append_value(&r.worker_id);
         ts.append_value(r.timestamp_ms);
     }
-    let mut columns: Vec<(&str, ArrayRef)> = strings.into_iter().collect();
-    columns.extend([
-        ("reward_mode", Arc::new(mode.finish()) as ArrayRef),
-        ("prompt_style", Arc::new(style.finish())),
-        ("early_stop", bools(|r| r.settings.reward.early_stop)),
-        (
-            "length_normalized",
-            bools(|r| r.settings.reward.length_normalized),
-        ),
-        ("num_layers", u16s(|r| r.num_layers)),
-        ("original_correct", bools(|r| r.original_correct)),
-        ("found", bools(|r| r.found)),
-        ("best_path", Arc::new(best_path.finish()) as ArrayRef),
-        ("best_decisions", Arc::new(decisions.finish())),
-        ("best_path_len", u16s(|r| r.best_path.len() as u16)),
-        ("distinct_layers", u16s(|r| r.distinct_layers)),
-        ("good_paths", Arc::new(good.finish())),
-        ("good_margins", Arc::new(margins.finish())),
-        ("original_margin", Arc::new(orig_margin.finish())),
-        ("best_response", Arc::new(response.finish())),
-        ("simulations", Arc::new(sims.finish())),
-        ("distinct_paths", Arc::new(distinct.finish())),
-        ("layer_executions", Arc::new(execs.finish())),
-        ("wall_seconds", Arc::new(wall.finish())),
-        ("search_config", Arc::new(config.finish())),
-        ("worker_id", Arc::new(worker.finish())),
-        ("timestamp", Arc::new(ts.finish())),
-    ]);
-    RecordBatch::try_from_iter(columns).map_err(|e| Error::Output(format!("building records: {e}")))
+    Ok(RowColumns {
+        mode: Arc::new(mode.finish()),
+        style: Arc::new(style.finish()),
+        best_path: Arc::new(best_path.finish()),
+        decisions: Arc::new(decisions.finish()),
+        good: Arc::new(good.finish()),
+        margins: Arc::new(margins.finish()),
+        orig_margin: Arc::new(orig_margin.finish()),
+        response: Arc::new(response.finish()),
+        sims: Arc::new(sims.finish()),
+        distinct: Arc::new(distinct.finish()),
+        execs: Arc::new(execs.finish()),
+        wall: Arc::new(wall.finish()),
+        config: Arc::new(config.finish()),
+        worker: Arc::new(worker.finish()),
+        ts: Arc::new(ts.finish()),
+    })
 }
 
 /// Writes `records` to `path` atomically (temporary file, fsync, rename). The first record's

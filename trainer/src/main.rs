@@ -9,6 +9,7 @@ use drllm_core::cli::ModelArgs;
 use drllm_core::router::{
     RouterConfig, Routers, Targets, TrainingConfig, CONFIG_FILE, DEFAULT_WINDOWS,
 };
+use drllm_engine::LoadedModel;
 use drllm_trainer::{cache, data, train};
 
 // Training allocates and frees the same large buffers every step; glibc's malloc returns them to
@@ -110,6 +111,45 @@ fn main() -> anyhow::Result<()> {
 }
 
 fn run(a: TrainArgs) -> anyhow::Result<()> {
+    let training = training_config(&a)?;
+    // Records first: a wrong path fails before the model loads.
+    let records = data::read_all(&a.records)?;
+    let lm = a.model.load()?;
+    let (mut cfg, routers) = checkpoint(&a, &lm, training)?;
+    let (all, n_train, selection) = examples(&lm, records, &mut cfg, &a.out)?;
+    let root = a
+        .cache_dir
+        .clone()
+        .unwrap_or_else(|| drllm_engine::loader::cache_dir().join("router-features"));
+    let (feats, built) =
+        cache::open_or_build(&root, &lm.model, &lm.fingerprint, &all, a.windows, true)
+            .context("computing router inputs")?;
+    tracing::info!(computed = built.computed, reused = built.reused, seconds = built.seconds, cache = %feats.dir.display(), "router inputs ready");
+    let split = |range: std::ops::Range<usize>| train::Split {
+        rows: range.clone().collect(),
+        targets: all[range].iter().map(|e| e.labels.as_slice()).collect(),
+    };
+    let (tr, va) = (split(0..n_train), split(n_train..all.len()));
+    let t = std::time::Instant::now();
+    fit(&routers, &feats, &tr, &va, &mut cfg, &a.out)?;
+    let epochs_s = t.elapsed().as_secs_f64();
+    let last = cfg.history.last();
+    println!(
+        "{}",
+        serde_json::json!({
+            "checkpoint": a.out, "selection": selection, "train_examples": tr.rows.len(),
+            "val_examples": va.rows.len(), "feature_pass_seconds": built.seconds,
+            "features_computed": built.computed, "features_reused": built.reused,
+            "epochs": cfg.history.len(), "epochs_seconds": epochs_s,
+            "epochs_over_feature_pass": (built.computed > 0).then(|| epochs_s / built.seconds),
+            "train": last.map(|e| &e.train), "val": last.and_then(|e| e.val.as_ref()),
+        })
+    );
+    Ok(())
+}
+
+/// The training configuration the flags ask for, refusing values that cannot train.
+fn training_config(a: &TrainArgs) -> anyhow::Result<TrainingConfig> {
     anyhow::ensure!(
         a.windows > 0 && a.epochs > 0 && a.batch_size > 0 && a.grad_accum > 0,
         "--windows, --epochs, --batch-size and --grad-accum must be at least 1"
@@ -118,7 +158,7 @@ fn run(a: TrainArgs) -> anyhow::Result<()> {
         (0.0..1.0).contains(&a.val_fraction),
         "--val-fraction must be in [0, 1)"
     );
-    let training = TrainingConfig {
+    Ok(TrainingConfig {
         epochs: a.epochs,
         batch_size: a.batch_size,
         grad_accum: a.grad_accum,
@@ -139,51 +179,64 @@ fn run(a: TrainArgs) -> anyhow::Result<()> {
             },
             _ => Targets::Best,
         },
-    };
-    // Records first: a wrong path fails before the model loads.
-    let records = data::read_all(&a.records)?;
-    let lm = a.model.load()?;
+    })
+}
+
+/// The checkpoint to train: `--resume`d from `--out` (same model and options but `--epochs`),
+/// or new (refused when `--out` already holds one).
+fn checkpoint(
+    a: &TrainArgs,
+    lm: &LoadedModel,
+    training: TrainingConfig,
+) -> anyhow::Result<(RouterConfig, Routers)> {
     let (layers, d) = (lm.model.num_layers(), lm.model.config().hidden_size);
-    let existing = a.out.join(CONFIG_FILE).is_file();
-    let (mut cfg, routers) = if a.resume {
-        let (cfg, routers) = RouterConfig::load(&a.out)?;
+    if a.resume {
+        let (mut cfg, routers) = RouterConfig::load(&a.out)?;
         cfg.check_model(&a.out, &lm.fingerprint, layers, d)?;
         let mut same = cfg.training.clone();
         same.epochs = a.epochs;
         if same != training || cfg.windows != a.windows {
             bail!("--resume: the options differ from the checkpoint's training configuration {:?} (windows {}); only --epochs may change", cfg.training, cfg.windows);
         }
-        let mut cfg = cfg;
         cfg.training.epochs = a.epochs;
-        (cfg, routers)
-    } else {
-        if existing {
-            bail!("{} already holds a router checkpoint: pass --resume to continue training it, or choose another --out", a.out.display());
-        }
-        let cfg = RouterConfig::new(&lm.id, &lm.fingerprint, layers, d, a.windows, training);
-        (cfg, Routers::init(layers, d, a.seed)?)
-    };
+        return Ok((cfg, routers));
+    }
+    if a.out.join(CONFIG_FILE).is_file() {
+        bail!("{} already holds a router checkpoint: pass --resume to continue training it, or choose another --out", a.out.display());
+    }
+    let cfg = RouterConfig::new(&lm.id, &lm.fingerprint, layers, d, a.windows, training);
+    Ok((cfg, Routers::init(layers, d, a.seed)?))
+}
 
+/// The training examples from `records`, training ones first: `(examples, number of training
+/// examples, selection counts)`. Records the records' reward settings in `cfg`, refusing others
+/// than a resumed checkpoint's.
+fn examples(
+    lm: &LoadedModel,
+    records: Vec<drllm_records::SearchRecord>,
+    cfg: &mut RouterConfig,
+    out: &std::path::Path,
+) -> anyhow::Result<(Vec<data::Example>, usize, data::Selection)> {
     let filter = data::Filter {
         fingerprint: lm.fingerprint.clone(),
-        num_layers: layers,
+        num_layers: lm.model.num_layers(),
         found_only: cfg.training.found_only,
         min_path_len: cfg.training.min_path_len,
     };
     let (kept, selection) = data::select(records, &filter)?;
     tracing::info!(?selection, "records selected");
-    let reward = data::common_reward(&lm, &kept)?;
+    let reward = data::common_reward(lm, &kept)?;
     if let (Some(had), Some(now)) = (cfg.reward, reward) {
         anyhow::ensure!(
             had == now,
             "{} was trained on records searched with {had:?}; these records were searched with {now:?}: resume with records of the same settings, or train a new checkpoint",
-            a.out.display()
+            out.display()
         );
     }
     cfg.reward = reward;
     let (mut train_ex, mut val_ex) = (Vec::new(), Vec::new());
     for r in &kept {
-        let e = data::example(&lm, r, cfg.training.targets)?;
+        let e = data::example(lm, r, cfg.training.targets)?;
         if data::is_validation(&e.question, cfg.training.val_fraction, cfg.training.seed) {
             val_ex.push(e);
         } else {
@@ -195,25 +248,26 @@ fn run(a: TrainArgs) -> anyhow::Result<()> {
         "every selected question fell into validation: lower --val-fraction"
     );
     let n_train = train_ex.len();
-    let all: Vec<data::Example> = train_ex.into_iter().chain(val_ex).collect();
-    let root = a
-        .cache_dir
-        .clone()
-        .unwrap_or_else(|| drllm_engine::loader::cache_dir().join("router-features"));
-    let (feats, built) =
-        cache::open_or_build(&root, &lm.model, &lm.fingerprint, &all, a.windows, true)
-            .context("computing router inputs")?;
-    tracing::info!(computed = built.computed, reused = built.reused, seconds = built.seconds, cache = %feats.dir.display(), "router inputs ready");
-    let split = |range: std::ops::Range<usize>| train::Split {
-        rows: range.clone().collect(),
-        targets: all[range].iter().map(|e| e.labels.as_slice()).collect(),
-    };
-    let (tr, va) = (split(0..n_train), split(n_train..all.len()));
+    Ok((
+        train_ex.into_iter().chain(val_ex).collect(),
+        n_train,
+        selection,
+    ))
+}
+
+/// Trains with a progress bar and one line of metrics per epoch on stderr.
+fn fit(
+    routers: &Routers,
+    feats: &cache::Features,
+    tr: &train::Split,
+    va: &train::Split,
+    cfg: &mut RouterConfig,
+    out: &std::path::Path,
+) -> anyhow::Result<()> {
     let bar = drllm_core::cli::progress_bar(cfg.training.epochs);
     bar.set_position(cfg.history.len() as u64);
     bar.set_message("epochs");
-    let t = std::time::Instant::now();
-    train::train(&routers, &feats, &tr, &va, &mut cfg, &a.out, |e| {
+    train::train(routers, feats, tr, va, cfg, out, |e| {
         bar.inc(1);
         let line = match &e.val {
             Some(v) => format!(
@@ -227,18 +281,5 @@ fn run(a: TrainArgs) -> anyhow::Result<()> {
         bar.suspend(|| eprintln!("{line}"));
     })?;
     bar.finish_and_clear();
-    let epochs_s = t.elapsed().as_secs_f64();
-    let last = cfg.history.last();
-    println!(
-        "{}",
-        serde_json::json!({
-            "checkpoint": a.out, "selection": selection, "train_examples": tr.rows.len(),
-            "val_examples": va.rows.len(), "feature_pass_seconds": built.seconds,
-            "features_computed": built.computed, "features_reused": built.reused,
-            "epochs": cfg.history.len(), "epochs_seconds": epochs_s,
-            "epochs_over_feature_pass": (built.computed > 0).then(|| epochs_s / built.seconds),
-            "train": last.map(|e| &e.train), "val": last.and_then(|e| e.val.as_ref()),
-        })
-    );
     Ok(())
 }

@@ -145,47 +145,15 @@ pub fn train(
         let mut conf = Confusion::default();
         let mut loss_sum = 0.0;
         for step_items in order.chunks(per_step) {
-            let mut acc: Option<Vec<Tensor>> = None;
-            for micro in step_items.chunks(tc.batch_size.max(1)) {
-                let rows: Vec<usize> = micro.iter().map(|m| m.0).collect();
-                let targets: Vec<Labels> = micro.iter().map(|m| m.1).collect();
-                let (x, mask) = feats.batch(&rows)?;
-                let s = step(
-                    routers,
-                    &x,
-                    &mask,
-                    &layer_major(&targets, feats.layers),
-                    &cfg.class_weights,
-                    tc.focal_gamma,
-                )?;
-                loss_sum += s.loss * rows.len() as f64;
-                let pred: Vec<u8> = s
-                    .logits
-                    .chunks(3)
-                    .map(|z| argmax3([z[0], z[1], z[2]]))
-                    .collect();
-                tally(&mut conf, &targets, &pred, feats.layers);
-                // Gradient accumulation: each micro-batch weighs by its share of the step.
-                let share = micro.len() as f64 / step_items.len() as f64;
-                let grads = if share == 1.0 {
-                    s.grads.to_vec()
-                } else {
-                    s.grads
-                        .iter()
-                        .map(|g| g.affine(share, 0.0))
-                        .collect::<candle_core::Result<Vec<_>>>()?
-                };
-                acc = Some(match acc {
-                    None => grads,
-                    Some(a) => a
-                        .iter()
-                        .zip(&grads)
-                        .map(|(a, g)| a + g)
-                        .collect::<candle_core::Result<Vec<_>>>()?,
-                });
-            }
+            let batch = Batch {
+                items: step_items,
+                micro: tc.batch_size.max(1),
+                alpha: &cfg.class_weights,
+                gamma: tc.focal_gamma,
+            };
+            let acc = batch.gradients(routers, feats, &mut conf, &mut loss_sum)?;
             opt.lr = learning_rate(tc.lr, cfg.steps_done, total, warmup);
-            opt.step(&acc.expect("a step has at least one micro-batch"))?;
+            opt.step(&acc)?;
             cfg.steps_done += 1;
         }
         let train_m = conf.metrics(loss_sum / train.rows.len().max(1) as f64);
@@ -213,6 +181,63 @@ pub fn train(
         write_metrics(out, &cfg.history)?;
     }
     Ok(())
+}
+
+/// The examples of one optimizer step, run in micro-batches.
+struct Batch<'a, 'b> {
+    /// (feature row, targets) of each example.
+    items: &'a [(usize, Labels<'b>)],
+    /// Examples per micro-batch.
+    micro: usize,
+    alpha: &'a [f32; 3],
+    gamma: f64,
+}
+
+impl Batch<'_, '_> {
+    /// The step's gradients (of `w1`, `b1`, `w2`, `b2`), accumulated over the micro-batches,
+    /// each weighing by its share of the step; tallies predictions into `conf` and adds the summed
+    /// loss to `loss_sum`.
+    fn gradients(
+        &self,
+        routers: &Routers,
+        feats: &Features,
+        conf: &mut Confusion,
+        loss_sum: &mut f64,
+    ) -> Result<Vec<Tensor>> {
+        let mut acc: Option<Vec<Tensor>> = None;
+        for micro in self.items.chunks(self.micro) {
+            let rows: Vec<usize> = micro.iter().map(|m| m.0).collect();
+            let targets: Vec<Labels> = micro.iter().map(|m| m.1).collect();
+            let (x, mask) = feats.batch(&rows)?;
+            let targets_lm = layer_major(&targets, feats.layers);
+            let s = step(routers, &x, &mask, &targets_lm, self.alpha, self.gamma)?;
+            *loss_sum += s.loss * rows.len() as f64;
+            let pred: Vec<u8> = s
+                .logits
+                .chunks(3)
+                .map(|z| argmax3([z[0], z[1], z[2]]))
+                .collect();
+            tally(conf, &targets, &pred, feats.layers);
+            let share = micro.len() as f64 / self.items.len() as f64;
+            let grads = if share == 1.0 {
+                s.grads.to_vec()
+            } else {
+                s.grads
+                    .iter()
+                    .map(|g| g.affine(share, 0.0))
+                    .collect::<candle_core::Result<Vec<_>>>()?
+            };
+            acc = Some(match acc {
+                None => grads,
+                Some(a) => a
+                    .iter()
+                    .zip(&grads)
+                    .map(|(a, g)| a + g)
+                    .collect::<candle_core::Result<Vec<_>>>()?,
+            });
+        }
+        acc.ok_or_else(|| Error::Selection("an optimizer step without examples".into()))
+    }
 }
 
 /// `metrics.csv` (one row per epoch and split) and `metrics.json` next to the checkpoint.

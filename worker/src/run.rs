@@ -161,6 +161,36 @@ pub fn run(a: Args) -> anyhow::Result<()> {
     rt.block_on(run_async(a))
 }
 
+/// Runs `n` lanes and sums their (examples, simulations). A lane that fails stops the others
+/// after their example at hand, as one worker would stop; the first error is returned.
+async fn run_lanes(s: &Session, lanes: &Arc<Lanes>, n: usize) -> anyhow::Result<(u64, usize)> {
+    let tasks: Vec<_> = (0..n)
+        .map(|_| {
+            let (s, w) = (s.clone(), lanes.clone());
+            tokio::spawn(async move {
+                let r = lane(s, w.clone()).await;
+                if r.is_err() {
+                    w.stop.store(true, Ordering::SeqCst);
+                }
+                r
+            })
+        })
+        .collect();
+    let (mut done, mut sims, mut first_err) = (0u64, 0usize, None);
+    for t in tasks {
+        match t.await? {
+            Ok((d, n)) => (done, sims) = (done + d, sims + n),
+            Err(e) => {
+                first_err.get_or_insert(e);
+            }
+        }
+    }
+    match first_err {
+        Some(e) => Err(e),
+        None => Ok((done, sims)),
+    }
+}
+
 async fn run_async(a: Args) -> anyhow::Result<()> {
     let t0 = Instant::now();
     let worker_id = a.worker_id.clone().unwrap_or_else(|| {
@@ -226,33 +256,10 @@ async fn run_async(a: Args) -> anyhow::Result<()> {
         failures_in_a_row: AtomicU32::new(0),
         max_failures_in_a_row: a.max_failures_in_a_row,
     });
-    // A lane that fails stops the others after their example at hand, as one worker would stop.
-    let tasks: Vec<_> = (0..a.concurrency.max(1))
-        .map(|_| {
-            let (s, w) = (s.clone(), lanes.clone());
-            tokio::spawn(async move {
-                let r = lane(s, w.clone()).await;
-                if r.is_err() {
-                    w.stop.store(true, Ordering::SeqCst);
-                }
-                r
-            })
-        })
-        .collect();
-    let (mut done, mut sims, mut first_err) = (0u64, 0usize, None);
-    for t in tasks {
-        match t.await? {
-            Ok((d, n)) => (done, sims) = (done + d, sims + n),
-            Err(e) => {
-                first_err.get_or_insert(e);
-            }
-        }
-    }
+    let joined = run_lanes(&s, &lanes, a.concurrency.max(1)).await;
     stop.store(true, Ordering::SeqCst);
     hb.abort();
-    if let Some(e) = first_err {
-        return Err(e);
-    }
+    let (done, sims) = joined?;
     let secs = t0.elapsed().as_secs_f64();
     println!(
         "{}",
@@ -278,6 +285,75 @@ struct Lanes {
 /// One lane: lease, search each example, submit, until the job is done or the worker stops.
 /// `--concurrency N` runs N lanes, so N searches share the model (and a GPU) at once. Returns the
 /// examples and simulations it did.
+/// What to do with one searched example.
+enum Judged {
+    /// Submit this result (a record, or the example's failure); the search ran this many
+    /// simulations.
+    Submit(SearchResult, usize),
+    /// Too many examples failed in a row: this worker is broken itself and stops.
+    GiveUp(anyhow::Error),
+}
+
+/// Searches one leased example on a blocking thread. A failed search is reported as failed
+/// (not leased again), unless it is one too many in a row.
+async fn search_one(w: &Arc<Lanes>, le: &LeasedExample) -> anyhow::Result<Judged> {
+    let ex: Example = serde_json::from_str(&le.example_json)
+        .with_context(|| format!("example {} from the coordinator", le.key))?;
+    let w2 = w.clone();
+    let rec = tokio::task::spawn_blocking(move || {
+        search_example(&w2.lm, &ex, &w2.cfg, &w2.ropts, w2.budget).map(|r| {
+            let sims = r.outcome.simulations;
+            let rec = r.record(&w2.lm, &ex, &w2.cfg, &w2.ropts, &w2.worker_id);
+            (rec, sims)
+        })
+    })
+    .await?;
+    match rec {
+        Ok((rec, n)) => {
+            w.failures_in_a_row.store(0, Ordering::SeqCst);
+            metrics::counter!("drllm_worker_examples_total", "outcome" => "searched").increment(1);
+            metrics::counter!("drllm_worker_simulations_total").increment(n as u64);
+            let result = SearchResult {
+                key: le.key,
+                record_json: serde_json::to_string(&rec)?,
+                ..Default::default()
+            };
+            Ok(Judged::Submit(result, n))
+        }
+        Err(e) => {
+            let failures = w.failures_in_a_row.fetch_add(1, Ordering::SeqCst) + 1;
+            metrics::counter!("drllm_worker_examples_total", "outcome" => "failed").increment(1);
+            if failures > w.max_failures_in_a_row {
+                return Ok(Judged::GiveUp(anyhow::anyhow!("{failures} examples in a row failed, the last ({}) with: {e:#}; stopping (see --max-failures-in-a-row)", le.key)));
+            }
+            tracing::warn!(example = le.key, "search failed, reporting it: {e:#}");
+            let result = SearchResult {
+                key: le.key,
+                error: format!("{e:#}"),
+                ..Default::default()
+            };
+            Ok(Judged::Submit(result, 0))
+        }
+    }
+}
+
+/// Submits one result, retrying while the coordinator is away.
+async fn submit(s: &mut Session, worker_id: &str, result: SearchResult) -> anyhow::Result<()> {
+    let id = worker_id.to_string();
+    s.call("submit", move |mut c| {
+        let (id, result) = (id.clone(), result.clone());
+        async move {
+            c.submit(SubmitRequest {
+                worker_id: id,
+                results: vec![result],
+            })
+            .await
+        }
+    })
+    .await?;
+    Ok(())
+}
+
 async fn lane(mut s: Session, w: Arc<Lanes>) -> anyhow::Result<(u64, usize)> {
     let (mut done, mut sims) = (0u64, 0usize);
     'outer: while !w.stop.load(Ordering::SeqCst) {
@@ -308,62 +384,17 @@ async fn lane(mut s: Session, w: Arc<Lanes>) -> anyhow::Result<(u64, usize)> {
                 release(&mut s, &w.held, keys[i..].to_vec()).await?;
                 break 'outer;
             }
-            let ex: Example = serde_json::from_str(&le.example_json)
-                .with_context(|| format!("example {} from the coordinator", le.key))?;
-            let w2 = w.clone();
-            let rec = tokio::task::spawn_blocking(move || {
-                search_example(&w2.lm, &ex, &w2.cfg, &w2.ropts, w2.budget).map(|r| {
-                    let sims = r.outcome.simulations;
-                    (
-                        r.record(&w2.lm, &ex, &w2.cfg, &w2.ropts, &w2.worker_id),
-                        sims,
-                    )
-                })
-            })
-            .await?;
-            let result = match rec {
-                Ok((rec, n)) => {
+            let result = match search_one(&w, le).await? {
+                Judged::Submit(result, n) => {
                     sims += n;
-                    w.failures_in_a_row.store(0, Ordering::SeqCst);
-                    metrics::counter!("drllm_worker_examples_total", "outcome" => "searched")
-                        .increment(1);
-                    metrics::counter!("drllm_worker_simulations_total").increment(n as u64);
-                    SearchResult {
-                        key: le.key,
-                        record_json: serde_json::to_string(&rec)?,
-                        ..Default::default()
-                    }
+                    result
                 }
-                Err(e) => {
-                    // Reported as failed (not leased again); a worker that fails on every
-                    // example is broken itself and stops instead of failing the whole job.
-                    let failures = w.failures_in_a_row.fetch_add(1, Ordering::SeqCst) + 1;
-                    metrics::counter!("drllm_worker_examples_total", "outcome" => "failed")
-                        .increment(1);
-                    if failures > w.max_failures_in_a_row {
-                        release(&mut s, &w.held, keys[i..].to_vec()).await?;
-                        bail!("{failures} examples in a row failed, the last ({}) with: {e:#}; stopping (see --max-failures-in-a-row)", le.key);
-                    }
-                    tracing::warn!(example = le.key, "search failed, reporting it: {e:#}");
-                    SearchResult {
-                        key: le.key,
-                        error: format!("{e:#}"),
-                        ..Default::default()
-                    }
+                Judged::GiveUp(e) => {
+                    release(&mut s, &w.held, keys[i..].to_vec()).await?;
+                    return Err(e);
                 }
             };
-            let id = w.worker_id.clone();
-            s.call("submit", move |mut c| {
-                let (id, result) = (id.clone(), result.clone());
-                async move {
-                    c.submit(SubmitRequest {
-                        worker_id: id,
-                        results: vec![result],
-                    })
-                    .await
-                }
-            })
-            .await?;
+            submit(&mut s, &w.worker_id, result).await?;
             w.held.lock().unwrap().retain(|k| *k != le.key);
             done += 1;
         }

@@ -26,8 +26,9 @@ pub use writer::SubmitReply;
 mod open;
 mod writer;
 
-/// Layout version of the state directory.
-const FORMAT: &str = "2";
+/// Layout version of the state directory. 3: accepted results are stored as records with typed
+/// run settings (records schema 3), which format-2 states' results are not.
+const FORMAT: &str = "3";
 
 #[derive(Debug, thiserror::Error)]
 pub enum StateError {

@@ -8,6 +8,74 @@ use super::writer::decode_sub;
 use super::*;
 use crate::job::JobSpec;
 
+/// The job a state directory is opened for.
+struct Job<'a> {
+    spec: &'a JobSpec,
+    file: &'a str,
+    text: &'a str,
+}
+
+impl Job<'_> {
+    /// Checks that an existing state belongs to this job and this release's format, or writes a
+    /// new one: every example, the job, and last the job's hash (a state with a hash is
+    /// complete).
+    fn check_or_init(
+        &self,
+        db: &sled::Db,
+        meta: &sled::Tree,
+        examples: &sled::Tree,
+        d: &str,
+    ) -> Result<()> {
+        let corrupt = |what: String| StateError::Corrupt {
+            dir: d.to_string(),
+            what,
+        };
+        let hash = self.spec.hash();
+        if let Some(stored) = meta.get("job_hash")? {
+            let stored = String::from_utf8_lossy(&stored).to_string();
+            if stored != hash {
+                return Err(StateError::OtherJob {
+                    dir: d.to_string(),
+                    stored,
+                    given: hash,
+                });
+            }
+            let format = meta.get("format")?;
+            if format.as_deref() != Some(FORMAT.as_bytes()) {
+                return Err(corrupt(format!(
+                    "it was written by another drllm release (state format {}, this one reads {FORMAT}): finish the job with the release that started it, or start over in a new state directory",
+                    format.map_or("1".into(), |f| String::from_utf8_lossy(&f).to_string())
+                )));
+            }
+            return Ok(());
+        }
+        if !examples.is_empty() {
+            return Err(corrupt("examples without a job".into()));
+        }
+        let exs = self
+            .spec
+            .examples(self.file)
+            .map_err(|e| corrupt(format!("cannot list the job's examples: {e}")))?;
+        let mut batch = sled::Batch::default();
+        for (i, ex) in exs.iter().enumerate() {
+            let json = serde_json::to_vec(ex).expect("an example serializes");
+            batch.insert(&key(i as u64), json);
+        }
+        examples.apply_batch(batch)?;
+        meta.insert("format", FORMAT)?;
+        meta.insert("job", self.text.as_bytes())?;
+        meta.insert(
+            "job_spec",
+            serde_json::to_vec(self.spec).expect("serializes"),
+        )?;
+        meta.insert("next_part", &key(0))?;
+        // Written last: a state with a job hash is complete.
+        meta.insert("job_hash", hash.as_bytes())?;
+        db.flush()?;
+        Ok(())
+    }
+}
+
 impl State {
     /// Opens (or creates) the state of `spec` in `dir`; a state of another job is refused.
     /// `job_text` (the job file) is saved alongside for reference. The state writer reports a
@@ -29,53 +97,14 @@ impl State {
                 dir: d.clone(),
                 source,
             })?;
-        let corrupt = |what: String| StateError::Corrupt {
-            dir: d.clone(),
-            what,
-        };
         let meta = db.open_tree("meta")?;
         let examples = db.open_tree("examples")?;
-        let hash = spec.hash();
-        match meta.get("job_hash")? {
-            Some(stored) => {
-                let stored = String::from_utf8_lossy(&stored).to_string();
-                if stored != hash {
-                    return Err(StateError::OtherJob {
-                        dir: d,
-                        stored,
-                        given: hash,
-                    });
-                }
-                let format = meta.get("format")?;
-                if format.as_deref() != Some(FORMAT.as_bytes()) {
-                    return Err(corrupt(format!(
-                        "it was written by another drllm release (state format {}, this one reads {FORMAT})",
-                        format.map_or("1".into(), |f| String::from_utf8_lossy(&f).to_string())
-                    )));
-                }
-            }
-            None => {
-                if !examples.is_empty() {
-                    return Err(corrupt("examples without a job".into()));
-                }
-                let exs = spec
-                    .examples(job_file)
-                    .map_err(|e| corrupt(format!("cannot list the job's examples: {e}")))?;
-                let mut batch = sled::Batch::default();
-                for (i, ex) in exs.iter().enumerate() {
-                    let json = serde_json::to_vec(ex).expect("an example serializes");
-                    batch.insert(&key(i as u64), json);
-                }
-                examples.apply_batch(batch)?;
-                meta.insert("format", FORMAT)?;
-                meta.insert("job", job_text.as_bytes())?;
-                meta.insert("job_spec", serde_json::to_vec(spec).expect("serializes"))?;
-                meta.insert("next_part", &key(0))?;
-                // Written last: a state with a job hash is complete.
-                meta.insert("job_hash", hash.as_bytes())?;
-                db.flush()?;
-            }
-        }
+        let job = Job {
+            spec,
+            file: job_file,
+            text: job_text,
+        };
+        job.check_or_init(&db, &meta, &examples, &d)?;
         let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
         let state = Self {
             dir: dir.to_path_buf(),

@@ -12,40 +12,79 @@ use super::Metrics;
 use drllm_records::atomic::write_atomically;
 use drllm_records::RewardSettings;
 
+/// File name of the routers' weights inside a checkpoint folder.
 pub const CHECKPOINT_FILE: &str = "routers.safetensors";
+/// File name of the [`RouterConfig`] inside a checkpoint folder.
 pub const CONFIG_FILE: &str = "router_config.json";
 const FORMAT: u32 = 1;
 
+/// Why a router checkpoint cannot be read, written or used.
 #[derive(Debug, thiserror::Error)]
 pub enum RouterError {
+    /// One of the checkpoint's two files is not in the folder.
     #[error("router checkpoint {dir}: {file} is missing (a checkpoint is a folder with {CHECKPOINT_FILE} and {CONFIG_FILE}, as `trainer` writes it)")]
-    Missing { dir: String, file: &'static str },
+    Missing {
+        /// The checkpoint folder.
+        dir: String,
+        /// The missing file's name.
+        file: &'static str,
+    },
+    /// A file that cannot be read or parsed, of another format or router width, or with missing
+    /// or misshapen tensors.
     #[error("router checkpoint {path}: {reason}")]
-    Invalid { path: String, reason: String },
+    Invalid {
+        /// The file.
+        path: String,
+        /// What is wrong with it.
+        reason: String,
+    },
+    /// The checkpoint was trained on other weights than the loaded model's.
     #[error("router checkpoint {dir} was trained on model {ckpt} (fingerprint) but the loaded model is {model}: load the checkpoint's base model ({base})")]
     Fingerprint {
+        /// The checkpoint folder.
         dir: String,
+        /// The checkpoint's model fingerprint.
         ckpt: String,
+        /// The loaded model's fingerprint.
         model: String,
+        /// The spec of the checkpoint's base model.
         base: String,
     },
+    /// The loaded model has another layer count or hidden width than the checkpoint's.
     #[error("router checkpoint {dir} is for a model with {ckpt_layers} layers of width {ckpt_d}, the loaded model has {layers} of width {d}")]
     Shape {
+        /// The checkpoint folder.
         dir: String,
+        /// The checkpoint's layer count.
         ckpt_layers: usize,
+        /// The checkpoint's model hidden width.
         ckpt_d: usize,
+        /// The loaded model's layer count.
         layers: usize,
+        /// The loaded model's hidden width.
         d: usize,
     },
+    /// The run would make prompts of another reward mode or prompt style than the training
+    /// records'.
     #[error("router checkpoint {dir} was trained on {trained} prompts, this run makes {asked} prompts: the routers read the prompt's hidden states, so pass {fix}")]
     Prompts {
+        /// The checkpoint folder.
         dir: String,
+        /// Reward mode and prompt style of the training records.
         trained: String,
+        /// Reward mode and prompt style of this run.
         asked: String,
+        /// The command-line flags that select the trained prompts.
         fix: String,
     },
+    /// Writing a checkpoint file failed.
     #[error("writing router checkpoint {path}: {reason}")]
-    Write { path: String, reason: String },
+    Write {
+        /// The file or folder.
+        path: String,
+        /// What failed.
+        reason: String,
+    },
 }
 
 fn style_name(r: &RewardSettings) -> String {
@@ -60,15 +99,25 @@ fn describe(r: &RewardSettings) -> String {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct TrainingConfig {
+    /// Epochs to train in all (a resumed run trains those beyond the history).
     pub epochs: usize,
+    /// Examples per minibatch.
     pub batch_size: usize,
+    /// Minibatches whose gradients are summed before each optimizer step.
     pub grad_accum: usize,
+    /// Peak learning rate of AdamW.
     pub lr: f64,
+    /// AdamW's decoupled weight decay.
     pub weight_decay: f64,
+    /// Share of the optimizer steps spent warming the learning rate up.
     pub warmup_fraction: f64,
+    /// Focal loss γ.
     pub focal_gamma: f64,
+    /// β of the effective-number class weights.
     pub class_beta: f64,
+    /// Share of the questions held out for validation (split by question).
     pub val_fraction: f64,
+    /// Seeds the router initialisation, the validation split and the epochs' shuffles.
     pub seed: u64,
     /// Only records whose search found a correct path (else all).
     pub found_only: bool,
@@ -92,8 +141,11 @@ pub enum Targets {
     /// times `full_weight` when a shorter good path exists, weights summing to 1 per question.
     /// Router inputs are teacher-forced along the per-layer weighted majority.
     Soft {
+        /// Length penalty `beta` of a path's weight.
         beta: f64,
+        /// Multiplier of the full path's weight when a shorter good path exists.
         full_weight: f64,
+        /// `margin_weight` of a path's weight; 0 ignores margins.
         margin_weight: f64,
     },
 }
@@ -101,22 +153,34 @@ pub enum Targets {
 /// One epoch's metrics.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct EpochMetrics {
+    /// The epoch's number, from 1.
     pub epoch: usize,
+    /// Metrics on the training split, gathered during the epoch's steps.
     pub train: Metrics,
+    /// Metrics on the validation split after the epoch; `None` without one.
     pub val: Option<Metrics>,
+    /// Wall-clock time of the epoch.
     pub seconds: f64,
 }
 
 /// `router_config.json`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct RouterConfig {
+    /// Version of the checkpoint format; this release reads only its own.
     pub format: u32,
+    /// The base model's spec, as the user named it.
     pub base_model: String,
+    /// blake3 of the base model's weight files ([`drllm_engine::LoadedModel::fingerprint`]).
     pub model_fingerprint: String,
+    /// The base model's layer count `L` (one router each).
     pub num_layers: usize,
+    /// The base model's hidden width `d` (the routers' input width).
     pub model_hidden_size: usize,
+    /// Prompt windows each router averages over.
     pub windows: usize,
+    /// Width of a router's hidden layer ([`HIDDEN`]).
     pub router_hidden_size: usize,
+    /// How the routers were trained.
     pub training: TrainingConfig,
     /// How the training records' prompts were made (reward mode and prompt style decide the
     /// tokens the routers read), when all records agree; `None` for checkpoints from before this
@@ -125,15 +189,20 @@ pub struct RouterConfig {
     pub reward: Option<RewardSettings>,
     /// Target decisions in the training split: skip, execute, repeat.
     pub class_counts: [u64; 3],
+    /// The loss's class weights (skip, execute, repeat), from `class_counts`.
     pub class_weights: [f32; 3],
+    /// Examples in the training split.
     pub train_examples: usize,
+    /// Examples in the validation split.
     pub val_examples: usize,
     /// Optimizer steps taken so far (the schedule resumes from here).
     pub steps_done: usize,
+    /// Metrics of every epoch trained so far, in order.
     pub history: Vec<EpochMetrics>,
 }
 
 impl RouterConfig {
+    /// A config for routers not yet trained: no reward settings, counts, metrics or steps.
     #[allow(clippy::too_many_arguments)]
     pub fn new(
         base_model: &str,

@@ -34,24 +34,28 @@ pub fn majority(q: [f32; 3]) -> u8 {
 /// is NaN, `null` in JSON.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct Metrics {
+    /// The loss the caller passed (the trainer's: mean focal loss per example).
     pub loss: f64,
+    /// Mean of the per-class F1 over the classes present in the targets or predictions.
     #[serde(deserialize_with = "nan_if_null")]
     pub macro_f1: f64,
     /// F1 of skip, execute, repeat.
     #[serde(deserialize_with = "nans_if_null")]
     pub f1: [f64; 3],
-    /// Share of the target skips predicted as skip, and of the target repeats as repeat.
+    /// Share of the target skips predicted as skip.
     #[serde(deserialize_with = "nan_if_null")]
     pub skip_recall: f64,
+    /// Share of the target repeats predicted as repeat.
     #[serde(deserialize_with = "nan_if_null")]
     pub repeat_recall: f64,
+    /// Share of the decisions whose predicted class is the target's majority class.
     pub accuracy: f64,
     /// Mean target probability of the predicted class (= accuracy for one-hot targets).
     #[serde(default)]
     pub agreement: f64,
-    /// Mean layer executions per example (skip 0, execute 1, repeat 2) the routers would make,
-    /// and the targets'.
+    /// Mean layer executions per example (skip 0, execute 1, repeat 2) the routers would make.
     pub layers_pred: f64,
+    /// Mean expected layer executions per example under the target distributions.
     pub layers_target: f64,
 }
 

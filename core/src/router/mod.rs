@@ -26,10 +26,13 @@ pub use routed::evaluate_routed;
 use drllm_engine::exec::{Route, Rows};
 use drllm_engine::{Model, Result};
 
-/// Decisions, as the records' `best_decisions` and the router classes number them.
+/// Decision "skip the layer", as the records' `best_decisions` and the router classes number it.
 pub const SKIP: u8 = 0;
+/// Decision "run the layer once".
 pub const EXECUTE: u8 = 1;
+/// Decision "run the layer twice".
 pub const REPEAT: u8 = 2;
+/// Names of the decisions, indexed by their number.
 pub const CLASSES: [&str; 3] = ["skip", "execute", "repeat"];
 
 /// Default number of prompt windows a router averages over.

@@ -51,6 +51,7 @@ impl Routers {
         })
     }
 
+    /// The trainable weights, `[w1, b1, w2, b2]` (for the optimizer).
     pub fn vars(&self) -> Vec<Var> {
         vec![
             self.w1.clone(),
@@ -60,16 +61,18 @@ impl Routers {
         ]
     }
 
+    /// Number of routers `L`, one per model layer.
     pub fn num_layers(&self) -> usize {
         self.w1.dims()[0]
     }
 
+    /// The model's hidden width `d` the routers read.
     pub fn hidden_size(&self) -> usize {
         self.w1.dims()[2]
     }
 
-    /// Logits `[L, B, 3]` for window means `x` (`[L, B, W, d]`), averaging each example's first
-    /// `counts[b]` windows (`mask`: `[B, W]`, 1 for a window that exists).
+    /// Logits `[L, B, 3]` for window means `x` (`[L, B, W, d]`), averaging each example's logits
+    /// over the windows `mask` (`[B, W]`, 1 for a window that exists, else 0) keeps.
     pub fn forward(&self, x: &Tensor, mask: &Tensor) -> Result<Tensor> {
         let (l, b, w, d) = x.dims4()?;
         let (_, _, y) = mlp(

@@ -45,6 +45,7 @@ pub struct PathEvaluator<'a> {
     budget_bytes: usize,
     used_bytes: usize,
     clock: u64,
+    /// Work done so far, over every path evaluated.
     pub counters: Counters,
 }
 

@@ -32,7 +32,9 @@ pub use drllm_records::settings::{Expansion, SearchConfig, StopMode, Strategy, S
 /// A path's verdict: good or not, and (choice-loglik) the gold choice's margin under the path.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct Judged {
+    /// The path counts as a success (reward 1).
     pub good: bool,
+    /// The gold choice's margin under the path; `None` when the reward has none.
     pub margin: Option<f64>,
 }
 
@@ -46,9 +48,17 @@ impl From<bool> for Judged {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Action {
     /// Drop `size` (1 or 2) consecutive positions starting at `start`.
-    Skip { start: usize, size: usize },
+    Skip {
+        /// First position dropped.
+        start: usize,
+        /// Positions dropped: 1 or 2.
+        size: usize,
+    },
     /// Run the layer at position `pos` once more, right after itself.
-    Repeat { pos: usize },
+    Repeat {
+        /// The position whose layer runs again.
+        pos: usize,
+    },
 }
 
 impl Action {
@@ -88,16 +98,22 @@ struct Node {
 /// Read-only view of a tree node, for inspection and tests.
 #[derive(Debug, Clone, PartialEq)]
 pub struct NodeView {
+    /// The node's path.
     pub path: LayerPath,
+    /// Index of the parent node; `None` for the root (the full path, index 0).
     pub parent: Option<usize>,
+    /// Indices of the child nodes, in the order they were added.
     pub children: Vec<usize>,
+    /// Simulations that passed through the node.
     pub visits: u32,
+    /// Rewards (0 or 1 each) of those simulations, summed.
     pub reward_sum: f64,
 }
 
 /// What one search found.
 #[derive(Debug, Clone, PartialEq)]
 pub struct SearchOutcome {
+    /// Whether the full path is good.
     pub original_correct: bool,
     /// Paths with reward 1, in the order they were first evaluated.
     pub good_paths: Vec<LayerPath>,
@@ -107,10 +123,13 @@ pub struct SearchOutcome {
     pub original_margin: Option<f64>,
     /// Shortest good path (ties: fewer distinct layers, then first found); the full path if none.
     pub best_path: LayerPath,
+    /// Whether any judged path was good, the full path included.
     pub found: bool,
+    /// Simulations run (MCTS), or edits judged (probe).
     pub simulations: usize,
     /// Distinct paths whose reward was computed (the full path included).
     pub distinct_paths: usize,
+    /// Why the search ended.
     pub stop: StopRule,
 }
 

@@ -19,10 +19,13 @@ pub const DEFAULT_REUSE_BUDGET: usize = 512 << 20;
 /// The result of searching one example.
 #[derive(Debug, Clone, PartialEq)]
 pub struct ExampleSearch {
+    /// What the MCTS found.
     pub outcome: SearchOutcome,
     /// generate mode: the response under the best path.
     pub best_response: Option<String>,
+    /// Work the evaluator did.
     pub counters: Counters,
+    /// Wall-clock time of the whole search, in seconds.
     pub wall_seconds: f64,
 }
 

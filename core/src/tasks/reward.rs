@@ -93,16 +93,21 @@ pub struct Outcome {
     pub response: Option<String>,
     /// generate: what the grader extracted (letter, or `\boxed{}` content).
     pub extracted: Option<String>,
-    /// generate: tokens produced and why generation stopped.
+    /// generate: tokens produced (0 for choice-loglik).
     pub tokens_generated: usize,
+    /// generate: why generation stopped.
     pub stop: Option<StopReason>,
-    /// choice-loglik: summed continuation log-probs and continuation lengths in bytes.
+    /// choice-loglik: each choice's summed continuation log-prob (natural log).
     pub choice_logprobs: Vec<f64>,
+    /// choice-loglik: each choice's continuation length in bytes of text.
     pub choice_bytes: Vec<usize>,
-    /// choice-loglik: `acc` and `acc_norm` picks and verdicts.
+    /// choice-loglik: index of the choice with the largest summed log-prob (`acc`'s pick).
     pub pick: Option<usize>,
+    /// choice-loglik: index of the choice with the largest log-prob per byte (`acc_norm`'s pick).
     pub pick_norm: Option<usize>,
+    /// choice-loglik: whether `pick` is the gold choice.
     pub correct_acc: Option<bool>,
+    /// choice-loglik: whether `pick_norm` is the gold choice.
     pub correct_acc_norm: Option<bool>,
     /// choice-loglik: the gold choice's score minus the best other choice's, under the metric
     /// that decides `correct` (`acc`: summed log-prob; `acc_norm`: per byte). Positive when right;
@@ -114,6 +119,7 @@ pub struct Outcome {
 /// choice-loglik, each choice's continuation ids and length in bytes.
 #[derive(Debug, Clone)]
 pub struct Prepared {
+    /// The prompt's token ids (the context, for choice-loglik).
     pub prompt_ids: Vec<u32>,
     conts: Vec<(Vec<u32>, usize)>,
     /// What a path runs: the prompt, then every choice's continuation but its last token.
