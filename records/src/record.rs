@@ -15,7 +15,7 @@ use parquet::arrow::ArrowWriter;
 use parquet::file::metadata::KeyValue;
 use parquet::file::properties::WriterProperties;
 
-use crate::settings::RunSettings;
+use crate::settings::{RunSettings, SearchConfig};
 use crate::{RecordError as Error, Result};
 
 /// Version of the record schema, stored as `drllm.schema_version` in every file. Version 2 added
@@ -175,6 +175,7 @@ fn row_columns(records: &[SearchRecord]) -> Result<RowColumns> {
     let (mut config, mut worker) = (StringBuilder::new(), StringBuilder::new());
     let (mut mode, mut style) = (StringBuilder::new(), StringBuilder::new());
     let mut ts = TimestampMillisecondBuilder::new().with_timezone("UTC");
+    let mut last: Option<(&SearchConfig, String)> = None;
     for r in records {
         best_path.append_value(r.best_path.iter().map(|&l| Some(l)));
         decisions.append_value(r.best_decisions.iter().map(|&d| Some(d)));
@@ -189,9 +190,13 @@ fn row_columns(records: &[SearchRecord]) -> Result<RowColumns> {
         distinct.append_value(r.distinct_paths);
         execs.append_value(r.layer_executions);
         wall.append_value(r.wall_seconds);
-        let search = serde_json::to_string(&r.settings.search)
-            .map_err(|e| Error::Output(format!("search config of {}: {e}", r.example_id)))?;
-        config.append_value(search);
+        // A part's records share one configuration: serialize it once per change.
+        if last.as_ref().is_none_or(|(c, _)| *c != &r.settings.search) {
+            let json = serde_json::to_string(&r.settings.search)
+                .map_err(|e| Error::Output(format!("search config of {}: {e}", r.example_id)))?;
+            last = Some((&r.settings.search, json));
+        }
+        config.append_value(last.as_ref().map_or("", |(_, j)| j.as_str()));
         mode.append_value(r.settings.reward.mode.to_string());
         style.append_option(r.settings.reward.style.map(|s| s.to_string()));
         worker.append_value(&r.worker_id);
