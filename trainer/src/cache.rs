@@ -24,10 +24,15 @@ const FORMAT: &str = "drllm-router-features-1";
 /// Cached router inputs of a list of examples, memory-mapped.
 pub struct Features {
     st: MmapedSafetensors,
+    /// The cache folder.
     pub dir: PathBuf,
+    /// Number of examples.
     pub n: usize,
+    /// Model depth L (one router input per layer).
     pub layers: usize,
+    /// Windows per example (rows past an example's own count are zero).
     pub windows: usize,
+    /// Model width.
     pub d: usize,
     /// Windows that exist per example (the prompt may be shorter than `windows` tokens).
     counts: Vec<u32>,
@@ -36,8 +41,11 @@ pub struct Features {
 /// How the features were obtained.
 #[derive(Debug, Clone, Copy)]
 pub struct Built {
+    /// Examples whose inputs were computed now.
     pub computed: usize,
+    /// Examples read from chunks already on disk.
     pub reused: usize,
+    /// Time spent computing, in seconds.
     pub seconds: f64,
 }
 

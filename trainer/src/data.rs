@@ -21,7 +21,9 @@ use crate::{Error, Result};
 /// per-layer target distributions.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Example {
+    /// The record's question (its prompt before any chat template).
     pub question: String,
+    /// The prompt's token ids, as the record's search read them.
     pub prompt_ids: Vec<u32>,
     /// Per layer: 0 skip, 1 execute, 2 repeat — the teacher-forced path (the best path, or the
     /// weighted majority of the soft targets).
@@ -47,20 +49,30 @@ impl Example {
 /// Which records to keep.
 #[derive(Debug, Clone)]
 pub struct Filter {
+    /// The loaded model's weight fingerprint: records of other weights are left out.
     pub fingerprint: String,
+    /// The loaded model's depth L.
     pub num_layers: usize,
+    /// Keep only records whose search found a good path.
     pub found_only: bool,
+    /// Leave out records whose best path is shorter than this many positions.
     pub min_path_len: usize,
 }
 
 /// What the selection kept and left out, for the log and the checkpoint.
 #[derive(Debug, Clone, Default, PartialEq, Serialize)]
 pub struct Selection {
+    /// Records read.
     pub records: usize,
+    /// Left out: searched on other weights or another depth.
     pub other_model: usize,
+    /// Left out: no good path found (with `found_only`).
     pub not_found: usize,
+    /// Left out: best path shorter than `min_path_len`.
     pub too_short: usize,
+    /// Left out: a later record of a question already kept.
     pub duplicate_questions: usize,
+    /// Records kept.
     pub kept: usize,
 }
 

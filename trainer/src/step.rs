@@ -5,8 +5,9 @@
 
 use candle_core::Tensor;
 
-use drllm_core::router::{gelu_tanh_grad, mlp, Routers};
+use drllm_core::router::{mlp, Routers};
 
+use crate::gelu::gelu_tanh_grad;
 use crate::loss::focal_loss_grad;
 use crate::Result;
 
@@ -98,7 +99,8 @@ mod tests {
         let alpha = [1.7f32, 0.3, 1.0];
         let s = step(&r, &x, &mask, &targets, &alpha, 2.0).unwrap();
 
-        let logits = r.forward(&x, &mask).unwrap();
+        // Autograd reference: the same network with candle's differentiable gelu.
+        let logits = r.forward_with(&x, &mask, |t| t.gelu()).unwrap();
         let t = Tensor::from_vec(targets.clone(), (l * b, 3), &Device::Cpu).unwrap();
         let a = Tensor::new(&alpha, &Device::Cpu).unwrap();
         let loss =

@@ -26,7 +26,9 @@ use crate::{Error, Result};
 
 /// Examples by their row in the feature cache, with their per-layer target distributions.
 pub struct Split<'a> {
+    /// Rows of the feature cache.
     pub rows: Vec<usize>,
+    /// Each row's per-layer target distributions.
     pub targets: Vec<Labels<'a>>,
 }
 

@@ -17,7 +17,9 @@ use candle_core::{Tensor, D};
 pub use checkpoint::{
     EpochMetrics, RouterConfig, RouterError, Targets, TrainingConfig, CHECKPOINT_FILE, CONFIG_FILE,
 };
-pub use gelu::{gelu_tanh, gelu_tanh_grad};
+pub use gelu::gelu_tanh;
+/// The GELU numerics the trainer's fused gradient op shares.
+pub use gelu::{derivative as gelu_tanh_derivative, f32s as cpu_f32s, CHUNK as GELU_CHUNK};
 pub use labels::{decision_labels, one_hot};
 pub use metrics::{majority, Confusion, Metrics};
 pub use net::{argmax3, argmax_last, mlp, Budget, Routers, HIDDEN};

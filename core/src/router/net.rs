@@ -74,10 +74,22 @@ impl Routers {
     /// Logits `[L, B, 3]` for window means `x` (`[L, B, W, d]`), averaging each example's logits
     /// over the windows `mask` (`[B, W]`, 1 for a window that exists, else 0) keeps.
     pub fn forward(&self, x: &Tensor, mask: &Tensor) -> Result<Tensor> {
+        self.forward_with(x, mask, gelu_tanh)
+    }
+
+    /// [`Routers::forward`] with another activation: the trainer's gradient check runs it with
+    /// candle's differentiable `gelu` as an autograd reference (the fused op has no autograd).
+    pub fn forward_with(
+        &self,
+        x: &Tensor,
+        mask: &Tensor,
+        act: impl Fn(&Tensor) -> candle_core::Result<Tensor>,
+    ) -> Result<Tensor> {
         let (l, b, w, d) = x.dims4()?;
-        let (_, _, y) = mlp(
+        let (_, _, y) = mlp_with(
             &x.reshape((l, b * w, d))?,
             [&self.w1, &self.b1, &self.w2, &self.b2],
+            act,
         )?;
         let y = y.reshape((l, b, w, 3))?;
         let m = mask.reshape((1, b, w, 1))?;
@@ -162,11 +174,19 @@ impl Routers {
 /// layer's router per leading index): the first layer's pre-activation `[L, N, 128]`, its GELU,
 /// and the per-row logits `[L, N, 3]`. Shared by inference, the autograd forward and the
 /// hand-written training step.
-pub fn mlp(x: &Tensor, [w1, b1, w2, b2]: [&Tensor; 4]) -> Result<(Tensor, Tensor, Tensor)> {
+pub fn mlp(x: &Tensor, w: [&Tensor; 4]) -> Result<(Tensor, Tensor, Tensor)> {
+    mlp_with(x, w, gelu_tanh)
+}
+
+fn mlp_with(
+    x: &Tensor,
+    [w1, b1, w2, b2]: [&Tensor; 4],
+    act: impl Fn(&Tensor) -> candle_core::Result<Tensor>,
+) -> Result<(Tensor, Tensor, Tensor)> {
     let pre = x
         .matmul(&w1.transpose(1, 2)?)?
         .broadcast_add(&b1.unsqueeze(1)?)?;
-    let h = gelu_tanh(&pre)?;
+    let h = act(&pre)?;
     let y = h
         .matmul(&w2.transpose(1, 2)?)?
         .broadcast_add(&b2.unsqueeze(1)?)?;
