@@ -9,7 +9,7 @@ use arrow_array::cast::AsArray;
 use arrow_array::types::{
     Float64Type, TimestampMillisecondType, UInt16Type, UInt32Type, UInt64Type, UInt8Type,
 };
-use arrow_array::{Array, RecordBatch};
+use arrow_array::{Array, ListArray, RecordBatch};
 use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
 
 use crate::record::{SearchRecord, READABLE_SCHEMA_VERSIONS};
@@ -122,39 +122,36 @@ impl Columns<'_> {
         }
     }
 
-    /// Row `i` of a list column of `T`.
-    fn list<T: arrow_array::ArrowPrimitiveType>(&self, n: &str, i: usize) -> Res<Vec<T::Native>> {
-        let l = self
-            .col(n)?
+    /// A list column (read once; rows are taken with [`row`]).
+    fn lists(&self, n: &str) -> Res<&ListArray> {
+        self.col(n)?
             .as_list_opt::<i32>()
-            .ok_or(format!("`{n}` is not a list"))?;
-        let v = l.value(i);
-        let p = v
-            .as_primitive_opt::<T>()
-            .ok_or(format!("`{n}` has the wrong type"))?;
-        Ok(p.values().to_vec())
+            .ok_or(format!("`{n}` is not a list"))
     }
+}
 
-    /// Row `i` of `good_paths` (a list of lists of u16).
-    fn paths(&self, i: usize) -> Res<Vec<Vec<u16>>> {
-        let l = self
-            .col("good_paths")?
-            .as_list_opt::<i32>()
-            .ok_or("`good_paths` is not a list")?;
-        let goods = l.value(i);
-        let inner = goods
-            .as_list_opt::<i32>()
-            .ok_or("`good_paths` is not a list of lists")?;
-        (0..inner.len())
-            .map(|j| {
-                let v = inner.value(j);
-                let p = v
-                    .as_primitive_opt::<UInt16Type>()
-                    .ok_or("`good_paths` has the wrong type")?;
-                Ok(p.values().to_vec())
-            })
-            .collect()
-    }
+/// Row `i` of list column `n` (`l`), as values of `T`.
+fn row<T: arrow_array::ArrowPrimitiveType>(
+    l: &ListArray,
+    n: &str,
+    i: usize,
+) -> Res<Vec<T::Native>> {
+    let v = l.value(i);
+    let p = v
+        .as_primitive_opt::<T>()
+        .ok_or(format!("`{n}` has the wrong type"))?;
+    Ok(p.values().to_vec())
+}
+
+/// Row `i` of `good_paths` (`l`, a list of lists of u16).
+fn good_paths_row(l: &ListArray, i: usize) -> Res<Vec<Vec<u16>>> {
+    let goods = l.value(i);
+    let inner = goods
+        .as_list_opt::<i32>()
+        .ok_or("`good_paths` is not a list of lists")?;
+    (0..inner.len())
+        .map(|j| row::<UInt16Type>(inner, "good_paths", j))
+        .collect()
 }
 
 /// Each row's run settings: the reward columns (those schema 3 added default to what earlier
@@ -217,7 +214,15 @@ fn batch_records(b: &RecordBatch) -> Res<Vec<SearchRecord>> {
     let ts = c.prim::<TimestampMillisecondType>("timestamp")?;
     let (orig, found) = (c.bools("original_correct")?, c.bools("found")?);
     // Schema 2 columns; absent from schema-1 files.
-    let has_margins = b.column_by_name("good_margins").is_some();
+    let (best, dec, good) = (
+        c.lists("best_path")?,
+        c.lists("best_decisions")?,
+        c.lists("good_paths")?,
+    );
+    let margins = match b.column_by_name("good_margins") {
+        Some(_) => Some(c.lists("good_margins")?),
+        None => None,
+    };
     let orig_margin = b
         .column_by_name("original_margin")
         .map(|c| {
@@ -239,13 +244,13 @@ fn batch_records(b: &RecordBatch) -> Res<Vec<SearchRecord>> {
             num_layers: layers[i],
             original_correct: orig[i],
             found: found[i],
-            best_path: c.list::<UInt16Type>("best_path", i)?,
-            best_decisions: c.list::<UInt8Type>("best_decisions", i)?,
+            best_path: row::<UInt16Type>(best, "best_path", i)?,
+            best_decisions: row::<UInt8Type>(dec, "best_decisions", i)?,
             distinct_layers: distinct_layers[i],
-            good_paths: c.paths(i)?,
-            good_margins: match has_margins {
-                true => c.list::<Float64Type>("good_margins", i)?,
-                false => Vec::new(),
+            good_paths: good_paths_row(good, i)?,
+            good_margins: match margins {
+                Some(m) => row::<Float64Type>(m, "good_margins", i)?,
+                None => Vec::new(),
             },
             original_margin: orig_margin
                 .as_ref()
