@@ -1,6 +1,8 @@
 //! `coordinator`: serves a search job to workers over gRPC (`serve`), with the job's state in sled
-//! and results in Parquet parts, and reports progress (`status`).
+//! and results in Parquet parts, reports progress (`status`), summarizes records (`summarize`)
+//! and writes them in the official Dr.LLM format (`export`).
 
+mod export;
 mod fault;
 mod job;
 mod metrics;
@@ -36,6 +38,9 @@ enum Cmd {
         /// A folder of Parquet parts (a job's output_dir) or one Parquet file.
         path: std::path::PathBuf,
     },
+    /// Write records in another format: `--format drllm-json` is the official Dr.LLM search
+    /// output, which its train.py reads
+    Export(export::Args),
 }
 
 /// Errors end the process with one line on stderr (the chain of causes, no backtrace) and exit
@@ -50,6 +55,7 @@ fn main() -> std::process::ExitCode {
                 Cmd::Serve(a) => serve::run(a).await,
                 Cmd::Status(a) => status::run(a).await,
                 Cmd::Summarize { path } => summarize(&path),
+                Cmd::Export(a) => export::run(a),
             }
         })
     };

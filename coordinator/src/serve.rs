@@ -204,8 +204,6 @@ fn incoming(addr: SocketAddr) -> anyhow::Result<TcpIncoming> {
 
 /// Resolves on SIGTERM, SIGINT, or (with `exit_when_done`) once every example is committed.
 async fn wait_for_stop(state: &State, exit_when_done: bool) {
-    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
-        .expect("installing a SIGTERM handler");
     let done = async {
         loop {
             if exit_when_done && state.finished() {
@@ -217,9 +215,8 @@ async fn wait_for_stop(state: &State, exit_when_done: bool) {
         }
     };
     tokio::select! {
-        _ = tokio::signal::ctrl_c() => tracing::info!("SIGINT"),
-        _ = term.recv() => tracing::info!("SIGTERM"),
-        _ = done => tracing::info!("every example is committed"),
+        () = drllm_proto::http::shutdown_signal() => {}
+        () = done => tracing::info!("every example is committed"),
     }
 }
 

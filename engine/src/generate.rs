@@ -63,7 +63,23 @@ pub fn greedy_continue(
     cache: &mut PathCache,
     last_logits: &Tensor,
     max_new_tokens: usize,
+    stop: impl FnMut(&[u32]) -> bool,
+) -> Result<Generation> {
+    greedy_observed(model, cache, last_logits, max_new_tokens, stop, |_, _| {
+        Ok(())
+    })
+}
+
+/// [`greedy_continue`] that also shows `observe(logits, token)` each token picked, a final end
+/// token included, with the logits (`[1, vocab]`) it was picked from (a server reports their
+/// log-probabilities, as OpenAI's API does for the end token too).
+pub fn greedy_observed(
+    model: &Model,
+    cache: &mut PathCache,
+    last_logits: &Tensor,
+    max_new_tokens: usize,
     mut stop: impl FnMut(&[u32]) -> bool,
+    mut observe: impl FnMut(&Tensor, u32) -> Result<()>,
 ) -> Result<Generation> {
     let eos = &model.config().eos_token_ids;
     let max_ctx = model.config().max_position_embeddings;
@@ -78,6 +94,7 @@ pub fn greedy_continue(
             });
         }
         let next = argmax(&logits)?;
+        observe(&logits, next)?;
         if eos.contains(&next) {
             return Ok(Generation {
                 tokens,

@@ -31,7 +31,7 @@ pub use config::{Arch, ModelConfig};
 pub use device::{DeviceError, DeviceSpec};
 pub use error::{Error, Result};
 pub use exec::{Pass, Route, Rows};
-pub use generate::{argmax, greedy, greedy_continue, Generation, StopReason};
+pub use generate::{argmax, greedy, greedy_continue, greedy_observed, Generation, StopReason};
 pub use linear::KernelPolicy;
 pub use loader::{load, resolve, LoadedModel, ModelLocation, DEFAULT_MODEL};
 pub use model::{LoadOptions, Logits, Model};

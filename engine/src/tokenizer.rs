@@ -148,13 +148,31 @@ impl TextTokenizer {
     }
 
     /// Writes `tokenizer.json` and `tokenizer_config.json` (chat template, BOS/EOS) into `dir`:
-    /// a GGUF's tokenizer for Hugging Face tools, loadable again with [`Self::from_hf_dir`].
+    /// a GGUF's tokenizer for Hugging Face tools (`AutoTokenizer.from_pretrained(dir)`, lm-eval),
+    /// loadable again with [`Self::from_hf_dir`]. A model that prepends BOS gets a post-processor
+    /// that does so, so that those tools encode exactly as [`Self::encode`] does.
     pub fn save_hf_dir(&self, dir: &Path) -> Result<()> {
         std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
-        self.inner
-            .save(dir.join("tokenizer.json"), false)
-            .map_err(|e| Error::Tokenizer(format!("saving tokenizer.json: {e}")))?;
-        let mut cfg = json!({"add_bos_token": self.bos_prefix.is_some()});
+        let mut tok: Json = serde_json::to_value(&self.inner)
+            .map_err(|e| Error::Tokenizer(format!("serializing tokenizer.json: {e}")))?;
+        if let Some(bos) = self.bos_prefix {
+            let text = self.inner.id_to_token(bos).unwrap_or_default();
+            tok["post_processor"] = json!({
+                "type": "TemplateProcessing",
+                "single": [{"SpecialToken": {"id": text, "type_id": 0}},
+                           {"Sequence": {"id": "A", "type_id": 0}}],
+                "pair": [{"SpecialToken": {"id": text, "type_id": 0}},
+                         {"Sequence": {"id": "A", "type_id": 0}},
+                         {"Sequence": {"id": "B", "type_id": 1}}],
+                "special_tokens": {text.clone(): {"id": text, "ids": [bos], "tokens": [text]}},
+            });
+        }
+        let path = dir.join("tokenizer.json");
+        std::fs::write(&path, tok.to_string()).map_err(|e| Error::io(&path, e))?;
+        let mut cfg = json!({
+            "tokenizer_class": "PreTrainedTokenizerFast",
+            "add_bos_token": self.bos_prefix.is_some(),
+        });
         if let Some(chat) = &self.chat {
             let (bos, eos) = chat.special_tokens();
             cfg["chat_template"] = json!(chat.source());

@@ -1,7 +1,8 @@
 //! `evaluator`: scores models on evaluation sets: `run` (a router checkpoint with routed
 //! inference against the static model), `baseline` (a static model, any layer path, either reward
 //! mode), `prune` (the greedy layer-pruning curve, the static baseline at every depth) and `grade`
-//! (the graders on outputs of any system).
+//! (the graders on outputs of any system); `serve` puts routed inference behind the OpenAI HTTP
+//! API for other tools (lm-eval-harness), `export-tokenizer` gives them the model's tokenizer.
 
 mod baseline;
 mod grade;
@@ -9,6 +10,7 @@ mod prune;
 mod prune_cmd;
 mod report;
 mod routed;
+mod serve;
 mod stats;
 
 use clap::{Parser, Subcommand};
@@ -43,6 +45,33 @@ enum Command {
     /// Grade model outputs: reads JSONL lines {"pred", "gold", "kind": "math"|"letter"} and writes
     /// each back with "boxed" (the extracted answer or null) and "correct".
     Grade(grade::Args),
+    /// Serve the model (routed with --routers, else static) behind the OpenAI API:
+    /// /v1/completions (prompts as text or token ids, echo, logprobs, max_tokens 0 allowed),
+    /// /v1/chat/completions and /v1/models, plus /healthz, /readyz and /metrics. Greedy
+    /// decoding; each choice says the layer path its prompt ran. Stops on SIGINT/SIGTERM.
+    Serve(serve::Args),
+    /// Write the model's tokenizer as a Hugging Face tokenizer folder (tokenizer.json,
+    /// tokenizer_config.json) for tools such as lm-eval-harness; needs no network.
+    ExportTokenizer(ExportTokenizerArgs),
+}
+
+#[derive(clap::Args, Debug)]
+struct ExportTokenizerArgs {
+    #[command(flatten)]
+    model: drllm_core::cli::ModelArgs,
+    /// Folder to write (created if missing).
+    #[arg(long)]
+    out: std::path::PathBuf,
+}
+
+fn export_tokenizer(a: ExportTokenizerArgs) -> anyhow::Result<()> {
+    use anyhow::Context;
+    let lm = a.model.load()?;
+    lm.tokenizer
+        .save_hf_dir(&a.out)
+        .with_context(|| format!("writing the tokenizer into {}", a.out.display()))?;
+    println!("{}", a.out.display());
+    Ok(())
 }
 
 fn main() -> anyhow::Result<std::process::ExitCode> {
@@ -53,5 +82,9 @@ fn main() -> anyhow::Result<std::process::ExitCode> {
         Command::Baseline(a) => baseline::run(a).map(|()| std::process::ExitCode::SUCCESS),
         Command::Prune(a) => prune_cmd::run(a).map(|()| std::process::ExitCode::SUCCESS),
         Command::Grade(a) => grade::run(a).map(|()| std::process::ExitCode::SUCCESS),
+        Command::Serve(a) => serve::run(a).map(|()| std::process::ExitCode::SUCCESS),
+        Command::ExportTokenizer(a) => {
+            export_tokenizer(a).map(|()| std::process::ExitCode::SUCCESS)
+        }
     }
 }

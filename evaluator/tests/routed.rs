@@ -9,8 +9,7 @@
 
 use std::process::Command;
 
-use candle_core::{Device, Tensor};
-use drllm_core::router::{evaluate_routed, Budget, RouterConfig, Routers, TrainingConfig};
+use drllm_core::router::{evaluate_routed, Budget, RouterConfig, Routers};
 use drllm_core::tasks::reward::RewardOptions;
 use drllm_core::tasks::{evaluate, load_dataset, Example, RewardMode};
 use drllm_engine::{LayerPath, LoadOptions, LoadedModel};
@@ -30,23 +29,8 @@ fn examples(n: usize) -> Vec<Example> {
         .examples
 }
 
-/// Routers whose decision does not depend on the input: `skip` layers skip, the rest execute.
 fn constant_routers(skip: &[usize]) -> Routers {
-    let r = Routers::init(L, D, 0).unwrap();
-    r.w1.set(&Tensor::zeros((L, 128, D), candle_core::DType::F32, &Device::Cpu).unwrap())
-        .unwrap();
-    let b2: Vec<f32> = (0..L)
-        .flat_map(|l| {
-            if skip.contains(&l) {
-                [9.0, 0.0, 0.0]
-            } else {
-                [0.0, 9.0, 0.0]
-            }
-        })
-        .collect();
-    r.b2.set(&Tensor::from_vec(b2, (L, 3), &Device::Cpu).unwrap())
-        .unwrap();
-    r
+    drllm_tests::constant_routers(L, D, skip)
 }
 
 fn routed(
@@ -98,31 +82,13 @@ fn evaluator(args: &[&str]) -> std::process::Output {
         .unwrap()
 }
 
-fn training() -> TrainingConfig {
-    TrainingConfig {
-        epochs: 1,
-        batch_size: 1,
-        grad_accum: 1,
-        lr: 1e-3,
-        weight_decay: 0.0,
-        warmup_fraction: 0.0,
-        focal_gamma: 2.0,
-        class_beta: 0.999,
-        val_fraction: 0.0,
-        seed: 0,
-        found_only: true,
-        min_path_len: 0,
-        targets: Default::default(),
-    }
-}
-
 #[test]
 fn run_writes_the_report_and_refuses_bad_checkpoints() {
     let Some(lm) = model() else { return };
     let dir = tempfile::tempdir().unwrap();
     let p = |s: &str| dir.path().join(s).to_string_lossy().to_string();
     let ckpt = dir.path().join("skip7");
-    RouterConfig::new("default", &lm.fingerprint, L, D, 8, training())
+    RouterConfig::new("default", &lm.fingerprint, L, D, 8, drllm_tests::training())
         .save(&ckpt, &constant_routers(&[7]))
         .unwrap();
     let base = ["run", "--dataset", "arc_easy", "--limit", "4"];
@@ -219,19 +185,27 @@ fn run_writes_the_report_and_refuses_bad_checkpoints() {
         );
     };
     fails(&p("nothing-here"), "router_config.json is missing");
-    RouterConfig::new("other", &"0".repeat(32), L, D, 8, training())
+    RouterConfig::new("other", &"0".repeat(32), L, D, 8, drllm_tests::training())
         .save(&dir.path().join("foreign"), &constant_routers(&[]))
         .unwrap();
     fails(&p("foreign"), "was trained on model");
-    RouterConfig::new("default", &lm.fingerprint, 12, D, 8, training())
-        .save(
-            &dir.path().join("shallow"),
-            &Routers::init(12, D, 0).unwrap(),
-        )
-        .unwrap();
+    RouterConfig::new(
+        "default",
+        &lm.fingerprint,
+        12,
+        D,
+        8,
+        drllm_tests::training(),
+    )
+    .save(
+        &dir.path().join("shallow"),
+        &Routers::init(12, D, 0).unwrap(),
+    )
+    .unwrap();
     fails(&p("shallow"), "12 layers");
     // Routers trained on generate/instruct prompts do not route choice-loglik prompts.
-    let mut generate = RouterConfig::new("default", &lm.fingerprint, L, D, 8, training());
+    let mut generate =
+        RouterConfig::new("default", &lm.fingerprint, L, D, 8, drllm_tests::training());
     generate.reward = Some(RewardSettings {
         style: Some(PromptStyle::Instruct),
         ..RewardSettings::new(RewardMode::Generate)
@@ -301,7 +275,7 @@ fn run_with_prune_split_reports_the_static_pruned_baseline() {
     let dir = tempfile::tempdir().unwrap();
     let p = |s: &str| dir.path().join(s).to_string_lossy().to_string();
     let model_path = drllm_engine::loader::default_model_for_tests().unwrap();
-    RouterConfig::new("default", &lm.fingerprint, L, D, 8, training())
+    RouterConfig::new("default", &lm.fingerprint, L, D, 8, drllm_tests::training())
         .save(&dir.path().join("skip7"), &constant_routers(&[7]))
         .unwrap();
     let run = |args: &[&str]| {

@@ -54,19 +54,12 @@ struct Shared {
     metrics: PrometheusHandle,
 }
 
-/// Installs the process's Prometheus recorder and serves `/healthz`, `/readyz` and `/metrics` on
-/// `addr` in the background of the current tokio runtime, and logs the bound address (port 0
-/// picks a free one), which it returns. Call once per process.
-pub async fn serve(addr: SocketAddr, health: Arc<Health>) -> Result<SocketAddr, String> {
+/// Installs the process's Prometheus recorder (once per process) and keeps its histograms
+/// summarised in the background of the current tokio runtime.
+pub fn install_recorder() -> Result<PrometheusHandle, String> {
     let metrics = PrometheusBuilder::new()
         .install_recorder()
         .map_err(|e| format!("installing the metrics recorder: {e}"))?;
-    let listener = tokio::net::TcpListener::bind(addr)
-        .await
-        .map_err(|e| format!("HTTP endpoint on {addr}: {e}"))?;
-    let bound = listener
-        .local_addr()
-        .map_err(|e| format!("HTTP endpoint on {addr}: {e}"))?;
     let upkeep = metrics.clone();
     tokio::spawn(async move {
         // Histograms are summarised lazily; the exporter's own listener would do this.
@@ -75,14 +68,33 @@ pub async fn serve(addr: SocketAddr, health: Arc<Health>) -> Result<SocketAddr, 
             upkeep.run_upkeep();
         }
     });
-    let app = Router::new()
+    Ok(metrics)
+}
+
+/// The `/healthz`, `/readyz` and `/metrics` routes, for a server that adds its own.
+pub fn routes(health: Arc<Health>, metrics: PrometheusHandle) -> Router {
+    Router::new()
         .route("/healthz", get(|| async { "ok\n" }))
         .route("/readyz", get(readyz))
         .route(
             "/metrics",
             get(|State(s): State<Shared>| async move { s.metrics.render() }),
         )
-        .with_state(Shared { health, metrics });
+        .with_state(Shared { health, metrics })
+}
+
+/// Installs the process's Prometheus recorder and serves `/healthz`, `/readyz` and `/metrics` on
+/// `addr` in the background of the current tokio runtime, and logs the bound address (port 0
+/// picks a free one), which it returns. Call once per process.
+pub async fn serve(addr: SocketAddr, health: Arc<Health>) -> Result<SocketAddr, String> {
+    let metrics = install_recorder()?;
+    let listener = tokio::net::TcpListener::bind(addr)
+        .await
+        .map_err(|e| format!("HTTP endpoint on {addr}: {e}"))?;
+    let bound = listener
+        .local_addr()
+        .map_err(|e| format!("HTTP endpoint on {addr}: {e}"))?;
+    let app = routes(health, metrics);
     tracing::info!(addr = %bound, "HTTP: /healthz, /readyz, /metrics");
     tokio::spawn(async move {
         if let Err(e) = axum::serve(listener, app).await {
@@ -97,5 +109,21 @@ async fn readyz(State(s): State<Shared>) -> (StatusCode, String) {
         Some(p) => (StatusCode::SERVICE_UNAVAILABLE, format!("not ready: {p}\n")),
         None if s.health.is_ready() => (StatusCode::OK, "ready\n".into()),
         None => (StatusCode::SERVICE_UNAVAILABLE, "not ready\n".into()),
+    }
+}
+
+/// Resolves on SIGINT or SIGTERM (logging which): what every drllm server stops on.
+pub async fn shutdown_signal() {
+    use tokio::signal::unix::{signal, SignalKind};
+    match signal(SignalKind::terminate()) {
+        Ok(mut term) => tokio::select! {
+            _ = tokio::signal::ctrl_c() => tracing::info!("SIGINT"),
+            _ = term.recv() => tracing::info!("SIGTERM"),
+        },
+        Err(e) => {
+            tracing::error!("cannot watch for SIGTERM ({e}); only SIGINT stops this process");
+            let _ = tokio::signal::ctrl_c().await;
+            tracing::info!("SIGINT");
+        }
     }
 }

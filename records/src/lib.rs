@@ -9,6 +9,7 @@
 use std::path::PathBuf;
 
 pub mod atomic;
+pub mod official;
 pub mod read;
 pub mod record;
 pub mod settings;

@@ -216,15 +216,31 @@ pub fn wait_timeout(c: &mut Child, limit: Duration) -> std::process::ExitStatus 
 /// GET `path` from the HTTP endpoint at `addr` over a plain TCP connection: the status code and
 /// the body. Status 0 when nothing listens (yet).
 pub fn http_get(addr: &str, path: &str) -> (u16, String) {
+    http(addr, "GET", path, None)
+}
+
+/// POST the JSON `body` to `path` at `addr`: the status code and the response body.
+pub fn http_post(addr: &str, path: &str, body: &str) -> (u16, String) {
+    http(addr, "POST", path, Some(body))
+}
+
+/// One HTTP/1.1 request over a plain TCP connection, closed after the answer; status 0 when
+/// nothing listens.
+fn http(addr: &str, method: &str, path: &str, body: Option<&str>) -> (u16, String) {
     use std::io::{Read, Write};
     let Ok(mut s) = std::net::TcpStream::connect(addr) else {
         return (0, String::new());
     };
-    write!(
-        s,
-        "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"
-    )
-    .unwrap();
+    let mut req = format!("{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n");
+    if let Some(b) = body {
+        req += &format!(
+            "Content-Type: application/json\r\nContent-Length: {}\r\n\r\n{b}",
+            b.len()
+        );
+    } else {
+        req += "\r\n";
+    }
+    s.write_all(req.as_bytes()).unwrap();
     let mut text = String::new();
     s.read_to_string(&mut text).unwrap();
     let code = text
@@ -442,4 +458,58 @@ pub fn read_parts(dir: &Path) -> Vec<(String, String)> {
         }
     }
     rows
+}
+
+/// Routers for `layers` layers of width `d` whose decision does not depend on the input: the
+/// `skip` layers skip, the rest execute.
+pub fn constant_routers(layers: usize, d: usize, skip: &[usize]) -> drllm_core::router::Routers {
+    use candle_core::{DType, Device, Tensor};
+    let r = drllm_core::router::Routers::init(layers, d, 0).unwrap();
+    let hidden = drllm_core::router::HIDDEN;
+    r.w1.set(&Tensor::zeros((layers, hidden, d), DType::F32, &Device::Cpu).unwrap())
+        .unwrap();
+    let b2: Vec<f32> = (0..layers)
+        .flat_map(|l| match skip.contains(&l) {
+            true => [9.0, 0.0, 0.0],
+            false => [0.0, 9.0, 0.0],
+        })
+        .collect();
+    r.b2.set(&Tensor::from_vec(b2, (layers, 3), &Device::Cpu).unwrap())
+        .unwrap();
+    r
+}
+
+/// A training configuration for checkpoints made in tests (one epoch, no validation split).
+pub fn training() -> drllm_core::router::TrainingConfig {
+    drllm_core::router::TrainingConfig {
+        epochs: 1,
+        batch_size: 1,
+        grad_accum: 1,
+        lr: 1e-3,
+        weight_decay: 0.0,
+        warmup_fraction: 0.0,
+        focal_gamma: 2.0,
+        class_beta: 0.999,
+        val_fraction: 0.0,
+        seed: 0,
+        found_only: true,
+        min_path_len: 0,
+        targets: Default::default(),
+    }
+}
+
+/// Whether `python3` can import `module`. Missing under CI (`CI` set) is a failure, since .ci/run
+/// installs it (`pip` names the package); elsewhere a loud notice and `false`, to skip.
+pub fn python_has(module: &str, pip: &str) -> bool {
+    let ok = Command::new("python3")
+        .args(["-c", &format!("import {module}")])
+        .status()
+        .is_ok_and(|s| s.success());
+    if !ok {
+        if std::env::var_os("CI").is_some() {
+            panic!("{module} is missing: .ci/run must install it (python3 -m pip install {pip})");
+        }
+        eprintln!("\n!!!!!!!! SKIPPED: {module} is not installed (python3 -m pip install {pip}) !!!!!!!!\n");
+    }
+    ok
 }

@@ -1,5 +1,7 @@
 //! `trainer`: fits Dr.LLM's per-layer routers from search records (Parquet) into a router
-//! checkpoint (`routers.safetensors` + `router_config.json`, with `metrics.csv` / `metrics.json`).
+//! checkpoint (`routers.safetensors` + `router_config.json`, with `metrics.csv` / `metrics.json`);
+//! converts the official Dr.LLM search output into records (`import-drllm`) and exports
+//! checkpoints under the official parameter names (`export --format drllm`).
 
 use std::path::PathBuf;
 
@@ -11,6 +13,9 @@ use drllm_core::router::{
 };
 use drllm_engine::LoadedModel;
 use drllm_trainer::{cache, data, train};
+
+mod export;
+mod import;
 
 // Training allocates and frees the same large buffers every step; glibc's malloc returns them to
 // the kernel and faults them back in each time (2.5× slower epochs), mimalloc keeps them.
@@ -31,6 +36,12 @@ struct Cli {
 enum Command {
     /// Train routers from search records into a checkpoint folder
     Train(TrainArgs),
+    /// Convert the official Dr.LLM search output (data_generation.py's JSON) into Parquet
+    /// records for `train`
+    ImportDrllm(import::Args),
+    /// Write a router checkpoint in another format: `--format drllm` is safetensors under the
+    /// official Dr.LLM parameter names (model.routers.{i}.linear1.weight, …)
+    Export(export::Args),
 }
 
 #[derive(clap::Args)]
@@ -107,6 +118,8 @@ fn main() -> anyhow::Result<()> {
     drllm_core::cli::init();
     match Cli::parse().command {
         Command::Train(a) => run(a),
+        Command::ImportDrllm(a) => import::run(a),
+        Command::Export(a) => export::run(a),
     }
 }
 

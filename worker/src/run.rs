@@ -458,12 +458,7 @@ async fn heartbeats(
 
 fn spawn_signal_handler(stop: Arc<AtomicBool>) {
     tokio::spawn(async move {
-        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
-            .expect("installing a SIGTERM handler");
-        tokio::select! {
-            _ = tokio::signal::ctrl_c() => {}
-            _ = term.recv() => {}
-        }
+        drllm_proto::http::shutdown_signal().await;
         tracing::info!("stopping: finishing the example at hand, then releasing the rest");
         stop.store(true, Ordering::SeqCst);
     });

@@ -5,17 +5,7 @@
 use std::process::Command;
 
 fn pyarrow_available() -> bool {
-    let ok = Command::new("python3")
-        .args(["-c", "import pyarrow"])
-        .status()
-        .is_ok_and(|s| s.success());
-    if !ok {
-        if std::env::var_os("CI").is_some() {
-            panic!("pyarrow is missing: .ci/run must install it (python3 -m pip install pyarrow)");
-        }
-        eprintln!("\n!!!!!!!! SKIPPED: pyarrow is not installed (python3 -m pip install pyarrow) !!!!!!!!\n");
-    }
-    ok
+    drllm_tests::python_has("pyarrow", "pyarrow")
 }
 
 #[test]

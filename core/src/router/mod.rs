@@ -22,7 +22,7 @@ pub use gelu::gelu_tanh;
 pub use gelu::{derivative as gelu_tanh_derivative, f32s as cpu_f32s, CHUNK as GELU_CHUNK};
 pub use labels::{decision_labels, one_hot};
 pub use metrics::{majority, Confusion, Metrics};
-pub use net::{argmax3, argmax_last, mlp, Budget, Routers, HIDDEN};
+pub use net::{argmax3, argmax_last, mlp, Budget, Routers, CHECKPOINT_NAMES, HIDDEN};
 pub use routed::evaluate_routed;
 
 use drllm_engine::exec::{Route, Rows};

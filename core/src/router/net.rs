@@ -15,6 +15,10 @@ use drllm_engine::Result;
 /// Width of a router's hidden layer.
 pub const HIDDEN: usize = 128;
 
+/// Names of a layer's four weights in our checkpoints (`layers.{i}.<name>`), in the order
+/// `[w1, b1, w2, b2]`.
+pub const CHECKPOINT_NAMES: [&str; 4] = ["fc1.weight", "fc1.bias", "fc2.weight", "fc2.bias"];
+
 /// All layers' routers.
 pub struct Routers {
     /// `[L, 128, d]`
@@ -123,15 +127,22 @@ impl Routers {
 
     /// The weights under per-layer names, for a safetensors checkpoint.
     pub fn named_tensors(&self) -> Result<HashMap<String, Tensor>> {
+        self.named_by(|i, kind| format!("layers.{i}.{}", CHECKPOINT_NAMES[kind]))
+    }
+
+    /// Each layer's weights under `name(layer, kind)`, kind indexing `[w1, b1, w2, b2]` (as
+    /// [`CHECKPOINT_NAMES`] orders them): checkpoints and exports to other naming schemes.
+    pub fn named_by(
+        &self,
+        name: impl Fn(usize, usize) -> String,
+    ) -> Result<HashMap<String, Tensor>> {
         let mut out = HashMap::new();
         for i in 0..self.num_layers() {
-            for (name, v) in [
-                ("fc1.weight", &self.w1),
-                ("fc1.bias", &self.b1),
-                ("fc2.weight", &self.w2),
-                ("fc2.bias", &self.b2),
-            ] {
-                out.insert(format!("layers.{i}.{name}"), v.get(i)?);
+            for (kind, v) in [&self.w1, &self.b1, &self.w2, &self.b2]
+                .into_iter()
+                .enumerate()
+            {
+                out.insert(name(i, kind), v.get(i)?);
             }
         }
         Ok(out)
@@ -161,11 +172,12 @@ impl Routers {
             let s = Tensor::stack(&parts, 0).map_err(|e| e.to_string())?;
             Var::from_tensor(&s).map_err(|e| e.to_string())
         };
+        let [w1, b1, w2, b2] = CHECKPOINT_NAMES;
         Ok(Self {
-            w1: stack("fc1.weight", &[HIDDEN, d])?,
-            b1: stack("fc1.bias", &[HIDDEN])?,
-            w2: stack("fc2.weight", &[3, HIDDEN])?,
-            b2: stack("fc2.bias", &[3])?,
+            w1: stack(w1, &[HIDDEN, d])?,
+            b1: stack(b1, &[HIDDEN])?,
+            w2: stack(w2, &[3, HIDDEN])?,
+            b2: stack(b2, &[3])?,
         })
     }
 }

@@ -1,0 +1,89 @@
+#!/usr/bin/env bash
+# ARC-Easy test scored by lm-evaluation-harness (`local-completions`) through `evaluator serve`,
+# our OpenAI-compatible server: an outside check of the model (or the routed model) with the
+# harness's own prompt, tokenization and acc / acc_norm. Task: bench/lm_eval/arc_easy_local.yaml.
+# Writes $OUT/lm_eval/<model>/results_*.json and samples_arc_easy_drllm_*.jsonl (one line per
+# question: arguments, log-likelihoods, acc, acc_norm), and prints acc and acc_norm.
+#
+#   bash bench/lm_eval.sh [--limit N] [--routers CKPT] [--out DIR]
+#
+# --limit N: the first N test questions (default: all 2376). Environment: PORT (8765), BUDGET
+# (serve --budget, for --routers), NUM_CONCURRENT (1: requests in flight), BATCH_SIZE
+# (1: prompts per request). lm-eval 0.4.13 goes into a venv under $DRLLM_CACHE/venv-lmeval
+# (~930 MB, ~2 min from PyPI, once); nothing else is downloaded.
+set -euo pipefail
+ROOT="$(cd "$(dirname "$0")/.." && pwd)"
+LIMIT=""
+ROUTERS=""
+OUT="$ROOT/runs/lm_eval"
+while [ $# -gt 0 ]; do
+  case "$1" in
+    --limit) LIMIT="$2"; shift 2 ;;
+    --routers) ROUTERS="$2"; shift 2 ;;
+    --out) OUT="$2"; shift 2 ;;
+    -h|--help) sed -n '2,13p' "$0"; exit 0 ;;
+    *) echo "unknown argument: $1 (see --help)" >&2; exit 2 ;;
+  esac
+done
+mkdir -p "$OUT"
+OUT="$(cd "$OUT" && pwd)"
+PORT="${PORT:-8765}"
+CACHE="${DRLLM_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/drllm}"
+VENV="$CACHE/venv-lmeval"
+LM_EVAL_VERSION=0.4.13
+BIN="${CARGO_TARGET_DIR:-$ROOT/target}/release"
+NAME=smollm2-135m-instruct
+if [ -n "$ROUTERS" ]; then NAME="$NAME+routers"; fi
+log() { echo "[lm_eval $(date +%H:%M:%S)] $*" >&2; }
+
+# 1. lm-eval (API extra: requests/aiohttp/tenacity) and transformers for the tokenizer; no torch.
+if ! "$VENV/bin/python" -c "import importlib.metadata as m, sys; sys.exit(m.version('lm_eval') != '$LM_EVAL_VERSION')" 2>/dev/null; then
+  log "installing lm-eval $LM_EVAL_VERSION into $VENV"
+  python3 -m venv "$VENV"
+  "$VENV/bin/pip" install -q "lm-eval[api]==$LM_EVAL_VERSION" "transformers==5.24.0"
+fi
+
+# 2. Binaries, model, and the model's tokenizer as a Hugging Face folder for lm-eval.
+cd "$ROOT"
+cargo build --release -q -p evaluator
+bash scripts/fetch-model.sh >&2
+"$BIN/evaluator" export-tokenizer --out "$OUT/tokenizer" >&2
+
+# 3. The server (it loads the model before it listens, so /healthz means ready), stopped
+# whatever happens next.
+log "starting evaluator serve on 127.0.0.1:$PORT${ROUTERS:+ with routers $ROUTERS}"
+"$BIN/evaluator" serve --listen "127.0.0.1:$PORT" --served-model-name "$NAME" \
+  ${ROUTERS:+--routers "$ROUTERS"} ${BUDGET:+--budget "$BUDGET"} \
+  > "$OUT/serve.log" 2>&1 &
+SERVER=$!
+trap 'kill "$SERVER" 2>/dev/null || true; wait "$SERVER" 2>/dev/null || true' EXIT
+for _ in $(seq 1 300); do
+  curl -fsS "http://127.0.0.1:$PORT/healthz" > /dev/null 2>&1 && break
+  if ! kill -0 "$SERVER" 2>/dev/null; then
+    echo "evaluator serve exited; its log ($OUT/serve.log):" >&2
+    cat "$OUT/serve.log" >&2
+    exit 1
+  fi
+  sleep 1
+done
+curl -fsS "http://127.0.0.1:$PORT/healthz" > /dev/null
+
+# 4. lm-eval, offline, from the repository root (the task's data path is relative to it).
+# batch_size goes on the command line, not in --model_args (lm-eval passes both to the model).
+log "lm_eval arc_easy_drllm${LIMIT:+, first $LIMIT questions}"
+HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1 HF_DATASETS_CACHE="$CACHE/hf-datasets" \
+  "$VENV/bin/lm_eval" run --model local-completions \
+  --model_args "model=$NAME,base_url=http://127.0.0.1:$PORT/v1/completions,tokenizer_backend=huggingface,tokenizer=$OUT/tokenizer,tokenized_requests=True,num_concurrent=${NUM_CONCURRENT:-1},max_retries=3,timeout=600" \
+  --batch_size "${BATCH_SIZE:-1}" \
+  --include_path "$ROOT/bench/lm_eval" --tasks arc_easy_drllm \
+  ${LIMIT:+--limit "$LIMIT"} --log_samples --output_path "$OUT/lm_eval" >&2
+
+# 5. The scores.
+results="$(ls -t "$OUT"/lm_eval/*/results_*.json | head -n 1)"
+"$VENV/bin/python" - "$results" <<'PY'
+import json, sys
+r = json.load(open(sys.argv[1]))["results"]["arc_easy_drllm"]
+print(json.dumps({"results": sys.argv[1], "n": r.get("sample_len"),
+                  "acc": r["acc,none"], "acc_stderr": r["acc_stderr,none"],
+                  "acc_norm": r["acc_norm,none"], "acc_norm_stderr": r["acc_norm_stderr,none"]}))
+PY

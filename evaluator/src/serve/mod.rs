@@ -1,0 +1,287 @@
+//! `evaluator serve`: routed (or static) inference behind the OpenAI HTTP API, so that anything
+//! that speaks it — lm-eval-harness's `local-completions`, OpenAI clients, curl — can query a
+//! router checkpoint. `/v1/completions`, `/v1/chat/completions` and `/v1/models`, plus `/healthz`,
+//! `/readyz` and `/metrics` as the coordinator and workers serve them.
+//!
+//! Requests are **queued**, not batched: the HTTP side parses and checks each body at once (a bad
+//! one gets its 400 without waiting), then hands its prompts to one inference thread that owns
+//! the model and runs them one after another (candle already uses every core for one prompt's
+//! matmuls). The queue is bounded (`--max-queue`); past it a request gets a 503 to retry. On
+//! SIGINT/SIGTERM the server stops accepting, answers what is queued and exits.
+
+mod api;
+mod infer;
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Instant, SystemTime, UNIX_EPOCH};
+
+use anyhow::Context;
+use axum::body::Bytes;
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::Router;
+use drllm_core::router::{Budget, RouterConfig};
+use drllm_proto::http::Health;
+use serde_json::json;
+use tokio::sync::{mpsc, oneshot};
+
+use api::{ApiError, Envelope, Limits};
+pub use infer::{Completion, Engine, Job};
+
+#[derive(clap::Args, Debug)]
+pub struct Args {
+    #[command(flatten)]
+    model: drllm_core::cli::ModelArgs,
+    /// Router checkpoint folder (from `trainer train`); without it the static model is served.
+    #[arg(long)]
+    routers: Option<PathBuf>,
+    /// Budget knob p in [-1, 1] for the routers (as `evaluator run --budget`).
+    #[arg(long, default_value_t = -0.5, allow_negative_numbers = true)]
+    budget: f32,
+    /// Address to listen on (port 0 picks a free one; the bound address is printed).
+    #[arg(long, default_value = "127.0.0.1:8000")]
+    listen: SocketAddr,
+    /// The model name clients send (`model` field) and `/v1/models` lists; default: the
+    /// --model spec, with `+routers` when routers are loaded.
+    #[arg(long)]
+    served_model_name: Option<String>,
+    /// Requests waiting for the inference thread before new ones get a 503.
+    #[arg(long, default_value_t = 256)]
+    max_queue: usize,
+}
+
+/// Work for the inference thread: a request's prompts and where to send their completions.
+struct Work {
+    jobs: Vec<Job>,
+    reply: oneshot::Sender<Result<Vec<Completion>, String>>,
+}
+
+/// What the HTTP handlers share.
+struct Shared {
+    engine: Arc<Engine>,
+    queue: mpsc::Sender<Work>,
+    name: String,
+    routers: Option<PathBuf>,
+    next_id: std::sync::atomic::AtomicU64,
+}
+
+pub fn run(a: Args) -> anyhow::Result<()> {
+    anyhow::ensure!(
+        (-1.0..=1.0).contains(&a.budget),
+        "--budget must be in [-1, 1], got {}",
+        a.budget
+    );
+    anyhow::ensure!(a.max_queue > 0, "--max-queue must be at least 1");
+    let engine = Arc::new(load(&a)?);
+    let name = a
+        .served_model_name
+        .clone()
+        .unwrap_or_else(|| match &a.routers {
+            Some(_) => format!("{}+routers", a.model.model),
+            None => a.model.model.clone(),
+        });
+    let (tx, rx) = mpsc::channel(a.max_queue);
+    let worker = {
+        let engine = engine.clone();
+        std::thread::Builder::new()
+            .name("inference".into())
+            .spawn(move || inference_loop(&engine, rx))?
+    };
+    let shared = Arc::new(Shared {
+        engine,
+        queue: tx,
+        name,
+        routers: a.routers.clone(),
+        next_id: Default::default(),
+    });
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()?
+        .block_on(serve(a.listen, shared))?;
+    worker
+        .join()
+        .map_err(|_| anyhow::anyhow!("the inference thread panicked"))
+}
+
+/// Loads the model and, if asked, the routers (checked against the model).
+fn load(a: &Args) -> anyhow::Result<Engine> {
+    let lm = a.model.load()?;
+    let routers = match &a.routers {
+        Some(dir) => {
+            let (cfg, routers) = RouterConfig::load(dir)?;
+            let (layers, d) = (lm.model.num_layers(), lm.model.config().hidden_size);
+            cfg.check_model(dir, &lm.fingerprint, layers, d)?;
+            if let Some(r) = &cfg.reward {
+                tracing::warn!(
+                    "the routers were trained on {} prompts ({:?} style); other prompts are routed \
+                     all the same",
+                    r.mode,
+                    r.style
+                );
+            }
+            Some((cfg, routers, Budget(a.budget)))
+        }
+        None => None,
+    };
+    Ok(Engine { lm, routers })
+}
+
+/// Serves until SIGINT/SIGTERM, then lets the queue drain (the handlers' senders go with the
+/// server, which ends the inference loop).
+async fn serve(addr: SocketAddr, shared: Arc<Shared>) -> anyhow::Result<()> {
+    let health = Arc::new(Health::default());
+    let metrics = drllm_proto::http::install_recorder().map_err(anyhow::Error::msg)?;
+    let app = Router::new()
+        .route("/v1/completions", post(completions))
+        .route("/v1/chat/completions", post(chat))
+        .route("/v1/models", get(models))
+        .with_state(shared)
+        .merge(drllm_proto::http::routes(health.clone(), metrics));
+    let listener = tokio::net::TcpListener::bind(addr)
+        .await
+        .with_context(|| format!("listening on {addr}"))?;
+    let bound = listener.local_addr()?;
+    health.set_ready(true);
+    // One line on stdout for scripts and tests that started us with port 0.
+    println!("listening on http://{bound}");
+    tracing::info!(%bound, "serving /v1/completions, /v1/chat/completions, /v1/models");
+    axum::serve(listener, app)
+        .with_graceful_shutdown(drllm_proto::http::shutdown_signal())
+        .await
+        .context("HTTP server")?;
+    eprintln!("shutting down: answering the queued requests");
+    Ok(())
+}
+
+/// The inference thread: runs each request's prompts in order until every sender is gone.
+fn inference_loop(engine: &Engine, mut rx: mpsc::Receiver<Work>) {
+    while let Some(work) = rx.blocking_recv() {
+        metrics::gauge!("drllm_serve_queue_depth").set(rx.len() as f64);
+        let t = Instant::now();
+        let done = work
+            .jobs
+            .iter()
+            .map(|j| engine.complete(j).map_err(|e| format!("{e}")))
+            .collect::<Result<Vec<_>, _>>();
+        metrics::histogram!("drllm_serve_inference_seconds").record(t.elapsed().as_secs_f64());
+        if let Ok(done) = &done {
+            let execs: u64 = done.iter().map(|c| c.layer_executions).sum();
+            let tokens: usize = done
+                .iter()
+                .map(|c| c.prompt_tokens + c.generated.len())
+                .sum();
+            metrics::counter!("drllm_serve_layer_executions_total").increment(execs);
+            metrics::counter!("drllm_serve_tokens_total").increment(tokens as u64);
+        }
+        // The client may have gone; nothing to do then.
+        let _ = work.reply.send(done);
+    }
+}
+
+impl Shared {
+    fn limits(&self) -> Limits<'_> {
+        Limits {
+            served_name: &self.name,
+            tokenizer: &self.engine.lm.tokenizer,
+            context: self.engine.lm.model.config().max_position_embeddings,
+        }
+    }
+
+    fn envelope(&self, prefix: &str) -> Envelope<'_> {
+        let n = self
+            .next_id
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        Envelope {
+            id: format!("{prefix}-{n}"),
+            created: SystemTime::now()
+                .duration_since(UNIX_EPOCH)
+                .map_or(0, |d| d.as_secs()),
+            model: &self.name,
+            routed: self.engine.routers.is_some(),
+            layers: self.engine.num_layers(),
+        }
+    }
+
+    /// Queues `jobs` and waits for their completions; a full queue is a 503.
+    async fn infer(&self, jobs: Vec<Job>) -> Result<Vec<Completion>, ApiError> {
+        let (reply, done) = oneshot::channel();
+        self.queue
+            .try_send(Work { jobs, reply })
+            .map_err(|e| match e {
+                mpsc::error::TrySendError::Full(_) => ApiError::status(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "server_busy",
+                    format!(
+                        "{} requests are waiting: retry later (or start the server with a larger \
+                         --max-queue)",
+                        self.queue.max_capacity()
+                    ),
+                ),
+                mpsc::error::TrySendError::Closed(_) => api::internal("the server is stopping"),
+            })?;
+        metrics::gauge!("drllm_serve_queue_depth")
+            .set((self.queue.max_capacity() - self.queue.capacity()) as f64);
+        done.await
+            .map_err(|_| api::internal("the inference thread stopped"))?
+            .map_err(api::internal)
+    }
+}
+
+/// Counts the request under its endpoint and status, and turns an error into its response.
+fn answer(endpoint: &'static str, r: Result<serde_json::Value, ApiError>) -> Response {
+    let status = r.as_ref().map_or_else(|e| e.status, |_| StatusCode::OK);
+    metrics::counter!("drllm_serve_requests_total", "endpoint" => endpoint,
+        "status" => status.as_u16().to_string())
+    .increment(1);
+    match r {
+        Ok(v) => api::json_response(StatusCode::OK, &v),
+        Err(e) => {
+            tracing::debug!(endpoint, status = %e.status, "{}", e.message);
+            e.into_response()
+        }
+    }
+}
+
+async fn completions(State(s): State<Arc<Shared>>, body: Bytes) -> Response {
+    let r = async {
+        let req = api::completion(&api::object(&body)?, &s.limits())?;
+        let done = s.infer(req.jobs.clone()).await?;
+        api::completion_body(&s.envelope("cmpl"), &req, &done, &s.engine.lm.tokenizer)
+    };
+    answer("completions", r.await)
+}
+
+async fn chat(State(s): State<Arc<Shared>>, body: Bytes) -> Response {
+    let r = async {
+        let req = api::chat(&api::object(&body)?, &s.limits())?;
+        let done = s.infer(vec![req.job.clone()]).await?;
+        api::chat_body(
+            &s.envelope("chatcmpl"),
+            &req,
+            &done[0],
+            &s.engine.lm.tokenizer,
+        )
+    };
+    answer("chat", r.await)
+}
+
+async fn models(State(s): State<Arc<Shared>>) -> Response {
+    let created = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
+    let body = json!({"object": "list", "data": [{
+        "id": s.name, "object": "model", "created": created, "owned_by": "drllm",
+        "drllm": {
+            "model": s.engine.lm.id, "fingerprint": s.engine.lm.fingerprint,
+            "routers": s.routers.as_ref().map(|p| p.display().to_string()),
+            "num_layers": s.engine.num_layers(),
+            "context": s.engine.lm.model.config().max_position_embeddings,
+        },
+    }]});
+    answer("models", Ok(body))
+}

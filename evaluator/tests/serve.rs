@@ -1,0 +1,307 @@
+//! `evaluator serve` as a real process on loopback, with the real default model, spoken to over
+//! plain HTTP in the request shapes lm-eval-harness's `local-completions` sends: token-id prompts
+//! in a list, `echo` with `logprobs` and `max_tokens` 0 (log-likelihood) or 1 (greedy check),
+//! string prompts with `stop` (generation). The prompt log-probabilities equal the engine's and
+//! their sums equal `choice-loglik`'s choice scores (what `evaluator baseline` grades with); bad
+//! requests get a 400/404 with an OpenAI-style body and the server keeps serving; routed serving
+//! runs and reports the routers' path; SIGTERM ends it cleanly.
+
+use std::io::BufRead;
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use candle_core::D;
+use drllm_core::router::RouterConfig;
+use drllm_core::tasks::reward::{prepare, RewardOptions};
+use drllm_core::tasks::{evaluate, load_dataset, RewardMode};
+use drllm_engine::{LayerPath, LoadOptions, LoadedModel, Logits, PathCache};
+use drllm_tests::{http_get, http_post};
+use serde_json::{json, Value};
+
+const L: usize = 30;
+const D_MODEL: usize = 576;
+
+fn model() -> Option<LoadedModel> {
+    let p = drllm_engine::loader::default_model_for_tests()?;
+    Some(drllm_engine::load(p.to_str().unwrap(), &LoadOptions::default()).unwrap())
+}
+
+/// A running `evaluator serve`, killed when dropped.
+struct Server {
+    child: Child,
+    addr: String,
+}
+
+impl Server {
+    fn start(extra: &[&str]) -> Self {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_evaluator"))
+            .args(["serve", "--listen", "127.0.0.1:0"])
+            .args(extra)
+            .env("RUST_BACKTRACE", "0")
+            .stdout(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let stdout = child.stdout.take().unwrap();
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            let mut line = String::new();
+            let _ = std::io::BufReader::new(stdout).read_line(&mut line);
+            let _ = tx.send(line);
+        });
+        let line = rx
+            .recv_timeout(Duration::from_secs(120))
+            .expect("the server printed no address within 120 s");
+        let addr = line
+            .trim()
+            .strip_prefix("listening on http://")
+            .unwrap_or_else(|| panic!("unexpected first line {line:?}"))
+            .to_string();
+        Self { child, addr }
+    }
+
+    fn post(&self, path: &str, body: &Value) -> (u16, Value) {
+        let (code, text) = http_post(&self.addr, path, &body.to_string());
+        let v = serde_json::from_str(&text).unwrap_or_else(|e| panic!("{e}: {text}"));
+        (code, v)
+    }
+
+    fn complete(&self, body: Value) -> Value {
+        let (code, v) = self.post("/v1/completions", &body);
+        assert_eq!(code, 200, "{v}");
+        v
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Log-probability of each token of `ids` after its predecessors, along `path`, by the engine.
+fn engine_logprobs(lm: &LoadedModel, ids: &[u32], path: &LayerPath) -> Vec<f32> {
+    let mut cache = PathCache::new(path);
+    let logits = lm
+        .model
+        .forward(ids, path, &mut cache, 0, Logits::From(0))
+        .unwrap();
+    let lp = candle_nn::ops::log_softmax(&logits, D::Minus1)
+        .unwrap()
+        .to_vec2::<f32>()
+        .unwrap();
+    (1..ids.len()).map(|i| lp[i - 1][ids[i] as usize]).collect()
+}
+
+/// One question's log-likelihood requests: context ids, each choice's continuation ids, and the
+/// reward's choice scores.
+type Request = (Vec<u32>, Vec<Vec<u32>>, Vec<f64>);
+
+/// The choice-loglik requests of the first `n` ARC-Easy test questions, as lm-eval builds them.
+fn loglik_requests(lm: &LoadedModel, n: usize) -> Vec<Request> {
+    let opts = RewardOptions::for_model(lm, RewardMode::ChoiceLoglik);
+    let data = load_dataset(&"arc_easy".parse().unwrap(), "test", Some(n), false).unwrap();
+    data.examples
+        .iter()
+        .map(|ex| {
+            let prep = prepare(lm, ex, &opts).unwrap();
+            let conts = prep.continuations().map(<[u32]>::to_vec).collect();
+            let full = LayerPath::full(L);
+            let scores = evaluate(lm, ex, &full, &opts).unwrap().choice_logprobs;
+            (prep.prompt_ids.clone(), conts, scores)
+        })
+        .collect()
+}
+
+fn floats(v: &Value) -> Vec<Option<f64>> {
+    v.as_array().unwrap().iter().map(Value::as_f64).collect()
+}
+
+#[test]
+fn completions_answer_lm_eval_requests_as_the_engine_scores() {
+    let Some(lm) = model() else { return };
+    let srv = Server::start(&[]);
+    let name = "smollm2-135m-instruct";
+    let models: Value = serde_json::from_str(&http_get(&srv.addr, "/v1/models").1).unwrap();
+    assert_eq!(models["data"][0]["id"], name, "{models}");
+
+    // Log-likelihood: every choice of two questions in one request, as token ids.
+    for (ctx, conts, scores) in loglik_requests(&lm, 2) {
+        let prompts: Vec<Vec<u32>> = conts.iter().map(|c| [&ctx[..], c].concat()).collect();
+        let v = srv.complete(json!({"model": name, "prompt": prompts, "max_tokens": 0,
+            "echo": true, "logprobs": 1, "temperature": 0}));
+        let choices = v["choices"].as_array().unwrap();
+        assert_eq!(choices.len(), prompts.len());
+        for (i, ((c, ids), want)) in choices.iter().zip(&prompts).zip(&scores).enumerate() {
+            assert_eq!(c["index"], i);
+            let lp = floats(&c["logprobs"]["token_logprobs"]);
+            assert_eq!(lp.len(), ids.len(), "one log-prob per prompt token");
+            assert_eq!(lp[0], None, "the first token has none");
+            let engine = engine_logprobs(&lm, ids, &LayerPath::full(L));
+            for (got, want) in lp[1..].iter().zip(&engine) {
+                assert!(
+                    (got.unwrap() - *want as f64).abs() < 2e-3,
+                    "{got:?} vs {want}"
+                );
+            }
+            let cont: f64 = lp[ctx.len()..].iter().map(|x| x.unwrap()).sum();
+            assert!(
+                (cont - want).abs() < 5e-3,
+                "choice {i}: {cont} vs reward {want}"
+            );
+            assert_eq!(c["text"], lm.tokenizer.decode(ids).unwrap());
+            assert_eq!(c["drllm"]["path_len"], L);
+            assert_eq!(c["drllm"]["layer_executions"], ids.len() * L);
+            let top = c["logprobs"]["top_logprobs"][1].as_object().unwrap();
+            assert_eq!(top.len(), 1);
+            assert!(top.values().next().unwrap().as_f64().unwrap() >= lp[1].unwrap() - 1e-6);
+        }
+        let total: usize = prompts.iter().map(Vec::len).sum();
+        assert_eq!(v["usage"]["prompt_tokens"], total);
+        assert_eq!(v["usage"]["completion_tokens"], 0);
+    }
+
+    // max_tokens 1 with echo: one more token, the greedy one (lm-eval's is_greedy check).
+    let ids = lm
+        .tokenizer
+        .encode("The capital of France is", true)
+        .unwrap();
+    let v = srv.complete(
+        json!({"prompt": [ids.clone()], "max_tokens": 1, "echo": true,
+        "logprobs": 1, "temperature": 0.0}),
+    );
+    let lp = &v["choices"][0]["logprobs"];
+    assert_eq!(floats(&lp["token_logprobs"]).len(), ids.len() + 1);
+    let last_tok = lp["tokens"][ids.len()].as_str().unwrap();
+    let top = lp["top_logprobs"][ids.len()].as_object().unwrap();
+    assert_eq!(top.keys().next().unwrap(), last_tok, "{lp}");
+    assert_eq!(v["usage"]["completion_tokens"], 1);
+
+    // Generation with a stop string, prompts as strings.
+    let v = srv.complete(
+        json!({"prompt": ["Question: What is 2 + 2?\nAnswer:", "Hello"],
+        "max_tokens": 24, "stop": ["\n"]}),
+    );
+    for c in v["choices"].as_array().unwrap() {
+        assert!(!c["text"].as_str().unwrap().contains('\n'), "{c}");
+        assert!(["stop", "length"].contains(&c["finish_reason"].as_str().unwrap()));
+        assert!(c["logprobs"].is_null());
+    }
+
+    // Chat through the model's template.
+    let (code, v) = srv.post(
+        "/v1/chat/completions",
+        &json!({"messages": [{"role": "user", "content": "What is the capital of France?"}],
+            "max_tokens": 12, "logprobs": true, "top_logprobs": 2}),
+    );
+    assert_eq!(code, 200, "{v}");
+    let c = &v["choices"][0];
+    assert_eq!(c["message"]["role"], "assistant");
+    assert!(!c["message"]["content"].as_str().unwrap().is_empty(), "{v}");
+    assert_eq!(
+        c["logprobs"]["content"][0]["top_logprobs"]
+            .as_array()
+            .unwrap()
+            .len(),
+        2
+    );
+    assert_eq!(c["drllm"]["path_len"], L);
+
+    bad_requests_get_openai_errors(&srv, name);
+    let metrics = http_get(&srv.addr, "/metrics").1;
+    assert!(metrics.contains("drllm_serve_requests_total"), "{metrics}");
+}
+
+/// Each malformed request gets its status and an OpenAI error body naming the field; the server
+/// keeps serving.
+fn bad_requests_get_openai_errors(srv: &Server, name: &str) {
+    let too_long = vec![1u32; 9000];
+    let cases = [
+        (json!({"max_tokens": 1}), 400, "prompt"),
+        (json!({"prompt": [49152000]}), 400, "prompt"),
+        (json!({"prompt": "hi", "max_tokens": -1}), 400, "max_tokens"),
+        (
+            json!({"prompt": "hi", "temperature": 0.7}),
+            400,
+            "temperature",
+        ),
+        (json!({"prompt": "hi", "model": "gpt-4"}), 404, "model"),
+        (json!({"prompt": "hi", "stream": true}), 400, "stream"),
+        (json!({"prompt": "hi", "logprobs": 50}), 400, "logprobs"),
+        (json!({"prompt": "hi", "stop": [""]}), 400, "stop"),
+        (json!({"prompt": too_long}), 400, "prompt"),
+        (json!({"prompt": [[1, 2], "x", 3]}), 400, "prompt"),
+    ];
+    for (body, code, param) in cases {
+        let (got, v) = srv.post("/v1/completions", &body);
+        assert_eq!(got, code, "{body}: {v}");
+        assert_eq!(v["error"]["param"], param, "{body}: {v}");
+        assert!(!v["error"]["message"].as_str().unwrap().is_empty());
+    }
+    let (code, text) = http_post(&srv.addr, "/v1/completions", "{not json");
+    assert_eq!(code, 400, "{text}");
+    assert!(text.contains("not valid JSON"), "{text}");
+    let (code, v) = srv.post(
+        "/v1/chat/completions",
+        &json!({"model": name, "messages": []}),
+    );
+    assert_eq!(
+        (code, &v["error"]["param"]),
+        (400, &json!("messages")),
+        "{v}"
+    );
+    assert_eq!(http_get(&srv.addr, "/healthz").0, 200);
+}
+
+#[test]
+fn routed_serving_runs_and_reports_the_routers_path() {
+    let Some(lm) = model() else { return };
+    let dir = tempfile::tempdir().unwrap();
+    let ckpt = dir.path().join("skip7");
+    RouterConfig::new(
+        "default",
+        &lm.fingerprint,
+        L,
+        D_MODEL,
+        8,
+        drllm_tests::training(),
+    )
+    .save(&ckpt, &drllm_tests::constant_routers(L, D_MODEL, &[7]))
+    .unwrap();
+    let mut srv = Server::start(&["--routers", ckpt.to_str().unwrap()]);
+    let ids = lm
+        .tokenizer
+        .encode(
+            "Question: Which gas do plants take in?\nAnswer: carbon dioxide",
+            true,
+        )
+        .unwrap();
+    let v = srv.complete(json!({"prompt": ids, "max_tokens": 3, "echo": true, "logprobs": 0}));
+    let c = &v["choices"][0];
+    let without7: Vec<u16> = (0..L as u16).filter(|&l| l != 7).collect();
+    assert_eq!(c["drllm"]["path"], json!(without7), "{c}");
+    assert_eq!(v["drllm"]["routed"], true);
+    let path = LayerPath::new(without7, L).unwrap();
+    let engine = engine_logprobs(&lm, &ids, &path);
+    let lp = floats(&c["logprobs"]["token_logprobs"]);
+    for (got, want) in lp[1..ids.len()].iter().zip(&engine) {
+        assert!(
+            (got.unwrap() - *want as f64).abs() < 2e-3,
+            "{got:?} vs {want}"
+        );
+    }
+    // Prompt rows plus the generated tokens fed back (all but the last one reported, which is
+    // the end token or the max_tokens-th), each on 29 layers.
+    let generated = v["usage"]["completion_tokens"].as_u64().unwrap() as usize;
+    assert!(generated >= 1);
+    assert_eq!(
+        c["drllm"]["layer_executions"],
+        (ids.len() + generated - 1) * (L - 1)
+    );
+
+    // SIGTERM: a clean exit.
+    let pid = srv.child.id().to_string();
+    Command::new("kill").args(["-TERM", &pid]).status().unwrap();
+    let status = drllm_tests::wait_timeout(&mut srv.child, Duration::from_secs(30));
+    assert!(status.success(), "{status}");
+}
