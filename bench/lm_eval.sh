@@ -71,6 +71,7 @@ curl -fsS "http://127.0.0.1:$PORT/healthz" > /dev/null
 # 4. lm-eval, offline, from the repository root (the task's data path is relative to it).
 # batch_size goes on the command line, not in --model_args (lm-eval passes both to the model).
 log "lm_eval arc_easy_drllm${LIMIT:+, first $LIMIT questions}"
+START=$(date +%s.%N)
 HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1 HF_DATASETS_CACHE="$CACHE/hf-datasets" \
   "$VENV/bin/lm_eval" run --model local-completions \
   --model_args "model=$NAME,base_url=http://127.0.0.1:$PORT/v1/completions,tokenizer_backend=huggingface,tokenizer=$OUT/tokenizer,tokenized_requests=True,num_concurrent=${NUM_CONCURRENT:-1},max_retries=3,timeout=600" \
@@ -78,12 +79,27 @@ HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1 HF_DATASETS_CACHE="$CACHE/hf-datasets" \
   --include_path "$ROOT/bench/lm_eval" --tasks arc_easy_drllm \
   ${LIMIT:+--limit "$LIMIT"} --log_samples --output_path "$OUT/lm_eval" >&2
 
-# 5. The scores.
+END=$(date +%s.%N)
+curl -fsS "http://127.0.0.1:$PORT/metrics" > "$OUT/metrics.txt"
+
+# 5. The scores, and the server's throughput over lm_eval's run (its start-up included).
 results="$(ls -t "$OUT"/lm_eval/*/results_*.json | head -n 1)"
-"$VENV/bin/python" - "$results" <<'PY'
-import json, sys
+"$VENV/bin/python" - "$results" "$OUT/metrics.txt" "$START" "$END" <<'PY' | tee "$OUT/summary.json"
+import json, re, sys
 r = json.load(open(sys.argv[1]))["results"]["arc_easy_drllm"]
+metrics = open(sys.argv[2]).read()
+def total(name, labels=""):
+    m = re.search(r"^" + name + r"(\{[^}]*" + labels + r"[^}]*\})? ([0-9.e+]+)$", metrics, re.M)
+    return float(m.group(2)) if m else 0.0
+secs = float(sys.argv[4]) - float(sys.argv[3])
+requests = total("drllm_serve_requests_total", 'status="200"')
+tokens = total("drllm_serve_tokens_total")
 print(json.dumps({"results": sys.argv[1], "n": r.get("sample_len"),
                   "acc": r["acc,none"], "acc_stderr": r["acc_stderr,none"],
-                  "acc_norm": r["acc_norm,none"], "acc_norm_stderr": r["acc_norm_stderr,none"]}))
+                  "acc_norm": r["acc_norm,none"], "acc_norm_stderr": r["acc_norm_stderr,none"],
+                  "lm_eval_seconds": round(secs, 1), "requests": int(requests),
+                  "requests_per_s": round(requests / secs, 2), "tokens": int(tokens),
+                  "tokens_per_s": round(tokens / secs, 1),
+                  "inference_seconds": round(total("drllm_serve_inference_seconds_sum"), 1),
+                  "layer_executions": int(total("drllm_serve_layer_executions_total"))}))
 PY

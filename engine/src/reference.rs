@@ -116,10 +116,36 @@ pub fn last_logits(model: &Model, ids: &[u32], path: &LayerPath) -> Result<Vec<f
 
 /// The `k` largest logits as `(id, logit)`, largest first.
 pub fn top(logits: &[f32], k: usize) -> Vec<(u32, f32)> {
-    let mut idx: Vec<usize> = (0..logits.len()).collect();
-    idx.sort_by(|&a, &b| logits[b].total_cmp(&logits[a]));
-    idx.into_iter()
-        .take(k)
-        .map(|i| (i as u32, logits[i]))
-        .collect()
+    // One pass keeping the best k in order (ties: the lower index first), not a sort of the whole
+    // vocabulary: a server asks for this at every position of every prompt.
+    let mut best: Vec<(u32, f32)> = Vec::with_capacity(k + 1);
+    for (i, &x) in logits.iter().enumerate() {
+        if k == 0 || (best.len() == k && x.total_cmp(&best[k - 1].1).is_le()) {
+            continue;
+        }
+        let at = best.partition_point(|&(_, y)| y.total_cmp(&x).is_ge());
+        best.insert(at, (i as u32, x));
+        best.truncate(k);
+    }
+    best
+}
+
+#[cfg(test)]
+mod tests {
+    use super::top;
+
+    /// The one-pass selection equals a stable sort of the whole vector, ties included.
+    #[test]
+    fn top_k_equals_a_full_sort() {
+        let logits: Vec<f32> = (0..5000u32)
+            .map(|i| ((i.wrapping_mul(2_654_435_761) >> 20) % 97) as f32 * 0.5 - 20.0)
+            .collect();
+        for k in [0, 1, 2, 5, 20, 97, 200] {
+            let mut idx: Vec<usize> = (0..logits.len()).collect();
+            idx.sort_by(|&a, &b| logits[b].total_cmp(&logits[a]));
+            let want: Vec<(u32, f32)> =
+                idx.iter().take(k).map(|&i| (i as u32, logits[i])).collect();
+            assert_eq!(top(&logits, k), want, "k = {k}");
+        }
+    }
 }

@@ -15,6 +15,11 @@ mod stats;
 
 use clap::{Parser, Subcommand};
 
+// The server allocates and frees the same large logit buffers for every request; glibc's malloc
+// hands them back to the kernel and faults them in again each time, mimalloc keeps them.
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 /// drllm evaluator: accuracy of models on ARC / DART / JSONL sets, and the graders as a tool.
 #[derive(Parser)]
 #[command(version, about, long_about = None)]

@@ -177,6 +177,18 @@ fn completions_answer_lm_eval_requests_as_the_engine_scores() {
     assert_eq!(top.keys().next().unwrap(), last_tok, "{lp}");
     assert_eq!(v["usage"]["completion_tokens"], 1);
 
+    // Concurrent clients: every request is answered (queued), each as it would be alone.
+    let body = json!({"prompt": [ids.clone()], "max_tokens": 2, "echo": true, "logprobs": 2});
+    let alone = srv.complete(body.clone())["choices"].clone();
+    std::thread::scope(|scope| {
+        let clients: Vec<_> = (0..6)
+            .map(|_| scope.spawn(|| srv.complete(body.clone())["choices"].clone()))
+            .collect();
+        for c in clients {
+            assert_eq!(c.join().unwrap(), alone);
+        }
+    });
+
     // Generation with a stop string, prompts as strings.
     let v = srv.complete(
         json!({"prompt": ["Question: What is 2 + 2?\nAnswer:", "Hello"],

@@ -11,6 +11,7 @@
 
 mod api;
 mod infer;
+mod response;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -29,8 +30,9 @@ use drllm_proto::http::Health;
 use serde_json::json;
 use tokio::sync::{mpsc, oneshot};
 
-use api::{ApiError, Envelope, Limits};
+use api::{ApiError, Limits};
 pub use infer::{Completion, Engine, Job};
+use response::Envelope;
 
 #[derive(clap::Args, Debug)]
 pub struct Args {
@@ -251,7 +253,7 @@ async fn completions(State(s): State<Arc<Shared>>, body: Bytes) -> Response {
     let r = async {
         let req = api::completion(&api::object(&body)?, &s.limits())?;
         let done = s.infer(req.jobs.clone()).await?;
-        api::completion_body(&s.envelope("cmpl"), &req, &done, &s.engine.lm.tokenizer)
+        response::completion_body(&s.envelope("cmpl"), &req, &done, &s.engine.lm.tokenizer)
     };
     answer("completions", r.await)
 }
@@ -260,7 +262,7 @@ async fn chat(State(s): State<Arc<Shared>>, body: Bytes) -> Response {
     let r = async {
         let req = api::chat(&api::object(&body)?, &s.limits())?;
         let done = s.infer(vec![req.job.clone()]).await?;
-        api::chat_body(
+        response::chat_body(
             &s.envelope("chatcmpl"),
             &req,
             &done[0],
