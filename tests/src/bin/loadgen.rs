@@ -7,6 +7,10 @@
 //! throughput). With `--rate R` they together offer R records/s: each client starts a lease every
 //! `clients × shard / R` seconds (from a random phase), like workers that take that long per
 //! lease, and latency is measured at that load.
+//!
+//! `--compact-settings` sends every record with `"settings": {}` (which reads as the default
+//! settings) instead of the whole settings object: records of the size the protocol carried
+//! before records held their settings, for like-for-like comparisons with older coordinators.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -24,13 +28,25 @@ fn pct(v: &mut [f64], p: f64) -> f64 {
     v[((v.len() as f64 - 1.0) * p).round() as usize]
 }
 
+/// How each client behaves.
+#[derive(Clone, Copy)]
+struct Load {
+    shard: u32,
+    period: Option<Duration>,
+    compact_settings: bool,
+}
+
 async fn client(
     url: String,
     id: usize,
-    shard: u32,
-    period: Option<Duration>,
+    load: Load,
     registered: Arc<Barrier>,
 ) -> (Vec<f64>, Vec<f64>, u64) {
+    let Load {
+        shard,
+        period,
+        compact_settings,
+    } = load;
     let worker = format!("load-{id}");
     let mut c = connect(&url, None);
     c.register(register_req(&worker, &"f".repeat(32)))
@@ -66,7 +82,14 @@ async fn client(
             tokio::time::sleep(Duration::from_millis(10)).await;
             continue;
         }
-        let results = fake_results(&l, &worker);
+        let mut results = fake_results(&l, &worker);
+        if compact_settings {
+            for r in &mut results {
+                let mut v: serde_json::Value = serde_json::from_str(&r.record_json).unwrap();
+                v["settings"] = serde_json::json!({});
+                r.record_json = v.to_string();
+            }
+        }
         let t = Instant::now();
         let r = c
             .submit(SubmitRequest {
@@ -96,11 +119,16 @@ async fn main() {
     let rate: f64 = get("--rate", "0").parse().expect("--rate records/s");
     let period =
         (rate > 0.0).then(|| Duration::from_secs_f64(clients as f64 * shard as f64 / rate));
+    let load = Load {
+        shard,
+        period,
+        compact_settings: args.iter().any(|a| a == "--compact-settings"),
+    };
     let mut status = connect(&url, None);
     let total = wait_ready(&mut status, Duration::from_secs(30)).await.total;
     let registered = Arc::new(Barrier::new(clients + 1));
     let tasks: Vec<_> = (0..clients)
-        .map(|i| tokio::spawn(client(url.clone(), i, shard, period, registered.clone())))
+        .map(|i| tokio::spawn(client(url.clone(), i, load, registered.clone())))
         .collect();
     let t_reg = Instant::now();
     registered.wait().await;
