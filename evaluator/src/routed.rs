@@ -64,6 +64,15 @@ pub struct Args {
     reuse_budget_mib: usize,
 }
 
+/// Reads a router checkpoint and refuses it for another model than `lm` (fingerprint, depth,
+/// width): `run` and `serve` load routers through here.
+pub fn load_routers(dir: &Path, lm: &LoadedModel) -> anyhow::Result<(RouterConfig, Routers)> {
+    let (cfg, routers) = RouterConfig::load(dir)?;
+    let (layers, d) = (lm.model.num_layers(), lm.model.config().hidden_size);
+    cfg.check_model(dir, &lm.fingerprint, layers, d)?;
+    Ok((cfg, routers))
+}
+
 /// Refuses bad flags before anything loads.
 fn check_args(a: &Args) -> anyhow::Result<()> {
     anyhow::ensure!(
@@ -99,9 +108,7 @@ pub fn run(a: Args) -> anyhow::Result<std::process::ExitCode> {
     check_args(&a)?;
     let examples = a.task.examples(&a.split)?;
     let lm = a.model.load()?;
-    let (cfg, routers) = RouterConfig::load(&a.routers)?;
-    let (layers, d) = (lm.model.num_layers(), lm.model.config().hidden_size);
-    cfg.check_model(&a.routers, &lm.fingerprint, layers, d)?;
+    let (cfg, routers) = load_routers(&a.routers, &lm)?;
     let oracle = read_oracle(&a.oracle)?;
     let opts = a.task.reward_options(&lm)?;
     cfg.check_prompts(&a.routers, &opts.settings())?;

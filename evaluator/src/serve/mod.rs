@@ -25,7 +25,7 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::Router;
-use drllm_core::router::{Budget, RouterConfig};
+use drllm_core::router::Budget;
 use drllm_proto::http::Health;
 use serde_json::json;
 use tokio::sync::{mpsc, oneshot};
@@ -115,9 +115,7 @@ fn load(a: &Args) -> anyhow::Result<Engine> {
     let lm = a.model.load()?;
     let routers = match &a.routers {
         Some(dir) => {
-            let (cfg, routers) = RouterConfig::load(dir)?;
-            let (layers, d) = (lm.model.num_layers(), lm.model.config().hidden_size);
-            cfg.check_model(dir, &lm.fingerprint, layers, d)?;
+            let (cfg, routers) = crate::routed::load_routers(dir, &lm)?;
             if let Some(r) = &cfg.reward {
                 tracing::warn!(
                     "the routers were trained on {} prompts ({:?} style); other prompts are routed \
@@ -200,9 +198,7 @@ impl Shared {
             .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         Envelope {
             id: format!("{prefix}-{n}"),
-            created: SystemTime::now()
-                .duration_since(UNIX_EPOCH)
-                .map_or(0, |d| d.as_secs()),
+            created: unix_seconds(),
             model: &self.name,
             routed: self.engine.routers.is_some(),
             layers: self.engine.num_layers(),
@@ -232,6 +228,13 @@ impl Shared {
             .map_err(|_| api::internal("the inference thread stopped"))?
             .map_err(api::internal)
     }
+}
+
+/// Seconds since the Unix epoch (OpenAI's `created`).
+fn unix_seconds() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
 }
 
 /// Counts the request under its endpoint and status, and turns an error into its response.
@@ -273,9 +276,7 @@ async fn chat(State(s): State<Arc<Shared>>, body: Bytes) -> Response {
 }
 
 async fn models(State(s): State<Arc<Shared>>) -> Response {
-    let created = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs());
+    let created = unix_seconds();
     let body = json!({"object": "list", "data": [{
         "id": s.name, "object": "model", "created": created, "owned_by": "drllm",
         "drllm": {
