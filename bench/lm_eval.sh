@@ -7,7 +7,8 @@
 #
 #   bash bench/lm_eval.sh [--limit N] [--routers CKPT] [--out DIR]
 #
-# --limit N: the first N test questions (default: all 2376). Environment: PORT (8765), BUDGET
+# --limit N: the first N test questions (default: all 2376). --out: default runs/lm_eval, or
+# runs/lm_eval-routed with --routers. Environment: PORT (8765), BUDGET
 # (serve --budget, for --routers), NUM_CONCURRENT (1: requests in flight), BATCH_SIZE
 # (1: prompts per request). lm-eval 0.4.13 goes into a venv under $DRLLM_CACHE/venv-lmeval
 # (~930 MB, ~2 min from PyPI, once); nothing else is downloaded.
@@ -15,16 +16,18 @@ set -euo pipefail
 ROOT="$(cd "$(dirname "$0")/.." && pwd)"
 LIMIT=""
 ROUTERS=""
-OUT="$ROOT/runs/lm_eval"
+OUT=""
 while [ $# -gt 0 ]; do
   case "$1" in
     --limit) LIMIT="$2"; shift 2 ;;
     --routers) ROUTERS="$2"; shift 2 ;;
     --out) OUT="$2"; shift 2 ;;
-    -h|--help) sed -n '2,13p' "$0"; exit 0 ;;
+    -h|--help) sed -n '2,/^set /{/^set /d;s/^# \{0,1\}//;p}' "$0"; exit 0 ;;
     *) echo "unknown argument: $1 (see --help)" >&2; exit 2 ;;
   esac
 done
+# Routed and static runs default to their own folders, so that their samples never mix.
+OUT="${OUT:-$ROOT/runs/lm_eval${ROUTERS:+-routed}}"
 mkdir -p "$OUT"
 OUT="$(cd "$OUT" && pwd)"
 PORT="${PORT:-8765}"

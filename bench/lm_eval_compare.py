@@ -23,6 +23,8 @@ def argmax(xs):
 
 
 def main():
+    if len(sys.argv) != 3:
+        sys.exit("usage: lm_eval_compare.py SAMPLES.jsonl BASELINE_RECORDS.jsonl (one file each)")
     samples = {s["doc"]["id"]: s for s in lines(sys.argv[1])}
     ours = {r["id"].split("/", 1)[1]: r for r in lines(sys.argv[2])}
     common = [i for i in samples if i in ours]

@@ -11,9 +11,18 @@ pub type Result<T> = std::result::Result<T, Error>;
 /// Why loading, tokenizing or running a model failed.
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
-    /// A file or folder could not be read (or, for tokenizer export, written).
+    /// A file or folder could not be read.
     #[error("cannot read {path}: {source}")]
     Io {
+        /// The file or folder.
+        path: PathBuf,
+        /// The I/O error.
+        #[source]
+        source: std::io::Error,
+    },
+    /// A file or folder could not be written (tokenizer export).
+    #[error("cannot write {path}: {source}")]
+    Write {
         /// The file or folder.
         path: PathBuf,
         /// The I/O error.
@@ -144,6 +153,13 @@ pub enum Error {
 impl Error {
     pub(crate) fn io(path: impl Into<PathBuf>, source: std::io::Error) -> Self {
         Error::Io {
+            path: path.into(),
+            source,
+        }
+    }
+
+    pub(crate) fn write(path: impl Into<PathBuf>, source: std::io::Error) -> Self {
+        Error::Write {
             path: path.into(),
             source,
         }

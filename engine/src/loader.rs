@@ -238,3 +238,13 @@ pub fn default_model_for_tests() -> Option<PathBuf> {
     eprintln!("\n!!!!!!!! SKIPPED: {msg} !!!!!!!!\n");
     None
 }
+
+/// For test suites: the default model loaded with `opts`, or `None` (after the loud notice of
+/// [`default_model_for_tests`]) when it is absent outside CI. A model that is there but does not
+/// load is a failure.
+#[doc(hidden)]
+pub fn load_default_model_for_tests(opts: &LoadOptions) -> Option<LoadedModel> {
+    let path = default_model_for_tests()?;
+    let spec = path.to_string_lossy();
+    Some(load(&spec, opts).unwrap_or_else(|e| panic!("loading the default model: {e}")))
+}

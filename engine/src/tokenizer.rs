@@ -152,7 +152,7 @@ impl TextTokenizer {
     /// loadable again with [`Self::from_hf_dir`]. A model that prepends BOS gets a post-processor
     /// that does so, so that those tools encode exactly as [`Self::encode`] does.
     pub fn save_hf_dir(&self, dir: &Path) -> Result<()> {
-        std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
+        std::fs::create_dir_all(dir).map_err(|e| Error::write(dir, e))?;
         let mut tok: Json = serde_json::to_value(&self.inner)
             .map_err(|e| Error::Tokenizer(format!("serializing tokenizer.json: {e}")))?;
         if let Some(bos) = self.bos_prefix {
@@ -168,7 +168,7 @@ impl TextTokenizer {
             });
         }
         let path = dir.join("tokenizer.json");
-        std::fs::write(&path, tok.to_string()).map_err(|e| Error::io(&path, e))?;
+        std::fs::write(&path, tok.to_string()).map_err(|e| Error::write(&path, e))?;
         let mut cfg = json!({
             "tokenizer_class": "PreTrainedTokenizerFast",
             "add_bos_token": self.bos_prefix.is_some(),
@@ -180,7 +180,7 @@ impl TextTokenizer {
             cfg["eos_token"] = json!(eos);
         }
         let path = dir.join("tokenizer_config.json");
-        std::fs::write(&path, cfg.to_string()).map_err(|e| Error::io(&path, e))
+        std::fs::write(&path, cfg.to_string()).map_err(|e| Error::write(&path, e))
     }
 
     /// Token ids of `text`. Special tokens written in the text (`<|im_start|>`) are always parsed;

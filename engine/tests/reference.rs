@@ -20,8 +20,7 @@ fn prompts() -> Vec<RefPrompt> {
 }
 
 fn load(opts: &LoadOptions) -> Option<LoadedModel> {
-    drllm_engine::loader::default_model_for_tests()?;
-    Some(drllm_engine::load(drllm_engine::DEFAULT_MODEL, opts).expect("loading the default model"))
+    drllm_engine::loader::load_default_model_for_tests(opts)
 }
 
 /// The reference's tolerance for engines that quantize activations.
@@ -94,6 +93,14 @@ fn tokenizer_and_chat_template_reproduce_reference_ids() {
     assert_eq!(
         hf.apply_chat("What is the capital of France?").unwrap(),
         reference.text
+    );
+    // A folder that cannot be made (a file stands in its way): a write error naming it.
+    let blocked = dir.path().join("tokenizer.json").join("sub");
+    let err = lm.tokenizer.save_hf_dir(&blocked).unwrap_err();
+    assert!(matches!(err, drllm_engine::Error::Write { .. }), "{err}");
+    assert!(
+        err.to_string().starts_with("cannot write") && err.to_string().contains("sub"),
+        "{err}"
     );
 }
 

@@ -19,8 +19,7 @@ const L: usize = 30;
 const D: usize = 576;
 
 fn model() -> Option<LoadedModel> {
-    let p = drllm_engine::loader::default_model_for_tests()?;
-    Some(drllm_engine::load(p.to_str().unwrap(), &LoadOptions::default()).unwrap())
+    drllm_engine::loader::load_default_model_for_tests(&LoadOptions::default())
 }
 
 fn examples(n: usize) -> Vec<Example> {

@@ -22,8 +22,7 @@ const L: usize = 30;
 const D_MODEL: usize = 576;
 
 fn model() -> Option<LoadedModel> {
-    let p = drllm_engine::loader::default_model_for_tests()?;
-    Some(drllm_engine::load(p.to_str().unwrap(), &LoadOptions::default()).unwrap())
+    drllm_engine::loader::load_default_model_for_tests(&LoadOptions::default())
 }
 
 /// A running `evaluator serve`, killed when dropped.

@@ -44,7 +44,8 @@ pub fn read_token(file: Option<&Path>) -> Result<Option<String>, String> {
     }
     Ok(std::env::var(TOKEN_ENV)
         .ok()
-        .filter(|t| !t.trim().is_empty()))
+        .map(|t| t.trim().to_string())
+        .filter(|t| !t.is_empty()))
 }
 
 /// How to reach a coordinator.
@@ -113,4 +114,32 @@ pub fn client(url: &str, opts: &ConnectOptions) -> Result<Client, String> {
         channel,
         BearerToken(token),
     ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{read_token, TOKEN_ENV};
+
+    /// One test, so that no other test in this crate sees the variable change under it.
+    #[test]
+    fn tokens_are_trimmed_from_the_file_and_the_environment() {
+        let dir = std::env::temp_dir().join(format!("drllm-token-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let file = dir.join("token");
+        std::fs::write(&file, "s3cret\n").unwrap();
+        assert_eq!(read_token(Some(&file)).unwrap().as_deref(), Some("s3cret"));
+        std::fs::write(&file, " \n").unwrap();
+        let err = read_token(Some(&file)).unwrap_err();
+        assert!(err.contains("is empty") && err.contains("token"), "{err}");
+        let err = read_token(Some(&dir.join("missing"))).unwrap_err();
+        assert!(err.contains("missing"), "{err}");
+        std::fs::remove_dir_all(&dir).unwrap();
+
+        std::env::set_var(TOKEN_ENV, "s3cret\n");
+        assert_eq!(read_token(None).unwrap().as_deref(), Some("s3cret"));
+        std::env::set_var(TOKEN_ENV, "  ");
+        assert_eq!(read_token(None).unwrap(), None);
+        std::env::remove_var(TOKEN_ENV);
+        assert_eq!(read_token(None).unwrap(), None);
+    }
 }

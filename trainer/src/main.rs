@@ -129,7 +129,7 @@ fn run(a: TrainArgs) -> anyhow::Result<()> {
     let records = data::read_all(&a.records)?;
     let lm = a.model.load()?;
     let (mut cfg, routers) = checkpoint(&a, &lm, training)?;
-    let (all, n_train, selection) = examples(&lm, records, &mut cfg, &a.out)?;
+    let (all, n_train, selection) = examples(&lm, records, &mut cfg, &a.out, a.resume)?;
     let root = a
         .cache_dir
         .clone()
@@ -223,12 +223,14 @@ fn checkpoint(
 
 /// The training examples from `records`, training ones first: `(examples, number of training
 /// examples, selection counts)`. Records the records' reward settings in `cfg`, refusing others
-/// than a resumed checkpoint's.
+/// than a resumed checkpoint's (a resumed checkpoint keeps settings only when it and the new
+/// records share one).
 fn examples(
     lm: &LoadedModel,
     records: Vec<drllm_records::SearchRecord>,
     cfg: &mut RouterConfig,
     out: &std::path::Path,
+    resumed: bool,
 ) -> anyhow::Result<(Vec<data::Example>, usize, data::Selection)> {
     let filter = data::Filter {
         fingerprint: lm.fingerprint.clone(),
@@ -239,14 +241,23 @@ fn examples(
     let (kept, selection) = data::select(records, &filter)?;
     tracing::info!(?selection, "records selected");
     let reward = data::common_reward(lm, &kept)?;
-    if let (Some(had), Some(now)) = (cfg.reward, reward) {
-        anyhow::ensure!(
-            had == now,
-            "{} was trained on records searched with {had:?}; these records were searched with {now:?}: resume with records of the same settings, or train a new checkpoint",
-            out.display()
-        );
-    }
-    cfg.reward = reward;
+    cfg.reward = if resumed {
+        match (cfg.reward, reward) {
+            (Some(had), Some(now)) if had != now => bail!(
+                "{} was trained on records searched with {had:?}; these records were searched with {now:?}: resume with records of the same settings, or train a new checkpoint",
+                out.display()
+            ),
+            (Some(had), Some(_)) => Some(had),
+            (had, now) => {
+                if had.is_some() || now.is_some() {
+                    tracing::warn!(checkpoint = ?had, records = ?now, "the checkpoint and these records do not share one reward setting; the checkpoint records none");
+                }
+                None
+            }
+        }
+    } else {
+        reward
+    };
     let (mut train_ex, mut val_ex) = (Vec::new(), Vec::new());
     for r in &kept {
         let e = data::example(lm, r, cfg.training.targets)?;

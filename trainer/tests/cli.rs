@@ -9,6 +9,7 @@ use std::process::{Command, Output};
 use drllm_core::router::{RouterConfig, Routers, TrainingConfig, CONFIG_FILE};
 use drllm_core::search::{write_parquet, SearchRecord};
 use drllm_core::tasks::load_dataset;
+use drllm_records::{RewardMode, RewardSettings};
 
 fn trainer(args: &[&str], cache: &Path) -> Output {
     Command::new(env!("CARGO_BIN_EXE_trainer"))
@@ -110,6 +111,39 @@ fn trains_resumes_and_refuses_bad_inputs() {
         ),
         (Some(0), Some(3)),
         "{summary}"
+    );
+    let (cfg, _) = RouterConfig::load(&out).unwrap();
+    assert_eq!(
+        cfg.reward.map(|r| r.mode),
+        Some(RewardMode::ChoiceLoglik),
+        "the records' common reward settings are recorded"
+    );
+    // Records searched with another reward are tokenized differently: not resumed on.
+    let mut generate = records(24, &fp);
+    for r in &mut generate {
+        r.settings.reward = RewardSettings::new(RewardMode::Generate);
+    }
+    let generate = write(&p("generate.parquet"), &generate);
+    let o = trainer(
+        &[
+            "train",
+            "--records",
+            &generate,
+            "--out",
+            outs,
+            "--epochs",
+            "3",
+            "--val-fraction",
+            "0.25",
+            "--resume",
+        ],
+        &cache,
+    );
+    assert!(!o.status.success());
+    assert!(
+        stderr(&o).contains("was trained on records searched with"),
+        "{}",
+        stderr(&o)
     );
 
     let fails = |args: &[&str], want: &str| {

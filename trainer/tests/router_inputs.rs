@@ -15,10 +15,10 @@ use drllm_records::{PromptStyle, RewardSettings};
 
 #[test]
 fn the_trainers_cached_router_inputs_equal_what_the_routers_see_at_evaluation() {
-    let Some(p) = drllm_engine::loader::default_model_for_tests() else {
+    let Some(lm) = drllm_engine::loader::load_default_model_for_tests(&LoadOptions::default())
+    else {
         return;
     };
-    let lm = drllm_engine::load(p.to_str().unwrap(), &LoadOptions::default()).unwrap();
     let layers = lm.model.num_layers();
     let opts = RewardOptions::for_model(&lm, RewardMode::ChoiceLoglik);
     let cfg = SearchConfig {
@@ -103,10 +103,10 @@ fn max_abs(t: &Tensor) -> f32 {
 /// only when all records agree.
 #[test]
 fn records_are_tokenized_with_their_recorded_settings() {
-    let Some(p) = drllm_engine::loader::default_model_for_tests() else {
+    let Some(lm) = drllm_engine::loader::load_default_model_for_tests(&LoadOptions::default())
+    else {
         return;
     };
-    let lm = drllm_engine::load(p.to_str().unwrap(), &LoadOptions::default()).unwrap();
     let ex = &load_dataset(&"arc_easy".parse().unwrap(), "train", Some(1), false)
         .unwrap()
         .examples[0];

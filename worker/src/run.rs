@@ -44,7 +44,7 @@ pub struct Args {
     give_up_secs: f64,
     /// An example whose search fails is reported failed (never leased again); after this many
     /// failures in a row the worker assumes it is broken itself, releases its lease and exits.
-    #[arg(long, default_value_t = 3)]
+    #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u32).range(1..))]
     max_failures_in_a_row: u32,
     /// Serve HTTP on ADDR: /healthz (200 while the process runs), /readyz (200 once the model is
     /// loaded and the worker registered) and /metrics (Prometheus: examples, simulations).
@@ -253,8 +253,7 @@ async fn run_async(a: Args) -> anyhow::Result<()> {
         worker_id: worker_id.clone(),
         held: held.clone(),
         stop: stop.clone(),
-        failures_in_a_row: AtomicU32::new(0),
-        max_failures_in_a_row: a.max_failures_in_a_row,
+        failures: FailureStreak::new(a.max_failures_in_a_row),
     });
     let joined = run_lanes(&s, &lanes, a.concurrency.max(1)).await;
     stop.store(true, Ordering::SeqCst);
@@ -278,8 +277,35 @@ struct Lanes {
     worker_id: String,
     held: Arc<Mutex<Vec<u64>>>,
     stop: Arc<AtomicBool>,
-    failures_in_a_row: AtomicU32,
-    max_failures_in_a_row: u32,
+    failures: FailureStreak,
+}
+
+/// Failed searches in a row, across lanes: a worker whose every search fails is broken itself
+/// (a bad device, a model that does not fit) and should stop rather than fail the whole job.
+struct FailureStreak {
+    in_a_row: AtomicU32,
+    max: u32,
+}
+
+impl FailureStreak {
+    fn new(max: u32) -> Self {
+        FailureStreak {
+            in_a_row: AtomicU32::new(0),
+            max,
+        }
+    }
+
+    /// A search succeeded: the streak ends.
+    fn success(&self) {
+        self.in_a_row.store(0, Ordering::SeqCst);
+    }
+
+    /// A search failed: the failures in a row now, and whether that is the limit (the worker
+    /// gives up on the `max`-th, as `--max-failures-in-a-row` says).
+    fn failure(&self) -> (u32, bool) {
+        let n = self.in_a_row.fetch_add(1, Ordering::SeqCst) + 1;
+        (n, n >= self.max)
+    }
 }
 
 /// One lane: lease, search each example, submit, until the job is done or the worker stops.
@@ -310,7 +336,7 @@ async fn search_one(w: &Arc<Lanes>, le: &LeasedExample) -> anyhow::Result<Judged
     .await?;
     match rec {
         Ok((rec, n)) => {
-            w.failures_in_a_row.store(0, Ordering::SeqCst);
+            w.failures.success();
             metrics::counter!("drllm_worker_examples_total", "outcome" => "searched").increment(1);
             metrics::counter!("drllm_worker_simulations_total").increment(n as u64);
             let result = SearchResult {
@@ -321,9 +347,9 @@ async fn search_one(w: &Arc<Lanes>, le: &LeasedExample) -> anyhow::Result<Judged
             Ok(Judged::Submit(result, n))
         }
         Err(e) => {
-            let failures = w.failures_in_a_row.fetch_add(1, Ordering::SeqCst) + 1;
+            let (failures, give_up) = w.failures.failure();
             metrics::counter!("drllm_worker_examples_total", "outcome" => "failed").increment(1);
-            if failures > w.max_failures_in_a_row {
+            if give_up {
                 return Ok(Judged::GiveUp(anyhow::anyhow!("{failures} examples in a row failed, the last ({}) with: {e:#}; stopping (see --max-failures-in-a-row)", le.key)));
             }
             tracing::warn!(example = le.key, "search failed, reporting it: {e:#}");
@@ -462,4 +488,22 @@ fn spawn_signal_handler(stop: Arc<AtomicBool>) {
         tracing::info!("stopping: finishing the example at hand, then releasing the rest");
         stop.store(true, Ordering::SeqCst);
     });
+}
+
+#[cfg(test)]
+mod tests {
+    use super::FailureStreak;
+
+    #[test]
+    fn the_worker_gives_up_on_the_max_th_failure_in_a_row() {
+        let f = FailureStreak::new(3);
+        assert_eq!(f.failure(), (1, false));
+        assert_eq!(f.failure(), (2, false));
+        f.success();
+        assert_eq!(f.failure(), (1, false));
+        assert_eq!(f.failure(), (2, false));
+        assert_eq!(f.failure(), (3, true));
+        // One allowed failure: the first one stops the worker.
+        assert_eq!(FailureStreak::new(1).failure(), (1, true));
+    }
 }

@@ -104,25 +104,43 @@ async fn client(
     }
 }
 
+/// Coordinator throughput under many concurrent synthetic workers (see bench/coordinator.sh).
+#[derive(clap::Parser)]
+#[command(name = "loadgen")]
+struct Args {
+    /// The coordinator's gRPC address.
+    #[arg(long, default_value = "http://127.0.0.1:50051")]
+    url: String,
+    /// Concurrent clients, each registered as its own worker.
+    #[arg(long, default_value_t = 100)]
+    clients: usize,
+    /// Examples per lease.
+    #[arg(long, default_value_t = 8)]
+    shard: u32,
+    /// Records/s the clients offer together; 0: flat out (saturation throughput).
+    #[arg(long, default_value_t = 0.0)]
+    rate: f64,
+    /// Send every record with `"settings": {}` (the size records had before they carried their
+    /// settings), for like-for-like runs against older coordinators.
+    #[arg(long)]
+    compact_settings: bool,
+}
+
 #[tokio::main]
 async fn main() {
-    let args: Vec<String> = std::env::args().collect();
-    let get = |k: &str, d: &str| {
-        args.iter()
-            .position(|a| a == k)
-            .and_then(|i| args.get(i + 1).cloned())
-            .unwrap_or_else(|| d.to_string())
-    };
-    let url = get("--url", "http://127.0.0.1:50051");
-    let clients: usize = get("--clients", "100").parse().expect("--clients N");
-    let shard: u32 = get("--shard", "8").parse().expect("--shard N");
-    let rate: f64 = get("--rate", "0").parse().expect("--rate records/s");
+    let Args {
+        url,
+        clients,
+        shard,
+        rate,
+        compact_settings,
+    } = <Args as clap::Parser>::parse();
     let period =
         (rate > 0.0).then(|| Duration::from_secs_f64(clients as f64 * shard as f64 / rate));
     let load = Load {
         shard,
         period,
-        compact_settings: args.iter().any(|a| a == "--compact-settings"),
+        compact_settings,
     };
     let mut status = connect(&url, None);
     let total = wait_ready(&mut status, Duration::from_secs(30)).await.total;
