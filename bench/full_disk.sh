@@ -14,7 +14,8 @@ cd "$ROOT"
 cargo build --release -q -p coordinator -p drllm-tests --bin coordinator --bin loadgen || exit 1
 W=$(mktemp -d); M=$W/mnt
 mkdir -p "$M" && mount -t tmpfs -o size=1m tmpfs "$M" || { echo "cannot mount a tmpfs (root needed)" >&2; exit 1; }
-trap 'kill $C 2>/dev/null; wait $C 2>/dev/null; umount "$M"; rm -rf "$W"' EXIT
+C=""
+trap '[ -n "$C" ] && kill $C 2>/dev/null; wait $C 2>/dev/null; umount "$M"; rm -rf "$W"' EXIT
 { echo "output_dir = \"$M/out\""; echo "shard_size = 8"; echo "part_size = 500"; echo "flush_secs = 0.5"
   printf '[[datasets]]\nname = "arc_easy"\nsplit = "train"\n'; } > "$W/job.toml"
 mkdir -p "$M/out"

@@ -123,8 +123,8 @@ mod tests {
     /// One test, so that no other test in this crate sees the variable change under it.
     #[test]
     fn tokens_are_trimmed_from_the_file_and_the_environment() {
-        let dir = std::env::temp_dir().join(format!("drllm-token-{}", std::process::id()));
-        std::fs::create_dir_all(&dir).unwrap();
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = tmp.path();
         let file = dir.join("token");
         std::fs::write(&file, "s3cret\n").unwrap();
         assert_eq!(read_token(Some(&file)).unwrap().as_deref(), Some("s3cret"));
@@ -133,7 +133,6 @@ mod tests {
         assert!(err.contains("is empty") && err.contains("token"), "{err}");
         let err = read_token(Some(&dir.join("missing"))).unwrap_err();
         assert!(err.contains("missing"), "{err}");
-        std::fs::remove_dir_all(&dir).unwrap();
 
         std::env::set_var(TOKEN_ENV, "s3cret\n");
         assert_eq!(read_token(None).unwrap().as_deref(), Some("s3cret"));
