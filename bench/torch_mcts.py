@@ -71,23 +71,55 @@ def load_arc(dataset, split, limit):
 
 # ------------------------------------------------------------- model along a layer path --------
 
+def hf_bos_prefix(folder, tok):
+    """What drllm prepends for a Hugging Face folder: tokenizer.rs `encode(text, true)` runs the
+    folder's tokenizer.json as is, so the prefix is whatever its post-processor adds in front (BOS
+    for Llama 3, nothing for Qwen). tokenizer_config.json's `add_bos_token`, when it disagrees, is
+    only reported: drllm does not read it."""
+    path = os.path.join(folder, "tokenizer.json")
+    if os.path.exists(path):
+        from tokenizers import Tokenizer
+        raw = Tokenizer.from_file(path)
+        plain = raw.encode("Answer", add_special_tokens=False).ids
+        full = raw.encode("Answer", add_special_tokens=True).ids
+        k = next((i for i in range(len(full)) if full[i:i + len(plain)] == plain), 0)
+        prefix = full[:k]
+    else:  # no tokenizer.json (drllm cannot load such a folder): transformers' own rule
+        plain = tok("Answer", add_special_tokens=False).input_ids
+        full = tok("Answer", add_special_tokens=True).input_ids
+        prefix = full[:len(full) - len(plain)] if full[-len(plain):] == plain else []
+    cfg_path = os.path.join(folder, "tokenizer_config.json")
+    if os.path.exists(cfg_path):
+        want = json.load(open(cfg_path, encoding="utf-8")).get("add_bos_token")
+        if want is not None and bool(want) != bool(prefix):
+            print(f"note: tokenizer_config.json add_bos_token={want} but tokenizer.json adds {prefix}; "
+                  "following tokenizer.json as drllm does", file=sys.stderr)
+    return prefix
+
+
 class PathModel:
     """The transformers Llama model run along any layer path: embeddings, then `layers[i]` for each
     path position i (skips and repeats allowed), final norm, LM head on the rows asked for."""
 
-    def __init__(self, gguf, device, dtype):
-        d, f = os.path.dirname(gguf), os.path.basename(gguf)
-        self.tok = AutoTokenizer.from_pretrained(d, gguf_file=f)
+    def __init__(self, model, device, dtype):
         # sdpa with no mask is causal attention (checked in `parity`); eager with no mask would not be.
-        self.lm = AutoModelForCausalLM.from_pretrained(d, gguf_file=f, dtype=dtype,
-                                                       attn_implementation="sdpa").to(device).eval()
+        if os.path.isdir(model) and os.path.exists(os.path.join(model, "config.json")):
+            # A Hugging Face folder (config.json, safetensors, tokenizer.json).
+            self.tok = AutoTokenizer.from_pretrained(model)
+            self.lm = AutoModelForCausalLM.from_pretrained(model, dtype=dtype, attn_implementation="sdpa")
+            self.bos = hf_bos_prefix(model, self.tok)
+        else:
+            d, f = os.path.dirname(model), os.path.basename(model)
+            self.tok = AutoTokenizer.from_pretrained(d, gguf_file=f)
+            self.lm = AutoModelForCausalLM.from_pretrained(d, gguf_file=f, dtype=dtype, attn_implementation="sdpa")
+            # tokenizer.rs: `encode(text, true)` prepends BOS only when the GGUF says add_bos_token.
+            from gguf import GGUFReader
+            field = GGUFReader(model).fields.get("tokenizer.ggml.add_bos_token")
+            self.bos = [self.lm.config.bos_token_id] if field is not None and bool(field.contents()) else []
+        self.lm = self.lm.to(device).eval()
         self.m = self.lm.model
         self.device = device
         self.num_layers = len(self.m.layers)
-        # tokenizer.rs: `encode(text, true)` prepends BOS only when the GGUF says add_bos_token.
-        from gguf import GGUFReader
-        field = GGUFReader(gguf).fields.get("tokenizer.ggml.add_bos_token")
-        self.bos = [self.lm.config.bos_token_id] if field is not None and bool(field.contents()) else []
 
     def encode(self, text):
         return self.bos + self.tok(text, add_special_tokens=False).input_ids
@@ -233,6 +265,9 @@ class Mcts:
     def run(self, reward):
         L = self.L
         original = self.evaluate(tuple(range(L)), reward)
+        # mcts.rs `simulate`: the paper's early stops only under `stop = paper`; `budget` (the Rust
+        # `--stop budget`, here also `--no-early-stop`) spends every simulation.
+        early = self.cfg["stop"] == "paper"
         best_len, stop, sims = L, "budget", 0
         for sim in range(self.cfg["num_simulations"]):
             sims = sim + 1
@@ -249,10 +284,10 @@ class Mcts:
                 self.nodes[cur].visits += 1
                 self.nodes[cur].reward_sum += float(r)
                 cur = self.nodes[cur].parent
-            if r and not original:
+            if early and r and not original:
                 stop = "fixed-wrong-answer"
                 break
-            if r and best_len + 2 <= L:
+            if early and r and best_len + 2 <= L:
                 stop = "shorter-correct-path"
                 break
         good = [p for p in self.order if self.rewards[p]]
@@ -266,7 +301,8 @@ class Mcts:
 
 def main():
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--model", default=DEFAULT_GGUF, help="GGUF file (default: drllm's cached SmolLM2)")
+    ap.add_argument("--model", default=DEFAULT_GGUF,
+                    help="GGUF file or Hugging Face model folder (default: drllm's cached SmolLM2 GGUF)")
     ap.add_argument("--dataset", default="arc_easy", choices=["arc_easy", "arc_challenge"])
     ap.add_argument("--split", default="train", choices=["train", "dev", "validation", "test"])
     ap.add_argument("--limit", type=int, default=20)
@@ -276,20 +312,31 @@ def main():
     ap.add_argument("--random-prob", type=float, default=0.1)
     ap.add_argument("--max-len-factor", type=int, default=2)
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--stop", default="paper", choices=["paper", "budget"],
+                    help="paper: stop at the first fixing or two-shorter good path; budget: spend every "
+                         "simulation (worker search --stop)")
+    ap.add_argument("--no-early-stop", action="store_true",
+                    help="same as --stop budget: every question runs exactly --num-simulations simulations")
     ap.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
     ap.add_argument("--dtype", default="float32", choices=["float32", "bfloat16", "float16"])
     ap.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's)")
     a = ap.parse_args()
+    if a.no_early_stop:
+        a.stop = "budget"
     if a.threads:
         torch.set_num_threads(a.threads)
+        torch.set_num_interop_threads(a.threads)
     cfg = {"num_simulations": a.num_simulations, "exploration": a.exploration, "length_penalty": a.length_penalty,
-           "random_prob": a.random_prob, "max_len_factor": a.max_len_factor, "seed": a.seed}
+           "random_prob": a.random_prob, "max_len_factor": a.max_len_factor, "seed": a.seed, "stop": a.stop}
 
     t0 = time.time()
     pm = PathModel(a.model, a.device, getattr(torch, a.dtype))
+    load_s = time.time() - t0
+    t = time.time()
     diff, causal_diff = parity(pm)
-    print(f"loaded in {time.time() - t0:.1f}s; full path vs stock logits: max abs diff {diff:.3g}; "
-          f"prefix alone vs in longer sequence: {causal_diff:.3g}", file=sys.stderr)
+    parity_s = time.time() - t
+    print(f"loaded in {load_s:.1f}s; full path vs stock logits: max abs diff {diff:.3g}; "
+          f"prefix alone vs in longer sequence: {causal_diff:.3g} ({parity_s:.1f}s)", file=sys.stderr)
     examples = load_arc(a.dataset, a.split, a.limit)
 
     tot = {"simulations": 0, "distinct_paths": 0, "seconds": 0.0, "found": 0, "original": 0,
@@ -329,6 +376,9 @@ def main():
                           "seconds": round(secs, 3)}), flush=True)
 
     n = len(examples)
+    # Like worker search's `seconds_incl_load` (its clock starts before the dataset and the model
+    # load): everything but the parity check above, which drllm does not run.
+    incl_load = time.time() - t0 - parity_s
     print(json.dumps({
         "examples": n, "simulations": tot["simulations"], "distinct_paths": tot["distinct_paths"],
         "seconds": round(tot["seconds"], 3),
@@ -337,6 +387,9 @@ def main():
         "original_acc_norm": tot["original_norm"] / n, "fixed": tot["fixed"],
         "mean_best_len": tot["best_len"] / n, "stops": tot["stops"],
         "paths_per_s": round(tot["distinct_paths"] / tot["seconds"], 3) if tot["seconds"] else None,
+        "load_s": round(load_s, 3), "seconds_incl_load": round(incl_load, 3),
+        "simulations_per_s_incl_load": round(tot["simulations"] / incl_load, 3),
+        "early_stop": a.stop == "paper",
         "full_path_logits_max_abs_diff": diff, "device": a.device, "dtype": a.dtype,
         "threads": torch.get_num_threads(), "search": cfg}))
 

@@ -25,10 +25,15 @@ pub struct ModelArgs {
     #[arg(long, default_value = drllm_engine::DEFAULT_MODEL)]
     pub model: String,
     /// Quantized copy of the weights used for single-token (decode) matmuls: q8_0, q4_0, q4k,
-    /// or none (f32 only).
+    /// or none (the lean mode: no copy, decode computes with the dense weights).
     #[arg(long, default_value = "q8_0", value_parser = parse_decode_dtype)]
     pub decode_weights: DecodeWeights,
-    /// Exact float32 arithmetic everywhere (dequantized weights, no activation quantization):
+    /// dtype of the dense matmuls: auto (bf16 on CUDA, f32 on the CPU, the fastest there), f32,
+    /// bf16 or f16. Weights stay in their own precision on the CPU under f32 and are converted
+    /// to the dtype otherwise; norms, softmax, RoPE and the head's log-softmax run in f32.
+    #[arg(long, default_value = "auto")]
+    pub dtype: drllm_engine::DTypeChoice,
+    /// Exact float32 arithmetic everywhere (dense weights, no activation quantization):
     /// slower, for parity checks against reference implementations.
     #[arg(long)]
     pub exact: bool,
@@ -47,6 +52,7 @@ impl ModelArgs {
             LoadOptions::exact()
         } else {
             LoadOptions {
+                dtype: self.dtype,
                 decode_dtype: self.decode_weights.0,
                 ..Default::default()
             }

@@ -36,6 +36,13 @@ impl KvSlot {
             .map_or(0, |(k, v)| k.elem_count() + v.elem_count())
     }
 
+    /// Bytes held (keys and values).
+    pub fn size_in_bytes(&self) -> usize {
+        self.kv.as_ref().map_or(0, |(k, v)| {
+            (k.elem_count() + v.elem_count()) * k.dtype().size_in_bytes()
+        })
+    }
+
     /// Appends `k`, `v` for new positions and returns the keys and values of all positions.
     pub fn append(&mut self, k: &Tensor, v: &Tensor) -> Result<(Tensor, Tensor)> {
         let (k, v) = match &self.kv {
@@ -105,6 +112,11 @@ impl PathCache {
     /// True when no position is cached.
     pub fn is_empty(&self) -> bool {
         self.len == 0
+    }
+
+    /// Bytes held by every slot's keys and values.
+    pub fn size_in_bytes(&self) -> usize {
+        self.slots.iter().map(KvSlot::size_in_bytes).sum()
     }
 
     /// Forgets positions from `start` on so that a call can (re)start there.

@@ -132,56 +132,6 @@ impl ModelConfig {
         Ok(())
     }
 
-    /// Reads a Hugging Face `config.json`.
-    pub fn from_hf_json(path: &Path) -> Result<Self> {
-        let text = std::fs::read_to_string(path).map_err(|e| Error::io(path, e))?;
-        let raw: HfConfig = serde_json::from_str(&text).map_err(|e| Error::Config {
-            path: path.to_path_buf(),
-            reason: e.to_string(),
-        })?;
-        let arch = Arch::parse(&raw.model_type)?;
-        let head_dim = raw
-            .head_dim
-            .unwrap_or(raw.hidden_size / raw.num_attention_heads.max(1));
-        let rope_scaling = match raw.rope_scaling {
-            Some(v) => parse_rope_scaling(&v).map_err(|reason| Error::Config {
-                path: path.to_path_buf(),
-                reason,
-            })?,
-            None => None,
-        };
-        let eos_token_ids = match raw.eos_token_id {
-            Some(OneOrMany::One(id)) => vec![id],
-            Some(OneOrMany::Many(ids)) => ids,
-            None => Vec::new(),
-        };
-        let cfg = Self {
-            arch,
-            vocab_size: raw.vocab_size,
-            hidden_size: raw.hidden_size,
-            intermediate_size: raw.intermediate_size,
-            num_layers: raw.num_hidden_layers,
-            num_heads: raw.num_attention_heads,
-            num_kv_heads: raw.num_key_value_heads.unwrap_or(raw.num_attention_heads),
-            head_dim,
-            rms_norm_eps: raw.rms_norm_eps,
-            rope_theta: raw.rope_theta.unwrap_or(10_000.0),
-            rope_scaling,
-            rope_interleaved: false,
-            max_position_embeddings: raw.max_position_embeddings,
-            tie_word_embeddings: raw.tie_word_embeddings.unwrap_or(false),
-            qkv_bias: match arch {
-                Arch::Qwen2 => true,
-                _ => raw.attention_bias.unwrap_or(false),
-            },
-            qk_norm: arch == Arch::Qwen3,
-            bos_token_id: raw.bos_token_id,
-            eos_token_ids,
-        };
-        cfg.check(path)?;
-        Ok(cfg)
-    }
-
     /// Reads the hyper-parameters a GGUF file's metadata holds. `tensor_dims` gives the shapes of
     /// the tensors (vocabulary size, tied head and bias presence are read off the tensors).
     pub(crate) fn from_gguf(
@@ -275,50 +225,4 @@ fn value_as_f64(v: &Value) -> Option<f64> {
         Value::F64(x) => Some(*x),
         other => value_as_u64(other).map(|x| x as f64),
     }
-}
-
-fn parse_rope_scaling(
-    v: &serde_json::Value,
-) -> std::result::Result<Option<Llama3RopeScaling>, String> {
-    let kind = v
-        .get("rope_type")
-        .or_else(|| v.get("type"))
-        .and_then(|t| t.as_str())
-        .unwrap_or("default");
-    match kind {
-        "default" => Ok(None),
-        "llama3" => serde_json::from_value(v.clone())
-            .map(Some)
-            .map_err(|e| format!("rope_scaling: {e}")),
-        other => Err(format!(
-            "rope_scaling type `{other}` is not supported (supported: default, llama3)"
-        )),
-    }
-}
-
-#[derive(Deserialize)]
-#[serde(untagged)]
-enum OneOrMany {
-    One(u32),
-    Many(Vec<u32>),
-}
-
-#[derive(Deserialize)]
-struct HfConfig {
-    model_type: String,
-    vocab_size: usize,
-    hidden_size: usize,
-    intermediate_size: usize,
-    num_hidden_layers: usize,
-    num_attention_heads: usize,
-    num_key_value_heads: Option<usize>,
-    head_dim: Option<usize>,
-    rms_norm_eps: f64,
-    rope_theta: Option<f32>,
-    rope_scaling: Option<serde_json::Value>,
-    max_position_embeddings: usize,
-    tie_word_embeddings: Option<bool>,
-    attention_bias: Option<bool>,
-    bos_token_id: Option<u32>,
-    eos_token_id: Option<OneOrMany>,
 }

@@ -6,7 +6,7 @@ use candle_nn::ops::{rms_norm, silu, softmax_last_dim};
 
 use crate::cache::KvSlot;
 use crate::error::Result;
-use crate::linear::{KernelPolicy, Linear};
+use crate::linear::{KernelPolicy, Linear, WeightBytes};
 use crate::rope::Rope;
 
 /// One decoder block's weights (f32 norms, fused [`Linear`] projections) and head layout.
@@ -162,18 +162,20 @@ impl DecoderLayer {
     }
 
     /// Bytes held by the block's weights.
-    pub fn size_in_bytes(&self) -> usize {
+    pub fn memory(&self) -> WeightBytes {
         let norms = [&self.attn_norm, &self.ffn_norm]
             .into_iter()
             .chain(self.q_norm.iter())
             .chain(self.k_norm.iter())
             .map(|t| t.elem_count() * 4)
             .sum::<usize>();
-        norms
-            + self.qkv.size_in_bytes()
-            + self.o.size_in_bytes()
-            + self.gate_up.size_in_bytes()
-            + self.down.size_in_bytes()
+        WeightBytes {
+            weights: norms,
+            decode_copy: 0,
+        } + self.qkv.memory()
+            + self.o.memory()
+            + self.gate_up.memory()
+            + self.down.memory()
     }
 }
 

@@ -12,6 +12,7 @@ pub mod device;
 pub mod error;
 pub mod exec;
 pub mod generate;
+mod hf_config;
 pub mod layer;
 pub mod linear;
 pub mod loader;
@@ -19,6 +20,7 @@ pub mod model;
 pub mod path;
 pub mod reference;
 pub mod rope;
+mod st_file;
 #[cfg(feature = "testing")]
 #[doc(hidden)]
 pub mod testing;
@@ -32,9 +34,9 @@ pub use device::{DeviceError, DeviceSpec};
 pub use error::{Error, Result};
 pub use exec::{Pass, Route, Rows};
 pub use generate::{argmax, greedy, greedy_continue, greedy_observed, Generation, StopReason};
-pub use linear::KernelPolicy;
+pub use linear::{KernelPolicy, WeightBytes};
 pub use loader::{load, resolve, LoadedModel, ModelLocation, DEFAULT_MODEL};
-pub use model::{LoadOptions, Logits, Model};
+pub use model::{DTypeChoice, LoadOptions, Logits, MemoryBreakdown, Model};
 pub use path::{LayerPath, PathError, PathSpec};
 pub use tokenizer::TextTokenizer;
 

@@ -203,11 +203,11 @@ pub fn load(spec: &str, opts: &LoadOptions) -> Result<LoadedModel> {
     let location = resolve(spec)?;
     let (model, tokenizer) = match &location {
         ModelLocation::Gguf(p) => {
-            let mut source = Source::open_gguf(p)?;
+            let source = Source::open_gguf(p)?;
             let cfg = gguf_config(&source)?;
             let md = source.gguf_metadata().expect("GGUF source");
             let tokenizer = TextTokenizer::from_gguf_metadata(md)?;
-            (Model::load(&mut source, cfg, opts)?, tokenizer)
+            (Model::load(&source, cfg, opts)?, tokenizer)
         }
         ModelLocation::HfDir(d) => (Model::from_hf_dir(d, opts)?, TextTokenizer::from_hf_dir(d)?),
     };

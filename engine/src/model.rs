@@ -4,25 +4,73 @@
 
 use std::path::Path;
 
-use candle_core::quantized::GgmlDType;
-use candle_core::{Device, Tensor};
+use std::sync::Arc;
+
+use candle_core::quantized::{GgmlDType, QTensor};
+use candle_core::{DType, Device, Tensor};
 use candle_nn::ops::rms_norm;
+use rayon::prelude::*;
 
 use crate::cache::{KvSlot, PathCache};
 use crate::config::ModelConfig;
 use crate::error::{Error, Result};
 use crate::exec::{Route, Rows};
 use crate::layer::{DecoderLayer, Segments};
-use crate::linear::{KernelPolicy, Linear};
+use crate::linear::{batched_int8, KernelPolicy, Linear, WeightBytes, WeightPlan};
 use crate::path::{LayerPath, PathError};
 use crate::rope::{Rope, RopeFreqs};
-use crate::weights::{Key, Source};
+use crate::weights::{Key, Raw, Source};
+
+/// The dtype dense matmuls compute in, as a user names it (`--dtype`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum DTypeChoice {
+    /// The fastest measured per device (BENCHMARKS.md): bf16 on CUDA (tensor cores). On the
+    /// CPU, int8 where candle's batched VNNI kernel serves a matrix (weights held as q8_0, or a
+    /// GGUF file's q8_0/q4_K/q6_K blocks as they are: 2.7x dense f32 at a 1B model's shapes), f32
+    /// elsewhere (candle's CPU matmul widens bf16 to f32 anyway; its f16 kernel is slower).
+    #[default]
+    Auto,
+    /// float32.
+    F32,
+    /// bfloat16.
+    Bf16,
+    /// float16.
+    F16,
+}
+
+impl DTypeChoice {
+    /// The dtype on `device`.
+    pub fn resolve(self, device: &Device) -> DType {
+        match self {
+            Self::Auto if device.is_cpu() => DType::F32,
+            Self::Auto | Self::Bf16 => DType::BF16,
+            Self::F32 => DType::F32,
+            Self::F16 => DType::F16,
+        }
+    }
+}
+
+impl std::str::FromStr for DTypeChoice {
+    type Err = String;
+    fn from_str(s: &str) -> std::result::Result<Self, String> {
+        match s.to_ascii_lowercase().as_str() {
+            "auto" => Ok(Self::Auto),
+            "f32" | "float32" => Ok(Self::F32),
+            "bf16" | "bfloat16" => Ok(Self::Bf16),
+            "f16" | "float16" => Ok(Self::F16),
+            other => Err(format!("unknown dtype `{other}` (auto, f32, bf16, f16)")),
+        }
+    }
+}
 
 /// How to hold the weights in memory.
 #[derive(Debug, Clone)]
 pub struct LoadOptions {
-    /// Quantized copy of every matrix for single-row (decode) matmuls; `None` keeps only f32.
-    /// CPU only: on a GPU every matmul uses the f32 weights.
+    /// dtype of dense matmuls. Dense weights stay in their own precision on the CPU when it is
+    /// f32 (widened per matmul) and are converted to it otherwise.
+    pub dtype: DTypeChoice,
+    /// Quantized copy of every dense matrix for single-row (decode) matmuls; `None` keeps none
+    /// (the lean mode). CPU only.
     pub decode_dtype: Option<GgmlDType>,
     /// Which copy each matmul uses.
     pub policy: KernelPolicy,
@@ -33,6 +81,7 @@ pub struct LoadOptions {
 impl Default for LoadOptions {
     fn default() -> Self {
         Self {
+            dtype: DTypeChoice::Auto,
             decode_dtype: Some(GgmlDType::Q8_0),
             policy: KernelPolicy::default(),
             device: Device::Cpu,
@@ -41,9 +90,10 @@ impl Default for LoadOptions {
 }
 
 impl LoadOptions {
-    /// f32 weights only, f32 arithmetic everywhere: the exact reference behaviour.
+    /// Dense weights, f32 arithmetic everywhere: the exact reference behaviour.
     pub fn exact() -> Self {
         Self {
+            dtype: DTypeChoice::F32,
             decode_dtype: None,
             policy: KernelPolicy::Dense,
             device: Device::Cpu,
@@ -53,6 +103,51 @@ impl LoadOptions {
     /// The same options on `device`.
     pub fn on(self, device: Device) -> Self {
         Self { device, ..self }
+    }
+
+    fn plan(&self) -> WeightPlan {
+        WeightPlan {
+            device: self.device.clone(),
+            compute: self.dtype.resolve(&self.device),
+            decode: self.decode_dtype,
+            quantized: self.device.is_cpu()
+                && self.dtype == DTypeChoice::Auto
+                && self.policy != KernelPolicy::Dense,
+        }
+    }
+}
+
+/// A model's memory, in bytes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct MemoryBreakdown {
+    /// The weights that compute: dense in their precision, quantized ones, norms, biases.
+    pub weights: usize,
+    /// The quantized copies kept beside dense weights for single-row matmuls.
+    pub decode_copy: usize,
+}
+
+/// The token embeddings: dense in their own precision, or a GGUF file's quantized rows
+/// (dequantized per looked-up row).
+#[derive(Debug, Clone)]
+enum Embedding {
+    Dense(Tensor),
+    Quant(Arc<QTensor>),
+}
+
+impl Embedding {
+    /// Rows `ids` as f32, `[ids, hidden]`.
+    fn lookup(&self, ids: &Tensor) -> Result<Tensor> {
+        Ok(match self {
+            Self::Dense(t) => t.index_select(ids, 0)?.to_dtype(DType::F32)?,
+            Self::Quant(q) => q.embedding(ids)?,
+        })
+    }
+
+    fn bytes(&self) -> usize {
+        match self {
+            Self::Dense(t) => t.elem_count() * t.dtype().size_in_bytes(),
+            Self::Quant(q) => q.storage_size_in_bytes(),
+        }
     }
 }
 
@@ -70,8 +165,9 @@ pub enum Logits {
 #[derive(Debug, Clone)]
 pub struct Model {
     cfg: ModelConfig,
-    /// `[vocab, hidden]` f32.
-    embed: Tensor,
+    embed: Embedding,
+    /// The head shares the embedding's weights.
+    tied: bool,
     layers: Vec<DecoderLayer>,
     final_norm: Tensor,
     head: Linear,
@@ -81,65 +177,32 @@ pub struct Model {
 }
 
 impl Model {
-    pub(crate) fn load(source: &mut Source, cfg: ModelConfig, opts: &LoadOptions) -> Result<Self> {
+    pub(crate) fn load(source: &Source, cfg: ModelConfig, opts: &LoadOptions) -> Result<Self> {
+        let plan = opts.plan();
         let dev = &opts.device;
-        // Quantized copies serve the CPU's single-row kernels only.
-        let dq = opts.decode_dtype.filter(|_| dev.is_cpu());
-        let put = |t: Tensor| -> Result<Tensor> { Ok(t.to_device(dev)?) };
-        let embed = put(source.require(Key::Embed, 0, &cfg)?)?;
-        let head = match source.get(Key::Head, 0, &cfg)? {
-            Some(w) if !cfg.tie_word_embeddings => put(w)?,
-            _ => embed.clone(),
+        let head = match cfg.tie_word_embeddings {
+            true => None,
+            false => source.get(Key::Head, 0, &cfg)?,
         };
+        let tied = head.is_none();
+        let (embed, head) = embed_and_head(source.require(Key::Embed, 0, &cfg)?, head, &plan)?;
         let factors = match source.get(Key::RopeFreqs, 0, &cfg)? {
-            Some(t) => Some(t.to_vec1::<f32>()?),
+            Some(t) => Some(t.into_f32()?.to_vec1::<f32>()?),
             None => None,
         };
-        let mut layers = Vec::with_capacity(cfg.num_layers);
-        for i in 0..cfg.num_layers {
-            let mut req = |k: Key| source.require(k, i, &cfg).and_then(put);
-            let (q, k, v) = (req(Key::Q)?, req(Key::K)?, req(Key::V)?);
-            let o = req(Key::O)?;
-            let (gate, up, down) = (req(Key::Gate)?, req(Key::Up)?, req(Key::Down)?);
-            let (attn_norm, ffn_norm) = (req(Key::AttnNorm)?, req(Key::FfnNorm)?);
-            let qkv_bias = if cfg.qkv_bias {
-                let b = [Key::QBias, Key::KBias, Key::VBias]
-                    .into_iter()
-                    .map(|k| source.require(k, i, &cfg).and_then(put))
-                    .collect::<Result<Vec<_>>>()?;
-                Some(Tensor::cat(&b, 0)?)
-            } else {
-                None
-            };
-            let (q_norm, k_norm) = if cfg.qk_norm {
-                (
-                    Some(put(source.require(Key::QNorm, i, &cfg)?)?),
-                    Some(put(source.require(Key::KNorm, i, &cfg)?)?),
-                )
-            } else {
-                (None, None)
-            };
-            layers.push(DecoderLayer {
-                attn_norm,
-                qkv: Linear::new(Tensor::cat(&[q, k, v], 0)?, qkv_bias, dq)?,
-                q_norm,
-                k_norm,
-                o: Linear::new(o, None, dq)?,
-                ffn_norm,
-                gate_up: Linear::new(Tensor::cat(&[gate, up], 0)?, None, dq)?,
-                down: Linear::new(down, None, dq)?,
-                num_heads: cfg.num_heads,
-                num_kv_heads: cfg.num_kv_heads,
-                head_dim: cfg.head_dim,
-                intermediate: cfg.intermediate_size,
-                eps: cfg.rms_norm_eps as f32,
-            });
-        }
+        // Layers load in parallel: reading, widening and quantizing are per layer.
+        let layers = (0..cfg.num_layers)
+            .into_par_iter()
+            .map(|i| load_layer(source, &cfg, i, &plan))
+            .collect::<Result<Vec<_>>>()?;
         Ok(Self {
-            final_norm: put(source.require(Key::FinalNorm, 0, &cfg)?)?,
-            head: Linear::new(head, None, dq)?,
+            final_norm: source
+                .require_f32(Key::FinalNorm, 0, &cfg)?
+                .to_device(dev)?,
+            head,
             rope: RopeFreqs::new(&cfg, factors.as_deref(), dev)?,
             embed,
+            tied,
             layers,
             policy: opts.policy,
             device: dev.clone(),
@@ -149,16 +212,16 @@ impl Model {
 
     /// Loads a GGUF file (weights only; see [`crate::load`] for model + tokenizer).
     pub fn from_gguf(path: &Path, opts: &LoadOptions) -> Result<Self> {
-        let mut source = Source::open_gguf(path)?;
+        let source = Source::open_gguf(path)?;
         let cfg = crate::loader::gguf_config(&source)?;
-        Self::load(&mut source, cfg, opts)
+        Self::load(&source, cfg, opts)
     }
 
     /// Loads a Hugging Face model folder (config.json + safetensors).
     pub fn from_hf_dir(dir: &Path, opts: &LoadOptions) -> Result<Self> {
         let cfg = ModelConfig::from_hf_json(&dir.join("config.json"))?;
-        let mut source = Source::open_safetensors(dir)?;
-        Self::load(&mut source, cfg, opts)
+        let source = Source::open_safetensors(dir)?;
+        Self::load(&source, cfg, opts)
     }
 
     /// The hyper-parameters the model was loaded with.
@@ -182,13 +245,19 @@ impl Model {
         self.policy = policy;
     }
 
-    /// Bytes held by all weights.
-    pub fn size_in_bytes(&self) -> usize {
-        let tied = self.head.weight().id() == self.embed.id();
-        self.layers.iter().map(|l| l.size_in_bytes()).sum::<usize>()
-            + self.embed.elem_count() * 4
-            + self.head.size_in_bytes()
-            - if tied { self.embed.elem_count() * 4 } else { 0 }
+    /// Bytes held by the weights, split into the weights proper and the decode copy.
+    pub fn memory(&self) -> MemoryBreakdown {
+        let layers: WeightBytes = self.layers.iter().map(DecoderLayer::memory).sum();
+        let mut head = self.head.memory();
+        if self.tied {
+            // The head computes with the embedding's own weights; only its copy is extra.
+            head.weights = 0;
+        }
+        let all = layers + head;
+        MemoryBreakdown {
+            weights: all.weights + self.embed.bytes() + self.final_norm.elem_count() * 4,
+            decode_copy: all.decode_copy,
+        }
     }
 
     /// Checks that `start .. start + tokens` fits the context and that there is a token.
@@ -214,8 +283,7 @@ impl Model {
         if let Some(&id) = ids.iter().find(|&&id| id as usize >= vocab) {
             return Err(Error::TokenOutOfRange { id, vocab });
         }
-        let ids = Tensor::new(ids, &self.device)?;
-        Ok(self.embed.index_select(&ids, 0)?)
+        self.embed.lookup(&Tensor::new(ids, &self.device)?)
     }
 
     /// RoPE tables for the positions `start .. start + len`, shared by all layers of a pass.
@@ -309,4 +377,76 @@ impl Model {
             .run_path(self.embed(ids)?, rows, route, |_, _, _| ())?
             .hidden)
     }
+}
+
+/// The embedding and the LM head: shared weights when tied (a GGUF file's quantized matrix serves
+/// both when kept quantized), each held as `plan` says.
+fn embed_and_head(embed: Raw, head: Option<Raw>, plan: &WeightPlan) -> Result<(Embedding, Linear)> {
+    if let Raw::Quant(q) = &embed {
+        let (vocab, hidden) = q.shape().dims2()?;
+        if plan.quantized && batched_int8(q.dtype(), vocab, hidden) {
+            let Raw::Quant(q) = embed else { unreachable!() };
+            let q = Arc::new(q);
+            let head = match head {
+                None => Linear::quantized(q.clone(), plan)?,
+                Some(h) => Linear::build(vec![h], None, plan)?,
+            };
+            return Ok((Embedding::Quant(q), head));
+        }
+    }
+    let e = embed.into_dense()?;
+    let e = e
+        .to_dtype(plan.storage_dtype(e.dtype()))?
+        .to_device(&plan.device)?;
+    let head = Linear::build(
+        vec![head.unwrap_or_else(|| Raw::Dense(e.clone()))],
+        None,
+        plan,
+    )?;
+    Ok((Embedding::Dense(e), head))
+}
+
+/// One decoder block's weights from `source`, held as `plan` says.
+fn load_layer(
+    source: &Source,
+    cfg: &ModelConfig,
+    i: usize,
+    plan: &WeightPlan,
+) -> Result<DecoderLayer> {
+    let req = |k: Key| source.require(k, i, cfg);
+    let norm =
+        |k: Key| -> Result<Tensor> { Ok(source.require_f32(k, i, cfg)?.to_device(&plan.device)?) };
+    let qkv_bias = if cfg.qkv_bias {
+        let b = [Key::QBias, Key::KBias, Key::VBias]
+            .into_iter()
+            .map(|k| source.require_f32(k, i, cfg))
+            .collect::<Result<Vec<_>>>()?;
+        Some(Tensor::cat(&b, 0)?)
+    } else {
+        None
+    };
+    let (q_norm, k_norm) = if cfg.qk_norm {
+        (Some(norm(Key::QNorm)?), Some(norm(Key::KNorm)?))
+    } else {
+        (None, None)
+    };
+    Ok(DecoderLayer {
+        attn_norm: norm(Key::AttnNorm)?,
+        qkv: Linear::build(
+            vec![req(Key::Q)?, req(Key::K)?, req(Key::V)?],
+            qkv_bias,
+            plan,
+        )?,
+        q_norm,
+        k_norm,
+        o: Linear::build(vec![req(Key::O)?], None, plan)?,
+        ffn_norm: norm(Key::FfnNorm)?,
+        gate_up: Linear::build(vec![req(Key::Gate)?, req(Key::Up)?], None, plan)?,
+        down: Linear::build(vec![req(Key::Down)?], None, plan)?,
+        num_heads: cfg.num_heads,
+        num_kv_heads: cfg.num_kv_heads,
+        head_dim: cfg.head_dim,
+        intermediate: cfg.intermediate_size,
+        eps: cfg.rms_norm_eps as f32,
+    })
 }

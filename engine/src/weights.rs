@@ -1,18 +1,19 @@
-//! Where weights come from: a GGUF file (quantized tensors, dequantized on load) or a Hugging Face
-//! folder of safetensors (f32/f16/bf16, single file or sharded). Both answer the same question —
-//! "give me tensor X of layer i as f32" — under their own naming scheme.
+//! Where weights come from: a GGUF file (ggml-quantized or float tensors) or a Hugging Face folder
+//! of safetensors (f32/f16/bf16, single file or sharded). Both answer the same question — "give
+//! me tensor X of layer i as the file holds it" — under their own naming scheme; what precision a
+//! tensor is kept in is the model's decision ([`crate::model::LoadOptions`]).
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 use std::fs::File;
 use std::io::BufReader;
 use std::path::{Path, PathBuf};
 
-use candle_core::quantized::gguf_file;
-use candle_core::safetensors::MmapedSafetensors;
+use candle_core::quantized::{gguf_file, GgmlDType, QTensor};
 use candle_core::{DType, Device, Tensor};
 
 use crate::config::ModelConfig;
 use crate::error::{Error, Result};
+use crate::st_file::StFiles;
 
 /// The tensors of a decoder, independent of file format.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -117,17 +118,38 @@ impl Key {
     }
 }
 
-/// An opened weight file (or folder).
+/// A tensor as its file holds it: dense in its own float dtype, or ggml-quantized.
+pub(crate) enum Raw {
+    /// f32, bf16 or f16.
+    Dense(Tensor),
+    /// A ggml block format (GGUF files only).
+    Quant(QTensor),
+}
+
+impl Raw {
+    /// The tensor as dense values: dense ones as they are, quantized ones dequantized to f32.
+    pub(crate) fn into_dense(self) -> candle_core::Result<Tensor> {
+        match self {
+            Raw::Dense(t) => Ok(t),
+            Raw::Quant(q) => q.dequantize(&Device::Cpu),
+        }
+    }
+
+    /// The tensor as f32 values (norms, biases, RoPE factors).
+    pub(crate) fn into_f32(self) -> candle_core::Result<Tensor> {
+        self.into_dense()?.to_dtype(DType::F32)
+    }
+}
+
+/// An opened weight file (or folder). Reads take `&self`, so layers can load in parallel.
 pub(crate) enum Source {
     Gguf {
         path: PathBuf,
         content: gguf_file::Content,
-        reader: BufReader<File>,
     },
     Safetensors {
         dir: PathBuf,
-        st: MmapedSafetensors,
-        names: HashSet<String>,
+        files: StFiles,
     },
 }
 
@@ -142,64 +164,15 @@ impl Source {
         Ok(Source::Gguf {
             path: path.to_path_buf(),
             content,
-            reader,
         })
     }
 
     /// Opens `model.safetensors` or the shards a `model.safetensors.index.json` lists.
     pub(crate) fn open_safetensors(dir: &Path) -> Result<Self> {
-        let index = dir.join("model.safetensors.index.json");
-        let files: Vec<PathBuf> = if index.exists() {
-            let text = std::fs::read_to_string(&index).map_err(|e| Error::io(&index, e))?;
-            let v: serde_json::Value = serde_json::from_str(&text).map_err(|e| Error::Config {
-                path: index.clone(),
-                reason: e.to_string(),
-            })?;
-            let map = v
-                .get("weight_map")
-                .and_then(|m| m.as_object())
-                .ok_or_else(|| Error::Config {
-                    path: index.clone(),
-                    reason: "`weight_map` object is missing".into(),
-                })?;
-            let mut shards: Vec<String> = map
-                .values()
-                .filter_map(|s| s.as_str().map(str::to_string))
-                .collect();
-            shards.sort();
-            shards.dedup();
-            shards.into_iter().map(|s| dir.join(s)).collect()
-        } else {
-            let single = dir.join("model.safetensors");
-            if !single.exists() {
-                return Err(Error::io(
-                    &single,
-                    std::io::Error::new(
-                        std::io::ErrorKind::NotFound,
-                        "no model.safetensors or model.safetensors.index.json in the folder",
-                    ),
-                ));
-            }
-            vec![single]
-        };
-        for f in &files {
-            if !f.exists() {
-                return Err(Error::io(
-                    f,
-                    std::io::Error::new(std::io::ErrorKind::NotFound, "shard listed in the index"),
-                ));
-            }
-        }
-        // SAFETY: the files are memory-mapped read-only; drllm never writes model files.
-        let st = unsafe { MmapedSafetensors::multi(&files) }.map_err(|e| Error::Config {
-            path: dir.to_path_buf(),
-            reason: format!("safetensors: {e}"),
-        })?;
-        let names = st.tensors().into_iter().map(|(n, _)| n).collect();
+        let files = StFiles::open(&safetensors_files(dir)?)?;
         Ok(Source::Safetensors {
             dir: dir.to_path_buf(),
-            st,
-            names,
+            files,
         })
     }
 
@@ -232,21 +205,13 @@ impl Source {
                 .tensor_infos
                 .get(name)
                 .map(|t| t.shape.dims().to_vec()),
-            Source::Safetensors { st, names, .. } => names
-                .contains(name)
-                .then(|| st.get(name).ok().map(|v| v.shape().to_vec()))
-                .flatten(),
+            Source::Safetensors { files, .. } => files.dims(name).map(<[usize]>::to_vec),
         }
     }
 
-    /// Loads tensor `key` of `layer` as f32, checking its shape against the config.
-    /// `Ok(None)` when the file does not have it.
-    pub(crate) fn get(
-        &mut self,
-        key: Key,
-        layer: usize,
-        cfg: &ModelConfig,
-    ) -> Result<Option<Tensor>> {
+    /// Loads tensor `key` of `layer` as the file holds it, checking its shape against the
+    /// config. `Ok(None)` when the file does not have it.
+    pub(crate) fn get(&self, key: Key, layer: usize, cfg: &ModelConfig) -> Result<Option<Raw>> {
         let name = self.tensor_name(key, layer);
         let Some(dims) = self.dims_of(&name) else {
             return Ok(None);
@@ -260,32 +225,33 @@ impl Source {
                 actual: dims,
             });
         }
-        let source_name = self.name();
-        let t = match self {
-            Source::Gguf {
-                path,
-                content,
-                reader,
-            } => content
-                .tensor(reader, &name, &Device::Cpu)
-                .and_then(|q| q.dequantize(&Device::Cpu))
-                .map_err(|e| Error::Gguf {
+        let raw = match self {
+            Source::Gguf { path, content } => {
+                let gguf_err = |e: &dyn std::fmt::Display| Error::Gguf {
                     path: path.clone(),
                     reason: format!("tensor `{name}`: {e}"),
-                })?,
-            Source::Safetensors { st, .. } => st
-                .load(&name, &Device::Cpu)
-                .and_then(|t| t.to_dtype(DType::F32))
-                .map_err(|e| Error::Config {
-                    path: source_name.into(),
-                    reason: format!("tensor `{name}`: {e}"),
-                })?,
+                };
+                let mut f = File::open(path).map_err(|e| Error::io(path, e))?;
+                let q = content
+                    .tensor(&mut f, &name, &Device::Cpu)
+                    .map_err(|e| gguf_err(&e))?;
+                match q.dtype() {
+                    GgmlDType::F32 => {
+                        Raw::Dense(q.dequantize(&Device::Cpu).map_err(|e| gguf_err(&e))?)
+                    }
+                    GgmlDType::F16 => {
+                        Raw::Dense(q.dequantize_f16(&Device::Cpu).map_err(|e| gguf_err(&e))?)
+                    }
+                    _ => Raw::Quant(q),
+                }
+            }
+            Source::Safetensors { files, .. } => Raw::Dense(files.load(&name)?),
         };
-        Ok(Some(t))
+        Ok(Some(raw))
     }
 
     /// Like [`Source::get`], but a missing tensor is an error.
-    pub(crate) fn require(&mut self, key: Key, layer: usize, cfg: &ModelConfig) -> Result<Tensor> {
+    pub(crate) fn require(&self, key: Key, layer: usize, cfg: &ModelConfig) -> Result<Raw> {
         match self.get(key, layer, cfg)? {
             Some(t) => Ok(t),
             None => Err(Error::MissingTensor {
@@ -294,4 +260,56 @@ impl Source {
             }),
         }
     }
+
+    /// Like [`Source::require`], as f32 values (norms, biases).
+    pub(crate) fn require_f32(&self, key: Key, layer: usize, cfg: &ModelConfig) -> Result<Tensor> {
+        Ok(self.require(key, layer, cfg)?.into_f32()?)
+    }
+}
+
+/// `model.safetensors`, or the shards a `model.safetensors.index.json` lists.
+fn safetensors_files(dir: &Path) -> Result<Vec<PathBuf>> {
+    let index = dir.join("model.safetensors.index.json");
+    let files: Vec<PathBuf> = if index.exists() {
+        let text = std::fs::read_to_string(&index).map_err(|e| Error::io(&index, e))?;
+        let v: serde_json::Value = serde_json::from_str(&text).map_err(|e| Error::Config {
+            path: index.clone(),
+            reason: e.to_string(),
+        })?;
+        let map = v
+            .get("weight_map")
+            .and_then(|m| m.as_object())
+            .ok_or_else(|| Error::Config {
+                path: index.clone(),
+                reason: "`weight_map` object is missing".into(),
+            })?;
+        let mut shards: Vec<String> = map
+            .values()
+            .filter_map(|s| s.as_str().map(str::to_string))
+            .collect();
+        shards.sort();
+        shards.dedup();
+        shards.into_iter().map(|s| dir.join(s)).collect()
+    } else {
+        let single = dir.join("model.safetensors");
+        if !single.exists() {
+            return Err(Error::io(
+                &single,
+                std::io::Error::new(
+                    std::io::ErrorKind::NotFound,
+                    "no model.safetensors or model.safetensors.index.json in the folder",
+                ),
+            ));
+        }
+        vec![single]
+    };
+    for f in &files {
+        if !f.exists() {
+            return Err(Error::io(
+                f,
+                std::io::Error::new(std::io::ErrorKind::NotFound, "shard listed in the index"),
+            ));
+        }
+    }
+    Ok(files)
 }

@@ -46,6 +46,7 @@ pub fn run(a: Args) -> anyhow::Result<()> {
     let ids = bench_ids(a.prefill, model.config().vocab_size);
     let path = LayerPath::full(model.num_layers());
     let (mut best_prefill, mut best_decode) = (f64::MAX, f64::MAX);
+    let mut cache_bytes = 0;
     for rep in 0..=a.repeats {
         let mut cache = PathCache::new(&path);
         let t = Instant::now();
@@ -59,13 +60,18 @@ pub fn run(a: Args) -> anyhow::Result<()> {
             next = argmax(&logits)?;
         }
         let decode = t.elapsed().as_secs_f64();
+        cache_bytes = cache.size_in_bytes();
         if rep > 0 {
             best_prefill = best_prefill.min(prefill);
             best_decode = best_decode.min(decode);
         }
     }
+    let mib = |b: usize| b as f64 / (1 << 20) as f64;
+    let memory = model.memory();
     let out = serde_json::json!({
         "model": lm.id,
+        "device": a.model.device.to_string(),
+        "dtype": if a.model.exact { "f32 (exact)".to_string() } else { format!("{:?}", a.model.dtype) },
         "decode_weights": if a.model.exact {
             "none (exact)".to_string()
         } else {
@@ -78,7 +84,9 @@ pub fn run(a: Args) -> anyhow::Result<()> {
         "prefill_tok_s": a.prefill as f64 / best_prefill,
         "decode_tokens": a.decode,
         "decode_tok_s": a.decode as f64 / best_decode,
-        "weights_mib": model.size_in_bytes() as f64 / (1 << 20) as f64,
+        "weights_mib": mib(memory.weights),
+        "decode_copy_mib": mib(memory.decode_copy),
+        "kv_cache_mib": mib(cache_bytes),
         "rss_mib": proc_status_kib("VmRSS:").map(|k| k as f64 / 1024.0),
         "peak_rss_mib": proc_status_kib("VmHWM:").map(|k| k as f64 / 1024.0),
     });
