@@ -2,10 +2,12 @@
 # drllm against PyTorch + transformers at a real model size (a Llama-3.2-1B-shaped checkpoint with
 # seeded random weights, scripts/make-shaped-model.py), in ONE run on this machine:
 #
-#   engine  `worker bench` in four modes: --dtype auto (the default: f32 matmuls on the CPU plus
-#           the q8_0 decode copy), --dtype auto --decode-weights none (lean: no decode copy),
-#           --exact, and the same weights as a q8_0 GGUF; against bench/torch_engine_bench.py in
-#           bfloat16 and float32. Same prompt ids (bench.rs `bench_ids`), prefill and decode
+#   engine  `worker bench` in five modes: --dtype auto (the default: on a CPU with VNNI every
+#           matrix held as q8_0 and computed by candle's batched int8 kernel), --dtype f32 (bf16
+#           weights widened per matmul, plus the q8_0 decode copy), lean (--dtype f32
+#           --decode-weights none: the bf16 weights only), --exact, and the same weights as a q8_0
+#           GGUF; against bench/torch_engine_bench.py in bfloat16 and float32. Same prompt ids
+#           (bench.rs `bench_ids`), prefill and decode
 #           lengths, threads; the modes alternate ROUNDS times so that machine noise hits all alike.
 #   search  `worker search` (choice-loglik, no early stop: every question spends exactly SIMS
 #           simulations) against bench/torch_mcts.py on the same questions and settings.
@@ -107,7 +109,8 @@ T=(bench/torch_engine_bench.py --model "$SHAPED" --threads "$THREADS" --prefill 
    --decode "$DECODE" --repeats "$REPEATS")
 for round in $(seq "$ROUNDS"); do
   run drllm-auto "$round" "$WORKER" "${B[@]}" --model "$SHAPED" --dtype auto
-  run drllm-lean "$round" "$WORKER" "${B[@]}" --model "$SHAPED" --dtype auto --decode-weights none
+  run drllm-f32 "$round" "$WORKER" "${B[@]}" --model "$SHAPED" --dtype f32
+  run drllm-lean "$round" "$WORKER" "${B[@]}" --model "$SHAPED" --dtype f32 --decode-weights none
   run drllm-exact "$round" "$WORKER" "${B[@]}" --model "$SHAPED" --exact
   run drllm-q8_0-gguf "$round" "$WORKER" "${B[@]}" --model "$GGUF"
   run torch-bf16 "$round" "$PY" "${T[@]}" --dtype bfloat16

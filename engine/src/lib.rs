@@ -8,6 +8,7 @@
 pub mod cache;
 pub mod chat;
 pub mod config;
+mod cpu_kernels;
 pub mod device;
 pub mod error;
 pub mod exec;
@@ -34,7 +35,7 @@ pub use device::{DeviceError, DeviceSpec};
 pub use error::{Error, Result};
 pub use exec::{Pass, Route, Rows};
 pub use generate::{argmax, greedy, greedy_continue, greedy_observed, Generation, StopReason};
-pub use linear::{KernelPolicy, WeightBytes};
+pub use linear::{batched_int8_available, KernelPolicy, WeightBytes};
 pub use loader::{load, resolve, LoadedModel, ModelLocation, DEFAULT_MODEL};
 pub use model::{DTypeChoice, LoadOptions, Logits, MemoryBreakdown, Model};
 pub use path::{LayerPath, PathError, PathSpec};

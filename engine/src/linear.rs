@@ -10,6 +10,7 @@ use std::sync::Arc;
 use candle_core::quantized::{GgmlDType, QMatMul, QStorage, QTensor};
 use candle_core::{DType, Device, Module, Tensor};
 
+use crate::cpu_kernels;
 use crate::error::Result;
 use crate::weights::Raw;
 
@@ -129,15 +130,14 @@ impl Linear {
     /// `x` is `[rows, in]`, f32; returns `[rows, out]`, f32.
     pub fn forward(&self, x: &Tensor, policy: KernelPolicy) -> Result<Tensor> {
         let rows = x.dim(0)?;
-        let y = match (&self.dense, &self.quant, policy) {
-            (Some(w), Some(_), KernelPolicy::Dense) | (Some(w), None, _) => {
-                self.dense_matmul(x, w)?
-            }
-            (Some(w), Some(_), KernelPolicy::QuantizedUpTo(max)) if rows > max => {
-                self.dense_matmul(x, w)?
-            }
-            (_, Some(q), _) => q.forward(x)?,
-            (None, None, _) => unreachable!("a linear layer holds at least one copy of its weight"),
+        let y = match (&self.dense, &self.quant) {
+            (Some(w), Some(q)) => match policy {
+                KernelPolicy::QuantizedUpTo(max) if rows <= max => q.forward(x)?,
+                _ => self.dense_matmul(x, w)?,
+            },
+            (Some(w), None) => self.dense_matmul(x, w)?,
+            (None, Some(q)) => q.forward(x)?,
+            (None, None) => unreachable!("a linear layer holds at least one copy of its weight"),
         };
         Ok(match &self.bias {
             Some(b) => y.broadcast_add(b)?,
@@ -147,14 +147,21 @@ impl Linear {
 
     /// `x Wᵀ` in the compute dtype, f32 in and out.
     fn dense_matmul(&self, x: &Tensor, w: &Tensor) -> Result<Tensor> {
-        Ok(if self.compute == DType::F32 {
-            // Weights kept in their own precision are widened for this call only.
-            x.matmul(&w.to_dtype(DType::F32)?.t()?)?
-        } else {
-            x.to_dtype(self.compute)?
+        if self.compute != DType::F32 {
+            return Ok(x
+                .to_dtype(self.compute)?
                 .matmul(&w.to_dtype(self.compute)?.t()?)?
-                .to_dtype(DType::F32)?
-        })
+                .to_dtype(DType::F32)?);
+        }
+        if !w.device().is_cpu() || w.dtype() == DType::F32 {
+            return Ok(x.matmul(&w.to_dtype(DType::F32)?.t()?)?);
+        }
+        // Weights kept in their own precision on the CPU: one row reads them as they are, more
+        // rows widen them for this call only.
+        if x.dim(0)? == 1 {
+            return cpu_kernels::gemv(x, w);
+        }
+        Ok(x.matmul(&cpu_kernels::widen(w)?.t()?)?)
     }
 
     /// Bytes held by the dense weight, the quantized weight and the bias.
@@ -239,14 +246,11 @@ fn quantized_only(parts: &[Raw]) -> Result<Option<QTensor>> {
     let dense = parts
         .iter()
         .map(|p| match p {
-            Raw::Dense(t) => Ok(t.clone()),
-            Raw::Quant(q) => q.dequantize(&Device::Cpu),
+            Raw::Dense(t) => Ok(t.contiguous()?),
+            Raw::Quant(q) => Ok(q.dequantize(&Device::Cpu)?),
         })
-        .collect::<candle_core::Result<Vec<_>>>()?;
-    Ok(Some(quantize_rows(
-        &Tensor::cat(&dense, 0)?,
-        GgmlDType::Q8_0,
-    )?))
+        .collect::<Result<Vec<_>>>()?;
+    cpu_kernels::quantize_q8_0(&dense.iter().collect::<Vec<_>>()).map(Some)
 }
 
 /// True when candle's batched int8 kernel (weights repacked into 16-row tiles, AVX512-VNNI or
@@ -256,11 +260,13 @@ pub(crate) fn batched_int8(dtype: GgmlDType, rows: usize, cols: usize) -> bool {
     matches!(dtype, GgmlDType::Q8_0 | GgmlDType::Q4K | GgmlDType::Q6K)
         && rows % 16 == 0
         && cols % 256 == 0
-        && vnni()
+        && batched_int8_available()
 }
 
-/// int8 dot-product instructions on this CPU, checked once.
-fn vnni() -> bool {
+/// True when this CPU has the int8 dot-product instructions candle's batched quantized kernel
+/// uses (AVX512-VNNI or AVX-VNNI), checked once at run time: the release binaries still run on
+/// AVX2-only machines, where `--dtype auto` keeps dense weights.
+pub fn batched_int8_available() -> bool {
     #[cfg(target_arch = "x86_64")]
     {
         static VNNI: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
@@ -301,12 +307,16 @@ fn fuse_quantized(parts: &[Raw]) -> Result<QTensor> {
     Ok(QTensor::new(storage, (rows, cols))?)
 }
 
-/// Rows quantized per chunk: only one chunk is ever widened to f32 at a time (a tied 128k-token
-/// head widened whole would be 1 GB for a moment).
+/// `w` quantized to `dt`: q8_0 by [`cpu_kernels::quantize_q8_0`] (parallel, from the weights'
+/// own precision); other formats per chunk of rows, so that only one chunk is ever widened to f32
+/// at a time (a tied 128k-token head widened whole would be 1 GB for a moment).
 fn quantize_rows(w: &Tensor, dt: GgmlDType) -> Result<QTensor> {
+    let w = w.to_device(&Device::Cpu)?;
+    if dt == GgmlDType::Q8_0 {
+        return cpu_kernels::quantize_q8_0(&[&w.contiguous()?]);
+    }
     const CHUNK: usize = 4096;
     let (rows, cols) = w.dims2()?;
-    let w = w.to_device(&Device::Cpu)?;
     let mut bytes = Vec::with_capacity(rows * cols / dt.block_size() * dt.type_size());
     for start in (0..rows).step_by(CHUNK) {
         let n = CHUNK.min(rows - start);

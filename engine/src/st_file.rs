@@ -83,21 +83,31 @@ impl StFiles {
 }
 
 /// A plain-old-data element type whose every bit pattern is a valid value.
-trait Pod: Copy + Default {}
+trait Pod: Copy {}
 impl Pod for f32 {}
 impl Pod for bf16 {}
 impl Pod for f16 {}
 
-/// `n` little-endian elements read by `read` into a fresh vector, without an intermediate copy.
+/// `n` little-endian elements read by `read` into a fresh vector, without an intermediate copy
+/// and without zero-filling it first (the read writes every byte).
 fn read_vec<T: Pod>(n: usize, read: impl FnOnce(&mut [u8]) -> Result<()>) -> Result<Vec<T>> {
-    let mut v = vec![T::default(); n];
+    let mut v: Vec<T> = Vec::with_capacity(n);
+    crate::cpu_kernels::advise_huge_pages(v.spare_capacity_mut());
+    let spare = v.spare_capacity_mut();
     // SAFETY: T is f32, bf16 or f16 (the `Pod` impls above): plain data without padding, valid
-    // for every bit pattern, so viewing the vector's memory as bytes and filling it is sound. The
-    // host is little-endian like the file (x86-64 and aarch64 Linux, the targets drllm builds).
+    // for every bit pattern. The spare capacity is viewed as `n * size_of::<T>()` bytes; writing
+    // them is sound, and `read` (read_exact_at) fills every byte or fails, so the length is set
+    // only when all `n` elements are initialized. The host is little-endian like the file
+    // (x86-64 and aarch64 Linux, the targets drllm builds).
     let bytes = unsafe {
-        std::slice::from_raw_parts_mut(v.as_mut_ptr().cast::<u8>(), n * std::mem::size_of::<T>())
+        std::slice::from_raw_parts_mut(
+            spare.as_mut_ptr().cast::<u8>(),
+            n * std::mem::size_of::<T>(),
+        )
     };
     read(bytes)?;
+    // SAFETY: see above: all `n` elements were written.
+    unsafe { v.set_len(n) };
     Ok(v)
 }
 

@@ -10,7 +10,7 @@ use candle_core::{DType, Device, Tensor};
 use candle_nn::VarBuilder;
 use candle_transformers::models as ct;
 use common::{ids, max_abs_diff, Tiny};
-use drllm_engine::{LayerPath, LoadOptions, Logits, Model, PathCache};
+use drllm_engine::{DTypeChoice, LayerPath, LoadOptions, Logits, Model, PathCache};
 
 const TOL: f32 = 1e-4;
 
@@ -289,5 +289,47 @@ fn quantized_decode_weights_stay_close_to_exact() {
     let scale = a.abs().unwrap().max(0).unwrap().to_scalar::<f32>().unwrap();
     let d = max_abs_diff(&a, &b);
     assert!(d > 0.0, "decode did not use the quantized weights");
+    assert!(d < 0.05 * scale, "max |diff| {d} vs logit scale {scale}");
+}
+
+#[test]
+fn weights_keep_their_precision_and_auto_computes_int8_where_it_pays() {
+    let tiny = Tiny::llama_k_quant();
+    let dir = tempfile::tempdir().unwrap();
+    let w = tiny.weights(17);
+    tiny.write_hf(dir.path(), &w, DType::BF16, 1);
+    let f32_bytes: usize = w.values().map(|t| t.elem_count() * 4).sum();
+    let exact = Model::from_hf_dir(dir.path(), &LoadOptions::exact()).unwrap();
+    let m = exact.memory();
+    assert_eq!(m.decode_copy, 0);
+    assert!(
+        m.weights * 10 < f32_bytes * 6,
+        "bf16 weights widened on load: {} bytes vs {f32_bytes} in f32",
+        m.weights
+    );
+    let f32_copy = LoadOptions {
+        dtype: DTypeChoice::F32,
+        ..LoadOptions::default()
+    };
+    let dense = Model::from_hf_dir(dir.path(), &f32_copy).unwrap();
+    assert_eq!(dense.memory().weights, m.weights);
+    assert!(dense.memory().decode_copy > 0, "no q8_0 decode copy");
+    let auto = Model::from_hf_dir(dir.path(), &LoadOptions::default()).unwrap();
+    let ids = ids(24, tiny.vocab, 18);
+    let (a, b) = (ours_last(&exact, &ids), ours_last(&auto, &ids));
+    let scale = a.abs().unwrap().max(0).unwrap().to_scalar::<f32>().unwrap();
+    let d = max_abs_diff(&a, &b);
+    if drllm_engine::batched_int8_available() {
+        // Every matrix is q8_0 only: no dense copy, no decode copy, prefill quantized too.
+        assert_eq!(auto.memory().decode_copy, 0);
+        assert!(
+            auto.memory().weights < m.weights,
+            "{:?} vs {m:?}",
+            auto.memory()
+        );
+        assert!(d > 0.0, "the prefill did not use the int8 kernel");
+    } else {
+        assert_eq!(auto.memory(), dense.memory());
+    }
     assert!(d < 0.05 * scale, "max |diff| {d} vs logit scale {scale}");
 }
