@@ -117,7 +117,18 @@ pub fn last_logits(model: &Model, ids: &[u32], path: &LayerPath) -> Result<Vec<f
 /// The `k` largest logits as `(id, logit)`, largest first.
 pub fn top(logits: &[f32], k: usize) -> Vec<(u32, f32)> {
     // One pass keeping the best k in order (ties: the lower index first), not a sort of the whole
-    // vocabulary: a server asks for this at every position of every prompt.
+    // vocabulary: a server asks for this at every position of every prompt. A large k (a parity
+    // check printing every logit) sorts instead: inserting would cost k per element.
+    if k > 256 {
+        let mut all: Vec<(u32, f32)> = logits
+            .iter()
+            .enumerate()
+            .map(|(i, &x)| (i as u32, x))
+            .collect();
+        all.sort_by(|a, b| b.1.total_cmp(&a.1));
+        all.truncate(k);
+        return all;
+    }
     let mut best: Vec<(u32, f32)> = Vec::with_capacity(k + 1);
     for (i, &x) in logits.iter().enumerate() {
         if k == 0 || (best.len() == k && x.total_cmp(&best[k - 1].1).is_le()) {
@@ -140,7 +151,7 @@ mod tests {
         let logits: Vec<f32> = (0..5000u32)
             .map(|i| ((i.wrapping_mul(2_654_435_761) >> 20) % 97) as f32 * 0.5 - 20.0)
             .collect();
-        for k in [0, 1, 2, 5, 20, 97, 200] {
+        for k in [0, 1, 2, 5, 20, 97, 200, 300, 6000] {
             let mut idx: Vec<usize> = (0..logits.len()).collect();
             idx.sort_by(|&a, &b| logits[b].total_cmp(&logits[a]));
             let want: Vec<(u32, f32)> =
