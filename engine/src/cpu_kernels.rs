@@ -5,7 +5,8 @@
 //! whole matrix and then quantizes on one thread, 4.7 of the 7 s a 1B model took to load). Each
 //! runs over rows in parallel on rayon's pool (the threads candle's matmuls use).
 
-use candle_core::quantized::{GgmlDType, QStorage, QTensor};
+use candle_core::quantized::k_quants::BlockQ8_0;
+use candle_core::quantized::{QStorage, QTensor};
 use candle_core::{CpuStorage, DType, Device, Storage, Tensor};
 use half::{bf16, f16, slice::HalfFloatSliceExt};
 use rayon::prelude::*;
@@ -43,8 +44,8 @@ pub(crate) fn advise_huge_pages<T>(buf: &mut [std::mem::MaybeUninit<T>]) {
 /// Rows handed to one rayon task.
 const ROWS_PER_TASK: usize = 64;
 
-/// A CPU tensor's contiguous elements, borrowed, in one of the float dtypes weights come in.
-enum Elems<'a> {
+/// A matrix's contiguous elements, borrowed, in one of the float dtypes weights come in.
+pub(crate) enum Elems<'a> {
     F32(&'a [f32]),
     Bf16(&'a [bf16]),
     F16(&'a [f16]),
@@ -78,6 +79,25 @@ fn with_elems<R>(t: &Tensor, f: impl FnOnce(Elems<'_>) -> R) -> Result<R> {
             return Err(candle_core::Error::UnsupportedDTypeForOp(t.dtype(), "cpu_kernels").into())
         }
     })
+}
+
+/// A row-major matrix whose elements can be lent for one pass: a CPU tensor, or a tensor's bytes
+/// mapped from its file.
+pub(crate) trait Rows: Sync {
+    /// `(rows, cols)`.
+    fn dims(&self) -> Result<(usize, usize)>;
+    /// Runs `f` on all the elements.
+    fn lend(&self, f: &mut dyn FnMut(Elems<'_>)) -> Result<()>;
+}
+
+impl Rows for Tensor {
+    fn dims(&self) -> Result<(usize, usize)> {
+        Ok(self.dims2()?)
+    }
+
+    fn lend(&self, f: &mut dyn FnMut(Elems<'_>)) -> Result<()> {
+        with_elems(self, f)
+    }
 }
 
 /// `w` (`[rows, cols]`, f32/bf16/f16 on the CPU) as f32, widened in parallel.
@@ -141,25 +161,40 @@ fn dot(a: &[f32], b: &[f32]) -> f32 {
 /// Bytes of one q8_0 block: an f16 scale, then 32 int8 values.
 const Q8_0_BLOCK: usize = 34;
 
-/// `parts` (each `[rows_i, cols]`, f32/bf16/f16 on the CPU, `cols` a multiple of 32) stacked
-/// along the rows and quantized to q8_0 the way ggml does (scale = max |x| / 127 per 32 values,
-/// values rounded half away from zero), into one buffer, rows in parallel.
-pub(crate) fn quantize_q8_0(parts: &[&Tensor]) -> Result<QTensor> {
-    let cols = parts[0].dims2()?.1;
-    let row_bytes = cols / 32 * Q8_0_BLOCK;
-    let rows: Vec<usize> = parts
-        .iter()
-        .map(|p| p.dim(0))
-        .collect::<candle_core::Result<_>>()?;
-    let total: usize = rows.iter().sum();
-    let mut out: Vec<u8> = Vec::with_capacity(total * row_bytes);
-    advise_huge_pages(out.spare_capacity_mut());
-    out.resize(total * row_bytes, 0);
-    let mut rest = out.as_mut_slice();
-    for (part, &n) in parts.iter().zip(&rows) {
-        let (mine, tail) = rest.split_at_mut(n * row_bytes);
+/// `parts` (each `[rows_i, cols]`, f32/bf16/f16, `cols` a multiple of 32) stacked along the
+/// rows and quantized to q8_0 the way ggml does (scale = max |x| / 127 per 32 values, values
+/// rounded half away from zero), rows in parallel, straight into the blocks the returned tensor
+/// owns (no copy after).
+pub(crate) fn quantize_q8_0(parts: &[&dyn Rows]) -> Result<QTensor> {
+    let dims = parts.iter().map(|p| p.dims()).collect::<Result<Vec<_>>>()?;
+    let cols = dims[0].1;
+    if let Some(d) = dims.iter().find(|d| d.1 != cols || cols % 32 != 0) {
+        return Err(candle_core::Error::Msg(format!(
+            "cpu_kernels: cannot stack {d:?} under {cols} columns into q8_0 blocks of 32"
+        ))
+        .into());
+    }
+    let blocks_per_row = cols / 32;
+    let total: usize = dims.iter().map(|d| d.0).sum();
+    let mut blocks: Vec<BlockQ8_0> = Vec::with_capacity(total * blocks_per_row);
+    advise_huge_pages(blocks.spare_capacity_mut());
+    let spare = blocks.spare_capacity_mut();
+    // SAFETY: BlockQ8_0 is `repr(C)` { d: f16, qs: [i8; 32] }, 34 bytes without padding (candle
+    // asserts the size), valid for every bit pattern: its bytes are the ggml layout that candle
+    // itself casts file bytes to. The loop below writes every byte of the `total` rows (each
+    // block's 2 scale bytes and 32 values) before the length is set.
+    let bytes = unsafe {
+        std::slice::from_raw_parts_mut(
+            spare.as_mut_ptr().cast::<u8>(),
+            total * blocks_per_row * Q8_0_BLOCK,
+        )
+    };
+    let row_bytes = blocks_per_row * Q8_0_BLOCK;
+    let mut rest = bytes;
+    for (part, (rows, _)) in parts.iter().zip(dims) {
+        let (mine, tail) = rest.split_at_mut(rows * row_bytes);
         rest = tail;
-        with_elems(part, |e| {
+        part.lend(&mut |e| {
             mine.par_chunks_mut(ROWS_PER_TASK * row_bytes)
                 .enumerate()
                 .for_each(|(i, o)| {
@@ -174,8 +209,12 @@ pub(crate) fn quantize_q8_0(parts: &[&Tensor]) -> Result<QTensor> {
                 })
         })?;
     }
-    let storage = QStorage::from_data(std::borrow::Cow::Owned(out), &Device::Cpu, GgmlDType::Q8_0)?;
-    Ok(QTensor::new(storage, (total, cols))?)
+    // SAFETY: see above: every block was written.
+    unsafe { blocks.set_len(total * blocks_per_row) };
+    Ok(QTensor::new(
+        QStorage::Cpu(Box::new(blocks)),
+        (total, cols),
+    )?)
 }
 
 /// One q8_0 block of 32 values into its 34 bytes.
@@ -192,6 +231,7 @@ fn quantize_block(x: &[f32], out: &mut [u8]) {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use candle_core::quantized::GgmlDType;
 
     fn random(rows: usize, cols: usize, dtype: DType) -> Tensor {
         Tensor::randn(0f32, 1.0, (rows, cols), &Device::Cpu)
@@ -205,9 +245,9 @@ mod tests {
         for dtype in [DType::F32, DType::BF16, DType::F16] {
             let w = random(130, 96, dtype);
             let ours = quantize_q8_0(&[&w]).unwrap();
-            let halves = [&w.narrow(0, 0, 70).unwrap(), &w.narrow(0, 70, 60).unwrap()];
-            let stacked =
-                quantize_q8_0(&halves.map(|t| t.contiguous().unwrap()).each_ref()).unwrap();
+            let (a, b) = (w.narrow(0, 0, 70).unwrap(), w.narrow(0, 70, 60).unwrap());
+            let halves = [a.contiguous().unwrap(), b.contiguous().unwrap()];
+            let stacked = quantize_q8_0(&[&halves[0], &halves[1]]).unwrap();
             assert_eq!(ours.data().unwrap(), stacked.data().unwrap());
             let theirs =
                 QTensor::quantize(&w.to_dtype(DType::F32).unwrap(), GgmlDType::Q8_0).unwrap();

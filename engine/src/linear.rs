@@ -10,8 +10,9 @@ use std::sync::Arc;
 use candle_core::quantized::{GgmlDType, QMatMul, QStorage, QTensor};
 use candle_core::{DType, Device, Module, Tensor};
 
-use crate::cpu_kernels;
+use crate::cpu_kernels::{self, Rows};
 use crate::error::Result;
+use crate::st_file::Mapped;
 use crate::weights::Raw;
 
 /// Which weights a linear layer multiplies with.
@@ -81,8 +82,8 @@ impl Linear {
         }
         let dense = parts
             .into_iter()
-            .map(|p| p.into_dense())
-            .collect::<candle_core::Result<Vec<_>>>()?;
+            .map(Raw::into_dense)
+            .collect::<Result<Vec<_>>>()?;
         let own = dense[0].dtype();
         let dense = if dense.iter().all(|t| t.dtype() == own) {
             Tensor::cat(&dense, 0)?
@@ -221,17 +222,8 @@ impl std::iter::Sum for WeightBytes {
 /// blocks as they are when they all share such a format, dense parts quantized to q8_0. `None`
 /// keeps the dense route (other formats, shapes the kernel does not tile, or no such kernel).
 fn quantized_only(parts: &[Raw]) -> Result<Option<QTensor>> {
-    let cols = match &parts[0] {
-        Raw::Dense(t) => t.dims2()?.1,
-        Raw::Quant(q) => q.shape().dims2()?.1,
-    };
-    let rows = parts
-        .iter()
-        .map(|p| match p {
-            Raw::Dense(t) => t.dim(0),
-            Raw::Quant(q) => q.shape().dims2().map(|d| d.0),
-        })
-        .sum::<candle_core::Result<usize>>()?;
+    let dims = parts.iter().map(Raw::dims2).collect::<Result<Vec<_>>>()?;
+    let (rows, cols) = (dims.iter().map(|d| d.0).sum(), dims[0].1);
     if all_quantized_alike(parts) {
         let Raw::Quant(q) = &parts[0] else {
             unreachable!()
@@ -243,14 +235,31 @@ fn quantized_only(parts: &[Raw]) -> Result<Option<QTensor>> {
     if !batched_int8(GgmlDType::Q8_0, rows, cols) {
         return Ok(None);
     }
-    let dense = parts
+    let sources = parts
         .iter()
         .map(|p| match p {
-            Raw::Dense(t) => Ok(t.contiguous()?),
-            Raw::Quant(q) => Ok(q.dequantize(&Device::Cpu)?),
+            Raw::Dense(t) => Ok(RowSource::Tensor(t.contiguous()?)),
+            Raw::Quant(q) => Ok(RowSource::Tensor(q.dequantize(&Device::Cpu)?)),
+            Raw::File(t) => Ok(match t.map()? {
+                Some(m) => RowSource::Mapped(m),
+                None => RowSource::Tensor(t.read()?),
+            }),
         })
         .collect::<Result<Vec<_>>>()?;
-    cpu_kernels::quantize_q8_0(&dense.iter().collect::<Vec<_>>()).map(Some)
+    let rows: Vec<&dyn Rows> = sources
+        .iter()
+        .map(|s| match s {
+            RowSource::Tensor(t) => t as &dyn Rows,
+            RowSource::Mapped(m) => m as &dyn Rows,
+        })
+        .collect();
+    cpu_kernels::quantize_q8_0(&rows).map(Some)
+}
+
+/// A part about to be quantized: in memory, or mapped from its safetensors file.
+enum RowSource {
+    Tensor(Tensor),
+    Mapped(Mapped),
 }
 
 /// True when candle's batched int8 kernel (weights repacked into 16-row tiles, AVX512-VNNI or
@@ -286,7 +295,7 @@ fn all_quantized_alike(parts: &[Raw]) -> bool {
         .iter()
         .filter_map(|p| match p {
             Raw::Quant(q) => Some(q.dtype()),
-            Raw::Dense(_) => None,
+            Raw::Dense(_) | Raw::File(_) => None,
         })
         .collect();
     dtypes.len() == parts.len() && dtypes.windows(2).all(|w| w[0] == w[1])

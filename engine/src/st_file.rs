@@ -1,18 +1,23 @@
-//! Safetensors files read tensor by tensor with positioned reads, each straight into the buffer
-//! its tensor keeps, in the file's own dtype. A memory map would have to be copied out of anyway
-//! (candle's CPU tensors own their data), and every page copied would count twice in the
-//! process's resident memory until the map is closed: at the paper's 8B that is 16 GB of peak
-//! RSS for nothing. Positioned reads also let several threads load layers at once.
+//! Safetensors files, tensor by tensor. A tensor the model keeps is read with a positioned read
+//! straight into the buffer it keeps, in the file's own dtype: a memory map would have to be
+//! copied out of anyway (candle's CPU tensors own their data), and every page copied would count
+//! twice in the process's resident memory until the map closed (16 GB of peak RSS at the paper's
+//! 8B). A tensor that is only passed over once (quantized to q8_0 at load) is instead mapped,
+//! for just that pass: reading it would fill fresh memory that the kernel must zero first, and
+//! zeroing 2.5 GB of pages was 70% of a 1B model's load time. Positioned reads and per-tensor
+//! maps also let several threads load layers at once.
 
 use std::collections::HashMap;
 use std::fs::File;
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use candle_core::{DType, Device, Tensor};
 use half::{bf16, f16};
 use serde::Deserialize;
 
+use crate::cpu_kernels::{Elems, Rows};
 use crate::error::{Error, Result};
 
 /// Where one tensor lies: which file, its dtype, shape and byte range.
@@ -28,7 +33,7 @@ struct Entry {
 /// The tensors of one or more safetensors files (a sharded checkpoint), by name.
 #[derive(Debug)]
 pub(crate) struct StFiles {
-    files: Vec<(PathBuf, File)>,
+    files: Vec<(Arc<PathBuf>, Arc<File>)>,
     entries: HashMap<String, Entry>,
 }
 
@@ -49,7 +54,7 @@ impl StFiles {
             for (name, e) in read_header(path, &file, i)? {
                 entries.insert(name, e);
             }
-            files.push((path.clone(), file));
+            files.push((Arc::new(path.clone()), Arc::new(file)));
         }
         Ok(Self { files, entries })
     }
@@ -59,16 +64,42 @@ impl StFiles {
         self.entries.get(name).map(|e| e.shape.as_slice())
     }
 
-    /// Reads tensor `name` onto the CPU in the file's dtype.
-    pub(crate) fn load(&self, name: &str) -> Result<Tensor> {
+    /// Tensor `name`, not yet read.
+    pub(crate) fn tensor(&self, name: &str) -> Result<StTensor> {
         let e = self.entries.get(name).ok_or_else(|| Error::Config {
-            path: self.files[0].0.clone(),
+            path: self.files[0].0.to_path_buf(),
             reason: format!("tensor `{name}` is not in the safetensors files"),
         })?;
         let (path, file) = &self.files[e.file];
+        Ok(StTensor {
+            path: path.clone(),
+            file: file.clone(),
+            entry: e.clone(),
+        })
+    }
+}
+
+/// One tensor of a safetensors file, not yet read: its consumer decides how (read into a buffer
+/// of its own, or mapped for one pass).
+#[derive(Debug, Clone)]
+pub(crate) struct StTensor {
+    path: Arc<PathBuf>,
+    file: Arc<File>,
+    entry: Entry,
+}
+
+impl StTensor {
+    pub(crate) fn dims(&self) -> &[usize] {
+        &self.entry.shape
+    }
+
+    /// Reads the tensor onto the CPU in the file's dtype.
+    pub(crate) fn read(&self) -> Result<Tensor> {
+        let e = &self.entry;
         let read = |buf: &mut [u8]| {
-            file.read_exact_at(buf, e.start)
-                .map_err(|err| Error::io(path, err))
+            self.file
+                .read_exact_at(buf, e.start)
+                .map_err(|err| Error::io(self.path.as_path(), err))
         };
         let shape = e.shape.as_slice();
         let n = e.len / e.dtype.size_in_bytes();
@@ -80,6 +111,81 @@ impl StFiles {
         };
         Ok(t?)
     }
+
+    /// The tensor's bytes mapped from the file (pages prefaulted from the page cache), for one
+    /// pass over a 2-D tensor. `None` when the bytes do not start at a multiple of the element
+    /// size (the safetensors format does not promise alignment), or the tensor is not 2-D: then
+    /// [`StTensor::read`] it.
+    pub(crate) fn map(&self) -> Result<Option<Mapped>> {
+        let e = &self.entry;
+        let [rows, cols] = e.shape[..] else {
+            return Ok(None);
+        };
+        if e.start % e.dtype.size_in_bytes() as u64 != 0 || e.len == 0 {
+            return Ok(None);
+        }
+        // SAFETY: the map is read-only and lives only while the tensor is quantized. Another
+        // process shrinking the checkpoint meanwhile would fault the read (as it would for every
+        // program that maps model files, PyTorch's safetensors loader included); drllm never
+        // writes the files it loads.
+        let map = unsafe {
+            memmap2::MmapOptions::new()
+                .offset(e.start)
+                .len(e.len)
+                .populate()
+                .map(self.file.as_ref())
+        }
+        .map_err(|err| Error::io(self.path.as_path(), err))?;
+        Ok(Some(Mapped {
+            map,
+            dtype: e.dtype,
+            rows,
+            cols,
+        }))
+    }
+}
+
+/// A 2-D tensor's bytes mapped from its file.
+pub(crate) struct Mapped {
+    map: memmap2::Mmap,
+    dtype: DType,
+    rows: usize,
+    cols: usize,
+}
+
+impl Rows for Mapped {
+    fn dims(&self) -> Result<(usize, usize)> {
+        Ok((self.rows, self.cols))
+    }
+
+    fn lend(&self, f: &mut dyn FnMut(Elems<'_>)) -> Result<()> {
+        let bytes: &[u8] = &self.map;
+        // SAFETY: `map` checked that the bytes start at a multiple of the element size (mmap
+        // returns page-aligned memory plus that offset) and hold exactly rows * cols elements;
+        // f32, bf16 and f16 are valid for every bit pattern; the host is little-endian like the
+        // file (see `read_vec`).
+        unsafe {
+            match self.dtype {
+                DType::F32 => f(Elems::F32(cast(bytes))),
+                DType::BF16 => f(Elems::Bf16(cast(bytes))),
+                DType::F16 => f(Elems::F16(cast(bytes))),
+                other => unreachable!("read_header admits no {other:?}"),
+            }
+        }
+        Ok(())
+    }
+}
+
+/// `bytes` viewed as elements of `T`.
+///
+/// # Safety
+/// `bytes` must be aligned for `T`, a whole number of `T`s, and every bit pattern a valid `T`.
+unsafe fn cast<T: Pod>(bytes: &[u8]) -> &[T] {
+    debug_assert_eq!(bytes.as_ptr() as usize % std::mem::align_of::<T>(), 0);
+    std::slice::from_raw_parts(
+        bytes.as_ptr().cast(),
+        bytes.len() / std::mem::size_of::<T>(),
+    )
 }
 
 /// A plain-old-data element type whose every bit pattern is a valid value.

@@ -13,7 +13,7 @@ use candle_core::{DType, Device, Tensor};
 
 use crate::config::ModelConfig;
 use crate::error::{Error, Result};
-use crate::st_file::StFiles;
+use crate::st_file::{StFiles, StTensor};
 
 /// The tensors of a decoder, independent of file format.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -118,26 +118,39 @@ impl Key {
     }
 }
 
-/// A tensor as its file holds it: dense in its own float dtype, or ggml-quantized.
+/// A tensor as its file holds it: dense in its own float dtype, ggml-quantized, or a safetensors
+/// tensor not yet read (its consumer reads it, or maps it for a one-pass quantization).
 pub(crate) enum Raw {
     /// f32, bf16 or f16.
     Dense(Tensor),
     /// A ggml block format (GGUF files only).
     Quant(QTensor),
+    /// f32, bf16 or f16 in a safetensors file.
+    File(StTensor),
 }
 
 impl Raw {
     /// The tensor as dense values: dense ones as they are, quantized ones dequantized to f32.
-    pub(crate) fn into_dense(self) -> candle_core::Result<Tensor> {
-        match self {
-            Raw::Dense(t) => Ok(t),
-            Raw::Quant(q) => q.dequantize(&Device::Cpu),
-        }
+    pub(crate) fn into_dense(self) -> Result<Tensor> {
+        Ok(match self {
+            Raw::Dense(t) => t,
+            Raw::Quant(q) => q.dequantize(&Device::Cpu)?,
+            Raw::File(t) => t.read()?,
+        })
     }
 
     /// The tensor as f32 values (norms, biases, RoPE factors).
-    pub(crate) fn into_f32(self) -> candle_core::Result<Tensor> {
-        self.into_dense()?.to_dtype(DType::F32)
+    pub(crate) fn into_f32(self) -> Result<Tensor> {
+        Ok(self.into_dense()?.to_dtype(DType::F32)?)
+    }
+
+    /// `(rows, cols)` of a 2-D tensor.
+    pub(crate) fn dims2(&self) -> Result<(usize, usize)> {
+        Ok(match self {
+            Raw::Dense(t) => t.dims2()?,
+            Raw::Quant(q) => q.shape().dims2()?,
+            Raw::File(t) => candle_core::Shape::from(t.dims()).dims2()?,
+        })
     }
 }
 
@@ -245,7 +258,7 @@ impl Source {
                     _ => Raw::Quant(q),
                 }
             }
-            Source::Safetensors { files, .. } => Raw::Dense(files.load(&name)?),
+            Source::Safetensors { files, .. } => Raw::File(files.tensor(&name)?),
         };
         Ok(Some(raw))
     }
@@ -263,7 +276,7 @@ impl Source {
 
     /// Like [`Source::require`], as f32 values (norms, biases).
     pub(crate) fn require_f32(&self, key: Key, layer: usize, cfg: &ModelConfig) -> Result<Tensor> {
-        Ok(self.require(key, layer, cfg)?.into_f32()?)
+        self.require(key, layer, cfg)?.into_f32()
     }
 }
 
