@@ -50,7 +50,8 @@ nvidia-smi -L >&2 || note "nvidia-smi failed"
 ldd "$BIN/worker" | grep -E "cuda|cublas|curand" >&2
 
 # 1. Parity: exact f32 on the GPU against the exact reference (tolerance as on the CPU), then the
-#    default mode (on a GPU every matmul is f32 too).
+#    default mode (`--dtype auto`: bf16 matmuls on a GPU; the record keeps the max |Δlogit| whatever
+#    the verdict at the f32 tolerance).
 for mode in exact fast; do
   flag=$([ "$mode" = exact ] && echo --exact)
   out=$("$BIN/worker" parity --device "$DEVICE" --model "$MODEL" $flag --reference "$REF" 2>"$OUT/parity-$mode.log")
