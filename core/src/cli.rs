@@ -28,9 +28,10 @@ pub struct ModelArgs {
     /// or none (the lean mode: no copy, decode computes with the dense weights).
     #[arg(long, default_value = "q8_0", value_parser = parse_decode_dtype)]
     pub decode_weights: DecodeWeights,
-    /// dtype of the dense matmuls: auto (bf16 on CUDA, f32 on the CPU, the fastest there), f32,
-    /// bf16 or f16. Weights stay in their own precision on the CPU under f32 and are converted
-    /// to the dtype otherwise; norms, softmax, RoPE and the head's log-softmax run in f32.
+    /// How the matmuls compute: auto (CUDA: bf16; CPU: int8 from q8_0 weights where the VNNI
+    /// kernel serves a matrix, the fastest measured, else f32), f32, bf16 or f16. Weights stay
+    /// in their own precision on the CPU under f32 and are converted to the dtype otherwise;
+    /// norms, softmax, RoPE and the head's log-softmax run in f32.
     #[arg(long, default_value = "auto")]
     pub dtype: drllm_engine::DTypeChoice,
     /// Exact float32 arithmetic everywhere (dense weights, no activation quantization):
