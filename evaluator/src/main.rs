@@ -1,11 +1,15 @@
 //! `evaluator`: scores models on evaluation sets: `run` (a router checkpoint with routed
-//! inference against the static model), `baseline` (a static model, any layer path, either reward
-//! mode), `prune` (the greedy layer-pruning curve, the static baseline at every depth) and `grade`
-//! (the graders on outputs of any system); `serve` puts routed inference behind the OpenAI HTTP
-//! API for other tools (lm-eval-harness), `export-tokenizer` gives them the model's tokenizer.
+//! inference against the static model), `calibrate` (certifies a checkpoint's operating point),
+//! `baseline` (a static model, any layer path, either reward mode), `prune` (the greedy
+//! layer-pruning curve, the static baseline at every depth) and `grade` (the graders on outputs of
+//! any system); `serve` puts routed inference behind the OpenAI HTTP API for other tools
+//! (lm-eval-harness), `export-tokenizer` gives them the model's tokenizer.
 
 mod baseline;
+mod calibrate;
+mod certify;
 mod grade;
+mod ltt;
 mod prune;
 mod prune_cmd;
 mod report;
@@ -30,6 +34,12 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
+    /// Certify a router checkpoint's operating point (Learn-then-Test): every budget of --grid,
+    /// from the static model to the most aggressive, on calibration questions held out from
+    /// training and test; fixed-sequence testing keeps the points whose risk is ≤ --delta with
+    /// probability ≥ 1 − --epsilon, and the cheapest becomes the checkpoint's default
+    /// (certificate.json next to the routers, used by `run` and `serve`).
+    Calibrate(calibrate::Args),
     /// Score a router checkpoint: routed inference against the static model on a dataset, with a
     /// report (JSON, Markdown, decision plot) in --out. Exit code 2: below --min-routed-accuracy.
     Run(routed::Args),
@@ -84,6 +94,7 @@ fn main() -> anyhow::Result<std::process::ExitCode> {
     drllm_core::cli::init();
     match Cli::parse().command {
         Command::Run(a) => routed::run(a),
+        Command::Calibrate(a) => calibrate::run(a).map(|()| std::process::ExitCode::SUCCESS),
         Command::Baseline(a) => baseline::run(a).map(|()| std::process::ExitCode::SUCCESS),
         Command::Prune(a) => prune_cmd::run(a).map(|()| std::process::ExitCode::SUCCESS),
         Command::Grade(a) => grade::run(a).map(|()| std::process::ExitCode::SUCCESS),

@@ -15,6 +15,7 @@ use drllm_core::router::{RouterConfig, CLASSES};
 use drllm_core::tasks::reward::RewardOptions;
 use serde::Serialize;
 
+use crate::certify::{Answer, Held};
 use crate::stats::{paired_bootstrap, wilson, PairedDiff, RESAMPLES, SEED};
 
 /// One example's outcome under both models.
@@ -24,6 +25,9 @@ pub struct ExampleResult {
     pub group: String,
     pub static_correct: bool,
     pub routed_correct: bool,
+    /// The chosen option (choice-loglik) or extracted answer (generate) of each model.
+    pub static_answer: Option<String>,
+    pub routed_answer: Option<String>,
     /// Under the static-pruned path (with `--prune-split`).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub static_pruned_correct: Option<bool>,
@@ -107,6 +111,24 @@ pub struct Report {
     pub static_pruned: Option<StaticPruned>,
     /// How the intervals are computed.
     pub intervals: String,
+    /// Where the budget came from: --budget, the certificate, or the static default.
+    pub budget_source: String,
+    /// With a certified point: whether the certified risk held on these questions.
+    pub certificate: Option<Held>,
+}
+
+impl ExampleResult {
+    /// (static, routed) answers, as the certificate's risks compare them.
+    pub fn answers(&self) -> (Answer, Answer) {
+        let a = |correct, answer: &Option<String>| Answer {
+            correct,
+            answer: answer.clone(),
+        };
+        (
+            a(self.static_correct, &self.static_answer),
+            a(self.routed_correct, &self.routed_answer),
+        )
+    }
 }
 
 /// The static-pruned accuracy, accuracy intervals and paired differences of a group.
@@ -204,6 +226,8 @@ impl Report {
             groups: by.iter().map(|(g, rs)| stats(g, rs, layers)).collect(),
             decisions_per_layer: hist,
             static_pruned: None,
+            budget_source: String::new(),
+            certificate: None,
             intervals: format!(
                 "accuracies: 95% Wilson score interval; differences (routed − baseline, same \
                  examples): 95% paired bootstrap percentile interval, {RESAMPLES} resamples of \
@@ -228,6 +252,21 @@ impl Report {
             self.dataset, self.split, self.model, self.model_fingerprint, self.reward,
             self.budget, self.windows
         );
+        s += &format!("Budget from: {}.\n\n", self.budget_source);
+        if let Some(h) = &self.certificate {
+            s += &format!(
+                "Certificate: risk {:?} ≤ {} at level ε = {} (calibration: {} questions, risk {}). \
+                 On these {} questions the risk is {:.4}: **{}**.\n\n",
+                h.risk,
+                h.delta,
+                h.epsilon,
+                h.calibration_questions,
+                h.calibration_risk.map_or("—".into(), |r| format!("{r:.4}")),
+                h.evaluated_questions,
+                h.evaluated_risk,
+                if h.held { "held" } else { "did not hold" }
+            );
+        }
         s += "| group | examples | static acc | routed acc | oracle acc | mean path length (of L) | tokens/s static | tokens/s routed | realized speedup | structural speedup |\n";
         s += "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |\n";
         for g in self.groups.iter().chain(std::iter::once(&self.overall)) {

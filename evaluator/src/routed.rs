@@ -13,6 +13,8 @@ use std::time::Instant;
 use anyhow::Context;
 use drllm_core::cli::TaskArgs;
 use drllm_core::router::{evaluate_routed, Budget, RouterConfig, Routers};
+
+use crate::certify::{answer_of, operating_point};
 use drllm_core::tasks::reward::{prepare, RewardOptions};
 use drllm_core::tasks::{evaluate, Example};
 use drllm_engine::{LayerPath, LoadedModel};
@@ -32,10 +34,11 @@ pub struct Args {
     /// train, dev or test for ARC; train or validation for DART.
     #[arg(long, default_value = "test")]
     split: String,
-    /// Budget knob p in [-1, 1]: -1 skips every layer, -0.5 is the pure router (default), 0.5
-    /// executes every layer, 1 repeats every layer.
-    #[arg(long, default_value_t = -0.5, allow_negative_numbers = true)]
-    budget: f32,
+    /// Budget knob p in [-1, 1]: -1 skips every layer, -0.5 is the pure router, 0.5 executes
+    /// every layer, 1 repeats every layer. Default: the point `evaluator calibrate` certified
+    /// (certificate.json in --routers), else 0.5, the static model.
+    #[arg(long, allow_negative_numbers = true)]
+    budget: Option<f32>,
     /// MCTS records (Parquet files or folders) of the same questions: adds the search's oracle
     /// accuracy (a correct path was found) for the questions they cover.
     #[arg(long, num_args = 1..)]
@@ -75,11 +78,12 @@ pub fn load_routers(dir: &Path, lm: &LoadedModel) -> anyhow::Result<(RouterConfi
 
 /// Refuses bad flags before anything loads.
 fn check_args(a: &Args) -> anyhow::Result<()> {
-    anyhow::ensure!(
-        (-1.0..=1.0).contains(&a.budget),
-        "--budget must be in [-1, 1], got {}",
-        a.budget
-    );
+    if let Some(b) = a.budget {
+        anyhow::ensure!(
+            (-1.0..=1.0).contains(&b),
+            "--budget must be in [-1, 1], got {b}"
+        );
+    }
     let same_dataset = a
         .prune_dataset
         .as_ref()
@@ -109,6 +113,8 @@ pub fn run(a: Args) -> anyhow::Result<std::process::ExitCode> {
     let examples = a.task.examples(&a.split)?;
     let lm = a.model.load()?;
     let (cfg, routers) = load_routers(&a.routers, &lm)?;
+    let op = operating_point(&a.routers, a.budget)?;
+    eprintln!("budget {}: {}", op.budget.0, op.source);
     let oracle = read_oracle(&a.oracle)?;
     let opts = a.task.reward_options(&lm)?;
     cfg.check_prompts(&a.routers, &opts.settings())?;
@@ -119,7 +125,7 @@ pub fn run(a: Args) -> anyhow::Result<std::process::ExitCode> {
         opts,
         cfg: &cfg,
         routers: &routers,
-        budget: Budget(a.budget),
+        budget: op.budget,
     };
     let mut results = routed.all(&examples, &oracle, &jsonl)?;
     let static_pruned = match &a.prune_split {
@@ -136,10 +142,15 @@ pub fn run(a: Args) -> anyhow::Result<std::process::ExitCode> {
         &a.task.dataset.name(),
         &a.split,
         &opts,
-        a.budget,
+        op.budget.0,
         &results,
     );
     report.static_pruned = static_pruned;
+    report.budget_source = op.source;
+    report.certificate = op.certificate.map(|c| {
+        let pairs: Vec<_> = results.iter().map(ExampleResult::answers).collect();
+        c.held_on(op.budget.0, &pairs)
+    });
     report.write(&a.out)?;
     println!("{}", serde_json::to_string(&report.overall)?);
     if let Some(min) = a.min_routed_accuracy {
@@ -206,6 +217,8 @@ impl Routed<'_> {
             group: group_of(ex),
             static_correct: s.correct,
             routed_correct: r.correct,
+            static_answer: answer_of(&s, opts).answer,
+            routed_answer: answer_of(&r, opts).answer,
             static_pruned_correct: None,
             oracle_found,
             decisions: path.counts(),

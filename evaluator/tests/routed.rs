@@ -90,7 +90,15 @@ fn run_writes_the_report_and_refuses_bad_checkpoints() {
     RouterConfig::new("default", &lm.fingerprint, L, D, 8, drllm_tests::training())
         .save(&ckpt, &constant_routers(&[7]))
         .unwrap();
-    let base = ["run", "--dataset", "arc_easy", "--limit", "4"];
+    let base = [
+        "run",
+        "--dataset",
+        "arc_easy",
+        "--limit",
+        "4",
+        "--budget",
+        "-0.5",
+    ];
     // Search records of three of the four questions, two of them found: oracle 2/3.
     let recs: Vec<_> = examples(3)
         .iter()
@@ -290,6 +298,8 @@ fn run_with_prune_split_reports_the_static_pruned_baseline() {
         "run",
         "--routers",
         &p("skip7"),
+        "--budget",
+        "-0.5",
         "--dataset",
         "arc_easy",
         "--split",
@@ -387,6 +397,8 @@ fn run_with_prune_split_reports_the_static_pruned_baseline() {
         "run",
         "--routers",
         &p("skip7"),
+        "--budget",
+        "-0.5",
         "--dataset",
         "arc_challenge",
         "--split",

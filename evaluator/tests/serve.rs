@@ -279,7 +279,7 @@ fn routed_serving_runs_and_reports_the_routers_path() {
     )
     .save(&ckpt, &drllm_tests::constant_routers(L, D_MODEL, &[7]))
     .unwrap();
-    let mut srv = Server::start(&["--routers", ckpt.to_str().unwrap()]);
+    let mut srv = Server::start(&["--routers", ckpt.to_str().unwrap(), "--budget", "-0.5"]);
     let ids = lm
         .tokenizer
         .encode(

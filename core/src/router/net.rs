@@ -119,10 +119,15 @@ impl Routers {
         Ok(y.squeeze(0)?.mean(0)?)
     }
 
+    /// Router `layer`'s probabilities (skip, execute, repeat) for the state `x` entering it.
+    pub fn probs(&self, layer: usize, x: &Tensor, windows: usize) -> Result<[f32; 3]> {
+        let r: Vec<f32> = softmax(&self.layer_logits(layer, x, windows)?)?.to_vec1()?;
+        Ok([r[0], r[1], r[2]])
+    }
+
     /// Router `layer`'s decision for the state `x` entering it, under `budget`.
     pub fn decide(&self, layer: usize, x: &Tensor, windows: usize, budget: Budget) -> Result<u8> {
-        let r: Vec<f32> = softmax(&self.layer_logits(layer, x, windows)?)?.to_vec1()?;
-        Ok(budget.apply([r[0], r[1], r[2]]))
+        Ok(budget.apply(self.probs(layer, x, windows)?))
     }
 
     /// The weights under per-layer names, for a safetensors checkpoint.
@@ -218,6 +223,9 @@ impl Default for Budget {
 }
 
 impl Budget {
+    /// The knob that executes every layer whatever the routers say: the static model.
+    pub const STATIC: Budget = Budget(0.5);
+
     /// The decision for router probabilities `r` (skip, execute, repeat).
     pub fn apply(self, r: [f32; 3]) -> u8 {
         let p = self.0.clamp(-1.0, 1.0);

@@ -25,7 +25,6 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::Router;
-use drllm_core::router::Budget;
 use drllm_proto::http::Health;
 use serde_json::json;
 use tokio::sync::{mpsc, oneshot};
@@ -41,9 +40,10 @@ pub struct Args {
     /// Router checkpoint folder (from `trainer train`); without it the static model is served.
     #[arg(long)]
     routers: Option<PathBuf>,
-    /// Budget knob p in [-1, 1] for the routers (as `evaluator run --budget`).
-    #[arg(long, default_value_t = -0.5, allow_negative_numbers = true)]
-    budget: f32,
+    /// Budget knob p in [-1, 1] for the routers (as `evaluator run --budget`). Default: the
+    /// point `evaluator calibrate` certified, else 0.5 (the static model).
+    #[arg(long, allow_negative_numbers = true, requires = "routers")]
+    budget: Option<f32>,
     /// Address to listen on (port 0 picks a free one; the bound address is printed).
     #[arg(long, default_value = "127.0.0.1:8000")]
     listen: SocketAddr,
@@ -72,11 +72,12 @@ struct Shared {
 }
 
 pub fn run(a: Args) -> anyhow::Result<()> {
-    anyhow::ensure!(
-        (-1.0..=1.0).contains(&a.budget),
-        "--budget must be in [-1, 1], got {}",
-        a.budget
-    );
+    if let Some(b) = a.budget {
+        anyhow::ensure!(
+            (-1.0..=1.0).contains(&b),
+            "--budget must be in [-1, 1], got {b}"
+        );
+    }
     anyhow::ensure!(a.max_queue > 0, "--max-queue must be at least 1");
     let engine = Arc::new(load(&a)?);
     let name = a
@@ -124,7 +125,9 @@ fn load(a: &Args) -> anyhow::Result<Engine> {
                     r.style
                 );
             }
-            Some((cfg, routers, Budget(a.budget)))
+            let op = crate::certify::operating_point(dir, a.budget)?;
+            tracing::info!("budget {}: {}", op.budget.0, op.source);
+            Some((cfg, routers, op.budget))
         }
         None => None,
     };

@@ -1,0 +1,332 @@
+//! `evaluator calibrate`: certifies a router checkpoint's operating point. Every point of the
+//! budget grid, from the static model to the most aggressive, runs on calibration questions held
+//! out from router training and from test; each point gets its per-question losses against the
+//! full model under the chosen risk and a p-value for "risk > δ" ([`crate::ltt`]); fixed-sequence
+//! testing at level ε keeps the prefix of points that pass, and the cheapest kept point becomes
+//! the checkpoint's operating point ([`crate::certify`]).
+//!
+//! The points run in testing order, each on every question, and the walk stops at the first
+//! that fails (`--all-points` runs the rest for the table). A question's routed runs are shared
+//! between budgets: one routed pass records the routers' probabilities at every decision, and
+//! every later budget that would have decided the same at each of them runs the same path, so it
+//! gets the same outcome without a pass of its own; the full model's pass (every layer forced to
+//! execute) counts as one of them. The cost is one pass per distinct path per question among the
+//! points tested, not one per budget.
+
+use std::collections::HashSet;
+use std::path::PathBuf;
+
+use anyhow::Context;
+use drllm_core::router::{evaluate_routed, Budget, RouterConfig, Routers};
+use drllm_core::tasks::reward::RewardOptions;
+use drllm_core::tasks::Example;
+use drllm_engine::LoadedModel;
+
+use crate::certify::{answer_of, routers_hash, Answer, Certificate, Point, Risk};
+use crate::ltt::fixed_sequence;
+use crate::routed::load_routers;
+
+/// The default grid: the static model (0.5), then toward the pure router (−0.5) and beyond.
+const DEFAULT_GRID: &str = "0.5,0.4,0.3,0.2,0.1,0,-0.1,-0.2,-0.3,-0.4,-0.5,-0.6,-0.7,-0.8";
+
+#[derive(clap::Args, Debug)]
+pub struct Args {
+    #[command(flatten)]
+    model: drllm_core::cli::ModelArgs,
+    /// Router checkpoint folder (from `trainer train`); the certificate is written into it as
+    /// certificate.json.
+    #[arg(long)]
+    routers: PathBuf,
+    #[command(flatten)]
+    task: drllm_core::cli::TaskArgs,
+    /// Calibration splits, never test: e.g. `--split dev --split train` (with --exclude-records
+    /// for train). --limit applies to each split.
+    #[arg(long = "split", required = true)]
+    splits: Vec<String>,
+    /// Search records (Parquet files or folders) the routers were trained on: their questions
+    /// are left out, so that calibration is held out from training. Required with a train split.
+    #[arg(long, num_args = 1..)]
+    exclude_records: Vec<PathBuf>,
+    /// What a point may lose against the full model: drop (accuracy points), harm (right →
+    /// wrong), disagree (another answer; needs no gold labels).
+    #[arg(long, value_enum, default_value = "drop")]
+    risk: Risk,
+    /// Tolerance δ: the largest acceptable risk (drop: 0.01 = one accuracy point).
+    #[arg(long, default_value_t = 0.01)]
+    delta: f64,
+    /// Level ε: the probability that the certified point's risk exceeds δ is at most ε.
+    #[arg(long, default_value_t = 0.05)]
+    epsilon: f64,
+    /// Budget knobs in testing order, from the static model (0.5) to the most aggressive,
+    /// comma-separated and decreasing.
+    #[arg(long, value_delimiter = ',', allow_negative_numbers = true, default_value = DEFAULT_GRID)]
+    grid: Vec<f32>,
+    /// Also run the points after the first that fails (none of them can be certified; for the
+    /// table only). By default the walk stops there, which saves their model passes.
+    #[arg(long)]
+    all_points: bool,
+}
+
+/// Refuses bad flags before anything loads.
+fn check_args(a: &Args) -> anyhow::Result<()> {
+    if let Some(s) = a.splits.iter().find(|s| s.as_str() == "test") {
+        anyhow::bail!(
+            "--split {s}: calibrating on the test questions would certify on what the report \
+             scores; calibrate on dev and held-out train questions"
+        );
+    }
+    anyhow::ensure!(
+        !a.splits.iter().any(|s| s == "train") || !a.exclude_records.is_empty(),
+        "--split train needs --exclude-records with the search records the routers were trained \
+         on, so that calibration questions are held out from training"
+    );
+    anyhow::ensure!(
+        a.delta > 0.0 && a.delta < 1.0,
+        "--delta must be in (0, 1), got {}",
+        a.delta
+    );
+    anyhow::ensure!(
+        a.epsilon > 0.0 && a.epsilon < 1.0,
+        "--epsilon must be in (0, 1), got {}",
+        a.epsilon
+    );
+    anyhow::ensure!(!a.grid.is_empty(), "--grid is empty");
+    anyhow::ensure!(
+        a.grid.iter().all(|b| (-1.0..=1.0).contains(b)) && a.grid.windows(2).all(|w| w[0] > w[1]),
+        "--grid must be decreasing knobs in [-1, 1] (static first), got {:?}",
+        a.grid
+    );
+    Ok(())
+}
+
+/// The calibration questions: every split, less those of the excluded records, each id once.
+fn questions(a: &Args) -> anyhow::Result<(Vec<Example>, String)> {
+    let mut excluded = HashSet::new();
+    for p in &a.exclude_records {
+        let recs = drllm_core::search::read_records(p)
+            .with_context(|| format!("--exclude-records {}", p.display()))?;
+        excluded.extend(recs.into_iter().map(|r| r.example_id));
+    }
+    let mut seen = HashSet::new();
+    let mut out = Vec::new();
+    let mut dropped = 0;
+    for split in &a.splits {
+        for ex in a.task.examples(split)? {
+            if excluded.contains(&ex.id) {
+                dropped += 1;
+            } else if seen.insert(ex.id.clone()) {
+                out.push(ex);
+            }
+        }
+    }
+    anyhow::ensure!(
+        !out.is_empty(),
+        "no calibration questions left after excluding the {} questions of --exclude-records",
+        excluded.len()
+    );
+    let source = format!(
+        "{} {} (limit {}), {dropped} questions of the routers' search records left out",
+        a.task.dataset.name(),
+        a.splits.join(" + "),
+        a.task.limit.map_or("none".into(), |l| l.to_string()),
+    );
+    Ok((out, source))
+}
+
+/// Runs a checkpoint's grid points on the calibration questions, sharing passes between budgets.
+struct Runner<'a> {
+    lm: &'a LoadedModel,
+    opts: RewardOptions,
+    cfg: &'a RouterConfig,
+    routers: &'a Routers,
+    grid: &'a [f32],
+    examples: &'a [Example],
+    /// `[question][point]`: the routed answer and path length, once a pass has decided it.
+    memo: Vec<Vec<Option<(Answer, usize)>>>,
+    /// Model passes run so far.
+    passes: usize,
+}
+
+impl Runner<'_> {
+    /// The full model's answers, one pass per question. The pass is routed with every layer
+    /// forced to execute (exactly the static model), so it also decides every point whose
+    /// routers would execute every layer of this question.
+    fn full(&mut self) -> anyhow::Result<Vec<Answer>> {
+        let bar = drllm_core::cli::progress_bar(self.examples.len());
+        bar.set_message("the full model");
+        let mut out = Vec::with_capacity(self.examples.len());
+        for q in 0..self.examples.len() {
+            let full = self
+                .pass(q, Budget::STATIC, 0)
+                .with_context(|| format!("example {}", self.examples[q].id))?;
+            out.push(full);
+            bar.inc(1);
+        }
+        bar.finish_and_clear();
+        Ok(out)
+    }
+
+    /// Point `k` on every question: a routed pass wherever no earlier pass decided it.
+    fn point(&mut self, k: usize) -> anyhow::Result<Vec<(Answer, usize)>> {
+        let bar = drllm_core::cli::progress_bar(self.examples.len());
+        bar.set_message(format!("budget {}", self.grid[k]));
+        let mut out = Vec::with_capacity(self.examples.len());
+        for q in 0..self.examples.len() {
+            if self.memo[q][k].is_none() {
+                self.pass(q, Budget(self.grid[k]), k)
+                    .with_context(|| format!("example {}", self.examples[q].id))?;
+            }
+            out.push(
+                self.memo[q][k]
+                    .clone()
+                    .expect("the pass decides its own point"),
+            );
+            bar.inc(1);
+        }
+        bar.finish_and_clear();
+        Ok(out)
+    }
+
+    /// One routed pass of question `q` under `lead`. It records the routers' probabilities at
+    /// every decision; each point from `k` on that decides the same at each of them runs the
+    /// same path, so it gets this outcome too.
+    fn pass(&mut self, q: usize, lead: Budget, k: usize) -> anyhow::Result<Answer> {
+        let mut seen: Vec<[f32; 3]> = Vec::new();
+        let (o, path) = evaluate_routed(self.lm, &self.examples[q], &self.opts, |layer, x| {
+            let r = self.routers.probs(layer, x, self.cfg.windows)?;
+            seen.push(r);
+            Ok(lead.apply(r))
+        })?;
+        self.passes += 1;
+        let answer = answer_of(&o, &self.opts);
+        for (slot, &b) in self.memo[q].iter_mut().zip(self.grid).skip(k) {
+            if slot.is_none() && seen.iter().all(|&r| Budget(b).apply(r) == lead.apply(r)) {
+                *slot = Some((answer.clone(), path.len()));
+            }
+        }
+        Ok(answer)
+    }
+}
+
+pub fn run(a: Args) -> anyhow::Result<()> {
+    check_args(&a)?;
+    let (examples, source) = questions(&a)?;
+    let lm = a.model.load()?;
+    let (cfg, routers) = load_routers(&a.routers, &lm)?;
+    let opts = a.task.reward_options(&lm)?;
+    cfg.check_prompts(&a.routers, &opts.settings())?;
+    eprintln!(
+        "calibrating {} budgets on {} questions: {source}",
+        a.grid.len(),
+        examples.len()
+    );
+    let mut runner = Runner {
+        lm: &lm,
+        opts,
+        cfg: &cfg,
+        routers: &routers,
+        grid: &a.grid,
+        examples: &examples,
+        memo: vec![vec![None; a.grid.len()]; examples.len()],
+        passes: 0,
+    };
+    let fulls = runner.full()?;
+    let mut points: Vec<Point> = Vec::new();
+    for (k, &budget) in a.grid.iter().enumerate() {
+        if points.iter().any(|p| p.p_value > a.epsilon) && !a.all_points {
+            break;
+        }
+        let p = score(&a, budget, &fulls, &runner.point(k)?);
+        eprintln!(
+            "budget {budget}: {:.2} layers, accuracy {:.1}%, risk {:.4}, p-value {:.3e}",
+            p.mean_layers,
+            100.0 * p.accuracy,
+            p.empirical_risk,
+            p.p_value
+        );
+        points.push(p);
+    }
+    let p: Vec<f64> = points.iter().map(|p| p.p_value).collect();
+    if let Some(last) = fixed_sequence(&p, a.epsilon) {
+        points
+            .iter_mut()
+            .take(last + 1)
+            .for_each(|p| p.certified = true);
+    }
+    let ids: Vec<String> = examples.iter().map(|e| e.id.clone()).collect();
+    let static_accuracy = fulls.iter().filter(|f| f.correct).count() as f64 / fulls.len() as f64;
+    let mut cert = Certificate::new(
+        a.risk,
+        a.delta,
+        a.epsilon,
+        source,
+        &ids,
+        routers_hash(&a.routers)?,
+        static_accuracy,
+        points,
+    );
+    cert.untested = a.grid[cert.points.len()..].to_vec();
+    cert.save(&a.routers)?;
+    println!("{}", table(&cert));
+    eprintln!("{}", cert.describe());
+    eprintln!(
+        "{} model passes for {} questions × {} budgets tested; certificate: {}",
+        runner.passes,
+        examples.len(),
+        cert.points.len(),
+        a.routers.join(crate::certify::CERTIFICATE_FILE).display()
+    );
+    Ok(())
+}
+
+/// One point's losses against the full model, risk and p-value (`certified` is decided later).
+fn score(a: &Args, budget: f32, fulls: &[Answer], col: &[(Answer, usize)]) -> Point {
+    let n = fulls.len().max(1) as f64;
+    let losses: Vec<f64> = fulls
+        .iter()
+        .zip(col)
+        .map(|(f, (r, _))| a.risk.loss(f, r))
+        .collect();
+    Point {
+        budget,
+        mean_layers: col.iter().map(|(_, l)| *l as f64).sum::<f64>() / n,
+        accuracy: col.iter().filter(|(r, _)| r.correct).count() as f64 / n,
+        empirical_risk: a.risk.risk_of(&losses),
+        p_value: a.risk.p_value(&losses, a.delta, a.epsilon),
+        certified: false,
+    }
+}
+
+/// The certificate as a Markdown table.
+pub fn table(c: &Certificate) -> String {
+    let mut s = format!(
+        "static accuracy {:.1}% on {} questions; risk {:?}, δ = {}, ε = {} ({})\n\n\
+         | budget | mean layers | accuracy | empirical risk | p-value | certified |\n\
+         | --- | --- | --- | --- | --- | --- |\n",
+        100.0 * c.static_accuracy,
+        c.n,
+        c.risk,
+        c.delta,
+        c.epsilon,
+        c.method
+    );
+    for (i, p) in c.points.iter().enumerate() {
+        let mark = match (p.certified, c.chosen == Some(i)) {
+            (_, true) => "**chosen**",
+            (true, false) => "yes",
+            (false, _) => "no",
+        };
+        s += &format!(
+            "| {} | {:.2} | {:.1}% | {:.4} | {:.3e} | {mark} |\n",
+            p.budget,
+            p.mean_layers,
+            100.0 * p.accuracy,
+            p.empirical_risk,
+            p.p_value
+        );
+    }
+    for b in &c.untested {
+        s += &format!("| {b} | — | — | — | — | not run (the walk stopped before it) |\n");
+    }
+    s
+}
