@@ -267,6 +267,8 @@ pub fn run(a: Args) -> anyhow::Result<()> {
     );
     cert.untested = a.grid[cert.points.len()..].to_vec();
     cert.save(&a.routers)?;
+    let svg = a.routers.join("certificate.svg");
+    plot(&cert, &svg).with_context(|| format!("drawing {}", svg.display()))?;
     println!("{}", table(&cert));
     eprintln!("{}", cert.describe());
     eprintln!(
@@ -329,4 +331,70 @@ pub fn table(c: &Certificate) -> String {
         s += &format!("| {b} | — | — | — | — | not run (the walk stopped before it) |\n");
     }
     s
+}
+
+/// `certificate.svg`: accuracy against mean layers for every tested point, certified ones filled,
+/// the chosen one ringed, with the static accuracy and (for `drop`) the tolerated floor.
+fn plot(c: &Certificate, path: &std::path::Path) -> anyhow::Result<()> {
+    use plotters::prelude::*;
+    let max_layers = c.points.iter().map(|p| p.mean_layers).fold(1.0, f64::max);
+    let acc = |p: &Point| 100.0 * p.accuracy;
+    let lo = c
+        .points
+        .iter()
+        .map(acc)
+        .fold(100.0 * c.static_accuracy, f64::min);
+    let hi = c
+        .points
+        .iter()
+        .map(acc)
+        .fold(100.0 * c.static_accuracy, f64::max);
+    let root = SVGBackend::new(path, (720, 420)).into_drawing_area();
+    root.fill(&WHITE)?;
+    let mut chart = ChartBuilder::on(&root)
+        .caption(
+            format!(
+                "Certified points: risk {:?} ≤ {}, ε = {}, n = {}",
+                c.risk, c.delta, c.epsilon, c.n
+            ),
+            ("sans-serif", 16),
+        )
+        .margin(12)
+        .x_label_area_size(36)
+        .y_label_area_size(48)
+        .build_cartesian_2d(0f64..max_layers * 1.05, (lo - 2.0)..(hi + 2.0))?;
+    chart
+        .configure_mesh()
+        .x_desc("mean layer executions")
+        .y_desc("accuracy on the calibration questions (%)")
+        .draw()?;
+    let line = |y: f64| {
+        [PathElement::new(
+            vec![(0.0, y), (max_layers * 1.05, y)],
+            BLACK.mix(0.4),
+        )]
+    };
+    chart
+        .draw_series(line(100.0 * c.static_accuracy))?
+        .label("static model");
+    if c.risk == Risk::Drop {
+        chart
+            .draw_series(line(100.0 * (c.static_accuracy - c.delta)))?
+            .label("static − δ");
+    }
+    let (ok, bad) = (RGBColor(33, 102, 172), RGBColor(214, 96, 77));
+    chart.draw_series(c.points.iter().map(|p| {
+        let style = if p.certified {
+            ok.filled()
+        } else {
+            bad.stroke_width(2)
+        };
+        Circle::new((p.mean_layers, acc(p)), 5, style)
+    }))?;
+    if let Some(p) = c.chosen.map(|i| &c.points[i]) {
+        chart.draw_series([Circle::new((p.mean_layers, acc(p)), 10, ok.stroke_width(2))])?;
+    }
+    chart.configure_series_labels().border_style(BLACK).draw()?;
+    root.present()?;
+    Ok(())
 }

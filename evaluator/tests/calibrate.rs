@@ -149,6 +149,8 @@ fn calibrate_certifies_and_run_uses_the_certified_point() {
         table.contains("| -0.2 | 29.00 |") && table.contains("**chosen**"),
         "{table}"
     );
+    let svg = std::fs::read_to_string(ckpt.join("certificate.svg")).unwrap();
+    assert!(svg.starts_with("<svg") && svg.contains("<circle"), "{svg}");
 
     // `run` takes the certified point and reports whether the risk held on its questions.
     let err = ok(&evaluator(&[&run[..], &["--out", &p("rep1")]].concat()));
