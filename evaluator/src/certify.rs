@@ -181,12 +181,31 @@ impl Certificate {
             self.n,
             self.calibration
         );
+        let full = self.points.first().map_or(0.0, |p| p.mean_layers);
         match self.chosen.map(|i| &self.points[i]) {
-            Some(p) => format!(
-                "{head}: budget {} certified, {:.2} layers on average",
+            Some(p) if p.mean_layers < full => format!(
+                "{head}: budget {} certified, {:.2} layers on average (of {full:.2})",
                 p.budget, p.mean_layers
             ),
-            None => format!("{head}: no routed point certified, the static model runs"),
+            _ => format!(
+                "{head}: no certified point saves a layer, the static model runs{}",
+                self.why_nothing_saves()
+            ),
+        }
+    }
+
+    /// Why nothing cheaper is certified: where the walk stopped, and its evidence.
+    fn why_nothing_saves(&self) -> String {
+        match self.points.iter().find(|p| p.p_value > self.epsilon) {
+            Some(p) => {
+                format!(
+                " (the walk stopped at budget {}, {:.2} layers: risk {:.4}, p-value {:.3} > ε = \
+                 {}; {} questions are not enough evidence that its risk is ≤ {})",
+                p.budget, p.mean_layers, p.empirical_risk, p.p_value, self.epsilon, self.n,
+                self.delta
+            )
+            }
+            None => " (no point of the grid runs fewer layers)".into(),
         }
     }
 
@@ -410,5 +429,14 @@ mod tests {
         assert_eq!(c.questions_hash, questions_hash(&swapped));
         let none = cert(vec![]);
         assert!(none.describe().contains("static model runs"));
+        // Only the static point is certified: nothing saved, and the reason is named.
+        let mut only_static = cert(vec![p(0.5, 30.0, true), p(0.1, 29.9, false)]);
+        only_static.points[1].p_value = 0.2;
+        let d = only_static.describe();
+        assert!(
+            d.contains("no certified point saves a layer")
+                && d.contains("the walk stopped at budget 0.1, 29.90 layers"),
+            "{d}"
+        );
     }
 }
