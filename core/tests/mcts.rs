@@ -7,6 +7,7 @@ use drllm_core::search::{
     judge, Expansion, Judged, Mcts, NodeView, SearchConfig, SearchOutcome, StopMode, StopRule,
     Strategy, SuccessRule,
 };
+use drllm_core::tasks::reward::Outcome;
 use drllm_engine::LayerPath;
 
 fn run(
@@ -305,6 +306,49 @@ fn verdicts_carry_margins_into_the_outcome() {
 }
 
 #[test]
+fn the_agree_rule_keeps_the_full_models_answer() {
+    let agree = SearchConfig {
+        success: SuccessRule::Agree,
+        agree_fraction: 0.5,
+        ..Default::default()
+    };
+    // Choice log-probs; gold is choice 0 (the margins below are gold margins, unused by agree).
+    let out = |lp: [f64; 3], correct| {
+        let pick = (0..3).max_by(|&a, &b| lp[a].total_cmp(&lp[b]));
+        Outcome {
+            correct,
+            choice_logprobs: lp.to_vec(),
+            choice_bytes: vec![4, 4, 8],
+            pick,
+            pick_norm: pick,
+            ..Default::default()
+        }
+    };
+    // The full model picks choice 1 (wrong) by 2.0 over the runner-up.
+    let full = out([-3.0, -1.0, -4.0], false);
+    // Same wrong pick, margin 1.5 ≥ 0.5 × 2.0: harmless, so good.
+    assert!(judge(&agree, &out([-2.5, -1.0, -4.0], false), &full, false));
+    // Same pick but margin 0.5 < 1.0: the path makes the model unsure.
+    assert!(!judge(
+        &agree,
+        &out([-1.5, -1.0, -4.0], false),
+        &full,
+        false
+    ));
+    // A "fix" to the gold choice changes the answer: it earns nothing.
+    assert!(!judge(&agree, &out([-0.5, -1.0, -4.0], true), &full, false));
+    // The full path agrees with itself.
+    assert!(judge(&agree, &full, &full, false));
+    // Generate: the same extracted answer, whatever its correctness.
+    let gen = |x: &str| Outcome {
+        extracted: Some(x.into()),
+        ..Default::default()
+    };
+    assert!(judge(&agree, &gen("B"), &gen("B"), false));
+    assert!(!judge(&agree, &gen("C"), &gen("B"), false));
+}
+
+#[test]
 fn the_margin_rule_asks_more_than_correctness() {
     let margin = SearchConfig {
         success: SuccessRule::Margin,
@@ -312,17 +356,26 @@ fn the_margin_rule_asks_more_than_correctness() {
         ..Default::default()
     };
     let paper = SearchConfig::default();
+    let out = |correct, m| Outcome {
+        correct,
+        margin: Some(m),
+        ..Default::default()
+    };
+    let j = |cfg: &SearchConfig, correct, m, full| {
+        judge(cfg, &out(correct, m), &out(full > 0.0, full), false)
+    };
     // The full model is right by 1.2: a path must keep at least that margin.
-    assert!(judge(&margin, true, Some(1.2), Some(1.2)));
-    assert!(judge(&margin, true, Some(1.5), Some(1.2)));
-    assert!(!judge(&margin, true, Some(0.3), Some(1.2)));
-    assert!(judge(&paper, true, Some(0.3), Some(1.2)));
+    assert!(j(&margin, true, 1.2, 1.2));
+    assert!(j(&margin, true, 1.5, 1.2));
+    assert!(!j(&margin, true, 0.3, 1.2));
+    assert!(j(&paper, true, 0.3, 1.2));
     // The full model is wrong: a fix must win by min_margin (a lucky 0.1 does not count).
-    assert!(!judge(&margin, true, Some(0.1), Some(-0.4)));
-    assert!(judge(&margin, true, Some(0.6), Some(-0.4)));
-    assert!(judge(&paper, true, Some(0.1), Some(-0.4)));
-    assert!(!judge(&margin, false, Some(-0.4), Some(-0.4)));
+    assert!(!j(&margin, true, 0.1, -0.4));
+    assert!(j(&margin, true, 0.6, -0.4));
+    assert!(j(&paper, true, 0.1, -0.4));
+    assert!(!j(&margin, false, -0.4, -0.4));
     // Names parse as the job file and the command line write them.
+    assert_eq!("agree".parse::<SuccessRule>().unwrap(), SuccessRule::Agree);
     assert_eq!(
         "margin".parse::<SuccessRule>().unwrap(),
         SuccessRule::Margin

@@ -6,7 +6,7 @@
 #   bash deploy/local/run.sh [N=20] [WORKERS=2]
 #
 # Environment: PORT (default 50051), SIMS (simulations per question, default 50), SUCCESS
-# (correct | margin), MIN_MARGIN (1.0), STOP (paper | budget), EXPANSION (paper | tree),
+# (correct | margin | agree), MIN_MARGIN (1.0), AGREE_FRACTION (0.5), STOP (paper | budget), EXPANSION (paper | tree),
 # STRATEGY (mcts | probe),
 # DATASET (arc_easy), SPLIT (train),
 # RUN_DIR (default runs/local-<time>), CARGO_TARGET_DIR as usual.
@@ -36,6 +36,7 @@ flush_secs = 2.0
 num_simulations = $SIMS
 success = "${SUCCESS:-correct}"
 min_margin = ${MIN_MARGIN:-1.0}
+agree_fraction = ${AGREE_FRACTION:-0.5}
 stop = "${STOP:-paper}"
 expansion = "${EXPANSION:-paper}"
 strategy = "${STRATEGY:-mcts}"

@@ -40,9 +40,11 @@ impl From<&rs::RunSettings> for v1::RunSettings {
                 success: match c.success {
                     rs::SuccessRule::Correct => v1::SuccessRule::Correct,
                     rs::SuccessRule::Margin => v1::SuccessRule::Margin,
+                    rs::SuccessRule::Agree => v1::SuccessRule::Agree,
                 }
                 .into(),
                 min_margin: c.min_margin,
+                agree_fraction: c.agree_fraction,
                 stop: match c.stop {
                     rs::StopMode::Paper => v1::StopMode::Paper,
                     rs::StopMode::Budget => v1::StopMode::Budget,
@@ -102,8 +104,10 @@ impl TryFrom<&v1::RunSettings> for rs::RunSettings {
             success: match known("success rule", c.success)? {
                 v1::SuccessRule::Correct => rs::SuccessRule::Correct,
                 v1::SuccessRule::Margin => rs::SuccessRule::Margin,
+                v1::SuccessRule::Agree => rs::SuccessRule::Agree,
             },
             min_margin: c.min_margin,
+            agree_fraction: c.agree_fraction,
             stop: match known("stop mode", c.stop)? {
                 v1::StopMode::Paper => rs::StopMode::Paper,
                 v1::StopMode::Budget => rs::StopMode::Budget,
@@ -138,7 +142,9 @@ mod tests {
     #[test]
     fn run_settings_round_trip_and_unknown_values_are_refused() {
         let base = rs::RunSettings::default();
-        let mut variants = vec![base.clone()];
+        let mut agree = base.clone();
+        agree.search.success = rs::SuccessRule::Agree;
+        let mut variants = vec![base.clone(), agree];
         for (mode, style) in [
             (rs::RewardMode::Generate, Some(rs::PromptStyle::Base)),
             (
@@ -162,6 +168,7 @@ mod tests {
                 seed: u64::MAX,
                 success: rs::SuccessRule::Margin,
                 min_margin: 2.5,
+                agree_fraction: 0.25,
                 stop: rs::StopMode::Budget,
                 expansion: rs::Expansion::Tree,
                 widen_exponent: 0.75,

@@ -143,6 +143,9 @@ pub struct SearchConfig {
     /// Margin rule: the least margin (nats of summed log-probability, or per byte under
     /// `acc_norm`) by which a path must make the gold choice win when the full model is wrong.
     pub min_margin: f64,
+    /// Agree rule (κ): the fraction of the full model's own margin (its pick's score minus the
+    /// best other choice's) a path must keep for the same pick (choice-loglik).
+    pub agree_fraction: f64,
     /// When the search ends (the paper: at the first fixing or two-shorter good path).
     pub stop: StopMode,
     /// How the tree grows (the paper: only leaves are expanded).
@@ -179,6 +182,11 @@ pub enum SuccessRule {
     /// when the full model is right (a path may not make the model less sure), at least
     /// `min_margin` when it is wrong.
     Margin,
+    /// A path is good when it keeps the full model's answer, right or wrong: choice-loglik, the
+    /// same pick by at least `agree_fraction` × the full model's own margin; generate, the same
+    /// extracted answer. Needs no gold labels, and fixes of wrong answers earn nothing: routers
+    /// learn where skipping is harmless, which chance cannot fake.
+    Agree,
 }
 
 /// When a search ends.
@@ -220,7 +228,7 @@ macro_rules! parse_names {
         }
     };
 }
-parse_names!(SuccessRule, "correct" => SuccessRule::Correct, "margin" => SuccessRule::Margin);
+parse_names!(SuccessRule, "correct" => SuccessRule::Correct, "margin" => SuccessRule::Margin, "agree" => SuccessRule::Agree);
 parse_names!(StopMode, "paper" => StopMode::Paper, "budget" => StopMode::Budget);
 parse_names!(Expansion, "paper" => Expansion::Paper, "tree" => Expansion::Tree);
 parse_names!(Strategy, "mcts" => Strategy::Mcts, "probe" => Strategy::Probe);
@@ -237,6 +245,7 @@ impl Default for SearchConfig {
             seed: 0,
             success: SuccessRule::Correct,
             min_margin: 1.0,
+            agree_fraction: 0.5,
             stop: StopMode::Paper,
             expansion: Expansion::Paper,
             widen_exponent: 0.5,

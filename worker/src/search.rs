@@ -32,14 +32,19 @@ pub struct Args {
     /// Seed of the search's random choices (same seed, same records).
     #[arg(long, default_value_t = 0)]
     seed: u64,
-    /// When a path is good: `correct` (the paper: the answer is right) or `margin`
+    /// When a path is good: `correct` (the paper: the answer is right), `margin`
     /// (choice-loglik: the gold choice wins by at least the full model's margin, or by
-    /// --min-margin when the full model is wrong; chance cannot win it).
+    /// --min-margin when the full model is wrong; chance cannot win it) or `agree` (the path
+    /// keeps the full model's answer, right or wrong, by --agree-fraction of its margin; needs
+    /// no gold labels).
     #[arg(long, default_value = "correct")]
     success: SuccessRule,
     /// Margin rule: least margin (nats) for a path that fixes a wrong answer.
     #[arg(long, default_value_t = 1.0)]
     min_margin: f64,
+    /// Agree rule: the fraction κ of the full model's own margin a path must keep.
+    #[arg(long, default_value_t = 0.5)]
+    agree_fraction: f64,
     /// When a search ends: `paper` (at the first fixing or two-shorter good path) or `budget`
     /// (spend every simulation and keep every good path).
     #[arg(long, default_value = "paper")]
@@ -78,6 +83,7 @@ pub fn run(a: Args) -> anyhow::Result<()> {
         seed: a.seed,
         success: a.success,
         min_margin: a.min_margin,
+        agree_fraction: a.agree_fraction,
         stop: a.stop,
         expansion: a.expansion,
         strategy: a.strategy,

@@ -8,7 +8,7 @@ use super::evaluator::{Counters, PathEvaluator};
 use super::mcts::{Judged, Mcts, SearchConfig, SearchOutcome, SuccessRule};
 use crate::error::{Error, Result};
 use crate::tasks::prompts;
-use crate::tasks::reward::{RewardMode, RewardOptions};
+use crate::tasks::reward::{Outcome, RewardMode, RewardOptions};
 use crate::tasks::Example;
 use drllm_engine::loader::LoadedModel;
 use drllm_records::{RunSettings, SearchRecord};
@@ -49,15 +49,16 @@ pub fn search_example(
     }
     let mut eval = PathEvaluator::new(lm, ex, *opts, reuse_budget)?;
     let mut responses: HashMap<Vec<u16>, Option<String>> = HashMap::new();
-    // The full path is judged first: its margin is the bar for the others.
-    let mut original: Option<Option<f64>> = None;
+    // The full path is judged first: its outcome is the bar for the others.
+    let mut original: Option<Outcome> = None;
     let (outcome, _tree) =
         Mcts::for_example(lm.model.num_layers(), cfg.clone(), &ex.id).run(|path| {
-            let o = eval.evaluate(path)?;
-            responses.insert(path.layers().to_vec(), o.response);
-            let full_margin = *original.get_or_insert(o.margin);
+            let mut o = eval.evaluate(path)?;
+            let full = original.get_or_insert_with(|| o.clone());
+            let good = judge(cfg, &o, full, opts.length_normalized);
+            responses.insert(path.layers().to_vec(), o.response.take());
             Ok::<_, Error>(Judged {
-                good: judge(cfg, o.correct, o.margin, full_margin),
+                good,
                 margin: o.margin,
             })
         })?;
@@ -70,15 +71,57 @@ pub fn search_example(
     })
 }
 
-/// Whether a path whose answer is `correct` with gold margin `margin` is good under `cfg`'s success
-/// rule, given the full path's margin (the full path itself is judged with its own margin).
-pub fn judge(cfg: &SearchConfig, correct: bool, margin: Option<f64>, full: Option<f64>) -> bool {
-    match (cfg.success, margin, full) {
-        (SuccessRule::Correct, _, _) => correct,
-        (SuccessRule::Margin, Some(m), Some(m0)) if m0 > 0.0 => m >= m0,
-        (SuccessRule::Margin, Some(m), Some(_)) => m >= cfg.min_margin.max(f64::MIN_POSITIVE),
-        (SuccessRule::Margin, _, _) => correct,
+/// Whether a path with outcome `o` is good under `cfg`'s success rule, given the full path's
+/// outcome `full` (the full path itself is judged against its own). `length_normalized`: choices
+/// are compared per byte (`acc_norm`).
+pub fn judge(cfg: &SearchConfig, o: &Outcome, full: &Outcome, length_normalized: bool) -> bool {
+    match cfg.success {
+        SuccessRule::Correct => o.correct,
+        SuccessRule::Margin => match (o.margin, full.margin) {
+            (Some(m), Some(m0)) if m0 > 0.0 => m >= m0,
+            (Some(m), Some(_)) => m >= cfg.min_margin.max(f64::MIN_POSITIVE),
+            _ => o.correct,
+        },
+        SuccessRule::Agree => agrees(o, full, cfg.agree_fraction, length_normalized),
     }
+}
+
+/// The path keeps the full model's answer: choice-loglik, the same pick by at least `kappa` ×
+/// the full model's own margin; generate, the same extracted answer.
+fn agrees(o: &Outcome, full: &Outcome, kappa: f64, length_normalized: bool) -> bool {
+    if full.choice_logprobs.is_empty() {
+        return o.extracted == full.extracted;
+    }
+    let pick = |x: &Outcome| {
+        if length_normalized {
+            x.pick_norm
+        } else {
+            x.pick
+        }
+    };
+    match (pick(o), pick(full)) {
+        (Some(p), Some(q)) if p == q => {
+            own_margin(o, p, length_normalized) >= kappa * own_margin(full, p, length_normalized)
+        }
+        _ => false,
+    }
+}
+
+/// Choice `c`'s score minus the best other choice's (summed log-prob, or per byte).
+fn own_margin(o: &Outcome, c: usize, length_normalized: bool) -> f64 {
+    let score = |i: usize| {
+        let lp = o.choice_logprobs[i];
+        if length_normalized {
+            lp / o.choice_bytes[i].max(1) as f64
+        } else {
+            lp
+        }
+    };
+    let best_other = (0..o.choice_logprobs.len())
+        .filter(|&i| i != c)
+        .map(score)
+        .fold(f64::NEG_INFINITY, f64::max);
+    score(c) - best_other
 }
 
 impl ExampleSearch {
