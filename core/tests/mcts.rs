@@ -425,3 +425,22 @@ fn probe_judges_every_one_step_edit_once() {
         "the same seed probes in the same order"
     );
 }
+
+#[test]
+fn probe_skips_judges_every_skip_and_no_repeat() {
+    let cfg = SearchConfig {
+        strategy: Strategy::ProbeSkips,
+        seed: 4,
+        ..Default::default()
+    };
+    let (o, tree, asked) = run(8, cfg, |p: &LayerPath| p.len() == 6);
+    // 8 single skips and 7 pair skips after the full path; no repeat.
+    assert_eq!(asked.len(), 1 + 8 + 7);
+    assert_eq!((o.simulations, tree[0].children.len()), (15, 15));
+    assert!(asked[1..].iter().all(|p| p.len() == 7 || p.len() == 6));
+    assert_eq!(o.good_paths.len(), 7, "every pair skip is good");
+    assert_eq!(
+        "probe-skips".parse::<Strategy>().unwrap(),
+        Strategy::ProbeSkips
+    );
+}

@@ -7,7 +7,7 @@
 #
 # Environment: PORT (default 50051), SIMS (simulations per question, default 50), SUCCESS
 # (correct | margin | agree), MIN_MARGIN (1.0), AGREE_FRACTION (0.5), STOP (paper | budget), EXPANSION (paper | tree),
-# STRATEGY (mcts | probe),
+# STRATEGY (mcts | probe | probe-skips),
 # DATASET (arc_easy), SPLIT (train),
 # RUN_DIR (default runs/local-<time>), CARGO_TARGET_DIR as usual.
 set -euo pipefail

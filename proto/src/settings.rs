@@ -59,6 +59,7 @@ impl From<&rs::RunSettings> for v1::RunSettings {
                 strategy: match c.strategy {
                     rs::Strategy::Mcts => v1::Strategy::Mcts,
                     rs::Strategy::Probe => v1::Strategy::Probe,
+                    rs::Strategy::ProbeSkips => v1::Strategy::ProbeSkips,
                 }
                 .into(),
             }),
@@ -120,6 +121,7 @@ impl TryFrom<&v1::RunSettings> for rs::RunSettings {
             strategy: match known("strategy", c.strategy)? {
                 v1::Strategy::Mcts => rs::Strategy::Mcts,
                 v1::Strategy::Probe => rs::Strategy::Probe,
+                v1::Strategy::ProbeSkips => rs::Strategy::ProbeSkips,
             },
         };
         Ok(rs::RunSettings {
@@ -144,7 +146,9 @@ mod tests {
         let base = rs::RunSettings::default();
         let mut agree = base.clone();
         agree.search.success = rs::SuccessRule::Agree;
-        let mut variants = vec![base.clone(), agree];
+        let mut skips = base.clone();
+        skips.search.strategy = rs::Strategy::ProbeSkips;
+        let mut variants = vec![base.clone(), agree, skips];
         for (mode, style) in [
             (rs::RewardMode::Generate, Some(rs::PromptStyle::Base)),
             (

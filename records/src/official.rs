@@ -244,6 +244,7 @@ impl OfficialRun {
             exp: match search.strategy {
                 Strategy::Mcts => "drllm-mcts".into(),
                 Strategy::Probe => "drllm-probe".into(),
+                Strategy::ProbeSkips => "drllm-probe-skips".into(),
             },
             original_accuracy: 100.0 * mean(&|r| f64::from(u8::from(r.original_correct))),
             mcts_accuracy: 100.0,

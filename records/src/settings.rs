@@ -168,6 +168,9 @@ pub enum Strategy {
     /// once, which gives per-question, per-layer counterfactual labels. `num_simulations`,
     /// `stop` and `expansion` do not apply.
     Probe,
+    /// [`Strategy::Probe`] without the repeats: every skip of one or two consecutive layers
+    /// (about 2L paths). The labels `trainer diagnose` reads, at about half the probe's cost.
+    ProbeSkips,
 }
 
 /// When a path is good (its reward is 1).
@@ -231,7 +234,7 @@ macro_rules! parse_names {
 parse_names!(SuccessRule, "correct" => SuccessRule::Correct, "margin" => SuccessRule::Margin, "agree" => SuccessRule::Agree);
 parse_names!(StopMode, "paper" => StopMode::Paper, "budget" => StopMode::Budget);
 parse_names!(Expansion, "paper" => Expansion::Paper, "tree" => Expansion::Tree);
-parse_names!(Strategy, "mcts" => Strategy::Mcts, "probe" => Strategy::Probe);
+parse_names!(Strategy, "mcts" => Strategy::Mcts, "probe" => Strategy::Probe, "probe-skips" => Strategy::ProbeSkips);
 parse_names!(PromptStyle, "instruct" => PromptStyle::Instruct, "base" => PromptStyle::Base);
 
 impl Default for SearchConfig {

@@ -9,6 +9,7 @@
 mod adamw;
 pub mod cache;
 pub mod data;
+pub mod diagnose;
 pub mod gelu;
 pub mod loss;
 pub mod step;

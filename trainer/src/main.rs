@@ -14,6 +14,7 @@ use drllm_core::router::{
 use drllm_engine::LoadedModel;
 use drllm_trainer::{cache, data, train};
 
+mod diagnose_cmd;
 mod export;
 mod import;
 
@@ -42,6 +43,10 @@ enum Command {
     /// Write a router checkpoint in another format: `--format drllm` is safetensors under the
     /// official Dr.LLM parameter names (model.routers.{i}.linear1.weight, …)
     Export(export::Args),
+    /// Is there per-input signal? Per layer, a cross-validated logistic regression on the
+    /// router inputs predicts whether skipping the layer keeps the answer, from probe records
+    /// (`worker search --strategy probe-skips`); writes diagnosis.json, .md and .svg
+    Diagnose(diagnose_cmd::Args),
 }
 
 #[derive(clap::Args)]
@@ -120,6 +125,7 @@ fn main() -> anyhow::Result<()> {
         Command::Train(a) => run(a),
         Command::ImportDrllm(a) => import::run(a),
         Command::Export(a) => export::run(a),
+        Command::Diagnose(a) => diagnose_cmd::run(a),
     }
 }
 

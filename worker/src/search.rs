@@ -3,6 +3,8 @@
 //! simulations/s), and with `--out` the records as Parquet (README "Search records").
 
 use std::path::PathBuf;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Mutex;
 use std::time::Instant;
 
 use anyhow::Context;
@@ -53,8 +55,9 @@ pub struct Args {
     /// `tree` (progressive widening: nodes keep growing children, UCB chooses between edits).
     #[arg(long, default_value = "paper")]
     expansion: Expansion,
-    /// `mcts` (the paper's search) or `probe` (judge every one-step edit of the full path:
-    /// each skip of one or two consecutive layers and each repeat, ~3L paths per question).
+    /// `mcts` (the paper's search), `probe` (judge every one-step edit of the full path: each
+    /// skip of one or two consecutive layers and each repeat, ~3L paths per question) or
+    /// `probe-skips` (the skips only, ~2L paths: what `trainer diagnose` reads).
     #[arg(long, default_value = "mcts")]
     strategy: Strategy,
     /// Run every path in full instead of reusing the prompt states of shared path prefixes.
@@ -69,10 +72,17 @@ pub struct Args {
     /// Name recorded in every row as `worker_id`.
     #[arg(long, default_value = "local")]
     worker_id: String,
+    /// Examples searched at once, each on its share of the CPU threads. Small models run
+    /// small matmuls that two threads barely speed up: on 2 cores, 2 lanes of 1 thread search
+    /// ~1.4x more questions per second than 1 lane of 2 (BENCHMARKS.md).
+    #[arg(long, default_value_t = 1)]
+    lanes: usize,
 }
 
 pub fn run(a: Args) -> anyhow::Result<()> {
     let t0 = Instant::now();
+    anyhow::ensure!(a.lanes >= 1, "--lanes must be at least 1");
+    share_threads(a.lanes);
     let examples = a.task.examples(&a.split)?;
     let lm = a.model.load()?;
     let cfg = SearchConfig {
@@ -96,16 +106,15 @@ pub fn run(a: Args) -> anyhow::Result<()> {
         a.reuse_budget_mib << 20
     };
     let bar = drllm_core::cli::progress_bar(examples.len());
-    let mut records = Vec::with_capacity(examples.len());
-    let mut found = 0;
-    for ex in &examples {
+    let found = AtomicUsize::new(0);
+    let records = in_lanes(a.lanes, &examples, |ex| {
         let r = search_example(&lm, ex, &cfg, &opts, budget)
             .with_context(|| format!("example {}", ex.id))?;
-        found += usize::from(r.outcome.found);
-        records.push(r.record(&lm, ex, &cfg, &opts, &a.worker_id));
+        let f = found.fetch_add(usize::from(r.outcome.found), Ordering::Relaxed);
         bar.inc(1);
-        bar.set_message(format!("found {found}"));
-    }
+        bar.set_message(format!("found {}", f + usize::from(r.outcome.found)));
+        Ok(r.record(&lm, ex, &cfg, &opts, &a.worker_id))
+    })?;
     bar.finish_and_clear();
     let written = match &a.out {
         Some(dir) => {
@@ -140,4 +149,51 @@ pub fn run(a: Args) -> anyhow::Result<()> {
     }
     println!("{summary}");
     Ok(())
+}
+
+/// Gives each of `lanes` concurrent searches its share of candle's CPU threads (at least one).
+/// Runs before any lane starts: candle reads `RAYON_NUM_THREADS` on every matmul.
+fn share_threads(lanes: usize) {
+    if lanes > 1 {
+        let threads = drllm_engine::init_cpu_threads();
+        std::env::set_var("RAYON_NUM_THREADS", (threads / lanes).max(1).to_string());
+    }
+}
+
+/// `f` over `items` on `lanes` threads, results in the items' order; the first error stops
+/// every lane at its next item and is returned.
+fn in_lanes<T: Sync, R: Send>(
+    lanes: usize,
+    items: &[T],
+    f: impl Fn(&T) -> anyhow::Result<R> + Sync,
+) -> anyhow::Result<Vec<R>> {
+    let next = AtomicUsize::new(0);
+    let results: Mutex<Vec<Option<R>>> = Mutex::new(items.iter().map(|_| None).collect());
+    let failed: Mutex<Option<anyhow::Error>> = Mutex::new(None);
+    std::thread::scope(|s| {
+        for _ in 0..lanes.min(items.len()).max(1) {
+            s.spawn(|| loop {
+                let i = next.fetch_add(1, Ordering::Relaxed);
+                if i >= items.len() || failed.lock().expect("lane lock").is_some() {
+                    return;
+                }
+                match f(&items[i]) {
+                    Ok(r) => results.lock().expect("lane lock")[i] = Some(r),
+                    Err(e) => {
+                        failed.lock().expect("lane lock").get_or_insert(e);
+                        return;
+                    }
+                }
+            });
+        }
+    });
+    if let Some(e) = failed.into_inner().expect("lane lock") {
+        return Err(e);
+    }
+    Ok(results
+        .into_inner()
+        .expect("lane lock")
+        .into_iter()
+        .map(|r| r.expect("every item ran"))
+        .collect())
 }

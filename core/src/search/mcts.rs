@@ -12,7 +12,8 @@
 //!   has fewer than `visits^widen_exponent` children (progressive widening), so the tree branches
 //!   and UCB with the length penalty chooses between edits, where the paper's rule (expand only
 //!   leaves) makes the tree a chain of one random edit per simulation;
-//! - [`Strategy::Probe`] replaces the tree search by judging every one-step edit of the full path;
+//! - [`Strategy::Probe`] replaces the tree search by judging every one-step edit of the full path
+//!   ([`Strategy::ProbeSkips`]: every skip edit);
 //! - the reward is a [`Judged`] verdict: good or not, with the gold choice's margin when the
 //!   reward has one (the success rule that decides "good" lives with the caller, `run.rs`).
 //!
@@ -301,15 +302,19 @@ impl Mcts {
         Ok((self.cfg.num_simulations, StopRule::Budget))
     }
 
-    /// Every one-step edit of the full path, judged once each (children of the root); returns
-    /// how many there were.
+    /// Every one-step edit of the full path (only the skips with `skips_only`), judged once each
+    /// (children of the root); returns how many there were.
     fn probe<E, J: Into<Judged>>(
         &mut self,
+        skips_only: bool,
         reward: &mut impl FnMut(&LayerPath) -> Result<J, E>,
     ) -> Result<usize, E> {
         let root = self.nodes[0].path.clone();
         // In their (seeded) shuffled order.
-        let edits = std::mem::take(&mut self.nodes[0].untried);
+        let mut edits = std::mem::take(&mut self.nodes[0].untried);
+        if skips_only {
+            edits.retain(|a| matches!(a, Action::Skip { .. }));
+        }
         for action in edits.iter().rev() {
             let id = self.add_node(action.apply(&root), Some(0));
             let path = self.nodes[id].path.clone();
@@ -338,7 +343,8 @@ impl Mcts {
         let original = self.evaluate(&LayerPath::full(l), &mut reward)?;
         let (simulations, stop) = match self.cfg.strategy {
             Strategy::Mcts => self.simulate(original, &mut reward)?,
-            Strategy::Probe => (self.probe(&mut reward)?, StopRule::Budget),
+            Strategy::Probe => (self.probe(false, &mut reward)?, StopRule::Budget),
+            Strategy::ProbeSkips => (self.probe(true, &mut reward)?, StopRule::Budget),
         };
         let good_paths: Vec<LayerPath> = self
             .order
