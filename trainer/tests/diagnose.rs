@@ -121,6 +121,12 @@ fn diagnose_reads_real_probe_records_and_refuses_tree_searches() {
     assert_eq!((layers.len(), json["questions"].as_u64()), (30, Some(3)));
     assert_eq!(json["success"], "agree");
     let records = read_records(&p("probe")).unwrap();
+    // Under `agree` the full path is always good; the record still says whether it is right.
+    for r in &records {
+        let margin = r.original_margin.unwrap();
+        assert_eq!(r.original_correct, margin > 0.0, "{}", r.example_id);
+        assert!(r.good_paths.contains(&(0..30).collect::<Vec<u16>>()));
+    }
     for (l, r) in layers.iter().enumerate() {
         let without: Vec<u16> = (0..30).filter(|&k| k != l as u16).collect();
         let kept = records

@@ -27,6 +27,9 @@ pub struct ExampleSearch {
     pub counters: Counters,
     /// Wall-clock time of the whole search, in seconds.
     pub wall_seconds: f64,
+    /// Whether the full model's answer is right (under `agree` the full path is always good,
+    /// so the outcome's `original_correct` says nothing about the gold answer).
+    pub full_correct: bool,
 }
 
 /// Searches `ex`. `reuse_budget` bytes of prefix states are kept (0: every path runs in full).
@@ -64,6 +67,7 @@ pub fn search_example(
         })?;
     let best_response = responses.remove(outcome.best_path.layers()).flatten();
     Ok(ExampleSearch {
+        full_correct: original.is_some_and(|o| o.correct),
         outcome,
         best_response,
         counters: eval.counters,
@@ -148,7 +152,7 @@ impl ExampleSearch {
             model_id: lm.id.clone(),
             model_fingerprint: lm.fingerprint.clone(),
             num_layers: lm.model.num_layers() as u16,
-            original_correct: o.original_correct,
+            original_correct: self.full_correct,
             found: o.found,
             best_path: o.best_path.layers().to_vec(),
             best_decisions: o.best_path.counts(),
