@@ -72,9 +72,9 @@ pub struct Args {
     /// Name recorded in every row as `worker_id`.
     #[arg(long, default_value = "local")]
     worker_id: String,
-    /// Examples searched at once, each on its share of the CPU threads. Small models run
-    /// small matmuls that two threads barely speed up: on 2 cores, 2 lanes of 1 thread search
-    /// ~1.4x more questions per second than 1 lane of 2 (BENCHMARKS.md).
+    /// Examples searched at once, each on its share of the CPU threads (small models run
+    /// small matmuls that two threads barely speed up). Separate worker processes scale
+    /// better: on 2 cores, 2 one-thread workers probed 1.24x faster than 2 lanes (BENCHMARKS.md).
     #[arg(long, default_value_t = 1)]
     lanes: usize,
 }
