@@ -38,7 +38,7 @@ fn finds_the_known_best_path_and_every_path_is_valid() {
         ..Default::default()
     };
     let (o, tree, asked) = run(12, cfg, skips_3_and_7);
-    assert!(!o.original_correct);
+    assert!(!o.original_good);
     assert!(o.found, "no path skipping 3 and 7 in 400 simulations");
     assert!(o.simulations < 400);
     assert_eq!(o.stop, StopRule::FixedWrongAnswer);
@@ -101,7 +101,7 @@ fn early_stop_rules() {
         },
         |_| true,
     );
-    assert!(o.original_correct);
+    assert!(o.original_good);
     assert_eq!(o.stop, StopRule::ShorterCorrectPath);
     assert!(o.best_path.len() <= 6);
     assert!(o.simulations < 50);
@@ -225,7 +225,7 @@ fn budget_stop_spends_every_simulation_and_keeps_every_good_path() {
     let fixed = |p: &LayerPath| p.len() < 8;
     let o = run_with(8, cfg, fixed);
     assert_eq!(o.stop, StopRule::Budget);
-    assert!(!o.original_correct && o.good_paths.len() > 1);
+    assert!(!o.original_good && o.good_paths.len() > 1);
     assert!(o.good_paths.iter().all(fixed));
 }
 
@@ -298,7 +298,7 @@ fn verdicts_carry_margins_into_the_outcome() {
     })
     .unwrap();
     assert_eq!(o.original_margin, Some(2.0));
-    assert!(!o.original_correct && o.found);
+    assert!(!o.original_good && o.found);
     assert_eq!(o.good_margins.len(), o.good_paths.len());
     for (p, m) in o.good_paths.iter().zip(&o.good_margins) {
         assert_eq!(*m, Some(10.0 - p.len() as f64));

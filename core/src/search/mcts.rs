@@ -115,7 +115,7 @@ pub struct NodeView {
 #[derive(Debug, Clone, PartialEq)]
 pub struct SearchOutcome {
     /// Whether the full path is good.
-    pub original_correct: bool,
+    pub original_good: bool,
     /// Paths with reward 1, in the order they were first evaluated.
     pub good_paths: Vec<LayerPath>,
     /// The good paths' margins, in the same order (`None` where the reward has no margin).
@@ -363,7 +363,7 @@ impl Mcts {
             .cloned()
             .unwrap_or_else(|| LayerPath::full(l));
         let outcome = SearchOutcome {
-            original_correct: original,
+            original_good: original,
             found: !good_paths.is_empty(),
             good_paths,
             good_margins,

@@ -28,7 +28,7 @@ pub struct ExampleSearch {
     /// Wall-clock time of the whole search, in seconds.
     pub wall_seconds: f64,
     /// Whether the full model's answer is right (under `agree` the full path is always good,
-    /// so the outcome's `original_correct` says nothing about the gold answer).
+    /// so the outcome's `original_good` says nothing about the gold answer).
     pub full_correct: bool,
 }
 
