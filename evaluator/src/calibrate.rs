@@ -17,17 +17,24 @@ use std::collections::HashSet;
 use std::path::PathBuf;
 
 use anyhow::Context;
-use drllm_core::router::{evaluate_routed, Budget, RouterConfig, Routers};
 use drllm_core::tasks::reward::RewardOptions;
 use drllm_core::tasks::Example;
 use drllm_engine::LoadedModel;
 
-use crate::certify::{answer_of, routers_hash, Answer, Certificate, Point, Risk};
+use crate::certify::{answer_of, Answer, Certificate, Point, Risk};
 use crate::ltt::fixed_sequence;
-use crate::routed::load_routers;
+use crate::router::Router;
 
-/// The default grid: the static model (0.5), then toward the pure router (−0.5) and beyond.
-const DEFAULT_GRID: &str = "0.5,0.4,0.3,0.2,0.1,0,-0.1,-0.2,-0.3,-0.4,-0.5,-0.6,-0.7,-0.8";
+/// The default grid of per-layer routers: the static model (0.5), then toward the pure router
+/// (−0.5) and beyond.
+const DEFAULT_GRID: [f32; 14] = [
+    0.5, 0.4, 0.3, 0.2, 0.1, 0.0, -0.1, -0.2, -0.3, -0.4, -0.5, -0.6, -0.7, -0.8,
+];
+/// The default grid of a path menu: the gate's threshold from the static model (1) down to 0
+/// (always the cheapest path).
+const MENU_GRID: [f32; 12] = [
+    1.0, 0.95, 0.9, 0.85, 0.8, 0.75, 0.7, 0.6, 0.5, 0.4, 0.2, 0.0,
+];
 
 #[derive(clap::Args, Debug)]
 pub struct Args {
@@ -57,9 +64,10 @@ pub struct Args {
     /// Level ε: the probability that the certified point's risk exceeds δ is at most ε.
     #[arg(long, default_value_t = 0.05)]
     epsilon: f64,
-    /// Budget knobs in testing order, from the static model (0.5) to the most aggressive,
-    /// comma-separated and decreasing.
-    #[arg(long, value_delimiter = ',', allow_negative_numbers = true, default_value = DEFAULT_GRID)]
+    /// Knobs in testing order, from the static model to the most aggressive, comma-separated and
+    /// decreasing. Default: budgets 0.5, 0.4 … −0.8 for per-layer routers; thresholds 1, 0.95,
+    /// 0.9 … 0.5, 0.4, 0.2, 0 for a path menu.
+    #[arg(long, value_delimiter = ',', allow_negative_numbers = true)]
     grid: Vec<f32>,
     /// Also run the points after the first that fails (none of them can be certified; for the
     /// table only). By default the walk stops there, which saves their model passes.
@@ -90,18 +98,33 @@ fn check_args(a: &Args) -> anyhow::Result<()> {
         "--epsilon must be in (0, 1), got {}",
         a.epsilon
     );
-    anyhow::ensure!(!a.grid.is_empty(), "--grid is empty");
-    anyhow::ensure!(
-        a.grid.iter().all(|b| (-1.0..=1.0).contains(b)) && a.grid.windows(2).all(|w| w[0] > w[1]),
-        "--grid must be decreasing knobs in [-1, 1] (static first), got {:?}",
-        a.grid
-    );
     Ok(())
 }
 
-/// The calibration questions: every split, less those of the excluded records, each id once.
-fn questions(a: &Args) -> anyhow::Result<(Vec<Example>, String)> {
+/// `--grid`, or the router kind's default, checked: decreasing knobs in the kind's range.
+fn grid(a: &Args, router: &Router) -> anyhow::Result<Vec<f32>> {
+    let grid = match (a.grid.is_empty(), router) {
+        (false, _) => a.grid.clone(),
+        (true, Router::Menu(_)) => MENU_GRID.to_vec(),
+        (true, Router::PerLayer { .. }) => DEFAULT_GRID.to_vec(),
+    };
+    for &k in &grid {
+        router.check_knob(k).context("--grid")?;
+    }
+    anyhow::ensure!(
+        grid.windows(2).all(|w| w[0] > w[1]),
+        "--grid must be decreasing knobs (static first), got {grid:?}"
+    );
+    Ok(grid)
+}
+
+/// The calibration questions: every split, less those of the excluded records and those the
+/// checkpoint was trained on (a path menu lists its gate's), each id once.
+fn questions(a: &Args, router: &Router) -> anyhow::Result<(Vec<Example>, String)> {
     let mut excluded = HashSet::new();
+    if let Router::Menu(m) = router {
+        excluded.extend(m.training_questions.iter().cloned());
+    }
     for p in &a.exclude_records {
         let recs = drllm_core::search::read_records(p)
             .with_context(|| format!("--exclude-records {}", p.display()))?;
@@ -125,7 +148,7 @@ fn questions(a: &Args) -> anyhow::Result<(Vec<Example>, String)> {
         excluded.len()
     );
     let source = format!(
-        "{} {} (limit {}), {dropped} questions of the routers' search records left out",
+        "{} {} (limit {}), {dropped} questions of the routers' training left out",
         a.task.dataset.name(),
         a.splits.join(" + "),
         a.task.limit.map_or("none".into(), |l| l.to_string()),
@@ -137,8 +160,7 @@ fn questions(a: &Args) -> anyhow::Result<(Vec<Example>, String)> {
 struct Runner<'a> {
     lm: &'a LoadedModel,
     opts: RewardOptions,
-    cfg: &'a RouterConfig,
-    routers: &'a Routers,
+    router: &'a Router,
     grid: &'a [f32],
     examples: &'a [Example],
     /// `[question][point]`: the routed answer and path length, once a pass has decided it.
@@ -157,7 +179,7 @@ impl Runner<'_> {
         let mut out = Vec::with_capacity(self.examples.len());
         for q in 0..self.examples.len() {
             let full = self
-                .pass(q, Budget::STATIC, 0)
+                .pass(q, self.router.static_knob(), 0)
                 .with_context(|| format!("example {}", self.examples[q].id))?;
             out.push(full);
             bar.inc(1);
@@ -169,11 +191,11 @@ impl Runner<'_> {
     /// Point `k` on every question: a routed pass wherever no earlier pass decided it.
     fn point(&mut self, k: usize) -> anyhow::Result<Vec<(Answer, usize)>> {
         let bar = drllm_core::cli::progress_bar(self.examples.len());
-        bar.set_message(format!("budget {}", self.grid[k]));
+        bar.set_message(format!("knob {}", self.grid[k]));
         let mut out = Vec::with_capacity(self.examples.len());
         for q in 0..self.examples.len() {
             if self.memo[q][k].is_none() {
-                self.pass(q, Budget(self.grid[k]), k)
+                self.pass(q, self.grid[k], k)
                     .with_context(|| format!("example {}", self.examples[q].id))?;
             }
             out.push(
@@ -187,20 +209,17 @@ impl Runner<'_> {
         Ok(out)
     }
 
-    /// One routed pass of question `q` under `lead`. It records the routers' probabilities at
-    /// every decision; each point from `k` on that decides the same at each of them runs the
-    /// same path, so it gets this outcome too.
-    fn pass(&mut self, q: usize, lead: Budget, k: usize) -> anyhow::Result<Answer> {
-        let mut seen: Vec<[f32; 3]> = Vec::new();
-        let (o, path) = evaluate_routed(self.lm, &self.examples[q], &self.opts, |layer, x| {
-            let r = self.routers.probs(layer, x, self.cfg.windows)?;
-            seen.push(r);
-            Ok(lead.apply(r))
-        })?;
+    /// One routed pass of question `q` at knob `lead`. It records what the router saw at every
+    /// decision; each point from `k` on that decides the same from it runs the same path, so it
+    /// gets this outcome too.
+    fn pass(&mut self, q: usize, lead: f32, k: usize) -> anyhow::Result<Answer> {
+        let (o, path, seen) =
+            (self.router).evaluate(self.lm, &self.examples[q], &self.opts, lead)?;
         self.passes += 1;
         let answer = answer_of(&o, &self.opts);
+        let route = self.router.decisions(lead, &seen);
         for (slot, &b) in self.memo[q].iter_mut().zip(self.grid).skip(k) {
-            if slot.is_none() && seen.iter().all(|&r| Budget(b).apply(r) == lead.apply(r)) {
+            if slot.is_none() && self.router.decisions(b, &seen) == route {
                 *slot = Some((answer.clone(), path.len()));
             }
         }
@@ -210,35 +229,36 @@ impl Runner<'_> {
 
 pub fn run(a: Args) -> anyhow::Result<()> {
     check_args(&a)?;
-    let (examples, source) = questions(&a)?;
     let lm = a.model.load()?;
-    let (cfg, routers) = load_routers(&a.routers, &lm)?;
+    let router = Router::load(&a.routers, &lm)?;
+    let grid = grid(&a, &router)?;
+    let (examples, source) = questions(&a, &router)?;
     let opts = a.task.reward_options(&lm)?;
-    cfg.check_prompts(&a.routers, &opts.settings())?;
+    router.check_prompts(&a.routers, &opts.settings())?;
     eprintln!(
-        "calibrating {} budgets on {} questions: {source}",
-        a.grid.len(),
+        "calibrating {} knobs of a {} router on {} questions: {source}",
+        grid.len(),
+        router.kind(),
         examples.len()
     );
     let mut runner = Runner {
         lm: &lm,
         opts,
-        cfg: &cfg,
-        routers: &routers,
-        grid: &a.grid,
+        router: &router,
+        grid: &grid,
         examples: &examples,
-        memo: vec![vec![None; a.grid.len()]; examples.len()],
+        memo: vec![vec![None; grid.len()]; examples.len()],
         passes: 0,
     };
     let fulls = runner.full()?;
     let mut points: Vec<Point> = Vec::new();
-    for (k, &budget) in a.grid.iter().enumerate() {
+    for (k, &budget) in grid.iter().enumerate() {
         if points.iter().any(|p| p.p_value > a.epsilon) && !a.all_points {
             break;
         }
         let p = score(&a, budget, &fulls, &runner.point(k)?);
         eprintln!(
-            "budget {budget}: {:.2} layers, accuracy {:.1}%, risk {:.4}, p-value {:.3e}",
+            "knob {budget}: {:.2} layers, accuracy {:.1}%, risk {:.4}, p-value {:.3e}",
             p.mean_layers,
             100.0 * p.accuracy,
             p.empirical_risk,
@@ -261,18 +281,18 @@ pub fn run(a: Args) -> anyhow::Result<()> {
         a.epsilon,
         source,
         &ids,
-        routers_hash(&a.routers)?,
+        Router::weights_hash(&a.routers)?,
         static_accuracy,
         points,
     );
-    cert.untested = a.grid[cert.points.len()..].to_vec();
+    cert.untested = grid[cert.points.len()..].to_vec();
     cert.save(&a.routers)?;
     let svg = a.routers.join("certificate.svg");
     plot(&cert, &svg).with_context(|| format!("drawing {}", svg.display()))?;
     println!("{}", table(&cert));
     eprintln!("{}", cert.describe());
     eprintln!(
-        "{} model passes for {} questions × {} budgets tested; certificate: {}",
+        "{} model passes for {} questions × {} knobs tested; certificate: {}",
         runner.passes,
         examples.len(),
         cert.points.len(),
@@ -303,7 +323,7 @@ fn score(a: &Args, budget: f32, fulls: &[Answer], col: &[(Answer, usize)]) -> Po
 pub fn table(c: &Certificate) -> String {
     let mut s = format!(
         "static accuracy {:.1}% on {} questions; risk {:?}, δ = {}, ε = {} ({})\n\n\
-         | budget | mean layers | accuracy | empirical risk | p-value | certified |\n\
+         | knob | mean layers | accuracy | empirical risk | p-value | certified |\n\
          | --- | --- | --- | --- | --- | --- |\n",
         100.0 * c.static_accuracy,
         c.n,

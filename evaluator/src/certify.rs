@@ -6,8 +6,8 @@
 
 use std::path::Path;
 
+use crate::router::Router;
 use anyhow::Context;
-use drllm_core::router::Budget;
 use drllm_core::tasks::reward::{Outcome, RewardOptions};
 use serde::{Deserialize, Serialize};
 
@@ -85,7 +85,8 @@ impl Risk {
 /// One operating point's calibration result.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Point {
-    /// The budget knob (`evaluator run --budget`).
+    /// The knob (`evaluator run --budget`): the budget of per-layer routers, the gate threshold
+    /// τ of a path menu.
     pub budget: f32,
     /// Mean layer executions per question on the calibration questions.
     pub mean_layers: f64,
@@ -184,7 +185,7 @@ impl Certificate {
         let full = self.points.first().map_or(0.0, |p| p.mean_layers);
         match self.chosen.map(|i| &self.points[i]) {
             Some(p) if p.mean_layers < full => format!(
-                "{head}: budget {} certified, {:.2} layers on average (of {full:.2})",
+                "{head}: knob {} certified, {:.2} layers on average (of {full:.2})",
                 p.budget, p.mean_layers
             ),
             _ => format!(
@@ -199,11 +200,16 @@ impl Certificate {
         match self.points.iter().find(|p| p.p_value > self.epsilon) {
             Some(p) => {
                 format!(
-                " (the walk stopped at budget {}, {:.2} layers: risk {:.4}, p-value {:.3} > ε = \
+                    " (the walk stopped at knob {}, {:.2} layers: risk {:.4}, p-value {:.3} > ε = \
                  {}; {} questions are not enough evidence that its risk is ≤ {})",
-                p.budget, p.mean_layers, p.empirical_risk, p.p_value, self.epsilon, self.n,
-                self.delta
-            )
+                    p.budget,
+                    p.mean_layers,
+                    p.empirical_risk,
+                    p.p_value,
+                    self.epsilon,
+                    self.n,
+                    self.delta
+                )
             }
             None => " (no point of the grid runs fewer layers)".into(),
         }
@@ -234,7 +240,7 @@ impl Certificate {
             path.display(),
             cert.format
         );
-        let hash = routers_hash(dir)?;
+        let hash = Router::weights_hash(dir)?;
         anyhow::ensure!(
             cert.routers_hash == hash,
             "{}: certifies other router weights (hash {} vs {hash}): the routers were retrained \
@@ -246,18 +252,27 @@ impl Certificate {
     }
 }
 
-/// The budget a checkpoint runs at, and why.
+/// The knob a checkpoint runs at, and why.
 pub struct Operating {
-    pub budget: Budget,
+    /// The budget (per-layer routers) or the gate's threshold (a path menu).
+    pub knob: f32,
     /// The certificate whose point this is (`None`: no certificate, or --budget elsewhere).
     pub certificate: Option<Certificate>,
-    /// Where the budget came from, for logs and reports.
+    /// Where the knob came from, for logs and reports.
     pub source: String,
 }
 
-/// `--budget` when given, else the checkpoint's certified point, else the static model. A
-/// certificate for other router weights is an error unless --budget is given.
-pub fn operating_point(dir: &Path, asked: Option<f32>) -> anyhow::Result<Operating> {
+/// `--budget` when given (checked against the router kind's range), else the checkpoint's
+/// certified point, else the static model. A certificate for other router weights is an error
+/// unless --budget is given.
+pub fn operating_point(
+    dir: &Path,
+    router: &Router,
+    asked: Option<f32>,
+) -> anyhow::Result<Operating> {
+    if let Some(b) = asked {
+        router.check_knob(b)?;
+    }
     let cert = match (Certificate::load(dir), asked) {
         (Ok(c), _) => c,
         (Err(e), Some(_)) => {
@@ -267,7 +282,7 @@ pub fn operating_point(dir: &Path, asked: Option<f32>) -> anyhow::Result<Operati
         (Err(e), None) => return Err(e),
     };
     let at_static = |why: String| Operating {
-        budget: Budget::STATIC,
+        knob: router.static_knob(),
         certificate: None,
         source: why,
     };
@@ -279,14 +294,14 @@ pub fn operating_point(dir: &Path, asked: Option<f32>) -> anyhow::Result<Operati
                 None => "--budget (not certified)".to_string(),
             };
             Operating {
-                budget: Budget(b),
+                knob: b,
                 certificate: c,
                 source,
             }
         }
         (None, Some(c)) => match c.budget() {
             Some(b) => Operating {
-                budget: Budget(b),
+                knob: b,
                 source: format!("certified: {}", c.describe()),
                 certificate: Some(c),
             },
@@ -350,13 +365,6 @@ impl Certificate {
             held: risk <= self.delta,
         }
     }
-}
-
-/// blake3 of a checkpoint folder's router weights.
-pub fn routers_hash(dir: &Path) -> anyhow::Result<String> {
-    let path = dir.join(drllm_core::router::CHECKPOINT_FILE);
-    let bytes = std::fs::read(&path).with_context(|| format!("reading {}", path.display()))?;
-    Ok(blake3::hash(&bytes).to_hex().to_string())
 }
 
 fn questions_hash(ids: &[String]) -> String {
@@ -435,7 +443,7 @@ mod tests {
         let d = only_static.describe();
         assert!(
             d.contains("no certified point saves a layer")
-                && d.contains("the walk stopped at budget 0.1, 29.90 layers"),
+                && d.contains("the walk stopped at knob 0.1, 29.90 layers"),
             "{d}"
         );
     }

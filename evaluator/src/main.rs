@@ -14,6 +14,7 @@ mod prune;
 mod prune_cmd;
 mod report;
 mod routed;
+mod router;
 mod serve;
 mod stats;
 

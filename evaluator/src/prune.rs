@@ -55,6 +55,10 @@ pub struct CurveKey {
     pub numerics: String,
     /// blake3 of the examples themselves: an edited data file is another curve.
     pub examples_hash: String,
+    /// The only layers a step may remove (`--layers`); absent: any layer. Left out of the file
+    /// name's hash when absent, so curves cached before the option keep their names.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub removable: Option<Vec<u16>>,
 }
 
 impl CurveKey {
@@ -80,6 +84,7 @@ impl CurveKey {
                 model.exact, model.decode_weights.0, model.device
             ),
             examples_hash: blake3::hash(&data).to_hex()[..32].to_string(),
+            removable: None,
         })
     }
 
@@ -201,6 +206,10 @@ pub struct Pruner<'a> {
     pub opts: RewardOptions,
     /// Memory per example for cached prefix states (0: no reuse).
     pub reuse_budget_bytes: usize,
+    /// The only layers a step may remove (none: any). Screening candidates this way (e.g. by
+    /// the single-skip keep rates of `trainer diagnose`) makes each step cost a few paths
+    /// instead of L, so that the curve can be chosen on a thousand questions.
+    pub removable: Option<&'a [u16]>,
 }
 
 /// One evaluator per example, with `budget` bytes of prefix cache each (0: plain evaluation).
@@ -296,6 +305,10 @@ impl Pruner<'_> {
         for k in (0..current.len()).rev() {
             let mut layers = current.layers().to_vec();
             let layer = layers.remove(k);
+            if self.removable.is_some_and(|r| !r.contains(&layer)) {
+                bar.inc(n as u64);
+                continue;
+            }
             let cand = LayerPath::new(layers, current.num_layers())?;
             let s = score_path(evals, self.examples, &cand, || bar.inc(1))?;
             let rank = Rank {
@@ -399,6 +412,7 @@ mod tests {
             style: "Base".into(),
             numerics: "exact=false".into(),
             examples_hash: "e".repeat(32),
+            removable: None,
         }
     }
 
@@ -437,6 +451,10 @@ mod tests {
             },
             CurveKey {
                 examples_hash: "d".repeat(32),
+                ..key()
+            },
+            CurveKey {
+                removable: Some(vec![17, 26]),
                 ..key()
             },
         ];

@@ -27,6 +27,11 @@ pub struct Args {
     /// run: up to examples × this in all (150 ARC questions at 16 MiB: about 3 GiB resident).
     #[arg(long, default_value_t = DEFAULT_REUSE_MIB)]
     reuse_budget_mib: usize,
+    /// Only these layers may be removed, comma-separated (default: any). Each step then costs
+    /// as many paths as listed layers remain instead of L: e.g. the safest single skips of
+    /// `trainer diagnose`, to choose the curve on a thousand questions.
+    #[arg(long, value_delimiter = ',')]
+    layers: Option<Vec<u16>>,
     /// Folder for prune.json, prune.md and prune.svg.
     #[arg(long)]
     out: PathBuf,
@@ -44,6 +49,9 @@ struct PruneReport {
     length_normalized: bool,
     num_layers: usize,
     down_to: usize,
+    /// The only layers the curve could remove (`--layers`); absent: any.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    removable: Option<Vec<u16>>,
     examples: usize,
     /// `computed`, `cache` (an at least as deep cached curve) or `cache-extended`.
     source: Source,
@@ -63,13 +71,17 @@ pub fn run(a: Args) -> anyhow::Result<()> {
         "--down-to {down_to} is more than the model's {layers} layers"
     );
     let opts = a.task.reward_options(&lm)?;
-    let key = CurveKey::new(&a.model, &lm, &a.task, &a.split, &examples, &opts)?;
+    let key = CurveKey {
+        removable: a.layers.clone(),
+        ..CurveKey::new(&a.model, &lm, &a.task, &a.split, &examples, &opts)?
+    };
     std::fs::create_dir_all(&a.out).with_context(|| format!("creating {}", a.out.display()))?;
     let pruner = Pruner {
         lm: &lm,
         examples: &examples,
         opts,
         reuse_budget_bytes: a.reuse_budget_mib << 20,
+        removable: a.layers.as_deref(),
     };
     let t0 = Instant::now();
     let (curve, source) = pruner.curve(&key, down_to)?;
@@ -83,6 +95,7 @@ pub fn run(a: Args) -> anyhow::Result<()> {
         length_normalized: key.length_normalized,
         num_layers: layers,
         down_to,
+        removable: a.layers.clone(),
         examples: examples.len(),
         source,
         cache_file: key.file(),

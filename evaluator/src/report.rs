@@ -11,11 +11,13 @@ use std::collections::BTreeMap;
 use std::path::Path;
 
 use anyhow::Context;
-use drllm_core::router::{RouterConfig, CLASSES};
+use drllm_core::router::CLASSES;
 use drllm_core::tasks::reward::RewardOptions;
+use drllm_engine::LoadedModel;
 use serde::Serialize;
 
 use crate::certify::{Answer, Held};
+use crate::router::Router;
 use crate::stats::{paired_bootstrap, wilson, PairedDiff, RESAMPLES, SEED};
 
 /// One example's outcome under both models.
@@ -101,7 +103,11 @@ pub struct Report {
     pub dataset: String,
     pub split: String,
     pub reward: String,
+    /// `per-layer` (Dr.LLM's routers) or `path-menu`.
+    pub router_kind: String,
+    /// The knob: the budget (per-layer) or the gate's threshold τ (path menu).
     pub budget: f32,
+    /// Prompt windows of per-layer routers (0: a path menu).
     pub windows: usize,
     pub overall: GroupStats,
     pub groups: Vec<GroupStats>,
@@ -194,15 +200,14 @@ fn stats(group: &str, rs: &[&ExampleResult], layers: usize) -> GroupStats {
 
 impl Report {
     pub fn new(
-        cfg: &RouterConfig,
-        model: &str,
-        dataset: &str,
-        split: &str,
+        router: &Router,
+        lm: &LoadedModel,
+        (dataset, split): (&str, &str),
         opts: &RewardOptions,
         budget: f32,
         results: &[ExampleResult],
     ) -> Self {
-        let layers = cfg.num_layers;
+        let layers = lm.model.num_layers();
         let mut by: BTreeMap<&str, Vec<&ExampleResult>> = BTreeMap::new();
         for r in results {
             by.entry(r.group.as_str()).or_default().push(r);
@@ -215,13 +220,14 @@ impl Report {
         }
         let all: Vec<&ExampleResult> = results.iter().collect();
         Self {
-            model: model.into(),
-            model_fingerprint: cfg.model_fingerprint.clone(),
+            model: lm.id.clone(),
+            model_fingerprint: lm.fingerprint.clone(),
             dataset: dataset.into(),
             split: split.into(),
             reward: opts.mode.to_string(),
+            router_kind: router.kind().into(),
             budget,
-            windows: cfg.windows,
+            windows: router.windows(),
             overall: stats("all", &all, layers),
             groups: by.iter().map(|(g, rs)| stats(g, rs, layers)).collect(),
             decisions_per_layer: hist,
@@ -246,13 +252,22 @@ impl Report {
         self.plot(&dir.join("decisions.svg"))
     }
 
+    /// What the knob is for this router kind.
+    fn knob_name(&self) -> &'static str {
+        if self.router_kind == "path-menu" {
+            "gate threshold τ"
+        } else {
+            "budget"
+        }
+    }
+
     fn markdown(&self) -> String {
         let mut s = format!(
-            "# Routed evaluation: {}/{}\n\nModel `{}` (fingerprint `{}`), reward `{}`, budget {}, {} windows.\n\n",
+            "# Routed evaluation: {}/{}\n\nModel `{}` (fingerprint `{}`), reward `{}`, {} router, {} {}.\n\n",
             self.dataset, self.split, self.model, self.model_fingerprint, self.reward,
-            self.budget, self.windows
+            self.router_kind, self.knob_name(), self.budget
         );
-        s += &format!("Budget from: {}.\n\n", self.budget_source);
+        s += &format!("{} from: {}.\n\n", self.knob_name(), self.budget_source);
         if let Some(h) = &self.certificate {
             s += &format!(
                 "Certificate: risk {:?} ≤ {} at level ε = {} (calibration: {} questions, risk {}). \

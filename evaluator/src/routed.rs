@@ -12,9 +12,9 @@ use std::time::Instant;
 
 use anyhow::Context;
 use drllm_core::cli::TaskArgs;
-use drllm_core::router::{evaluate_routed, Budget, RouterConfig, Routers};
 
 use crate::certify::{answer_of, operating_point};
+use crate::router::Router;
 use drllm_core::tasks::reward::{prepare, RewardOptions};
 use drllm_core::tasks::{evaluate, Example};
 use drllm_engine::{LayerPath, LoadedModel};
@@ -26,7 +26,8 @@ use crate::report::{ExampleResult, Report, StaticPruned};
 pub struct Args {
     #[command(flatten)]
     model: drllm_core::cli::ModelArgs,
-    /// Router checkpoint folder (routers.safetensors + router_config.json, from `trainer train`).
+    /// Router checkpoint folder: per-layer routers (routers.safetensors + router_config.json,
+    /// from `trainer train`) or a path menu (path_menu.json, from `trainer menu`).
     #[arg(long)]
     routers: PathBuf,
     #[command(flatten)]
@@ -34,9 +35,11 @@ pub struct Args {
     /// train, dev or test for ARC; train or validation for DART.
     #[arg(long, default_value = "test")]
     split: String,
-    /// Budget knob p in [-1, 1]: -1 skips every layer, -0.5 is the pure router, 0.5 executes
-    /// every layer, 1 repeats every layer. Default: the point `evaluator calibrate` certified
-    /// (certificate.json in --routers), else 0.5, the static model.
+    /// The knob. Per-layer routers: the budget p in [-1, 1] (-1 skips every layer, -0.5 is the
+    /// pure router, 0.5 executes every layer, 1 repeats every layer). A path menu: the gate's
+    /// threshold τ in [0, 1] (the cheapest path whose keep probability exceeds τ runs; 1 is the
+    /// static model). Default: the point `evaluator calibrate` certified (certificate.json in
+    /// --routers), else the static model.
     #[arg(long, allow_negative_numbers = true)]
     budget: Option<f32>,
     /// MCTS records (Parquet files or folders) of the same questions: adds the search's oracle
@@ -61,29 +64,18 @@ pub struct Args {
     /// path pruned on ARC-Easy dev, so that nothing is chosen on the out-of-domain set.
     #[arg(long, requires = "prune_split")]
     prune_dataset: Option<drllm_core::tasks::DatasetSpec>,
+    /// Pruning: only these layers may be removed (as `evaluator prune --layers`, sharing its
+    /// cache).
+    #[arg(long, value_delimiter = ',', requires = "prune_split")]
+    prune_layers: Option<Vec<u16>>,
     /// Pruning: memory per --prune-split example for cached hidden states after path prefixes,
     /// MiB (as `evaluator prune --reuse-budget-mib`: up to examples × this in all).
     #[arg(long, default_value_t = DEFAULT_REUSE_MIB)]
     reuse_budget_mib: usize,
 }
 
-/// Reads a router checkpoint and refuses it for another model than `lm` (fingerprint, depth,
-/// width): `run` and `serve` load routers through here.
-pub fn load_routers(dir: &Path, lm: &LoadedModel) -> anyhow::Result<(RouterConfig, Routers)> {
-    let (cfg, routers) = RouterConfig::load(dir)?;
-    let (layers, d) = (lm.model.num_layers(), lm.model.config().hidden_size);
-    cfg.check_model(dir, &lm.fingerprint, layers, d)?;
-    Ok((cfg, routers))
-}
-
 /// Refuses bad flags before anything loads.
 fn check_args(a: &Args) -> anyhow::Result<()> {
-    if let Some(b) = a.budget {
-        anyhow::ensure!(
-            (-1.0..=1.0).contains(&b),
-            "--budget must be in [-1, 1], got {b}"
-        );
-    }
     let same_dataset = a
         .prune_dataset
         .as_ref()
@@ -103,29 +95,27 @@ fn check_args(a: &Args) -> anyhow::Result<()> {
 struct Routed<'a> {
     lm: &'a LoadedModel,
     opts: RewardOptions,
-    cfg: &'a RouterConfig,
-    routers: &'a Routers,
-    budget: Budget,
+    router: &'a Router,
+    knob: f32,
 }
 
 pub fn run(a: Args) -> anyhow::Result<std::process::ExitCode> {
     check_args(&a)?;
     let examples = a.task.examples(&a.split)?;
     let lm = a.model.load()?;
-    let (cfg, routers) = load_routers(&a.routers, &lm)?;
-    let op = operating_point(&a.routers, a.budget)?;
-    eprintln!("budget {}: {}", op.budget.0, op.source);
+    let router = Router::load(&a.routers, &lm)?;
+    let op = operating_point(&a.routers, &router, a.budget)?;
+    eprintln!("{} router, knob {}: {}", router.kind(), op.knob, op.source);
     let oracle = read_oracle(&a.oracle)?;
     let opts = a.task.reward_options(&lm)?;
-    cfg.check_prompts(&a.routers, &opts.settings())?;
+    router.check_prompts(&a.routers, &opts.settings())?;
     std::fs::create_dir_all(&a.out).with_context(|| format!("creating {}", a.out.display()))?;
     let jsonl = a.out.join("examples.jsonl");
     let routed = Routed {
         lm: &lm,
         opts,
-        cfg: &cfg,
-        routers: &routers,
-        budget: op.budget,
+        router: &router,
+        knob: op.knob,
     };
     let mut results = routed.all(&examples, &oracle, &jsonl)?;
     let static_pruned = match &a.prune_split {
@@ -137,19 +127,18 @@ pub fn run(a: Args) -> anyhow::Result<std::process::ExitCode> {
         None => None,
     };
     let mut report = Report::new(
-        &cfg,
-        &lm.id,
-        &a.task.dataset.name(),
-        &a.split,
+        &router,
+        &lm,
+        (&a.task.dataset.name(), &a.split),
         &opts,
-        op.budget.0,
+        op.knob,
         &results,
     );
     report.static_pruned = static_pruned;
     report.budget_source = op.source;
     report.certificate = op.certificate.map(|c| {
         let pairs: Vec<_> = results.iter().map(ExampleResult::answers).collect();
-        c.held_on(op.budget.0, &pairs)
+        c.held_on(op.knob, &pairs)
     });
     report.write(&a.out)?;
     println!("{}", serde_json::to_string(&report.overall)?);
@@ -207,9 +196,7 @@ impl Routed<'_> {
         let s = evaluate(lm, ex, &LayerPath::full(lm.model.num_layers()), opts)?;
         let static_s = t.elapsed().as_secs_f64();
         let t = Instant::now();
-        let (r, path) = evaluate_routed(lm, ex, opts, |layer, x| {
-            self.routers.decide(layer, x, self.cfg.windows, self.budget)
-        })?;
+        let (r, path, _) = self.router.evaluate(lm, ex, opts, self.knob)?;
         let routed_s = t.elapsed().as_secs_f64();
         let rows = prepare(lm, ex, opts)?.segments().rows();
         Ok(ExampleResult {
@@ -272,12 +259,16 @@ fn static_pruned(
         eprintln!(
             "static-pruned baseline: greedy pruning on {split} down to {n} of {layers} layers"
         );
-        let key = CurveKey::new(&a.model, lm, &task, split, &prune_examples, &opts)?;
+        let key = CurveKey {
+            removable: a.prune_layers.clone(),
+            ..CurveKey::new(&a.model, lm, &task, split, &prune_examples, &opts)?
+        };
         let pruner = Pruner {
             lm,
             examples: &prune_examples,
             opts,
             reuse_budget_bytes: a.reuse_budget_mib << 20,
+            removable: a.prune_layers.as_deref(),
         };
         let (curve, source) = pruner.curve(&key, n)?;
         let point = curve.last().filter(|p| p.len == n);

@@ -154,7 +154,7 @@ fn calibrate_certifies_and_run_uses_the_certified_point() {
 
     // `run` takes the certified point and reports whether the risk held on its questions.
     let err = ok(&evaluator(&[&run[..], &["--out", &p("rep1")]].concat()));
-    assert!(err.contains("budget -0.2: certified"), "{err}");
+    assert!(err.contains("knob -0.2: certified"), "{err}");
     let report = json(&dir.path().join("rep1/report.json"));
     assert_eq!(report["overall"]["mean_path_len"], 29.0);
     let held = &report["certificate"];

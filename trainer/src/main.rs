@@ -17,6 +17,7 @@ use drllm_trainer::{cache, data, train};
 mod diagnose_cmd;
 mod export;
 mod import;
+mod menu_cmd;
 
 // Training allocates and frees the same large buffers every step; glibc's malloc returns them to
 // the kernel and faults them back in each time (2.5× slower epochs), mimalloc keeps them.
@@ -47,6 +48,11 @@ enum Command {
     /// router inputs predicts whether skipping the layer keeps the answer, from probe records
     /// (`worker search --strategy probe-skips`); writes diagnosis.json, .md and .svg
     Diagnose(diagnose_cmd::Args),
+    /// Build a path-menu router: a few fixed paths (the greedy curve of `evaluator prune`, the
+    /// safest skips of `trainer diagnose`, the full path) and a gate on the first layers'
+    /// hidden states that picks one per input; writes path_menu.json, which `evaluator
+    /// calibrate`, `run` and `serve` take as --routers
+    Menu(menu_cmd::Args),
 }
 
 #[derive(clap::Args)]
@@ -126,6 +132,7 @@ fn main() -> anyhow::Result<()> {
         Command::ImportDrllm(a) => import::run(a),
         Command::Export(a) => export::run(a),
         Command::Diagnose(a) => diagnose_cmd::run(a),
+        Command::Menu(a) => menu_cmd::run(a),
     }
 }
 

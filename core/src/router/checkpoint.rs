@@ -95,6 +95,54 @@ fn describe(r: &RewardSettings) -> String {
     format!("{} / {}", r.mode, style_name(r))
 }
 
+/// Refuses to route prompts other than the ones a checkpoint was trained on (`trained`): another
+/// reward mode or prompt style (`opts` is the evaluation's, resolved on the model).
+pub(super) fn check_prompt_settings(
+    dir: &Path,
+    trained: Option<RewardSettings>,
+    opts: &RewardSettings,
+) -> Result<(), RouterError> {
+    match trained {
+        Some(r) if r.mode != opts.mode || r.style != opts.style => Err(RouterError::Prompts {
+            dir: dir.display().to_string(),
+            trained: describe(&r),
+            asked: describe(opts),
+            fix: format!("--reward {} --style {}", r.mode, style_name(&r)),
+        }),
+        _ => Ok(()),
+    }
+}
+
+/// Refuses a model other than a checkpoint's: `ckpt` is its (base model spec, fingerprint),
+/// `shape` its (layers, width); the rest are the loaded model's.
+pub(super) fn check_model_identity(
+    dir: &Path,
+    ckpt: (&String, &str),
+    shape: (usize, usize),
+    fingerprint: &str,
+    layers: usize,
+    d: usize,
+) -> Result<(), RouterError> {
+    if ckpt.1 != fingerprint {
+        return Err(RouterError::Fingerprint {
+            dir: dir.display().to_string(),
+            ckpt: ckpt.1.into(),
+            model: fingerprint.into(),
+            base: ckpt.0.clone(),
+        });
+    }
+    if shape != (layers, d) {
+        return Err(RouterError::Shape {
+            dir: dir.display().to_string(),
+            ckpt_layers: shape.0,
+            ckpt_d: shape.1,
+            layers,
+            d,
+        });
+    }
+    Ok(())
+}
+
 /// How the routers were trained.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -234,15 +282,7 @@ impl RouterConfig {
     /// Refuses to route prompts other than the ones the routers were trained on: another reward
     /// mode or prompt style (`opts` is the evaluation's, resolved on the model).
     pub fn check_prompts(&self, dir: &Path, opts: &RewardSettings) -> Result<(), RouterError> {
-        match self.reward {
-            Some(r) if r.mode != opts.mode || r.style != opts.style => Err(RouterError::Prompts {
-                dir: dir.display().to_string(),
-                trained: describe(&r),
-                asked: describe(opts),
-                fix: format!("--reward {} --style {}", r.mode, style_name(&r)),
-            }),
-            _ => Ok(()),
-        }
+        check_prompt_settings(dir, self.reward, opts)
     }
 
     /// Refuses a model other than the checkpoint's.
@@ -253,24 +293,9 @@ impl RouterConfig {
         layers: usize,
         d: usize,
     ) -> Result<(), RouterError> {
-        if self.model_fingerprint != fingerprint {
-            return Err(RouterError::Fingerprint {
-                dir: dir.display().to_string(),
-                ckpt: self.model_fingerprint.clone(),
-                model: fingerprint.into(),
-                base: self.base_model.clone(),
-            });
-        }
-        if self.num_layers != layers || self.model_hidden_size != d {
-            return Err(RouterError::Shape {
-                dir: dir.display().to_string(),
-                ckpt_layers: self.num_layers,
-                ckpt_d: self.model_hidden_size,
-                layers,
-                d,
-            });
-        }
-        Ok(())
+        let ckpt = (&self.base_model, self.model_fingerprint.as_str());
+        let shape = (self.num_layers, self.model_hidden_size);
+        check_model_identity(dir, ckpt, shape, fingerprint, layers, d)
     }
 
     /// Writes both files into `dir`, each atomically ([`drllm_records::atomic`]), the config last: a

@@ -8,6 +8,7 @@
 mod checkpoint;
 mod gelu;
 mod labels;
+mod menu;
 mod metrics;
 mod net;
 mod routed;
@@ -21,6 +22,7 @@ pub use gelu::gelu_tanh;
 /// The GELU numerics the trainer's fused gradient op shares.
 pub use gelu::{derivative as gelu_tanh_derivative, f32s as cpu_f32s, CHUNK as GELU_CHUNK};
 pub use labels::{decision_labels, one_hot};
+pub use menu::{MenuPath, PathMenu, MENU_FILE, MENU_FORMAT, MENU_STATIC};
 pub use metrics::{majority, Confusion, Metrics};
 pub use net::{argmax3, argmax_last, mlp, Budget, Routers, CHECKPOINT_NAMES, HIDDEN};
 pub use routed::evaluate_routed;

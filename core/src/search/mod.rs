@@ -13,4 +13,4 @@ pub use mcts::{
     Action, Expansion, Judged, Mcts, NodeView, SearchConfig, SearchOutcome, StopMode, StopRule,
     Strategy, SuccessRule,
 };
-pub use run::{judge, search_example, ExampleSearch, DEFAULT_REUSE_BUDGET};
+pub use run::{agrees, judge, search_example, ExampleSearch, DEFAULT_REUSE_BUDGET};

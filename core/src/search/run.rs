@@ -92,7 +92,7 @@ pub fn judge(cfg: &SearchConfig, o: &Outcome, full: &Outcome, length_normalized:
 
 /// The path keeps the full model's answer: choice-loglik, the same pick by at least `kappa` ×
 /// the full model's own margin; generate, the same extracted answer.
-fn agrees(o: &Outcome, full: &Outcome, kappa: f64, length_normalized: bool) -> bool {
+pub fn agrees(o: &Outcome, full: &Outcome, kappa: f64, length_normalized: bool) -> bool {
     if full.choice_logprobs.is_empty() {
         return o.extracted == full.extracted;
     }

@@ -5,17 +5,19 @@
 //! owns the [`Engine`] and serves the queue ([`super`]).
 
 use candle_core::{Tensor, D};
-use drllm_core::router::{Budget, RouterConfig, Routers};
 use drllm_engine::exec::{Route, Rows};
 use drllm_engine::layer::Segments;
 use drllm_engine::{greedy_observed, LayerPath, LoadedModel, PathCache, StopReason};
+
+use crate::router::Router;
 
 /// The model and, for routed serving, its routers.
 pub struct Engine {
     /// The frozen model.
     pub lm: LoadedModel,
-    /// Routers, their config and the budget knob; `None` serves the static model.
-    pub routers: Option<(RouterConfig, Routers, Budget)>,
+    /// The router checkpoint (per-layer or path menu) and its knob; `None` serves the static
+    /// model.
+    pub routers: Option<(Router, f32)>,
 }
 
 /// One prompt's work, as the API layer validated it.
@@ -95,9 +97,10 @@ impl Engine {
         let x = model.embed(&job.prompt)?;
         let full = LayerPath::full(model.num_layers());
         let pass = match &self.routers {
-            Some((cfg, routers, budget)) => {
+            Some((router, knob)) => {
+                let mut seen = Vec::new();
                 let mut decide =
-                    |layer: usize, h: &Tensor| routers.decide(layer, h, cfg.windows, *budget);
+                    |layer: usize, h: &Tensor| router.decide(*knob, layer, h, &mut seen);
                 model.run_path(x, rows, Route::Decide(&mut decide), |_, _, _| ())?
             }
             None => model.run_path(

@@ -37,11 +37,13 @@ use response::Envelope;
 pub struct Args {
     #[command(flatten)]
     model: drllm_core::cli::ModelArgs,
-    /// Router checkpoint folder (from `trainer train`); without it the static model is served.
+    /// Router checkpoint folder (per-layer routers from `trainer train`, or a path menu from
+    /// `trainer menu`); without it the static model is served.
     #[arg(long)]
     routers: Option<PathBuf>,
-    /// Budget knob p in [-1, 1] for the routers (as `evaluator run --budget`). Default: the
-    /// point `evaluator calibrate` certified, else 0.5 (the static model).
+    /// The knob, as `evaluator run --budget`: the budget p in [-1, 1] of per-layer routers, the
+    /// gate threshold τ in [0, 1] of a path menu. Default: the point `evaluator calibrate`
+    /// certified, else the static model.
     #[arg(long, allow_negative_numbers = true, requires = "routers")]
     budget: Option<f32>,
     /// Address to listen on (port 0 picks a free one; the bound address is printed).
@@ -116,8 +118,8 @@ fn load(a: &Args) -> anyhow::Result<Engine> {
     let lm = a.model.load()?;
     let routers = match &a.routers {
         Some(dir) => {
-            let (cfg, routers) = crate::routed::load_routers(dir, &lm)?;
-            if let Some(r) = &cfg.reward {
+            let router = crate::router::Router::load(dir, &lm)?;
+            if let Some(r) = &router.reward() {
                 tracing::warn!(
                     "the routers were trained on {} prompts ({:?} style); other prompts are routed \
                      all the same",
@@ -125,9 +127,9 @@ fn load(a: &Args) -> anyhow::Result<Engine> {
                     r.style
                 );
             }
-            let op = crate::certify::operating_point(dir, a.budget)?;
-            tracing::info!("budget {}: {}", op.budget.0, op.source);
-            Some((cfg, routers, op.budget))
+            let op = crate::certify::operating_point(dir, &router, a.budget)?;
+            tracing::info!("{} router, knob {}: {}", router.kind(), op.knob, op.source);
+            Some((router, op.knob))
         }
         None => None,
     };

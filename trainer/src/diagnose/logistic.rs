@@ -25,16 +25,29 @@ impl Data<'_> {
     }
 }
 
-/// A fitted model over standardized features.
-struct Fit {
-    mean: Vec<f64>,
-    scale: Vec<f64>,
-    w: Vec<f64>,
-    b: f64,
+/// A fitted model over standardized features: `p = σ(b + Σ wᵢ · (xᵢ − meanᵢ) · scaleᵢ)`.
+pub struct Fit {
+    /// Column means of the training rows.
+    pub mean: Vec<f64>,
+    /// Column 1/std of the training rows.
+    pub scale: Vec<f64>,
+    /// Weights over the standardized columns.
+    pub w: Vec<f64>,
+    /// Bias.
+    pub b: f64,
+}
+
+/// One model on every row, its penalty chosen on a held-out fifth of them (as inside each
+/// cross-validation fold). `None` when the labels have one class only.
+pub fn fit_all(data: &Data) -> Option<Fit> {
+    let all: Vec<usize> = (0..data.y.len()).collect();
+    let k = data.y.iter().filter(|&&y| y).count();
+    (k > 0 && k < all.len()).then(|| fit(data, &all, choose_lambda(data, &all)))
 }
 
 impl Fit {
-    fn prob(&self, row: &[f32]) -> f64 {
+    /// The probability of a positive label for one row of raw features.
+    pub fn prob(&self, row: &[f32]) -> f64 {
         let z: f64 = self.b
             + row
                 .iter()

@@ -1,0 +1,162 @@
+//! A router checkpoint of either kind, as `run`, `calibrate` and `serve` use it: Dr.LLM's
+//! per-layer routers (`router_config.json` + `routers.safetensors`, knob: the budget p, static at
+//! 0.5) or a path menu (`path_menu.json`, knob: the gate's threshold τ, static at 1). Both route
+//! through one decision per layer, so every command runs either kind the same way; the knob's
+//! meaning is the only thing that differs.
+
+use std::path::Path;
+
+use anyhow::Context;
+use candle_core::Tensor;
+use drllm_core::router::{
+    evaluate_routed, Budget, PathMenu, RouterConfig, Routers, CHECKPOINT_FILE, MENU_FILE,
+    MENU_STATIC,
+};
+use drllm_core::tasks::reward::{Outcome, RewardOptions};
+use drllm_core::tasks::Example;
+use drllm_engine::{LayerPath, LoadedModel};
+use drllm_records::RewardSettings;
+
+/// A loaded checkpoint, checked against the model.
+pub enum Router {
+    PerLayer { cfg: RouterConfig, routers: Routers },
+    Menu(PathMenu),
+}
+
+/// What a routed pass observed at its decisions: the per-layer routers' probabilities, or the
+/// menu gate's probabilities (one entry). Any knob's decisions follow from it.
+pub type Seen = Vec<Vec<f32>>;
+
+impl Router {
+    /// Reads the checkpoint in `dir` (a menu when `path_menu.json` is there) and refuses it for
+    /// another model than `lm` (fingerprint, depth, width).
+    pub fn load(dir: &Path, lm: &LoadedModel) -> anyhow::Result<Self> {
+        let (layers, d) = (lm.model.num_layers(), lm.model.config().hidden_size);
+        if dir.join(MENU_FILE).is_file() {
+            let menu = PathMenu::load(dir)?;
+            menu.check_model(dir, &lm.fingerprint, layers, d)?;
+            return Ok(Self::Menu(menu));
+        }
+        let (cfg, routers) = RouterConfig::load(dir)?;
+        cfg.check_model(dir, &lm.fingerprint, layers, d)?;
+        Ok(Self::PerLayer { cfg, routers })
+    }
+
+    /// The router kind, for reports.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Self::PerLayer { .. } => "per-layer",
+            Self::Menu(_) => "path-menu",
+        }
+    }
+
+    /// The knob at which this kind runs the static model.
+    pub fn static_knob(&self) -> f32 {
+        match self {
+            Self::PerLayer { .. } => Budget::STATIC.0,
+            Self::Menu(_) => MENU_STATIC,
+        }
+    }
+
+    /// Refuses a knob outside this kind's range.
+    pub fn check_knob(&self, knob: f32) -> anyhow::Result<()> {
+        let (range, what) = match self {
+            Self::PerLayer { .. } => (-1.0..=1.0, "a per-layer checkpoint's budget"),
+            Self::Menu(_) => (0.0..=1.0, "a path menu's threshold τ"),
+        };
+        anyhow::ensure!(
+            range.contains(&knob),
+            "--budget {knob}: {what} must be in [{}, {}]",
+            range.start(),
+            range.end()
+        );
+        Ok(())
+    }
+
+    /// The training prompts' settings must be the run's.
+    pub fn check_prompts(&self, dir: &Path, opts: &RewardSettings) -> anyhow::Result<()> {
+        match self {
+            Self::PerLayer { cfg, .. } => cfg.check_prompts(dir, opts)?,
+            Self::Menu(m) => m.check_prompts(dir, opts)?,
+        }
+        Ok(())
+    }
+
+    /// The reward settings the checkpoint was trained on, when known.
+    pub fn reward(&self) -> Option<RewardSettings> {
+        match self {
+            Self::PerLayer { cfg, .. } => cfg.reward,
+            Self::Menu(m) => m.reward,
+        }
+    }
+
+    /// Prompt windows of a per-layer checkpoint (0 for a menu), for reports.
+    pub fn windows(&self) -> usize {
+        match self {
+            Self::PerLayer { cfg, .. } => cfg.windows,
+            Self::Menu(_) => 0,
+        }
+    }
+
+    /// One decision at knob `knob` entering `layer` with prompt rows `x`, recording what the
+    /// router saw into `seen`.
+    pub fn decide(
+        &self,
+        knob: f32,
+        layer: usize,
+        x: &Tensor,
+        seen: &mut Seen,
+    ) -> drllm_engine::Result<u8> {
+        match self {
+            Self::PerLayer { cfg, routers } => {
+                let r = routers.probs(layer, x, cfg.windows)?;
+                seen.push(r.to_vec());
+                Ok(Budget(knob).apply(r))
+            }
+            Self::Menu(m) => m.decide(knob, layer, x, seen),
+        }
+    }
+
+    /// The decisions knob `knob` takes given what a pass saw (those of the layers the pass
+    /// decided): two knobs with the same decisions run the same path.
+    pub fn decisions(&self, knob: f32, seen: &Seen) -> Vec<u8> {
+        match self {
+            Self::PerLayer { .. } => seen
+                .iter()
+                .map(|r| Budget(knob).apply([r[0], r[1], r[2]]))
+                .collect(),
+            Self::Menu(m) => match seen.first() {
+                Some(p) => (0..m.num_layers).map(|l| m.decision(p, knob, l)).collect(),
+                None => Vec::new(),
+            },
+        }
+    }
+
+    /// Routed inference of `ex` at `knob`: the outcome, the path and what the router saw.
+    pub fn evaluate(
+        &self,
+        lm: &LoadedModel,
+        ex: &Example,
+        opts: &RewardOptions,
+        knob: f32,
+    ) -> anyhow::Result<(Outcome, LayerPath, Seen)> {
+        let mut seen = Seen::new();
+        let (o, path) = evaluate_routed(lm, ex, opts, |layer, x| {
+            self.decide(knob, layer, x, &mut seen)
+        })?;
+        Ok((o, path, seen))
+    }
+
+    /// blake3 of the checkpoint's weights file (the routers' tensors, or the menu), which a
+    /// certificate names.
+    pub fn weights_hash(dir: &Path) -> anyhow::Result<String> {
+        let menu = dir.join(MENU_FILE);
+        let path = if menu.is_file() {
+            menu
+        } else {
+            dir.join(CHECKPOINT_FILE)
+        };
+        let bytes = std::fs::read(&path).with_context(|| format!("reading {}", path.display()))?;
+        Ok(blake3::hash(&bytes).to_hex().to_string())
+    }
+}
