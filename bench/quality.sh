@@ -1,94 +1,115 @@
 #!/usr/bin/env bash
-# The whole loop, measured (issue 14): search ARC-Easy train under the paper's settings and under
-# the margin rule with a budget-spending tree search, train routers from each (best-path and soft
-# targets), choose each checkpoint's budget knob on ARC-Easy dev, then evaluate on ARC-Easy test
-# (first TEST_LIMIT) and ARC-Challenge test (first CHALLENGE_LIMIT, out of domain) against the
-# static model, the static-pruned path (greedy pruning on ARC-Easy dev) and the search oracle.
-# Nothing is chosen on a test split. Writes $OUT/quality.md (the table for BENCHMARKS.md).
+# Routers that must not cost accuracy, measured (issue 25): every system is chosen and certified
+# on ARC-Easy train and dev only, then scored on ARC-Easy test and ARC-Challenge test against the
+# static model and the static-pruned paths. Writes $OUT/quality.md (the table for BENCHMARKS.md).
 #
-#   bash bench/quality.sh [N=400] [OUT=runs/quality]
+#   bash bench/quality.sh [OUT=runs/quality]
 #
-# Environment: TEST_LIMIT (1000), CHALLENGE_LIMIT (1172 = all), DEV_LIMIT (300), PRUNE_LIMIT (100),
-# MIN_MARGIN (1.0),
-# KNOBS (budget values tried on dev, default "-0.5 -0.6 -0.7"), MAX_LAYERS (27: the knob is the
-# most accurate on dev among those at or under this many layer executions; the pure router when
-# none is), VARIANTS (default "paper-best paper-soft new-best new-soft"), and PAPER_RECORDS /
-# NEW_RECORDS to reuse records from earlier searches instead of searching; ORACLE_EASY and
-# ORACLE_CHALLENGE: records of searches over the test questions themselves (e.g. `worker search
-# --dataset arc_easy --split test --limit 200 --out …`) for the oracle row (questions they cover).
+# The questions, all ARC-Easy train unless said (nothing is chosen on test):
+#   train 0–199        paper search → Dr.LLM routers (paper labels); agree search → agree routers
+#   train 0–999        the probe (every single and double skip, agree rule) → trainer diagnose;
+#                      the greedy pruning curve (candidates: the diagnosis's safest single skips)
+#   train 1000–1599    the path menu's gate
+#   dev + train        calibration of each checkpoint (risk drop, δ = 1 point, ε = 0.05), less
+#                      the questions that checkpoint was trained or chosen on
+# Rows: static; static-pruned (each length of the curve); Dr.LLM routers pure (budget −0.5) and
+# certified; agree routers certified; the path menu certified. A certified checkpoint whose
+# certificate keeps no routed point runs the static model: its row is the static row, and says so.
+#
+# Environment: TEST_LIMIT (1000; 2376 = all of ARC-Easy test), CHALLENGE_LIMIT (1172 = all),
+# PROBE_LIMIT (1000), GATE_LIMIT (1600: the gate gets train PROBE_LIMIT…GATE_LIMIT), SEARCH_LIMIT
+# (200), CANDIDATES (the curve's candidate layers, default: the diagnosis's 8 safest single skips
+# at or after layer 8), DOWN_TO (27), and PROBE_RECORDS / PAPER_RECORDS / AGREE_RECORDS to reuse
+# records of earlier searches. Each step is skipped when its output exists (rerun to resume).
 set -euo pipefail
-N="${1:-400}"
 ROOT="$(cd "$(dirname "$0")/.." && pwd)"
-OUT="$(mkdir -p "${2:-$ROOT/runs/quality}" && cd "${2:-$ROOT/runs/quality}" && pwd)"
+OUT="$(mkdir -p "${1:-$ROOT/runs/quality}" && cd "${1:-$ROOT/runs/quality}" && pwd)"
 TEST_LIMIT="${TEST_LIMIT:-1000}"
 CHALLENGE_LIMIT="${CHALLENGE_LIMIT:-1172}"
-DEV_LIMIT="${DEV_LIMIT:-300}"
-# Greedy pruning costs ~L candidate paths per removed layer per question: keep its split small.
-# Both test sets are scored against the path pruned on ARC-Easy dev (nothing chosen on ARC-Challenge).
-PRUNE_LIMIT="${PRUNE_LIMIT:-100}"
-KNOBS="${KNOBS:--0.5 -0.6 -0.7}"
-MAX_LAYERS="${MAX_LAYERS:-27}"
-VARIANTS="${VARIANTS:-paper-best paper-soft new-best new-soft}"
-TARGET="${CARGO_TARGET_DIR:-$ROOT/target}"
-BIN="$TARGET/release"
+PROBE_LIMIT="${PROBE_LIMIT:-1000}"
+GATE_LIMIT="${GATE_LIMIT:-1600}"
+SEARCH_LIMIT="${SEARCH_LIMIT:-200}"
+DOWN_TO="${DOWN_TO:-27}"
+BIN="${CARGO_TARGET_DIR:-$ROOT/target}/release"
+CERT=(--risk drop --delta 0.01 --epsilon 0.05)
 cd "$ROOT"
 cargo build --release -q -p coordinator -p worker -p trainer -p evaluator
 bash scripts/fetch-model.sh >&2
 log() { echo "[quality $(date +%H:%M:%S)] $*" >&2; }
+have() { [ -e "$OUT/$1" ]; }
 
-# 1. Searches (2 local workers each), unless records are given.
-search() { # name, extra env for deploy/local/run.sh
+# 1. Searches: the probe (fleet of 2 local workers), paper and agree searches of SEARCH_LIMIT.
+if [ -z "${PROBE_RECORDS:-}" ]; then
+  PROBE_RECORDS="$OUT/probe/parquet"
+  have probe/parquet || { log "probe: $PROBE_LIMIT questions (about 86 min on 2 cores)";
+    RUN_DIR="$OUT/probe" STRATEGY=probe-skips SUCCESS=agree bash deploy/local/run.sh \
+      "$PROBE_LIMIT" 2 > "$OUT/probe.json"; }
+fi
+search() { # name, extra flags
   local name=$1; shift
-  if [ ! -d "$OUT/search-$name/parquet" ]; then
-    log "search $name: $N ARC-Easy train questions"
-    env RUN_DIR="$OUT/search-$name" "$@" bash deploy/local/run.sh "$N" 2 > "$OUT/search-$name.json"
-  fi
-  echo "$OUT/search-$name/parquet"
+  have "search-$name" || { log "search $name: $SEARCH_LIMIT questions";
+    "$BIN/worker" search --dataset arc_easy --split train --limit "$SEARCH_LIMIT" --lanes 2 "$@" \
+      --out "$OUT/search-$name" >&2; }
+  echo "$OUT/search-$name"
 }
 PAPER_RECORDS="${PAPER_RECORDS:-$(search paper)}"
-NEW_RECORDS="${NEW_RECORDS:-$(search new SUCCESS=margin MIN_MARGIN="${MIN_MARGIN:-1.0}" STOP=budget EXPANSION=tree)}"
+AGREE_RECORDS="${AGREE_RECORDS:-$(search agree --success agree)}"
 
-# 2. Routers: <records>-<targets>.
-for v in $VARIANTS; do
-  records=$PAPER_RECORDS; [ "${v%%-*}" = new ] && records=$NEW_RECORDS
-  if [ ! -f "$OUT/routers-$v/router_config.json" ]; then
-    log "train $v"
-    "$BIN/trainer" train --records "$records" --out "$OUT/routers-$v" --targets "${v#*-}" \
-      > "$OUT/train-$v.json"
-  fi
-done
-
-# 3. The budget knob of each checkpoint, on ARC-Easy dev only.
-for v in $VARIANTS; do
-  for p in $KNOBS; do
-    d="$OUT/dev-$v-p$p"
-    [ -f "$d/report.json" ] || "$BIN/evaluator" run --routers "$OUT/routers-$v" --dataset arc_easy \
-      --split dev --limit "$DEV_LIMIT" --budget="$p" --out "$d" > /dev/null
-  done
-  python3 - "$OUT" "$v" "$MAX_LAYERS" $KNOBS > "$OUT/knob-$v" <<'PY'
+# 2. The diagnosis and the greedy curve on the probed questions.
+have diagnosis/diagnosis.json || { log "diagnose";
+  "$BIN/trainer" diagnose --records "$PROBE_RECORDS" --out "$OUT/diagnosis" > /dev/null; }
+CANDIDATES="${CANDIDATES:-$(python3 -c '
 import json, sys
-out, v, max_layers, knobs = sys.argv[1], sys.argv[2], float(sys.argv[3]), sys.argv[4:]
-rows = [(p, json.load(open(f"{out}/dev-{v}-p{p}/report.json"))["overall"]) for p in knobs]
-ok = [(o["routed_accuracy"], p) for p, o in rows if o["mean_path_len"] <= max_layers]
-print(max(ok)[1] if ok else "-0.5")
-PY
-  log "knob $v: $(cat "$OUT/knob-$v") (dev)"
-done
+d = json.load(open(sys.argv[1]))
+print(",".join(str(l) for l, _ in d["single_skips"] if l >= 8][:8]))' "$OUT/diagnosis/diagnosis.json")}"
+have prune/prune.json || { log "greedy curve on train 0–$PROBE_LIMIT, layers $CANDIDATES";
+  "$BIN/evaluator" prune --dataset arc_easy --split train --limit "$PROBE_LIMIT" \
+    --layers "$CANDIDATES" --down-to "$DOWN_TO" --reuse-budget-mib 8 --out "$OUT/prune" > /dev/null; }
 
-# 4. Test evaluations: static, static-pruned (ARC-Easy dev), routed, oracle.
-for v in $VARIANTS; do
-  p=$(cat "$OUT/knob-$v")
-  for set in "arc_easy $TEST_LIMIT" "arc_challenge $CHALLENGE_LIMIT"; do
-    read -r ds limit <<< "$set"
-    oracle="${ORACLE_EASY:-}"; [ "$ds" = arc_challenge ] && oracle="${ORACLE_CHALLENGE:-}"
-    d="$OUT/test-$v-$ds"
-    [ -f "$d/report.json" ] || { log "evaluate $v on $ds test"; "$BIN/evaluator" run \
-      --routers "$OUT/routers-$v" --dataset "$ds" --split test --limit "$limit" --budget="$p" \
-      --prune-dataset arc_easy --prune-split dev --prune-limit "$PRUNE_LIMIT" \
-      ${oracle:+--oracle "$oracle"} --out "$d" > /dev/null; }
+# 3. Checkpoints, each certified on dev + train less its own questions.
+for v in paper agree; do
+  records=$PAPER_RECORDS; [ $v = agree ] && records=$AGREE_RECORDS
+  have "routers-$v/router_config.json" || { log "train $v";
+    "$BIN/trainer" train --records "$records" --out "$OUT/routers-$v" > "$OUT/train-$v.json"; }
+  have "routers-$v/certificate.json" || { log "calibrate $v";
+    "$BIN/evaluator" calibrate --routers "$OUT/routers-$v" --dataset arc_easy --split dev \
+      --split train --limit 700 --exclude-records "$records" "${CERT[@]}" > "$OUT/calibrate-$v.md"; }
+done
+have menu/path_menu.json || { log "path menu: gate on train $PROBE_LIMIT–$GATE_LIMIT";
+  "$BIN/trainer" menu --dataset arc_easy --split train --limit "$GATE_LIMIT" \
+    --curve "$OUT/prune/prune.json" --diagnosis "$OUT/diagnosis/diagnosis.json" \
+    --exclude-records "$PROBE_RECORDS" --out "$OUT/menu" > "$OUT/menu.md"; }
+have menu/certificate.json || { log "calibrate the menu";
+  "$BIN/evaluator" calibrate --routers "$OUT/menu" --dataset arc_easy --split dev --split train \
+    --exclude-records "$PROBE_RECORDS" "${CERT[@]}" > "$OUT/calibrate-menu.md"; }
+
+# 4. Test: routed runs (each with the static model on the same questions), the curve's paths.
+for set in "arc_easy $TEST_LIMIT" "arc_challenge $CHALLENGE_LIMIT"; do
+  read -r ds limit <<< "$set"
+  t=(--dataset "$ds" --split test --limit "$limit")
+  run() { # name, flags
+    local name=$1; shift
+    have "test-$name-$ds/report.json" || { log "test $name on $ds";
+      "$BIN/evaluator" run "${t[@]}" "$@" --out "$OUT/test-$name-$ds" > /dev/null; }
+  }
+  run paper-pure --routers "$OUT/routers-paper" --budget=-0.5
+  for v in paper agree menu; do
+    dir="$OUT/routers-$v"; [ $v = menu ] && dir="$OUT/menu"
+    # A certificate without a routed point runs the static model: the table uses the static row.
+    if python3 -c 'import json,sys; sys.exit(json.load(open(sys.argv[1]))["chosen"] is None)' \
+      "$dir/certificate.json"; then run "$v-certified" --routers "$dir"; fi
+  done
+  python3 -c '
+import json, sys
+for p in json.load(open(sys.argv[1]))["curve"][1:]:
+    print(p["len"], ",".join(map(str, p["path"])))' "$OUT/prune/prune.json" |
+  while read -r len path; do
+    have "pruned-$len-$ds.jsonl" || { log "static-pruned to $len on $ds";
+      "$BIN/evaluator" baseline "${t[@]}" --path "$path" --records "$OUT/pruned-$len-$ds.jsonl" \
+        > "$OUT/pruned-$len-$ds.json"; }
   done
 done
 
 # 5. The table.
-python3 "$ROOT/bench/quality_table.py" "$OUT" $VARIANTS > "$OUT/quality.md"
+python3 "$ROOT/bench/quality_table.py" "$OUT" > "$OUT/quality.md"
 cat "$OUT/quality.md"
