@@ -96,8 +96,8 @@ for set in "arc_easy $TEST_LIMIT" "arc_challenge $CHALLENGE_LIMIT"; do
   for v in paper agree menu; do
     dir="$OUT/routers-$v"; [ $v = menu ] && dir="$OUT/menu"
     # A certificate without a routed point runs the static model: the table uses the static row.
-    if python3 -c 'import json,sys; sys.exit(json.load(open(sys.argv[1]))["chosen"] is None)' \
-      "$dir/certificate.json"; then run "$v-certified" --routers "$dir"; fi
+    if python3 "$ROOT/bench/quality_table.py" --saves "$dir/certificate.json"; then
+      run "$v-certified" --routers "$dir"; fi
   done
   python3 -c '
 import json, sys

@@ -10,6 +10,7 @@ OUT/pruned-<len>-<dataset>.jsonl (`evaluator baseline --records`), OUT/prune/pru
 checkpoints' certificate.json.
 
     python3 bench/quality_table.py OUT
+    python3 bench/quality_table.py --saves CERTIFICATE   # exit 0 when it saves a layer
 """
 import json
 import math
@@ -54,6 +55,14 @@ def fmt_diff(t):
 def fmt_acc(v):
     lo, hi = wilson(sum(v), len(v))
     return f"{100 * sum(v) / len(v):.1f} [{100 * lo:.1f}, {100 * hi:.1f}]"
+
+
+def saves(cert):
+    """Whether a certificate's chosen point runs fewer layers than its first (static) point, as
+    `evaluator calibrate` says "no certified point saves a layer" otherwise."""
+    if cert["chosen"] is None:
+        return False
+    return cert["points"][cert["chosen"]]["mean_layers"] < cert["points"][0]["mean_layers"]
 
 
 def jsonl(path):
@@ -130,7 +139,7 @@ def table(out, ds, title):
         if not os.path.exists(cert_file):
             continue
         cert = json.load(open(cert_file))
-        if cert["chosen"] is None:
+        if not saves(cert):
             print(row(f"{name}: keeps no routed point → the static model", static, static,
                       pruned, 30.0, "1.00×", "yes (drop 0.0 points)"))
             continue
@@ -145,6 +154,8 @@ def table(out, ds, title):
 
 
 def main():
+    if sys.argv[1] == "--saves":  # exit status 0 when the certificate saves a layer
+        sys.exit(0 if saves(json.load(open(sys.argv[2]))) else 1)
     out = sys.argv[1]
     for ds, title in SETS:
         table(out, ds, title)
