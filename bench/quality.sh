@@ -61,7 +61,7 @@ have diagnosis/diagnosis.json || { log "diagnose";
 CANDIDATES="${CANDIDATES:-$(python3 -c '
 import json, sys
 d = json.load(open(sys.argv[1]))
-print(",".join(str(l) for l, _ in d["single_skips"] if l >= 8][:8]))' "$OUT/diagnosis/diagnosis.json")}"
+print(",".join([str(l) for l, _ in d["single_skips"] if l >= 8][:8]))' "$OUT/diagnosis/diagnosis.json")}"
 have prune/prune.json || { log "greedy curve on train 0–$PROBE_LIMIT, layers $CANDIDATES";
   "$BIN/evaluator" prune --dataset arc_easy --split train --limit "$PROBE_LIMIT" \
     --layers "$CANDIDATES" --down-to "$DOWN_TO" --reuse-budget-mib 8 --out "$OUT/prune" > /dev/null; }
