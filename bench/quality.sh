@@ -7,9 +7,10 @@
 #
 # The questions, all ARC-Easy train unless said (nothing is chosen on test):
 #   train 0–199        paper search → Dr.LLM routers (paper labels); agree search → agree routers
-#   train 0–999        the probe (every single and double skip, agree rule) → trainer diagnose;
-#                      the greedy pruning curve (candidates: the diagnosis's safest single skips)
-#   train 1000–1599    the path menu's gate
+#   train 0–999        the probe (every single and double skip, agree rule) → trainer diagnose
+#                      (PROBE_LIMIT, at most CURVE_LIMIT); the greedy pruning curve (candidates:
+#                      the diagnosis's safest single skips)
+#   train 1000–1599    the path menu's gate (the menu leaves out all the questions it was chosen on)
 #   dev + train        calibration of each checkpoint (risk drop, δ = 1 point, ε = 0.05), less
 #                      the questions that checkpoint was trained or chosen on
 # Rows: static; static-pruned (each length of the curve); Dr.LLM routers pure (budget −0.5) and
@@ -17,7 +18,8 @@
 # certificate keeps no routed point runs the static model: its row is the static row, and says so.
 #
 # Environment: TEST_LIMIT (1000; 2376 = all of ARC-Easy test), CHALLENGE_LIMIT (1172 = all),
-# PROBE_LIMIT (1000), GATE_LIMIT (1600: the gate gets train PROBE_LIMIT…GATE_LIMIT), SEARCH_LIMIT
+# PROBE_LIMIT (1000), CURVE_LIMIT (1000), GATE_LIMIT (1600: the gate gets train
+# CURVE_LIMIT…GATE_LIMIT), SEARCH_LIMIT
 # (200), CANDIDATES (the curve's candidate layers, default: the diagnosis's 8 safest single skips
 # at or after layer 8), DOWN_TO (27), and PROBE_RECORDS / PAPER_RECORDS / AGREE_RECORDS to reuse
 # records of earlier searches. Each step is skipped when its output exists (rerun to resume).
@@ -27,6 +29,7 @@ OUT="$(mkdir -p "${1:-$ROOT/runs/quality}" && cd "${1:-$ROOT/runs/quality}" && p
 TEST_LIMIT="${TEST_LIMIT:-1000}"
 CHALLENGE_LIMIT="${CHALLENGE_LIMIT:-1172}"
 PROBE_LIMIT="${PROBE_LIMIT:-1000}"
+CURVE_LIMIT="${CURVE_LIMIT:-1000}"
 GATE_LIMIT="${GATE_LIMIT:-1600}"
 SEARCH_LIMIT="${SEARCH_LIMIT:-200}"
 DOWN_TO="${DOWN_TO:-27}"
@@ -62,8 +65,8 @@ CANDIDATES="${CANDIDATES:-$(python3 -c '
 import json, sys
 d = json.load(open(sys.argv[1]))
 print(",".join([str(l) for l, _ in d["single_skips"] if l >= 8][:8]))' "$OUT/diagnosis/diagnosis.json")}"
-have prune/prune.json || { log "greedy curve on train 0–$PROBE_LIMIT, layers $CANDIDATES";
-  "$BIN/evaluator" prune --dataset arc_easy --split train --limit "$PROBE_LIMIT" \
+have prune/prune.json || { log "greedy curve on train 0–$CURVE_LIMIT, layers $CANDIDATES";
+  "$BIN/evaluator" prune --dataset arc_easy --split train --limit "$CURVE_LIMIT" \
     --layers "$CANDIDATES" --down-to "$DOWN_TO" --reuse-budget-mib 8 --out "$OUT/prune" > /dev/null; }
 
 # 3. Checkpoints, each certified on dev + train less its own questions.
@@ -75,7 +78,7 @@ for v in paper agree; do
     "$BIN/evaluator" calibrate --routers "$OUT/routers-$v" --dataset arc_easy --split dev \
       --split train --limit 700 --exclude-records "$records" "${CERT[@]}" > "$OUT/calibrate-$v.md"; }
 done
-have menu/path_menu.json || { log "path menu: gate on train $PROBE_LIMIT–$GATE_LIMIT";
+have menu/path_menu.json || { log "path menu: gate on train $CURVE_LIMIT–$GATE_LIMIT";
   "$BIN/trainer" menu --dataset arc_easy --split train --limit "$GATE_LIMIT" \
     --curve "$OUT/prune/prune.json" --diagnosis "$OUT/diagnosis/diagnosis.json" \
     --exclude-records "$PROBE_RECORDS" --out "$OUT/menu" > "$OUT/menu.md"; }

@@ -97,8 +97,11 @@ fn read_json<T: serde::de::DeserializeOwned>(p: &Path) -> anyhow::Result<T> {
     serde_json::from_str(&text).with_context(|| format!("{}: not the expected report", p.display()))
 }
 
+/// Named layer paths.
+type Named = Vec<(String, Vec<u16>)>;
+
 /// The menu's paths (full first, each once) and where they came from.
-fn menu_paths(a: &Args, layers: usize) -> anyhow::Result<(Vec<(String, Vec<u16>)>, String)> {
+fn menu_paths(a: &Args, layers: usize) -> anyhow::Result<(Named, String)> {
     let full: Vec<u16> = (0..layers as u16).collect();
     let without = |skip: &[u16]| full.iter().copied().filter(|l| !skip.contains(l)).collect();
     let mut paths = vec![("full".to_string(), full.clone())];
@@ -237,7 +240,11 @@ pub fn run(a: Args) -> anyhow::Result<()> {
     }
     bar.finish_and_clear();
     let ids: Vec<String> = examples.iter().map(|e| e.id.clone()).collect();
-    let menu = fit(&a, &lm, (&named, &x, &y, &ids), gate, from)?;
+    let mut menu = fit(&a, &lm, (&named, &x, &y, &ids), gate, from)?;
+    // Calibration must leave out every question the menu was chosen on, not only the gate's.
+    let mut chosen_on: Vec<String> = excluded.into_iter().collect();
+    chosen_on.sort();
+    menu.training_questions.extend(chosen_on);
     menu.save(&a.out)?;
     print_summary(&menu);
     eprintln!(

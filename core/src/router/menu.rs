@@ -74,7 +74,8 @@ pub struct PathMenu {
     pub paths: Vec<MenuPath>,
     /// Where the menu and the gate's training questions came from.
     pub provenance: String,
-    /// Ids of the gate's training questions: calibration leaves them out.
+    /// Ids of every question the menu was chosen on (the gate's, then the curve's and those of
+    /// `--exclude-records`): calibration leaves them out.
     pub training_questions: Vec<String>,
 }
 
