@@ -98,10 +98,17 @@ fn check_args(a: &Args) -> anyhow::Result<()> {
         "--epsilon must be in (0, 1), got {}",
         a.epsilon
     );
+    // Checked before anything loads; the kinds' default grids are in order by construction.
+    anyhow::ensure!(
+        a.grid.windows(2).all(|w| w[0] > w[1]),
+        "--grid must be decreasing knobs (static first), got {:?}",
+        a.grid
+    );
     Ok(())
 }
 
-/// `--grid`, or the router kind's default, checked: decreasing knobs in the kind's range.
+/// `--grid` (its order checked by `check_args`) or the router kind's default, each knob in the
+/// kind's range.
 fn grid(a: &Args, router: &Router) -> anyhow::Result<Vec<f32>> {
     let grid = match (a.grid.is_empty(), router) {
         (false, _) => a.grid.clone(),
@@ -111,10 +118,6 @@ fn grid(a: &Args, router: &Router) -> anyhow::Result<Vec<f32>> {
     for &k in &grid {
         router.check_knob(k).context("--grid")?;
     }
-    anyhow::ensure!(
-        grid.windows(2).all(|w| w[0] > w[1]),
-        "--grid must be decreasing knobs (static first), got {grid:?}"
-    );
     Ok(grid)
 }
 
