@@ -5,8 +5,8 @@
 use std::path::PathBuf;
 
 use anyhow::Context;
+use drllm_contract::SearchRecord;
 use drllm_records::official::{timestamp, OfficialRun};
-use drllm_records::SearchRecord;
 
 /// Formats `export` writes.
 #[derive(clap::ValueEnum, Clone, Copy, Debug)]
@@ -79,7 +79,7 @@ pub fn run(a: Args) -> anyhow::Result<()> {
 
 /// Whether a record's prompt went through the chat template (generate with instruct prompts).
 fn is_templated(r: &SearchRecord) -> bool {
-    use drllm_records::{PromptStyle, RewardMode};
+    use drllm_contract::{PromptStyle, RewardMode};
     r.settings.reward.mode == RewardMode::Generate
         && r.settings.reward.style != Some(PromptStyle::Base)
 }

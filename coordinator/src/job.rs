@@ -4,8 +4,9 @@
 
 use std::path::PathBuf;
 
-use drllm_records::{PromptStyle, RewardMode, RewardSettings, RunSettings, SearchConfig};
-use drllm_tasks::{load_dataset, DatasetSpec, Example};
+use drllm_contract::Example;
+use drllm_contract::{PromptStyle, RewardMode, RewardSettings, RunSettings, SearchConfig};
+use drllm_tasks::{load_dataset, DatasetSpec};
 use serde::{Deserialize, Serialize};
 
 #[derive(Debug, thiserror::Error)]
@@ -80,7 +81,7 @@ pub struct JobSpec {
 }
 
 fn default_model() -> String {
-    drllm_records::settings::DEFAULT_MODEL.into()
+    drllm_contract::DEFAULT_MODEL.into()
 }
 fn default_reward() -> RewardMode {
     RewardMode::ChoiceLoglik

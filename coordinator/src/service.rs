@@ -93,10 +93,7 @@ impl Coordinator for Service {
         crate::metrics::leased(got.len(), t.elapsed().as_secs_f64());
         let c = self.state.counts();
         Ok(Response::new(LeaseReply {
-            examples: got
-                .into_iter()
-                .map(|(key, example_json)| LeasedExample { key, example_json })
-                .collect(),
+            examples: got,
             deadline_unix_ms: deadline,
             job_done: c.pending == 0 && c.leased == 0,
             retry_after_ms: if draining { 0 } else { 1000 },
@@ -120,17 +117,18 @@ impl Coordinator for Service {
 
     async fn submit(&self, req: Request<SubmitRequest>) -> Result<Response<SubmitReply>, Status> {
         let r = req.into_inner();
-        // Validated, decided and made durable by the state's writer before the reply.
-        let (accepted, duplicates) = self
+        // Decided result by result and made durable by the state's writer before the reply.
+        let s = self
             .state
             .submit(r.worker_id, r.results)
             .await
             .map_err(internal)?
             .map_err(Status::invalid_argument)?;
-        crate::metrics::submitted(accepted, duplicates);
+        crate::metrics::submitted(s.accepted, s.duplicates);
         Ok(Response::new(SubmitReply {
-            accepted,
-            duplicates,
+            accepted: s.accepted,
+            duplicates: s.duplicates,
+            refused: s.refused,
         }))
     }
 

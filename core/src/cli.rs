@@ -90,16 +90,16 @@ fn parse_decode_dtype(s: &str) -> Result<DecodeWeights, String> {
 pub struct TaskArgs {
     /// arc_easy, arc_challenge, dart, dart-1 … dart-5, or a .jsonl file (see README).
     #[arg(long)]
-    pub dataset: crate::tasks::DatasetSpec,
+    pub dataset: drllm_tasks::DatasetSpec,
     /// Only the first N examples.
     #[arg(long)]
     pub limit: Option<usize>,
     /// choice-loglik (multiple choice only) or generate (greedy + the paper's grader).
     #[arg(long, default_value = "choice-loglik")]
-    pub reward: crate::tasks::RewardMode,
+    pub reward: drllm_contract::RewardMode,
     /// Prompt style for generate: instruct (chat template) or base; default from the model.
     #[arg(long)]
-    pub style: Option<crate::tasks::prompts::PromptStyle>,
+    pub style: Option<drllm_contract::PromptStyle>,
     /// Generate every token up to the budget even when the verdict is already fixed.
     #[arg(long)]
     pub no_early_stop: bool,
@@ -110,8 +110,8 @@ pub struct TaskArgs {
 
 impl TaskArgs {
     /// The examples of `split`, with skipped lines reported on stderr.
-    pub fn examples(&self, split: &str) -> anyhow::Result<Vec<crate::tasks::Example>> {
-        let data = crate::tasks::load_dataset(&self.dataset, split, self.limit, self.skip_invalid)?;
+    pub fn examples(&self, split: &str) -> anyhow::Result<Vec<drllm_contract::Example>> {
+        let data = drllm_tasks::load_dataset(&self.dataset, split, self.limit, self.skip_invalid)?;
         for e in &data.skipped {
             eprintln!("skipped: {e}");
         }
@@ -124,8 +124,8 @@ impl TaskArgs {
     }
 
     /// The reward settings the flags ask for (an unset style: the model's default).
-    pub fn reward_settings(&self) -> crate::tasks::reward::RewardSettings {
-        crate::tasks::reward::RewardSettings {
+    pub fn reward_settings(&self) -> drllm_contract::RewardSettings {
+        drllm_contract::RewardSettings {
             mode: self.reward,
             style: self.style,
             early_stop: !self.no_early_stop,

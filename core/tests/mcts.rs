@@ -3,10 +3,8 @@
 
 use std::convert::Infallible;
 
-use drllm_core::search::{
-    judge, Expansion, Judged, Mcts, NodeView, SearchConfig, SearchOutcome, StopMode, StopRule,
-    Strategy, SuccessRule,
-};
+use drllm_contract::{Expansion, SearchConfig, StopMode, Strategy, SuccessRule};
+use drllm_core::search::{judge, Judged, Mcts, NodeView, SearchOutcome, StopRule};
 use drllm_core::tasks::reward::Outcome;
 use drllm_engine::LayerPath;
 

@@ -1,9 +1,10 @@
 //! Rewards on the real default model: choice-loglik's shared context pass equals scoring every
 //! choice from scratch; early stop of generation never changes a verdict and does save tokens.
 
+use drllm_contract::RewardMode;
 use drllm_core::tasks::reward::{evaluate, RewardOptions};
-use drllm_core::tasks::{load_dataset, prompts, DatasetSpec, RewardMode};
 use drllm_engine::{LayerPath, LoadOptions, LoadedModel, Logits, PathCache};
+use drllm_tasks::{load_dataset, prompts, DatasetSpec};
 
 fn model(opts: &LoadOptions) -> Option<LoadedModel> {
     drllm_engine::loader::load_default_model_for_tests(opts)

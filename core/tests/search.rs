@@ -1,10 +1,12 @@
 //! The search on the real default model: prefix reuse and generation early stop change no record,
 //! only the work done.
 
-use drllm_core::search::{search_example, SearchConfig};
+use drllm_contract::RewardMode;
+use drllm_contract::SearchConfig;
+use drllm_core::search::search_example;
 use drllm_core::tasks::reward::RewardOptions;
-use drllm_core::tasks::{load_dataset, DatasetSpec, RewardMode};
 use drllm_engine::{LoadOptions, LoadedModel};
+use drllm_tasks::{load_dataset, DatasetSpec};
 
 fn model() -> Option<LoadedModel> {
     drllm_engine::loader::load_default_model_for_tests(&LoadOptions::default())

@@ -9,8 +9,8 @@ use crate::model::{LoadOptions, Model};
 use crate::tokenizer::TextTokenizer;
 use crate::weights::Source;
 
-/// Name of the default model (part of the run settings, [`drllm_records::settings`]).
-pub use drllm_records::settings::DEFAULT_MODEL;
+/// Name of the default model (part of the run settings, [`drllm_contract::settings`]).
+pub use drllm_contract::DEFAULT_MODEL;
 
 /// File name of the default model's GGUF inside the cache.
 pub const DEFAULT_MODEL_FILE: &str = "SmolLM2-135M-Instruct.Q4_1.gguf";

@@ -6,7 +6,8 @@ use std::path::PathBuf;
 use std::time::Instant;
 
 use anyhow::Context;
-use drllm_core::tasks::{evaluate, RewardMode};
+use drllm_contract::RewardMode;
+use drllm_core::tasks::evaluate;
 use drllm_engine::{LayerPath, PathSpec, StopReason};
 use serde_json::json;
 

@@ -17,8 +17,8 @@ use std::collections::HashSet;
 use std::path::PathBuf;
 
 use anyhow::Context;
+use drllm_contract::Example;
 use drllm_core::tasks::reward::RewardOptions;
-use drllm_core::tasks::Example;
 use drllm_engine::LoadedModel;
 
 use crate::certify::{answer_of, Answer, Certificate, Point, Risk};
@@ -129,7 +129,7 @@ fn questions(a: &Args, router: &Router) -> anyhow::Result<(Vec<Example>, String)
         excluded.extend(m.training_questions.iter().cloned());
     }
     for p in &a.exclude_records {
-        let recs = drllm_core::search::read_records(p)
+        let recs = drllm_records::read_records(p)
             .with_context(|| format!("--exclude-records {}", p.display()))?;
         excluded.extend(recs.into_iter().map(|r| r.example_id));
     }

@@ -4,7 +4,7 @@ use std::io::{BufRead, BufWriter, Write};
 use std::path::PathBuf;
 
 use anyhow::{bail, Context};
-use drllm_core::tasks::{letter, math};
+use drllm_tasks::{letter, math};
 use serde_json::Value;
 
 #[derive(clap::Args, Debug)]

@@ -14,10 +14,10 @@ use std::cmp::Ordering;
 use std::path::PathBuf;
 
 use anyhow::Context;
+use drllm_contract::Example;
 use drllm_core::cli::{ModelArgs, TaskArgs};
 use drllm_core::search::PathEvaluator;
 use drllm_core::tasks::reward::RewardOptions;
-use drllm_core::tasks::Example;
 use drllm_engine::{LayerPath, LoadedModel};
 use serde::{Deserialize, Serialize};
 

@@ -15,8 +15,9 @@ use drllm_core::cli::TaskArgs;
 
 use crate::certify::{answer_of, operating_point};
 use crate::router::Router;
+use drllm_contract::Example;
+use drllm_core::tasks::evaluate;
 use drllm_core::tasks::reward::{prepare, RewardOptions};
-use drllm_core::tasks::{evaluate, Example};
 use drllm_engine::{LayerPath, LoadedModel};
 
 use crate::prune::{evaluators, score_path, CurveKey, Pruner, DEFAULT_REUSE_MIB};
@@ -63,7 +64,7 @@ pub struct Args {
     /// Dataset of --prune-split (default: --dataset). E.g. score ARC-Challenge test against the
     /// path pruned on ARC-Easy dev, so that nothing is chosen on the out-of-domain set.
     #[arg(long, requires = "prune_split")]
-    prune_dataset: Option<drllm_core::tasks::DatasetSpec>,
+    prune_dataset: Option<drllm_tasks::DatasetSpec>,
     /// Pruning: only these layers may be removed (as `evaluator prune --layers`, sharing its
     /// cache).
     #[arg(long, value_delimiter = ',', requires = "prune_split")]
@@ -303,7 +304,7 @@ fn write_examples(jsonl: &Path, results: &[ExampleResult]) -> anyhow::Result<()>
 }
 
 /// Report group of an example: its dataset, with the MATH level when known (`dart-3`, `math L2`).
-fn group_of(ex: &drllm_core::tasks::Example) -> String {
+fn group_of(ex: &drllm_contract::Example) -> String {
     match ex.level {
         Some(l) if !ex.dataset.ends_with(&format!("-{l}")) => format!("{} level {l}", ex.dataset),
         _ => ex.dataset.clone(),
@@ -314,7 +315,7 @@ fn group_of(ex: &drllm_core::tasks::Example) -> String {
 fn read_oracle(paths: &[PathBuf]) -> anyhow::Result<HashMap<String, bool>> {
     let mut out = HashMap::new();
     for p in paths {
-        let recs = drllm_core::search::read_records(p)
+        let recs = drllm_records::read_records(p)
             .with_context(|| format!("reading oracle records {}", p.display()))?;
         anyhow::ensure!(!recs.is_empty(), "{}: no search records", p.display());
         for r in recs {

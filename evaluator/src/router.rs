@@ -8,14 +8,14 @@ use std::path::Path;
 
 use anyhow::Context;
 use candle_core::Tensor;
+use drllm_contract::Example;
+use drllm_contract::RewardSettings;
 use drllm_core::router::{
     evaluate_routed, Budget, PathMenu, RouterConfig, Routers, CHECKPOINT_FILE, MENU_FILE,
     MENU_STATIC,
 };
 use drllm_core::tasks::reward::{Outcome, RewardOptions};
-use drllm_core::tasks::Example;
 use drllm_engine::{LayerPath, LoadedModel};
-use drllm_records::RewardSettings;
 
 /// A loaded checkpoint, checked against the model.
 pub enum Router {

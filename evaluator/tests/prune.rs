@@ -7,9 +7,11 @@
 use std::path::Path;
 use std::process::{Command, Output};
 
+use drllm_contract::RewardMode;
+use drllm_core::tasks::evaluate;
 use drllm_core::tasks::reward::RewardOptions;
-use drllm_core::tasks::{evaluate, load_dataset, RewardMode};
 use drllm_engine::{LayerPath, LoadOptions};
+use drllm_tasks::load_dataset;
 use serde_json::Value;
 
 const L: usize = 30;

@@ -9,11 +9,13 @@
 
 use std::process::Command;
 
+use drllm_contract::{Example, RewardMode};
+use drllm_contract::{PromptStyle, RewardSettings};
 use drllm_core::router::{evaluate_routed, Budget, RouterConfig, Routers};
+use drllm_core::tasks::evaluate;
 use drllm_core::tasks::reward::RewardOptions;
-use drllm_core::tasks::{evaluate, load_dataset, Example, RewardMode};
 use drllm_engine::{LayerPath, LoadOptions, LoadedModel};
-use drllm_records::{PromptStyle, RewardSettings};
+use drllm_tasks::load_dataset;
 
 const L: usize = 30;
 const D: usize = 576;
@@ -109,7 +111,7 @@ fn run_writes_the_report_and_refuses_bad_checkpoints() {
             r
         })
         .collect();
-    drllm_core::search::write_parquet(&dir.path().join("oracle.parquet"), &recs).unwrap();
+    drllm_records::write_parquet(&dir.path().join("oracle.parquet"), &recs).unwrap();
     let o = evaluator(
         &[
             &base[..],

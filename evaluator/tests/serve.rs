@@ -11,10 +11,12 @@ use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
 use candle_core::D;
+use drllm_contract::RewardMode;
 use drllm_core::router::RouterConfig;
+use drllm_core::tasks::evaluate;
 use drllm_core::tasks::reward::{prepare, RewardOptions};
-use drllm_core::tasks::{evaluate, load_dataset, RewardMode};
 use drllm_engine::{LayerPath, LoadOptions, LoadedModel, Logits, PathCache};
+use drllm_tasks::load_dataset;
 use drllm_tests::{http_get, http_post};
 use serde_json::{json, Value};
 

@@ -1,25 +1,21 @@
-//! drllm-records: what a search leaves behind. One [`SearchRecord`] per searched example, written
-//! as Parquet parts ([`write_parquet`], atomically through [`atomic`]) with the schema version and
-//! the run settings ([`settings`]) in the file metadata, and read back by any release that knows
-//! the version ([`read_records`], [`READABLE_SCHEMA_VERSIONS`]). The coordinator, the workers, the
-//! trainer and the evaluator share this crate; it has no model code.
+//! drllm-records: search records on disk. One `SearchRecord` (drllm-contract) per searched
+//! example, written as Parquet parts ([`write_parquet`], atomically through [`atomic`]) with the
+//! schema version and the run settings in the file metadata, and read back by any release that
+//! knows the version ([`read_records`]); both walk the contract's column table through
+//! [`columns`]. Also the official Dr.LLM format ([`official`]). No model code.
 
 #![warn(missing_docs)]
 
 use std::path::PathBuf;
 
 pub mod atomic;
+mod columns;
 pub mod official;
 pub mod read;
-pub mod record;
-pub mod settings;
+mod write;
 
 pub use read::{read_records, Summary};
-pub use record::{write_parquet, SearchRecord, READABLE_SCHEMA_VERSIONS, SCHEMA_VERSION};
-pub use settings::{
-    Expansion, PromptStyle, RewardMode, RewardSettings, RunSettings, SearchConfig, StopMode,
-    Strategy, SuccessRule,
-};
+pub use write::write_parquet;
 
 /// Reading or writing records failed.
 #[derive(Debug, thiserror::Error)]

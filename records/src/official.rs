@@ -15,7 +15,7 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Deserializer, Serialize};
 
-use crate::{SearchRecord, Strategy};
+use drllm_contract::{SearchRecord, Strategy};
 
 /// Why an official search file cannot be read or written.
 #[derive(Debug, thiserror::Error)]

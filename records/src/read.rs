@@ -5,15 +5,11 @@
 use std::fs::File;
 use std::path::{Path, PathBuf};
 
-use arrow_array::cast::AsArray;
-use arrow_array::types::{
-    Float64Type, TimestampMillisecondType, UInt16Type, UInt32Type, UInt64Type, UInt8Type,
-};
-use arrow_array::{Array, ListArray, RecordBatch};
+use arrow_array::RecordBatch;
+use drllm_contract::record::COLUMNS;
+use drllm_contract::{SearchRecord, READABLE_SCHEMA_VERSIONS};
 use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
 
-use crate::record::{SearchRecord, READABLE_SCHEMA_VERSIONS};
-use crate::settings::{PromptStyle, RewardMode, RewardSettings, RunSettings, SearchConfig};
 use crate::{RecordError as Error, Result};
 
 /// The Parquet files `path` names: itself, or the `*.parquet` files of a folder, sorted.
@@ -40,230 +36,55 @@ pub fn read_records(path: &Path) -> Result<Vec<SearchRecord>> {
 }
 
 fn read_file(path: &Path) -> Result<Vec<SearchRecord>> {
-    let bad = |what: String| Error::Invalid(format!("{}: {what}", path.display()));
     let file = File::open(path).map_err(|e| Error::io(path, e))?;
-    let builder = ParquetRecordBatchReaderBuilder::try_new(file).map_err(|e| bad(e.to_string()))?;
+    read_from(file).map_err(|what| Error::Invalid(format!("{}: {what}", path.display())))
+}
+
+/// The records of one Parquet file's bytes (`File`, or bytes in memory); an error says what is
+/// wrong, never a panic, whatever the bytes.
+pub fn read_from<R: parquet::file::reader::ChunkReader + 'static>(
+    file: R,
+) -> std::result::Result<Vec<SearchRecord>, String> {
+    let builder = ParquetRecordBatchReaderBuilder::try_new(file).map_err(|e| e.to_string())?;
     let version = builder
         .metadata()
         .file_metadata()
         .key_value_metadata()
         .and_then(|kv| kv.iter().find(|k| k.key == "drllm.schema_version"))
         .and_then(|k| k.value.clone());
-    if !version
+    let v = version
         .as_deref()
-        .is_some_and(|v| READABLE_SCHEMA_VERSIONS.contains(&v))
-    {
-        return Err(bad(format!(
-            "record schema version {version:?}, this build reads {READABLE_SCHEMA_VERSIONS:?}"
-        )));
-    }
+        .filter(|v| READABLE_SCHEMA_VERSIONS.contains(v))
+        .and_then(|v| v.parse::<u8>().ok())
+        .ok_or_else(|| {
+            format!(
+                "record schema version {version:?}, this build reads {READABLE_SCHEMA_VERSIONS:?}"
+            )
+        })?;
     let mut out = Vec::new();
-    for batch in builder.build().map_err(|e| bad(e.to_string()))? {
-        let b = batch.map_err(|e| bad(e.to_string()))?;
-        out.extend(batch_records(&b).map_err(bad)?);
+    for batch in builder.build().map_err(|e| e.to_string())? {
+        out.extend(batch_records(&batch.map_err(|e| e.to_string())?, v)?);
     }
     Ok(out)
 }
 
-/// Typed access to a batch's columns; every error names the column.
-struct Columns<'a>(&'a RecordBatch);
-
-type Res<T> = std::result::Result<T, String>;
-
-impl Columns<'_> {
-    fn col(&self, n: &str) -> Res<&dyn Array> {
-        self.0
-            .column_by_name(n)
-            .map(|c| c.as_ref())
-            .ok_or_else(|| format!("no column `{n}`"))
-    }
-
-    /// A string column; `None` for null entries.
-    fn opt_strings(&self, n: &str) -> Res<Vec<Option<String>>> {
-        let a = self
-            .col(n)?
-            .as_string_opt::<i32>()
-            .ok_or(format!("`{n}` is not a string column"))?;
-        Ok((0..a.len())
-            .map(|i| a.is_valid(i).then(|| a.value(i).to_string()))
-            .collect())
-    }
-
-    /// A string column; null entries read as empty.
-    fn strings(&self, n: &str) -> Res<Vec<String>> {
-        Ok(self
-            .opt_strings(n)?
-            .into_iter()
-            .map(Option::unwrap_or_default)
-            .collect())
-    }
-
-    fn prim<T: arrow_array::ArrowPrimitiveType>(&self, n: &str) -> Res<Vec<T::Native>> {
-        let a = self
-            .col(n)?
-            .as_primitive_opt::<T>()
-            .ok_or(format!("`{n}` has the wrong type"))?;
-        Ok(a.values().to_vec())
-    }
-
-    fn bools(&self, n: &str) -> Res<Vec<bool>> {
-        let a = self
-            .col(n)?
-            .as_boolean_opt()
-            .ok_or(format!("`{n}` is not boolean"))?;
-        Ok((0..a.len()).map(|i| a.value(i)).collect())
-    }
-
-    /// A boolean column of a later schema version: `default` everywhere when it is absent.
-    fn bools_or(&self, n: &str, default: bool) -> Res<Vec<bool>> {
-        match self.0.column_by_name(n) {
-            Some(_) => self.bools(n),
-            None => Ok(vec![default; self.0.num_rows()]),
+/// The records of one batch of a schema-`version` file: each column of the table that version
+/// has is read into its cells and stored; the columns it predates keep the defaults (what those
+/// searches ran with).
+fn batch_records(b: &RecordBatch, version: u8) -> std::result::Result<Vec<SearchRecord>, String> {
+    let mut out = vec![SearchRecord::default(); b.num_rows()];
+    for c in COLUMNS {
+        let Some(array) = b.column_by_name(c.name) else {
+            if c.since <= version {
+                return Err(format!("no column `{}`", c.name));
+            }
+            continue;
+        };
+        let cells = crate::columns::cells(c.kind, array.as_ref())
+            .map_err(|e| format!("column `{}` {e}", c.name))?;
+        for (i, (r, cell)) in out.iter_mut().zip(cells).enumerate() {
+            (c.set)(r, cell).map_err(|e| format!("row {i}: `{}`: {e}", c.name))?;
         }
-    }
-
-    /// A list column (read once; rows are taken with [`row`]).
-    fn lists(&self, n: &str) -> Res<&ListArray> {
-        self.col(n)?
-            .as_list_opt::<i32>()
-            .ok_or(format!("`{n}` is not a list"))
-    }
-}
-
-/// Row `i` of list column `n` (`l`), as values of `T`.
-fn row<T: arrow_array::ArrowPrimitiveType>(
-    l: &ListArray,
-    n: &str,
-    i: usize,
-) -> Res<Vec<T::Native>> {
-    let v = l.value(i);
-    let p = v
-        .as_primitive_opt::<T>()
-        .ok_or(format!("`{n}` has the wrong type"))?;
-    Ok(p.values().to_vec())
-}
-
-/// Row `i` of `good_paths` (`l`, a list of lists of u16).
-fn good_paths_row(l: &ListArray, i: usize) -> Res<Vec<Vec<u16>>> {
-    let goods = l.value(i);
-    let inner = goods
-        .as_list_opt::<i32>()
-        .ok_or("`good_paths` is not a list of lists")?;
-    (0..inner.len())
-        .map(|j| row::<UInt16Type>(inner, "good_paths", j))
-        .collect()
-}
-
-/// Each row's run settings: the reward columns (those schema 3 added default to what earlier
-/// searches ran with) and the search configuration's JSON.
-fn settings(c: &Columns<'_>) -> Res<Vec<RunSettings>> {
-    let modes = c.strings("reward_mode")?;
-    let configs = c.strings("search_config")?;
-    let styles = match c.0.column_by_name("prompt_style") {
-        Some(_) => c.opt_strings("prompt_style")?,
-        None => vec![None; c.0.num_rows()],
-    };
-    let early = c.bools_or("early_stop", true)?;
-    let normalized = c.bools_or("length_normalized", false)?;
-    (0..c.0.num_rows())
-        .map(|i| {
-            let row = |e: String| format!("row {i}: {e}");
-            let search: SearchConfig = match configs[i].trim() {
-                "" | "{}" => SearchConfig::default(),
-                json => serde_json::from_str(json)
-                    .map_err(|e| row(format!("`search_config` {json}: {e}")))?,
-            };
-            let style = styles[i]
-                .as_deref()
-                .map(str::parse::<PromptStyle>)
-                .transpose()
-                .map_err(|e| row(format!("`prompt_style`: {e}")))?;
-            let mode: RewardMode = modes[i]
-                .parse()
-                .map_err(|e| row(format!("`reward_mode`: {e}")))?;
-            Ok(RunSettings {
-                reward: RewardSettings {
-                    mode,
-                    style,
-                    early_stop: early[i],
-                    length_normalized: normalized[i],
-                },
-                search,
-            })
-        })
-        .collect()
-}
-
-fn batch_records(b: &RecordBatch) -> Res<Vec<SearchRecord>> {
-    let c = Columns(b);
-    let (ids, datasets, splits) = (
-        c.strings("example_id")?,
-        c.strings("dataset")?,
-        c.strings("split")?,
-    );
-    let (questions, golds) = (c.strings("question")?, c.strings("gold")?);
-    let (models, fps) = (c.strings("model_id")?, c.strings("model_fingerprint")?);
-    let (responses, workers) = (c.opt_strings("best_response")?, c.strings("worker_id")?);
-    let settings = settings(&c)?;
-    let layers = c.prim::<UInt16Type>("num_layers")?;
-    let distinct_layers = c.prim::<UInt16Type>("distinct_layers")?;
-    let sims = c.prim::<UInt32Type>("simulations")?;
-    let paths = c.prim::<UInt32Type>("distinct_paths")?;
-    let execs = c.prim::<UInt64Type>("layer_executions")?;
-    let wall = c.prim::<Float64Type>("wall_seconds")?;
-    let ts = c.prim::<TimestampMillisecondType>("timestamp")?;
-    let (orig, found) = (c.bools("original_correct")?, c.bools("found")?);
-    // Schema 2 columns; absent from schema-1 files.
-    let (best, dec, good) = (
-        c.lists("best_path")?,
-        c.lists("best_decisions")?,
-        c.lists("good_paths")?,
-    );
-    let margins = match b.column_by_name("good_margins") {
-        Some(_) => Some(c.lists("good_margins")?),
-        None => None,
-    };
-    let orig_margin = b
-        .column_by_name("original_margin")
-        .map(|c| {
-            c.as_primitive_opt::<Float64Type>()
-                .cloned()
-                .ok_or("`original_margin` has the wrong type")
-        })
-        .transpose()?;
-    let mut out = Vec::with_capacity(b.num_rows());
-    for (i, settings) in settings.into_iter().enumerate() {
-        out.push(SearchRecord {
-            example_id: ids[i].clone(),
-            dataset: datasets[i].clone(),
-            split: splits[i].clone(),
-            question: questions[i].clone(),
-            gold: golds[i].clone(),
-            model_id: models[i].clone(),
-            model_fingerprint: fps[i].clone(),
-            num_layers: layers[i],
-            original_correct: orig[i],
-            found: found[i],
-            best_path: row::<UInt16Type>(best, "best_path", i)?,
-            best_decisions: row::<UInt8Type>(dec, "best_decisions", i)?,
-            distinct_layers: distinct_layers[i],
-            good_paths: good_paths_row(good, i)?,
-            good_margins: match margins {
-                Some(m) => row::<Float64Type>(m, "good_margins", i)?,
-                None => Vec::new(),
-            },
-            original_margin: orig_margin
-                .as_ref()
-                .and_then(|a| a.is_valid(i).then(|| a.value(i))),
-            best_response: responses[i].clone(),
-            simulations: sims[i],
-            distinct_paths: paths[i],
-            layer_executions: execs[i],
-            wall_seconds: wall[i],
-            settings,
-            worker_id: workers[i].clone(),
-            timestamp_ms: ts[i],
-        });
     }
     Ok(out)
 }
@@ -330,6 +151,7 @@ impl Summary {
 mod tests {
     use super::*;
     use crate::write_parquet;
+    use drllm_contract::{PromptStyle, RewardMode, RewardSettings, RunSettings, SearchConfig};
 
     fn record(i: u16, response: Option<&str>) -> SearchRecord {
         SearchRecord {
@@ -398,7 +220,7 @@ mod tests {
 
     #[test]
     fn schema_1_and_2_files_still_read() {
-        use crate::record::{to_batch, write_batch};
+        use crate::write::{to_batch, write_batch};
         let dir = tempfile::tempdir().unwrap();
         let recs = vec![record(0, None), record(1, Some("B"))];
         let batch = to_batch(&recs).unwrap();

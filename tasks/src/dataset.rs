@@ -6,48 +6,8 @@
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
+use drllm_contract::{AnswerKind, Example};
 use serde_json::Value;
-
-/// What kind of answer an example expects, which decides prompt and grader.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum AnswerKind {
-    /// Multiple choice, graded by letter (choices re-lettered A, B, C, …).
-    Letter,
-    /// A mathematical answer in LaTeX, graded by equivalence of the last `\boxed{}`.
-    Math,
-}
-
-/// One task example: the question, its choices if any, the gold answer and how it is graded.
-#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
-pub struct Example {
-    /// Stable id: dataset family + source id, e.g. `arc_easy/Mercury_7220990`.
-    pub id: String,
-    /// Dataset name as requested (`arc_easy`, `dart-3`, `jsonl:questions`).
-    pub dataset: String,
-    /// Split as requested (`train`, `dev`, `test`, …; `all` for [`load_jsonl`]).
-    pub split: String,
-    /// The question as the dataset gives it (ARC `question.stem`, MATH `problem`), without the
-    /// choices.
-    pub question: String,
-    /// Choice texts in order (letters A, B, C, … by position); empty for open answers.
-    pub choices: Vec<String>,
-    /// Gold answer: a letter for multiple choice, LaTeX for math.
-    pub answer: String,
-    /// How the answer is graded.
-    pub kind: AnswerKind,
-    /// MATH difficulty level, 1–5; `None` for other datasets and for MATH's `Level ?`.
-    pub level: Option<u8>,
-}
-
-impl Example {
-    /// Index of the gold choice (multiple choice only).
-    pub fn gold_index(&self) -> Option<usize> {
-        let c = self.answer.chars().next()?;
-        let i = (c as u32).checked_sub('A' as u32)? as usize;
-        (self.answer.len() == 1 && i < self.choices.len()).then_some(i)
-    }
-}
 
 /// Letter of choice `i`: A, B, C, …
 pub fn letter(i: usize) -> char {

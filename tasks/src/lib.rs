@@ -10,4 +10,4 @@ pub mod math;
 pub mod prompts;
 mod py;
 
-pub use dataset::{load_dataset, AnswerKind, DataError, DatasetSpec, Example, LoadReport};
+pub use dataset::{load_dataset, DataError, DatasetSpec, LoadReport};

@@ -1,7 +1,8 @@
 //! The prompts the model sees, verbatim from the paper's code (DESIGN.md "The search"), and the
 //! lm-eval-harness context/continuations of the `choice-loglik` reward.
 
-use super::dataset::{letter, AnswerKind, Example};
+use super::dataset::letter;
+use drllm_contract::{AnswerKind, Example};
 
 /// Greedy token budget of the paper's generation for multiple choice, instruct prompts.
 pub const MAX_NEW_TOKENS_ARC_INSTRUCT: usize = 10;
@@ -12,7 +13,7 @@ pub const MAX_NEW_TOKENS_MATH: usize = 15;
 
 /// Whether the model gets chat-templated instruct prompts or the base-model prompts (part of the
 /// recorded run settings, hence defined in drllm-records).
-pub use drllm_records::settings::PromptStyle;
+use drllm_contract::PromptStyle;
 
 /// A generation prompt: the text before any chat template, the token budget, and the text the
 /// grader puts before the model's output (the base math prompt leaves `\boxed{` open).

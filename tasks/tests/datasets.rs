@@ -3,7 +3,8 @@
 
 use std::io::Write;
 
-use drllm_tasks::dataset::{load_jsonl, AnswerKind, DataError, DatasetSpec};
+use drllm_contract::AnswerKind;
+use drllm_tasks::dataset::{load_jsonl, DataError, DatasetSpec};
 use drllm_tasks::load_dataset;
 use proptest::prelude::*;
 

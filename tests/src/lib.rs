@@ -7,10 +7,9 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use arrow_array::{Array, StringArray};
-use drllm_core::search::SearchRecord;
-use drllm_core::tasks::Example;
+use drllm_contract::{Example, SearchRecord};
 use drllm_proto::client::{client, Client, ConnectOptions};
-use drllm_proto::v1::*;
+use drllm_proto::v1::{self, *};
 use drllm_proto::PROTOCOL_VERSION;
 
 /// A binary of this workspace, built next to the test executable (`cargo test --workspace` builds
@@ -85,8 +84,8 @@ impl JobDir {
 
 /// The ids of the first `n` ARC-Easy train questions (what a job over them must commit).
 pub fn arc_train_ids(n: usize) -> Vec<String> {
-    let spec: drllm_core::tasks::DatasetSpec = "arc_easy".parse().unwrap();
-    drllm_core::tasks::load_dataset(&spec, "train", Some(n), false)
+    let spec: drllm_tasks::DatasetSpec = "arc_easy".parse().unwrap();
+    drllm_tasks::load_dataset(&spec, "train", Some(n), false)
         .unwrap()
         .examples
         .into_iter()
@@ -309,9 +308,10 @@ pub async fn register_and_lease(c: &mut Client, worker: &str, n: u32) -> LeaseRe
 }
 
 /// A valid record for a leased example, as a worker would submit it.
-pub fn fake_record(example_json: &str, worker: &str) -> String {
-    let ex: Example = serde_json::from_str(example_json).expect("an example");
-    serde_json::to_string(&search_record(&ex, worker, &"f".repeat(32))).unwrap()
+pub fn fake_record(leased: &LeasedExample, worker: &str) -> v1::SearchRecord {
+    let ex = drllm_proto::convert::decode_example(leased.example.as_ref().expect("an example"))
+        .expect("a valid example");
+    v1::SearchRecord::from(&search_record(&ex, worker, &"f".repeat(32)))
 }
 
 /// A plausible search record of `ex` for a 30-layer model with weights `fingerprint`: found, best
@@ -362,7 +362,7 @@ pub fn fake_results(lease: &LeaseReply, worker: &str) -> Vec<SearchResult> {
         .iter()
         .map(|e| SearchResult {
             key: e.key,
-            record_json: fake_record(&e.example_json, worker),
+            record: Some(fake_record(e, worker)),
             ..Default::default()
         })
         .collect()

@@ -83,7 +83,7 @@ async fn duplicate_and_late_submissions_are_acknowledged_and_ignored() {
     assert_eq!(lease.examples.len(), 5);
     let res = |i: usize, w: &str| SearchResult {
         key: lease.examples[i].key,
-        record_json: fake_record(&lease.examples[i].example_json, w),
+        record: Some(fake_record(&lease.examples[i], w)),
         ..Default::default()
     };
     // The same example twice in one call, then again in another call.
@@ -117,31 +117,44 @@ async fn duplicate_and_late_submissions_are_acknowledged_and_ignored() {
         .unwrap()
         .into_inner();
     assert_eq!((r.accepted, r.duplicates), (0, 1));
-    // Unknown keys and invalid records are refused with a reason.
-    let e = a
+    // Unknown keys and invalid records are refused with a reason, result by result; an invalid
+    // record fails its example (it cannot stop the workers that would lease it again).
+    let r = a
         .submit(SubmitRequest {
             worker_id: "a".into(),
             results: vec![SearchResult {
                 key: 999,
-                record_json: fake_record(&lease.examples[1].example_json, "a"),
+                record: Some(fake_record(&lease.examples[1], "a")),
                 ..Default::default()
             }],
         })
         .await
-        .unwrap_err();
-    assert!(e.message().contains("999"), "{e}");
-    let e = a
+        .unwrap()
+        .into_inner();
+    assert_eq!((r.accepted, r.duplicates, r.refused.len()), (0, 0, 1));
+    assert!(r.refused[0].reason.contains("999"), "{:?}", r.refused);
+    let mut wrong_layers = fake_record(&lease.examples[1], "a");
+    wrong_layers.best_decisions.pop();
+    let r = a
         .submit(SubmitRequest {
             worker_id: "a".into(),
             results: vec![SearchResult {
-                key: 1,
-                record_json: "{}".into(),
+                key: lease.examples[1].key,
+                record: Some(wrong_layers),
                 ..Default::default()
             }],
         })
         .await
-        .unwrap_err();
-    assert!(e.message().contains("not a search record"), "{e}");
+        .unwrap()
+        .into_inner();
+    assert_eq!((r.accepted, r.refused.len()), (0, 1));
+    assert!(
+        r.refused[0]
+            .reason
+            .contains("`best_decisions` has 29 entries for 30 layers"),
+        "{:?}",
+        r.refused
+    );
     let r = a
         .submit(SubmitRequest {
             worker_id: "a".into(),
@@ -150,11 +163,11 @@ async fn duplicate_and_late_submissions_are_acknowledged_and_ignored() {
         .await
         .unwrap()
         .into_inner();
-    assert_eq!((r.accepted, r.duplicates), (4, 0));
+    assert_eq!((r.accepted, r.duplicates), (3, 1));
     // Prometheus sees the same counts.
     let m = wait_http(&metrics, "/metrics", 200);
     for line in [
-        "drllm_results_accepted_total 5",
+        "drllm_results_accepted_total 4",
         "drllm_results_duplicate_total 3",
         "drllm_leased_examples_total 5",
     ] {
@@ -167,7 +180,11 @@ async fn duplicate_and_late_submissions_are_acknowledged_and_ignored() {
         coord.log()
     );
     let rows = read_parts(&jd.out);
-    assert_eq!(rows.len(), 5);
+    assert_eq!(
+        rows.len(),
+        4,
+        "the refused example is failed, the rest committed"
+    );
     assert!(
         rows.iter().all(|(_, w)| w == "a"),
         "the first result wins: {rows:?}"
@@ -227,7 +244,7 @@ async fn failed_examples_are_kept_through_a_crash_and_never_leased_again() {
     let ex = &lease.examples;
     let record = |i: usize| SearchResult {
         key: ex[i].key,
-        record_json: fake_record(&ex[i].example_json, "a"),
+        record: Some(fake_record(&ex[i], "a")),
         ..Default::default()
     };
     let failed = SearchResult {

@@ -86,7 +86,7 @@ fn job_finishes_exactly_once(
     assert_eq!((rows.len(), ids.len()), (n, n), "{rows:?}");
     // The job's settings, sent to the workers as typed messages, are in every record; the
     // worker resolved the unset prompt style to the model's default.
-    for r in drllm_core::search::read_records(out).unwrap() {
+    for r in drllm_records::read_records(out).unwrap() {
         let s = &r.settings;
         assert_eq!(
             (
@@ -98,8 +98,8 @@ fn job_finishes_exactly_once(
             "{}: {s:?}",
             r.example_id
         );
-        assert_eq!(s.reward.mode, drllm_records::RewardMode::ChoiceLoglik);
-        assert_eq!(s.reward.style, Some(drllm_records::PromptStyle::Instruct));
+        assert_eq!(s.reward.mode, drllm_contract::RewardMode::ChoiceLoglik);
+        assert_eq!(s.reward.style, Some(drllm_contract::PromptStyle::Instruct));
     }
     rows
 }

@@ -8,11 +8,12 @@
 use std::collections::HashSet;
 use std::path::PathBuf;
 
+use drllm_contract::RewardSettings;
+use drllm_contract::SearchRecord;
 use drllm_core::router::{decision_labels, majority, Targets};
-use drllm_core::search::{read_records, SearchRecord};
 use drllm_core::tasks::reward::{encode_prompt, RewardOptions};
 use drllm_engine::LoadedModel;
-use drllm_records::RewardSettings;
+use drllm_records::read_records;
 use serde::Serialize;
 
 use crate::{Error, Result};

@@ -8,12 +8,12 @@
 use std::path::PathBuf;
 
 use anyhow::Context;
+use drllm_contract::{
+    PromptStyle, RewardMode, RewardSettings, RunSettings, SearchConfig, SearchRecord,
+};
 use drllm_core::tasks::reward::RewardOptions;
 use drllm_engine::{LayerPath, LoadedModel};
 use drllm_records::official::OfficialRun;
-use drllm_records::{
-    PromptStyle, RewardMode, RewardSettings, RunSettings, SearchConfig, SearchRecord,
-};
 
 #[derive(clap::Args, Debug)]
 pub struct Args {

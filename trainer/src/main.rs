@@ -240,7 +240,7 @@ fn checkpoint(
 /// records share one).
 fn examples(
     lm: &LoadedModel,
-    records: Vec<drllm_records::SearchRecord>,
+    records: Vec<drllm_contract::SearchRecord>,
     cfg: &mut RouterConfig,
     out: &std::path::Path,
     resumed: bool,

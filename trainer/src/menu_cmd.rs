@@ -13,11 +13,11 @@ use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use anyhow::Context;
+use drllm_contract::Example;
 use drllm_core::cli::{ModelArgs, TaskArgs};
 use drllm_core::router::{MenuPath, PathMenu, MENU_FILE, MENU_FORMAT};
 use drllm_core::search::{agrees, PathEvaluator};
 use drllm_core::tasks::reward::RewardOptions;
-use drllm_core::tasks::Example;
 use drllm_engine::{LayerPath, LoadedModel};
 use drllm_trainer::diagnose::logistic::{auc, cross_validate, fit_all, folds_of, Data};
 use serde::Deserialize;
@@ -145,7 +145,7 @@ fn menu_paths(a: &Args, layers: usize) -> anyhow::Result<(Named, String)> {
 fn menu_questions(a: &Args) -> anyhow::Result<HashSet<String>> {
     let mut out = HashSet::new();
     for p in &a.exclude_records {
-        let recs = drllm_core::search::read_records(p)
+        let recs = drllm_records::read_records(p)
             .with_context(|| format!("--exclude-records {}", p.display()))?;
         out.extend(recs.into_iter().map(|r| r.example_id));
     }

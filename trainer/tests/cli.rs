@@ -6,10 +6,11 @@
 use std::path::Path;
 use std::process::{Command, Output};
 
+use drllm_contract::SearchRecord;
+use drllm_contract::{RewardMode, RewardSettings};
 use drllm_core::router::{RouterConfig, Routers, TrainingConfig, CONFIG_FILE};
-use drllm_core::search::{write_parquet, SearchRecord};
-use drllm_core::tasks::load_dataset;
-use drllm_records::{RewardMode, RewardSettings};
+use drllm_records::write_parquet;
+use drllm_tasks::load_dataset;
 
 fn trainer(args: &[&str], cache: &Path) -> Output {
     Command::new(env!("CARGO_BIN_EXE_trainer"))
@@ -33,7 +34,7 @@ fn records(n: usize, fingerprint: &str) -> Vec<SearchRecord> {
         .enumerate()
         .map(|(i, ex)| {
             let mut r = drllm_tests::search_record(ex, "w", fingerprint);
-            r.question = drllm_core::tasks::prompts::loglik_context(ex);
+            r.question = drllm_tasks::prompts::loglik_context(ex);
             let mut d = vec![1u8; 30];
             d[i % 30] = 0;
             d[(i * 7 + 3) % 30] = 2;

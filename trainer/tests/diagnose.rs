@@ -6,8 +6,8 @@
 use std::path::Path;
 use std::process::Command;
 
-use drllm_core::search::read_records;
-use drllm_core::tasks::{load_dataset, prompts};
+use drllm_records::read_records;
+use drllm_tasks::{load_dataset, prompts};
 use drllm_trainer::diagnose::{diagnose, Options, Probed};
 use rand::{Rng, SeedableRng};
 

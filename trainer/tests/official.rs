@@ -14,11 +14,13 @@ use std::path::Path;
 use std::process::{Command, Output};
 
 use candle_core::Tensor;
+use drllm_contract::PromptStyle;
+use drllm_contract::{Example, RewardMode};
 use drllm_core::router::{evaluate_routed, Budget, RouterConfig, Routers};
-use drllm_core::tasks::prompts::{generation_prompt, PromptStyle};
 use drllm_core::tasks::reward::RewardOptions;
-use drllm_core::tasks::{load_dataset, Example, RewardMode};
 use drllm_engine::{LoadOptions, LoadedModel};
+use drllm_tasks::load_dataset;
+use drllm_tasks::prompts::generation_prompt;
 use serde_json::{json, Value};
 
 const L: usize = 30;
@@ -206,7 +208,7 @@ fn official_searches_import_train_and_export_back() {
         assert_eq!(r.settings.reward.mode, RewardMode::Generate);
         assert_eq!(
             r.settings.reward.style,
-            Some(drllm_records::PromptStyle::Instruct)
+            Some(drllm_contract::PromptStyle::Instruct)
         );
         assert_eq!(r.settings.search.num_simulations, 200);
     }

@@ -6,12 +6,14 @@
 //! path that skips, executes and repeats layers.
 
 use candle_core::{DType, Tensor};
+use drllm_contract::RewardMode;
+use drllm_contract::SearchConfig;
+use drllm_contract::{PromptStyle, RewardSettings};
 use drllm_core::router::{evaluate_routed, window_means, Targets, DEFAULT_WINDOWS};
-use drllm_core::search::{search_example, SearchConfig, DEFAULT_REUSE_BUDGET};
+use drllm_core::search::{search_example, DEFAULT_REUSE_BUDGET};
 use drllm_core::tasks::reward::RewardOptions;
-use drllm_core::tasks::{load_dataset, RewardMode};
 use drllm_engine::LoadOptions;
-use drllm_records::{PromptStyle, RewardSettings};
+use drllm_tasks::load_dataset;
 
 #[test]
 fn the_trainers_cached_router_inputs_equal_what_the_routers_see_at_evaluation() {
@@ -118,7 +120,7 @@ fn records_are_tokenized_with_their_recorded_settings() {
         };
         r
     };
-    let ids = |r: &drllm_records::SearchRecord| {
+    let ids = |r: &drllm_contract::SearchRecord| {
         drllm_trainer::data::example(&lm, r, Targets::Best)
             .unwrap()
             .prompt_ids
@@ -134,7 +136,7 @@ fn records_are_tokenized_with_their_recorded_settings() {
     assert_ne!(ids(&base), ids(&instruct));
     assert_eq!(ids(&unset), ids(&instruct), "SmolLM2's default is instruct");
     let common =
-        |rs: &[drllm_records::SearchRecord]| drllm_trainer::data::common_reward(&lm, rs).unwrap();
+        |rs: &[drllm_contract::SearchRecord]| drllm_trainer::data::common_reward(&lm, rs).unwrap();
     assert_eq!(
         common(&[instruct.clone(), unset.clone()]).map(|s| (s.mode, s.style)),
         Some((RewardMode::Generate, Some(PromptStyle::Instruct)))

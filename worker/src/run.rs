@@ -10,14 +10,16 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context};
-use drllm_core::search::{search_example, SearchConfig, DEFAULT_REUSE_BUDGET};
+use drllm_contract::RunSettings;
+use drllm_contract::SearchConfig;
+use drllm_contract::SearchRecord;
+use drllm_core::search::{search_example, DEFAULT_REUSE_BUDGET};
 use drllm_core::tasks::reward::RewardOptions;
-use drllm_core::tasks::Example;
 use drllm_proto::client::{client, Client, ConnectOptions};
+use drllm_proto::convert::decode_example;
 use drllm_proto::http::Health;
-use drllm_proto::v1::*;
+use drllm_proto::v1::{self, *};
 use drllm_proto::PROTOCOL_VERSION;
-use drllm_records::RunSettings;
 use tonic::{Code, Status};
 
 #[derive(clap::Args, Debug)]
@@ -57,6 +59,10 @@ pub struct Args {
     /// Memory for reused prefix states, MiB (0: no reuse).
     #[arg(long, default_value_t = DEFAULT_REUSE_BUDGET >> 20)]
     reuse_budget_mib: usize,
+    /// Fault tests only: submit the record of this example id with a broken field, which the
+    /// coordinator must refuse (failing that example alone).
+    #[arg(long, hide = true)]
+    fault_corrupt_record: Option<String>,
 }
 
 /// Is a failed call worth retrying (the coordinator away or restarting)?
@@ -254,6 +260,7 @@ async fn run_async(a: Args) -> anyhow::Result<()> {
         held: held.clone(),
         stop: stop.clone(),
         failures: FailureStreak::new(a.max_failures_in_a_row),
+        corrupt_record: a.fault_corrupt_record.clone(),
     });
     let joined = run_lanes(&s, &lanes, a.concurrency.max(1)).await;
     stop.store(true, Ordering::SeqCst);
@@ -278,6 +285,8 @@ struct Lanes {
     held: Arc<Mutex<Vec<u64>>>,
     stop: Arc<AtomicBool>,
     failures: FailureStreak,
+    /// Fault tests: the example id whose record is corrupted before it is submitted.
+    corrupt_record: Option<String>,
 }
 
 /// Failed searches in a row, across lanes: a worker whose every search fails is broken itself
@@ -308,75 +317,119 @@ impl FailureStreak {
     }
 }
 
-/// One lane: lease, search each example, submit, until the job is done or the worker stops.
-/// `--concurrency N` runs N lanes, so N searches share the model (and a GPU) at once. Returns the
-/// examples and simulations it did.
 /// What to do with one searched example.
-enum Judged {
+enum Searched {
     /// Submit this result (a record, or the example's failure); the search ran this many
     /// simulations.
-    Submit(SearchResult, usize),
+    Submit(Box<SearchResult>, usize),
     /// Too many examples failed in a row: this worker is broken itself and stops.
     GiveUp(anyhow::Error),
 }
 
-/// Searches one leased example on a blocking thread. A failed search is reported as failed
-/// (not leased again), unless it is one too many in a row.
-async fn search_one(w: &Arc<Lanes>, le: &LeasedExample) -> anyhow::Result<Judged> {
-    let ex: Example = serde_json::from_str(&le.example_json)
-        .with_context(|| format!("example {} from the coordinator", le.key))?;
+/// Searches one leased example on a blocking thread: its record, or why it failed (an example
+/// that does not decode, an error or a panic in the search).
+async fn search_record(
+    w: &Arc<Lanes>,
+    le: &LeasedExample,
+) -> anyhow::Result<(SearchRecord, usize)> {
+    let m = le.example.as_ref().context("the lease holds no example")?;
+    let ex = decode_example(m).context("the example from the coordinator")?;
     let w2 = w.clone();
-    let rec = tokio::task::spawn_blocking(move || {
+    let searched = tokio::task::spawn_blocking(move || {
         search_example(&w2.lm, &ex, &w2.cfg, &w2.ropts, w2.budget).map(|r| {
             let sims = r.outcome.simulations;
             let rec = r.record(&w2.lm, &ex, &w2.cfg, &w2.ropts, &w2.worker_id);
             (rec, sims)
         })
     })
-    .await?;
-    match rec {
+    .await;
+    let (mut rec, sims) = match searched {
+        Ok(r) => r?,
+        Err(e) if e.is_panic() => {
+            let p = e.into_panic();
+            let msg = p
+                .downcast_ref::<String>()
+                .map(String::as_str)
+                .or_else(|| p.downcast_ref::<&str>().copied())
+                .unwrap_or("(no message)");
+            anyhow::bail!("the search panicked: {msg}")
+        }
+        Err(e) => return Err(e.into()),
+    };
+    if w.corrupt_record.as_deref() == Some(rec.example_id.as_str()) {
+        // --fault-corrupt-record: a record the coordinator must refuse (fault tests).
+        rec.best_decisions.pop();
+    }
+    Ok((rec, sims))
+}
+
+/// Searches one leased example. A failed search is reported as failed (not leased again),
+/// unless it is one too many in a row.
+async fn search_one(w: &Arc<Lanes>, le: &LeasedExample) -> Searched {
+    match search_record(w, le).await {
         Ok((rec, n)) => {
             w.failures.success();
             metrics::counter!("drllm_worker_examples_total", "outcome" => "searched").increment(1);
             metrics::counter!("drllm_worker_simulations_total").increment(n as u64);
             let result = SearchResult {
                 key: le.key,
-                record_json: serde_json::to_string(&rec)?,
+                record: Some(v1::SearchRecord::from(&rec)),
                 ..Default::default()
             };
-            Ok(Judged::Submit(result, n))
+            Searched::Submit(Box::new(result), n)
         }
-        Err(e) => {
-            let (failures, give_up) = w.failures.failure();
-            metrics::counter!("drllm_worker_examples_total", "outcome" => "failed").increment(1);
-            if give_up {
-                return Ok(Judged::GiveUp(anyhow::anyhow!("{failures} examples in a row failed, the last ({}) with: {e:#}; stopping (see --max-failures-in-a-row)", le.key)));
+        Err(e) => match w.failed(le.key, &format!("{e:#}")) {
+            Some(give_up) => Searched::GiveUp(give_up),
+            None => {
+                let result = SearchResult {
+                    key: le.key,
+                    error: format!("{e:#}"),
+                    ..Default::default()
+                };
+                Searched::Submit(Box::new(result), 0)
             }
-            tracing::warn!(example = le.key, "search failed, reporting it: {e:#}");
-            let result = SearchResult {
-                key: le.key,
-                error: format!("{e:#}"),
-                ..Default::default()
-            };
-            Ok(Judged::Submit(result, 0))
-        }
+        },
     }
 }
 
-/// Submits one result, retrying while the coordinator is away.
-async fn submit(s: &mut Session, worker_id: &str, result: SearchResult) -> anyhow::Result<()> {
-    let id = worker_id.to_string();
-    s.call("submit", move |mut c| {
-        let (id, result) = (id.clone(), result.clone());
-        async move {
-            c.submit(SubmitRequest {
-                worker_id: id,
-                results: vec![result],
-            })
-            .await
+impl Lanes {
+    /// Counts a failed example (its search failed, or the coordinator refused its record): the
+    /// error that stops the worker when it is one too many in a row.
+    fn failed(&self, key: u64, reason: &str) -> Option<anyhow::Error> {
+        let (failures, give_up) = self.failures.failure();
+        metrics::counter!("drllm_worker_examples_total", "outcome" => "failed").increment(1);
+        if give_up {
+            return Some(anyhow::anyhow!("{failures} examples in a row failed, the last ({key}) with: {reason}; stopping (see --max-failures-in-a-row)"));
         }
-    })
-    .await?;
+        tracing::warn!(
+            example = key,
+            "example failed, reported to the coordinator: {reason}"
+        );
+        None
+    }
+}
+
+/// Submits one result, retrying while the coordinator is away. A result the coordinator
+/// refuses has failed its example there; it counts as a failure here.
+async fn submit(s: &mut Session, w: &Lanes, result: SearchResult) -> anyhow::Result<()> {
+    let id = w.worker_id.clone();
+    let reply = s
+        .call("submit", move |mut c| {
+            let (id, result) = (id.clone(), result.clone());
+            async move {
+                c.submit(SubmitRequest {
+                    worker_id: id,
+                    results: vec![result],
+                })
+                .await
+            }
+        })
+        .await?;
+    for r in reply.refused {
+        if let Some(give_up) = w.failed(r.key, &r.reason) {
+            return Err(give_up);
+        }
+    }
     Ok(())
 }
 
@@ -410,17 +463,17 @@ async fn lane(mut s: Session, w: Arc<Lanes>) -> anyhow::Result<(u64, usize)> {
                 release(&mut s, &w.held, keys[i..].to_vec()).await?;
                 break 'outer;
             }
-            let result = match search_one(&w, le).await? {
-                Judged::Submit(result, n) => {
+            let result = match search_one(&w, le).await {
+                Searched::Submit(result, n) => {
                     sims += n;
-                    result
+                    *result
                 }
-                Judged::GiveUp(e) => {
+                Searched::GiveUp(e) => {
                     release(&mut s, &w.held, keys[i..].to_vec()).await?;
                     return Err(e);
                 }
             };
-            submit(&mut s, &w.worker_id, result).await?;
+            submit(&mut s, &w, result).await?;
             w.held.lock().unwrap().retain(|k| *k != le.key);
             done += 1;
         }

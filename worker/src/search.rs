@@ -8,10 +8,9 @@ use std::sync::Mutex;
 use std::time::Instant;
 
 use anyhow::Context;
-use drllm_core::search::{
-    search_example, write_parquet, Expansion, SearchConfig, StopMode, Strategy, SuccessRule,
-    Summary, DEFAULT_REUSE_BUDGET,
-};
+use drllm_contract::SearchConfig;
+use drllm_core::search::{search_example, DEFAULT_REUSE_BUDGET};
+use drllm_records::{write_parquet, Summary};
 
 use serde_json::json;
 
@@ -23,43 +22,8 @@ pub struct Args {
     task: drllm_core::cli::TaskArgs,
     #[arg(long, default_value = "train")]
     split: String,
-    #[arg(long, default_value_t = 50)]
-    num_simulations: usize,
-    #[arg(long, default_value_t = 1.8)]
-    exploration: f64,
-    #[arg(long, default_value_t = 3.0)]
-    length_penalty: f64,
-    #[arg(long, default_value_t = 0.1)]
-    random_prob: f64,
-    /// Seed of the search's random choices (same seed, same records).
-    #[arg(long, default_value_t = 0)]
-    seed: u64,
-    /// When a path is good: `correct` (the paper: the answer is right), `margin`
-    /// (choice-loglik: the gold choice wins by at least the full model's margin, or by
-    /// --min-margin when the full model is wrong; chance cannot win it) or `agree` (the path
-    /// keeps the full model's answer, right or wrong, by --agree-fraction of its margin; needs
-    /// no gold labels).
-    #[arg(long, default_value = "correct")]
-    success: SuccessRule,
-    /// Margin rule: least margin (nats) for a path that fixes a wrong answer.
-    #[arg(long, default_value_t = 1.0)]
-    min_margin: f64,
-    /// Agree rule: the fraction κ of the full model's own margin a path must keep.
-    #[arg(long, default_value_t = 0.5)]
-    agree_fraction: f64,
-    /// When a search ends: `paper` (at the first fixing or two-shorter good path) or `budget`
-    /// (spend every simulation and keep every good path).
-    #[arg(long, default_value = "paper")]
-    stop: StopMode,
-    /// How the tree grows: `paper` (only visited leaves get a child: a chain of random edits) or
-    /// `tree` (progressive widening: nodes keep growing children, UCB chooses between edits).
-    #[arg(long, default_value = "paper")]
-    expansion: Expansion,
-    /// `mcts` (the paper's search), `probe` (judge every one-step edit of the full path: each
-    /// skip of one or two consecutive layers and each repeat, ~3L paths per question) or
-    /// `probe-skips` (the skips only, ~2L paths: what `trainer diagnose` reads).
-    #[arg(long, default_value = "mcts")]
-    strategy: Strategy,
+    #[command(flatten)]
+    search: SearchConfig,
     /// Run every path in full instead of reusing the prompt states of shared path prefixes.
     #[arg(long)]
     no_reuse: bool,
@@ -85,20 +49,7 @@ pub fn run(a: Args) -> anyhow::Result<()> {
     share_threads(a.lanes);
     let examples = a.task.examples(&a.split)?;
     let lm = a.model.load()?;
-    let cfg = SearchConfig {
-        num_simulations: a.num_simulations,
-        exploration: a.exploration,
-        length_penalty: a.length_penalty,
-        random_prob: a.random_prob,
-        seed: a.seed,
-        success: a.success,
-        min_margin: a.min_margin,
-        agree_fraction: a.agree_fraction,
-        stop: a.stop,
-        expansion: a.expansion,
-        strategy: a.strategy,
-        ..Default::default()
-    };
+    let cfg = a.search.clone();
     let opts = a.task.reward_options(&lm)?;
     let budget = if a.no_reuse {
         0
@@ -142,7 +93,7 @@ pub fn run(a: Args) -> anyhow::Result<()> {
         ("simulations_per_s", json!(sims / secs)),
         ("reuse", json!(!a.no_reuse)),
         ("early_stop", json!(!a.task.no_early_stop)),
-        ("seed", json!(a.seed)),
+        ("seed", json!(a.search.seed)),
         ("parquet", json!(written)),
     ] {
         summary[k] = v;

@@ -11,12 +11,14 @@ use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 
-use drllm_records::SearchRecord;
+use drllm_contract::SearchRecord;
 use serde::{Deserialize, Serialize};
 use sled::transaction::{ConflictableTransactionError, TransactionError};
 use sled::Transactional;
 
-use drllm_proto::v1::SearchResult;
+use drllm_proto::convert::decode_record;
+use drllm_proto::v1::{self, LeasedExample, SearchResult};
+use prost::Message;
 
 use crate::fault::Faults;
 use tokio::sync::{mpsc, oneshot};
@@ -27,8 +29,9 @@ mod open;
 mod writer;
 
 /// Layout version of the state directory. 3: accepted results are stored as records with typed
-/// run settings (records schema 3), which format-2 states' results are not.
-const FORMAT: &str = "3";
+/// run settings (records schema 3), which format-2 states' results are not. 4: examples and
+/// results are stored as their protocol messages (protobuf), no longer as JSON.
+const FORMAT: &str = "4";
 
 #[derive(Debug, thiserror::Error)]
 pub enum StateError {
@@ -236,8 +239,8 @@ impl State {
     }
 
     /// Leases up to `max` pending examples to `worker` until `deadline_ms` (expired leases are
-    /// returned first): (key, example JSON).
-    pub fn lease(&self, worker: &str, max: usize, deadline_ms: i64) -> Result<Vec<(u64, String)>> {
+    /// returned first).
+    pub fn lease(&self, worker: &str, max: usize, deadline_ms: i64) -> Result<Vec<LeasedExample>> {
         let mut mem = self.mem();
         let now = now_ms();
         while let Some(&(d, k)) = mem.deadlines.first() {
@@ -253,8 +256,13 @@ impl State {
                 .examples
                 .get(key(k))?
                 .ok_or_else(|| self.corrupt(format!("example {k} is missing")))?;
+            let example = v1::Example::decode(ex.as_ref())
+                .map_err(|e| self.corrupt(format!("example {k}: {e}")))?;
             self.set_lease(&mut mem, k, worker, deadline_ms);
-            out.push((k, String::from_utf8_lossy(&ex).to_string()));
+            out.push(LeasedExample {
+                key: k,
+                example: Some(example),
+            });
         }
         if let Some(w) = mem.workers.get_mut(worker) {
             w.last_seen_ms = now;

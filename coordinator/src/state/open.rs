@@ -58,8 +58,7 @@ impl Job<'_> {
             .map_err(|e| corrupt(format!("cannot list the job's examples: {e}")))?;
         let mut batch = sled::Batch::default();
         for (i, ex) in exs.iter().enumerate() {
-            let json = serde_json::to_vec(ex).expect("an example serializes");
-            batch.insert(&key(i as u64), json);
+            batch.insert(&key(i as u64), v1::Example::from(ex).encode_to_vec());
         }
         examples.apply_batch(batch)?;
         meta.insert("format", FORMAT)?;
@@ -126,6 +125,7 @@ impl State {
         *state.mem() = mem;
         let writer = writer::Writer {
             meta: state.meta.clone(),
+            examples: state.examples.clone(),
             states: state.states.clone(),
             results: state.results.clone(),
             db,
@@ -177,14 +177,16 @@ impl State {
             let what = format!("stored submission {id}");
             let items = decode_sub(&v).map_err(|e| self.corrupt(format!("{what}: {e}")))?;
             let mut recs = Vec::with_capacity(items.len());
-            for (k, json) in items {
+            for (k, bytes) in items {
                 let i = in_job(k, &what)?;
                 if std::mem::replace(&mut settled[i], true) {
                     return Err(self.corrupt(format!(
                         "example {k} has a stored result and another one or a part"
                     )));
                 }
-                let r: SearchRecord = serde_json::from_str(json)
+                let r = v1::SearchRecord::decode(bytes)
+                    .map_err(|e| e.to_string())
+                    .and_then(|m| decode_record(&m).map_err(|e| e.to_string()))
                     .map_err(|e| self.corrupt(format!("{what}, example {k}: {e}")))?;
                 recs.push((k, r));
             }

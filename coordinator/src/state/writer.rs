@@ -1,6 +1,8 @@
 //! The state's single writer: one thread that takes every change bound for sled, in the order the
 //! in-memory index made them, and applies whatever has queued up as one batch per tree. It also
-//! handles submissions whole (validate the records, first result wins, store), and makes each
+//! decides submissions, result by result (first outcome wins; a record that does not decode,
+//! breaks the schema's rules or names another example fails its example with the reason, so one
+//! poison example cannot stop the workers that lease it in turn), stores them, and makes each
 //! round durable with one fsync before it answers the calls waiting on it (group commit). Request
 //! handlers thus only touch memory and a queue; a thousand workers cost a few batches, not a
 //! thousand fsyncs or a thousand lock-holding writes.
@@ -12,15 +14,28 @@
 use std::collections::HashSet;
 use std::sync::{Arc, Mutex};
 
-use drllm_proto::v1::SearchResult;
-use drllm_records::SearchRecord;
+use drllm_contract::SearchRecord;
+use drllm_proto::convert::decode_record;
+use drllm_proto::v1::{self, RefusedResult, SearchResult};
+use prost::Message;
 use tokio::sync::{mpsc, oneshot};
 
 use super::{key, now_ms, Mem, Stored};
 use crate::fault::Faults;
 
-/// (accepted, duplicates), or why the submission was refused.
-pub type SubmitReply = Result<(u32, u32), String>;
+/// How a submission's results were decided.
+#[derive(Debug, Default)]
+pub struct Submitted {
+    /// Results that settled their example (a record, or a failure the worker reported).
+    pub accepted: u32,
+    /// Results for examples already settled.
+    pub duplicates: u32,
+    /// Results refused, with the reason; an example of the job is marked failed with it.
+    pub refused: Vec<RefusedResult>,
+}
+
+/// The decided submission, or why the writer could not decide it.
+pub type SubmitReply = Result<Submitted, String>;
 
 pub(super) enum Op {
     /// An example's lease or failure.
@@ -40,6 +55,7 @@ pub(super) enum Op {
 /// What the writer needs of the state.
 pub(super) struct Writer {
     pub meta: sled::Tree,
+    pub examples: sled::Tree,
     pub states: sled::Tree,
     pub results: sled::Tree,
     pub db: sled::Db,
@@ -50,18 +66,19 @@ pub(super) struct Writer {
     pub failed: Option<String>,
 }
 
-/// A submission's results as one `results` value: (key u64, length u32, record JSON) repeated.
-pub(super) fn encode_sub(items: &[(u64, &str)]) -> Vec<u8> {
-    let mut out = Vec::with_capacity(items.iter().map(|(_, j)| 12 + j.len()).sum());
-    for (k, json) in items {
+/// A submission's results as one `results` value: (key u64, length u32, record protobuf)
+/// repeated.
+pub(super) fn encode_sub(items: &[(u64, Vec<u8>)]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(items.iter().map(|(_, r)| 12 + r.len()).sum());
+    for (k, rec) in items {
         out.extend_from_slice(&k.to_be_bytes());
-        out.extend_from_slice(&(json.len() as u32).to_be_bytes());
-        out.extend_from_slice(json.as_bytes());
+        out.extend_from_slice(&(rec.len() as u32).to_be_bytes());
+        out.extend_from_slice(rec);
     }
     out
 }
 
-pub(super) fn decode_sub(mut b: &[u8]) -> Result<Vec<(u64, &str)>, String> {
+pub(super) fn decode_sub(mut b: &[u8]) -> Result<Vec<(u64, &[u8])>, String> {
     let mut out = Vec::new();
     while !b.is_empty() {
         if b.len() < 12 {
@@ -69,11 +86,8 @@ pub(super) fn decode_sub(mut b: &[u8]) -> Result<Vec<(u64, &str)>, String> {
         }
         let k = u64::from_be_bytes(b[..8].try_into().expect("8 bytes"));
         let n = u32::from_be_bytes(b[8..12].try_into().expect("4 bytes")) as usize;
-        let json = b
-            .get(12..12 + n)
-            .ok_or("truncated record")
-            .and_then(|j| std::str::from_utf8(j).map_err(|_| "record is not UTF-8"))?;
-        out.push((k, json));
+        let rec = b.get(12..12 + n).ok_or("truncated record")?;
+        out.push((k, rec));
         b = &b[12 + n..];
     }
     Ok(out)
@@ -171,8 +185,40 @@ impl Writer {
         }
     }
 
-    /// Validates one submission and decides it against the index: the first outcome of an
-    /// example wins. Stages its writes; the records reach `mem.subs` once they are written.
+    /// What a result says about its example: its record (decoded and checked, protobuf to
+    /// store), or why the example failed, and whether that was a refusal.
+    fn outcome(&self, r: &SearchResult) -> Outcome {
+        if !r.error.is_empty() {
+            return Outcome::Failed(r.error.clone(), false);
+        }
+        let refuse = |why: String| Outcome::Failed(format!("record refused: {why}"), true);
+        let Some(m) = &r.record else {
+            return refuse("the result holds neither a record nor an error".into());
+        };
+        let rec = match decode_record(m) {
+            Ok(rec) => rec,
+            Err(e) => return refuse(e.to_string()),
+        };
+        let id = self
+            .examples
+            .get(key(r.key))
+            .ok()
+            .flatten()
+            .and_then(|b| v1::Example::decode(b.as_ref()).ok())
+            .map(|e| e.id);
+        match id {
+            Some(id) if id == rec.example_id => Outcome::Record(Box::new(rec), m.encode_to_vec()),
+            Some(id) => refuse(format!(
+                "it is the record of `{}`, but example {} is `{id}`",
+                rec.example_id, r.key
+            )),
+            None => refuse(format!("example {} cannot be read from the state", r.key)),
+        }
+    }
+
+    /// Decides one submission against the index, result by result: the first outcome of an
+    /// example wins; a refused record fails its example with the reason. Stages its writes; the
+    /// records reach `mem.subs` once they are written.
     fn submit(
         &self,
         worker: &str,
@@ -181,48 +227,42 @@ impl Writer {
         batch: &mut sled::Batch,
         subs: &mut Vec<(u64, Vec<(u64, SearchRecord)>)>,
     ) -> SubmitReply {
-        let n = results.len();
-        let mut parsed = Vec::with_capacity(n);
-        for r in results {
-            if r.key >= self.total {
-                return Err(format!(
-                    "example key {} is not part of this job ({} examples)",
-                    r.key, self.total
-                ));
-            }
-            let rec = if r.error.is_empty() {
-                let rec: SearchRecord = serde_json::from_str(&r.record_json).map_err(|e| {
-                    format!("result for example {}: not a search record: {e}", r.key)
-                })?;
-                Some(Box::new(rec))
-            } else {
-                None
-            };
-            parsed.push((r, rec));
-        }
+        let mut out = Submitted::default();
         let mut mem = self.mem();
         let mut seen = HashSet::new();
-        let (mut items, mut recs, mut accepted) = (Vec::new(), Vec::new(), 0u32);
-        for (r, rec) in &mut parsed {
+        let (mut items, mut recs) = (Vec::new(), Vec::new());
+        for r in &results {
+            if r.key >= self.total {
+                let reason = format!(
+                    "example key {} is not part of this job ({} examples)",
+                    r.key, self.total
+                );
+                out.refused.push(RefusedResult { key: r.key, reason });
+                continue;
+            }
             // Still waiting for an outcome (pending or leased), first occurrence only.
             if !(mem.is_open(r.key) && seen.insert(r.key)) {
+                out.duplicates += 1;
                 continue;
             }
             mem.close(r.key);
-            accepted += 1;
-            match rec.take() {
-                Some(rec) => {
-                    items.push((r.key, r.record_json.as_str()));
+            match self.outcome(r) {
+                Outcome::Record(rec, bytes) => {
+                    out.accepted += 1;
+                    items.push((r.key, bytes));
                     recs.push((r.key, *rec));
                 }
-                None => {
-                    tracing::warn!(example = r.key, worker, reason = %r.error, "example failed");
+                Outcome::Failed(reason, refused) => {
+                    tracing::warn!(example = r.key, worker, %reason, "example failed");
                     mem.failed += 1;
-                    let reason = r.error.clone();
-                    states.insert(
-                        &key(r.key),
-                        serde_json::to_vec(&Stored::Failed { reason }).expect("serializes"),
-                    );
+                    if refused {
+                        let reason = reason.clone();
+                        out.refused.push(RefusedResult { key: r.key, reason });
+                    } else {
+                        out.accepted += 1;
+                    }
+                    let st = serde_json::to_vec(&Stored::Failed { reason }).expect("serializes");
+                    states.insert(&key(r.key), st);
                 }
             }
         }
@@ -234,10 +274,18 @@ impl Writer {
             subs.push((id, recs));
         }
         let w = mem.workers.entry(worker.to_string()).or_default();
-        w.done += accepted as u64;
+        w.done += out.accepted as u64;
         w.last_seen_ms = now_ms();
-        Ok((accepted, n as u32 - accepted))
+        Ok(out)
     }
+}
+
+/// What one result settles.
+enum Outcome {
+    /// The example's record, and its protobuf as stored.
+    Record(Box<SearchRecord>, Vec<u8>),
+    /// The example failed with this reason; `true` when the coordinator refused the result.
+    Failed(String, bool),
 }
 
 /// Answers every call in `ops` with the writer's failure `e`, writing nothing.
@@ -262,10 +310,10 @@ mod tests {
 
     proptest! {
         #[test]
-        fn submissions_decode_to_what_was_encoded(items in prop::collection::vec((any::<u64>(), ".{0,40}"), 0..8)) {
-            let items: Vec<(u64, &str)> = items.iter().map(|(k, j)| (*k, j.as_str())).collect();
+        fn submissions_decode_to_what_was_encoded(items in prop::collection::vec((any::<u64>(), prop::collection::vec(any::<u8>(), 0..40)), 0..8)) {
             let bytes = encode_sub(&items);
-            prop_assert_eq!(decode_sub(&bytes).unwrap(), items.clone());
+            let back: Vec<(u64, Vec<u8>)> = decode_sub(&bytes).unwrap().into_iter().map(|(k, r)| (k, r.to_vec())).collect();
+            prop_assert_eq!(back, items.clone());
             // Any truncation inside an entry is refused, never misread.
             if let Some(cut) = bytes.len().checked_sub(1) {
                 prop_assert!(decode_sub(&bytes[..cut]).is_err());

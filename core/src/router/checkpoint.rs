@@ -9,8 +9,8 @@ use serde::{Deserialize, Serialize};
 
 use super::net::{Routers, HIDDEN};
 use super::Metrics;
+use drllm_contract::RewardSettings;
 use drllm_records::atomic::write_atomically;
-use drllm_records::RewardSettings;
 
 /// File name of the routers' weights inside a checkpoint folder.
 pub const CHECKPOINT_FILE: &str = "routers.safetensors";

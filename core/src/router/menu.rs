@@ -18,8 +18,8 @@ use serde::{Deserialize, Serialize};
 
 use super::checkpoint::{check_model_identity, check_prompt_settings, RouterError};
 use super::EXECUTE;
+use drllm_contract::RewardSettings;
 use drllm_records::atomic::write_atomically;
-use drllm_records::RewardSettings;
 
 /// File name of a path-menu checkpoint inside its folder.
 pub const MENU_FILE: &str = "path_menu.json";

@@ -7,8 +7,8 @@
 use candle_core::Tensor;
 
 use crate::tasks::reward::{finish, prepare, Outcome, RewardOptions};
-use crate::tasks::Example;
 use crate::Result;
+use drllm_contract::Example;
 use drllm_engine::exec::Route;
 use drllm_engine::{LayerPath, LoadedModel};
 

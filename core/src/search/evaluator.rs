@@ -11,7 +11,7 @@ use candle_core::Tensor;
 
 use crate::error::Result;
 use crate::tasks::reward::{finish, prepare, Outcome, Prepared, RewardOptions};
-use crate::tasks::Example;
+use drllm_contract::Example;
 use drllm_engine::cache::KvSlot;
 use drllm_engine::exec::Route;
 use drllm_engine::loader::LoadedModel;

@@ -27,8 +27,8 @@ use rand::rngs::StdRng;
 use rand::seq::SliceRandom;
 use rand::{Rng, SeedableRng};
 
+use drllm_contract::{Expansion, SearchConfig, StopMode, Strategy};
 use drllm_engine::path::LayerPath;
-pub use drllm_records::settings::{Expansion, SearchConfig, StopMode, Strategy, SuccessRule};
 
 /// A path's verdict: good or not, and (choice-loglik) the gold choice's margin under the path.
 #[derive(Debug, Clone, Copy, PartialEq)]

@@ -5,12 +5,7 @@ pub mod evaluator;
 pub mod mcts;
 pub mod run;
 
-pub use drllm_records::{
-    read_records, write_parquet, SearchRecord, Summary, READABLE_SCHEMA_VERSIONS, SCHEMA_VERSION,
-};
+pub use drllm_records::{read_records, write_parquet, Summary};
 pub use evaluator::{Counters, PathEvaluator};
-pub use mcts::{
-    Action, Expansion, Judged, Mcts, NodeView, SearchConfig, SearchOutcome, StopMode, StopRule,
-    Strategy, SuccessRule,
-};
+pub use mcts::{Action, Judged, Mcts, NodeView, SearchOutcome, StopRule};
 pub use run::{agrees, judge, search_example, ExampleSearch, DEFAULT_REUSE_BUDGET};

@@ -5,13 +5,15 @@ use std::collections::HashMap;
 use std::time::Instant;
 
 use super::evaluator::{Counters, PathEvaluator};
-use super::mcts::{Judged, Mcts, SearchConfig, SearchOutcome, SuccessRule};
+use super::mcts::{Judged, Mcts, SearchOutcome};
 use crate::error::{Error, Result};
-use crate::tasks::prompts;
-use crate::tasks::reward::{Outcome, RewardMode, RewardOptions};
-use crate::tasks::Example;
+use crate::tasks::reward::{Outcome, RewardOptions};
+use drllm_contract::Example;
+use drllm_contract::RewardMode;
+use drllm_contract::{RunSettings, SearchRecord};
+use drllm_contract::{SearchConfig, SuccessRule};
 use drllm_engine::loader::LoadedModel;
-use drllm_records::{RunSettings, SearchRecord};
+use drllm_tasks::prompts;
 
 /// Default memory for cached prefix states per example (hidden states and KV slots).
 pub const DEFAULT_REUSE_BUDGET: usize = 512 << 20;

@@ -1,7 +1,5 @@
-//! Tasks: the datasets, prompts and graders of drllm-tasks (re-exported here), and the reward that
-//! runs a model on them ([`reward`]).
+//! The reward that runs a model on drllm-tasks' prompts and graders ([`reward`]).
 
-pub use drllm_tasks::*;
 pub mod reward;
 
-pub use reward::{evaluate, Outcome, RewardMode};
+pub use reward::{evaluate, Outcome};

@@ -5,18 +5,18 @@
 
 use candle_core::{Tensor, D};
 
-use super::dataset::{AnswerKind, Example};
-use super::prompts::{self, PromptStyle};
-use super::{letter, math};
 use crate::error::{Error, Result};
+use drllm_contract::{AnswerKind, Example, PromptStyle};
 use drllm_engine::cache::{KvSlot, PathCache};
 use drllm_engine::exec::{Route, Rows};
 use drllm_engine::generate::{greedy_continue, StopReason};
 use drllm_engine::layer::Segments;
 use drllm_engine::loader::LoadedModel;
 use drllm_engine::path::LayerPath;
+use drllm_tasks::prompts;
+use drllm_tasks::{letter, math};
 
-pub use drllm_records::settings::{RewardMode, RewardSettings};
+use drllm_contract::{RewardMode, RewardSettings};
 
 /// The reward settings resolved for one model: [`RewardSettings`] with the prompt style decided.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

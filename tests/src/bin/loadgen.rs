@@ -7,10 +7,6 @@
 //! throughput). With `--rate R` they together offer R records/s: each client starts a lease every
 //! `clients × shard / R` seconds (from a random phase), like workers that take that long per
 //! lease, and latency is measured at that load.
-//!
-//! `--compact-settings` sends every record with `"settings": {}` (which reads as the default
-//! settings) instead of the whole settings object: records of the size the protocol carried
-//! before records held their settings, for like-for-like comparisons with older coordinators.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -33,7 +29,6 @@ fn pct(v: &mut [f64], p: f64) -> f64 {
 struct Load {
     shard: u32,
     period: Option<Duration>,
-    compact_settings: bool,
 }
 
 async fn client(
@@ -42,11 +37,7 @@ async fn client(
     load: Load,
     registered: Arc<Barrier>,
 ) -> (Vec<f64>, Vec<f64>, u64) {
-    let Load {
-        shard,
-        period,
-        compact_settings,
-    } = load;
+    let Load { shard, period } = load;
     let worker = format!("load-{id}");
     let mut c = connect(&url, None);
     c.register(register_req(&worker, &"f".repeat(32)))
@@ -82,14 +73,7 @@ async fn client(
             tokio::time::sleep(Duration::from_millis(10)).await;
             continue;
         }
-        let mut results = fake_results(&l, &worker);
-        if compact_settings {
-            for r in &mut results {
-                let mut v: serde_json::Value = serde_json::from_str(&r.record_json).unwrap();
-                v["settings"] = serde_json::json!({});
-                r.record_json = v.to_string();
-            }
-        }
+        let results = fake_results(&l, &worker);
         let t = Instant::now();
         let r = c
             .submit(SubmitRequest {
@@ -120,10 +104,6 @@ struct Args {
     /// Records/s the clients offer together; 0: flat out (saturation throughput).
     #[arg(long, default_value_t = 0.0)]
     rate: f64,
-    /// Send every record with `"settings": {}` (the size records had before they carried their
-    /// settings), for like-for-like runs against older coordinators.
-    #[arg(long)]
-    compact_settings: bool,
 }
 
 #[tokio::main]
@@ -133,15 +113,10 @@ async fn main() {
         clients,
         shard,
         rate,
-        compact_settings,
     } = <Args as clap::Parser>::parse();
     let period =
         (rate > 0.0).then(|| Duration::from_secs_f64(clients as f64 * shard as f64 / rate));
-    let load = Load {
-        shard,
-        period,
-        compact_settings,
-    };
+    let load = Load { shard, period };
     let mut status = connect(&url, None);
     let total = wait_ready(&mut status, Duration::from_secs(30)).await.total;
     let registered = Arc::new(Barrier::new(clients + 1));

@@ -13,7 +13,7 @@ pub mod report;
 
 use std::collections::BTreeMap;
 
-use drllm_records::{SearchRecord, Strategy, SuccessRule};
+use drllm_contract::{SearchRecord, Strategy, SuccessRule};
 use rand::{Rng, SeedableRng};
 use serde::Serialize;
 
