@@ -6,7 +6,7 @@ use drllm_core::tasks::{load_dataset, prompts, DatasetSpec, RewardMode};
 use drllm_engine::{LayerPath, LoadOptions, LoadedModel, Logits, PathCache};
 
 fn model(opts: &LoadOptions) -> Option<LoadedModel> {
-    drllm_engine::loader::load_default_model_for_tests(opts)
+    drllm_engine::testing::load_default_model_for_tests(opts)
 }
 
 #[test]

@@ -7,7 +7,7 @@ use drllm_core::tasks::{load_dataset, DatasetSpec, RewardMode};
 use drllm_engine::{LoadOptions, LoadedModel};
 
 fn model() -> Option<LoadedModel> {
-    drllm_engine::loader::load_default_model_for_tests(&LoadOptions::default())
+    drllm_engine::testing::load_default_model_for_tests(&LoadOptions::default())
 }
 
 #[test]

@@ -219,32 +219,3 @@ pub fn load(spec: &str, opts: &LoadOptions) -> Result<LoadedModel> {
         tokenizer,
     })
 }
-
-/// For test suites that need the default model: its path, or `None` after a loud notice when it is
-/// absent outside CI. Under CI (`CI` set) a missing model is a failure, never a skip.
-#[doc(hidden)]
-pub fn default_model_for_tests() -> Option<PathBuf> {
-    let path = default_model_path();
-    if path.is_file() {
-        return Some(path);
-    }
-    let msg = format!(
-        "the default model is not at {}: run {FETCH_COMMAND}",
-        path.display()
-    );
-    if std::env::var_os("CI").is_some() {
-        panic!("{msg} (CI must fetch it before the tests)");
-    }
-    eprintln!("\n!!!!!!!! SKIPPED: {msg} !!!!!!!!\n");
-    None
-}
-
-/// For test suites: the default model loaded with `opts`, or `None` (after the loud notice of
-/// [`default_model_for_tests`]) when it is absent outside CI. A model that is there but does not
-/// load is a failure.
-#[doc(hidden)]
-pub fn load_default_model_for_tests(opts: &LoadOptions) -> Option<LoadedModel> {
-    let path = default_model_for_tests()?;
-    let spec = path.to_string_lossy();
-    Some(load(&spec, opts).unwrap_or_else(|e| panic!("loading the default model: {e}")))
-}
