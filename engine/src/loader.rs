@@ -3,7 +3,6 @@
 
 use std::path::{Path, PathBuf};
 
-use crate::config::ModelConfig;
 use crate::error::{Error, Result};
 use crate::model::{LoadOptions, Model};
 use crate::tokenizer::TextTokenizer;
@@ -144,19 +143,6 @@ fn download_from_hub(repo_id: &str) -> Result<PathBuf> {
         .to_path_buf())
 }
 
-/// The config a GGUF file's metadata describes.
-pub(crate) fn gguf_config(source: &Source) -> Result<ModelConfig> {
-    let Source::Gguf { path, content, .. } = source else {
-        unreachable!("gguf_config is only called on GGUF sources")
-    };
-    ModelConfig::from_gguf(path, &content.metadata, &|name| {
-        content
-            .tensor_infos
-            .get(name)
-            .map(|t| t.shape.dims().to_vec())
-    })
-}
-
 /// blake3 over the files that hold the weights, in a fixed order.
 pub fn fingerprint(location: &ModelLocation) -> Result<String> {
     let files: Vec<PathBuf> = match location {
@@ -203,11 +189,11 @@ pub fn load(spec: &str, opts: &LoadOptions) -> Result<LoadedModel> {
     let location = resolve(spec)?;
     let (model, tokenizer) = match &location {
         ModelLocation::Gguf(p) => {
+            // One open of the file serves the tokenizer and the weights.
             let source = Source::open_gguf(p)?;
-            let cfg = gguf_config(&source)?;
             let md = source.gguf_metadata().expect("GGUF source");
             let tokenizer = TextTokenizer::from_gguf_metadata(md)?;
-            (Model::load(&source, cfg, opts)?, tokenizer)
+            (Model::from_gguf_source(&source, opts)?, tokenizer)
         }
         ModelLocation::HfDir(d) => (Model::from_hf_dir(d, opts)?, TextTokenizer::from_hf_dir(d)?),
     };

@@ -177,7 +177,7 @@ pub struct Model {
 }
 
 impl Model {
-    pub(crate) fn load(source: &Source, cfg: ModelConfig, opts: &LoadOptions) -> Result<Self> {
+    fn load(source: &Source, cfg: ModelConfig, opts: &LoadOptions) -> Result<Self> {
         let plan = opts.plan();
         let dev = &opts.device;
         let head = match cfg.tie_word_embeddings {
@@ -212,9 +212,13 @@ impl Model {
 
     /// Loads a GGUF file (weights only; see [`crate::load`] for model + tokenizer).
     pub fn from_gguf(path: &Path, opts: &LoadOptions) -> Result<Self> {
-        let source = Source::open_gguf(path)?;
-        let cfg = crate::loader::gguf_config(&source)?;
-        Self::load(&source, cfg, opts)
+        Self::from_gguf_source(&Source::open_gguf(path)?, opts)
+    }
+
+    /// The one GGUF load sequence: the config from the file's metadata, then the weights. The
+    /// loader calls it with the source it also reads the tokenizer from.
+    pub(crate) fn from_gguf_source(source: &Source, opts: &LoadOptions) -> Result<Self> {
+        Self::load(source, source.gguf_config()?, opts)
     }
 
     /// Loads a Hugging Face model folder (config.json + safetensors).
