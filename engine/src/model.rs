@@ -243,12 +243,6 @@ impl Model {
         self.policy
     }
 
-    /// Changes which weight copy the matmuls use (a policy picking quantized weights has no
-    /// effect on layers loaded without a quantized copy).
-    pub fn set_policy(&mut self, policy: KernelPolicy) {
-        self.policy = policy;
-    }
-
     /// Bytes held by the weights, split into the weights proper and the decode copy.
     pub fn memory(&self) -> MemoryBreakdown {
         let layers: WeightBytes = self.layers.iter().map(DecoderLayer::memory).sum();
