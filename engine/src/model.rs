@@ -1,6 +1,8 @@
 //! The decoder: loads weights from any [`crate::weights`] source and runs token ids along any
-//! [`LayerPath`]. The layer-level primitives (`embed`, `run_layer`, `head`) are public so the search
-//! can keep hidden states after a shared path prefix and run only what differs.
+//! [`LayerPath`]. Layers run only through the path executor ([`Model::run_path`], in
+//! [`crate::exec`]), which checks every path once; the public pieces here are the two ends of a
+//! pass (`embed`, `head`) and `forward`, the executor on one cached sequence. The search keeps the
+//! states the executor visits after a shared path prefix and resumes from them.
 
 use std::path::Path;
 
@@ -285,13 +287,13 @@ impl Model {
     }
 
     /// RoPE tables for the positions `start .. start + len`, shared by all layers of a pass.
-    pub fn rope(&self, start: usize, len: usize) -> Result<Rope> {
+    pub(crate) fn rope(&self, start: usize, len: usize) -> Result<Rope> {
         self.rope.at(start, len)
     }
 
     /// RoPE tables for fused rows: the context at positions `0 .. ctx`, each continuation at
     /// `ctx ..`.
-    pub fn rope_segments(&self, segs: &Segments) -> Result<Rope> {
+    pub(crate) fn rope_segments(&self, segs: &Segments) -> Result<Rope> {
         let longest = segs.conts.iter().copied().max().unwrap_or(0);
         self.check_span(0, segs.ctx)?;
         self.check_span(0, segs.ctx + longest)?;
@@ -304,7 +306,8 @@ impl Model {
 
     /// Runs layer `layer` on the fused rows of a context and its continuations (see
     /// [`DecoderLayer::forward_fused`]); returns the output and the keys and values of every row.
-    pub fn run_layer_fused(
+    /// Only the executor calls it.
+    pub(crate) fn run_layer_fused(
         &self,
         layer: usize,
         x: &Tensor,
@@ -322,8 +325,9 @@ impl Model {
         })?)
     }
 
-    /// Runs layer `layer` on hidden state `x` (`[seq, hidden]`), using and extending `slot`.
-    pub fn run_layer(
+    /// Runs layer `layer` on hidden state `x` (`[seq, hidden]`), using and extending `slot`. Only
+    /// the executor calls it.
+    pub(crate) fn run_layer(
         &self,
         layer: usize,
         x: &Tensor,
