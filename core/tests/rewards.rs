@@ -7,7 +7,7 @@ use drllm_engine::{LayerPath, LoadOptions, LoadedModel, Logits, PathCache};
 use drllm_tasks::{load_dataset, prompts, DatasetSpec};
 
 fn model(opts: &LoadOptions) -> Option<LoadedModel> {
-    drllm_engine::loader::load_default_model_for_tests(opts)
+    drllm_engine::testing::load_default_model_for_tests(opts)
 }
 
 #[test]

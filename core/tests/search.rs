@@ -9,7 +9,7 @@ use drllm_engine::{LoadOptions, LoadedModel};
 use drllm_tasks::{load_dataset, DatasetSpec};
 
 fn model() -> Option<LoadedModel> {
-    drllm_engine::loader::load_default_model_for_tests(&LoadOptions::default())
+    drllm_engine::testing::load_default_model_for_tests(&LoadOptions::default())
 }
 
 #[test]

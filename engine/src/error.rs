@@ -78,6 +78,15 @@ pub enum Error {
     /// An invalid layer path.
     #[error(transparent)]
     Path(#[from] PathError),
+    /// A layer path built for a model of another depth: its indices may fit this model, but the
+    /// path (and its per-layer counts) means something else here.
+    #[error("the layer path was built for a model of {path_layers} layers, but this model has {model_layers}")]
+    PathDepthMismatch {
+        /// The depth the path was built for ([`crate::LayerPath::num_layers`]).
+        path_layers: usize,
+        /// The model's number of layers.
+        model_layers: usize,
+    },
     /// The device cannot be named or opened.
     #[error(transparent)]
     Device(#[from] crate::device::DeviceError),

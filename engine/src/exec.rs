@@ -102,9 +102,13 @@ impl Model {
     }
 
     /// Checks a path built elsewhere against this model: the path check every pass goes through.
+    /// A path is valid for the depth it was built for, so it must have been built for this one.
     pub fn check_path(&self, path: &LayerPath) -> Result<()> {
         if path.num_layers() != self.num_layers() {
-            LayerPath::new(path.layers().to_vec(), self.num_layers())?;
+            return Err(Error::PathDepthMismatch {
+                path_layers: path.num_layers(),
+                model_layers: self.num_layers(),
+            });
         }
         Ok(())
     }

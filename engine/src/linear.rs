@@ -65,7 +65,6 @@ pub struct Linear {
     /// f32.
     bias: Option<Tensor>,
     compute: DType,
-    out: usize,
 }
 
 impl Linear {
@@ -101,31 +100,22 @@ impl Linear {
             }
             _ => None,
         };
-        let out = dense.dims()[0];
         Ok(Self {
             dense: Some(dense.to_device(&plan.device)?),
             quant,
             bias,
             compute: plan.compute,
-            out,
         })
     }
 
     /// A layer computing with quantized weights only (a GGUF file's, kept as they are).
     pub(crate) fn quantized(q: Arc<QTensor>, plan: &WeightPlan) -> Result<Self> {
-        let out = q.shape().dims()[0];
         Ok(Self {
             dense: None,
             quant: Some(QMatMul::from_arc(q)?),
             bias: None,
             compute: plan.compute,
-            out,
         })
-    }
-
-    /// Output width (`out`).
-    pub fn out_features(&self) -> usize {
-        self.out
     }
 
     /// `x` is `[rows, in]`, f32; returns `[rows, out]`, f32.

@@ -3,7 +3,6 @@
 
 use std::path::{Path, PathBuf};
 
-use crate::config::ModelConfig;
 use crate::error::{Error, Result};
 use crate::model::{LoadOptions, Model};
 use crate::tokenizer::TextTokenizer;
@@ -144,19 +143,6 @@ fn download_from_hub(repo_id: &str) -> Result<PathBuf> {
         .to_path_buf())
 }
 
-/// The config a GGUF file's metadata describes.
-pub(crate) fn gguf_config(source: &Source) -> Result<ModelConfig> {
-    let Source::Gguf { path, content, .. } = source else {
-        unreachable!("gguf_config is only called on GGUF sources")
-    };
-    ModelConfig::from_gguf(path, &content.metadata, &|name| {
-        content
-            .tensor_infos
-            .get(name)
-            .map(|t| t.shape.dims().to_vec())
-    })
-}
-
 /// blake3 over the files that hold the weights, in a fixed order.
 pub fn fingerprint(location: &ModelLocation) -> Result<String> {
     let files: Vec<PathBuf> = match location {
@@ -203,11 +189,11 @@ pub fn load(spec: &str, opts: &LoadOptions) -> Result<LoadedModel> {
     let location = resolve(spec)?;
     let (model, tokenizer) = match &location {
         ModelLocation::Gguf(p) => {
+            // One open of the file serves the tokenizer and the weights.
             let source = Source::open_gguf(p)?;
-            let cfg = gguf_config(&source)?;
             let md = source.gguf_metadata().expect("GGUF source");
             let tokenizer = TextTokenizer::from_gguf_metadata(md)?;
-            (Model::load(&source, cfg, opts)?, tokenizer)
+            (Model::from_gguf_source(&source, opts)?, tokenizer)
         }
         ModelLocation::HfDir(d) => (Model::from_hf_dir(d, opts)?, TextTokenizer::from_hf_dir(d)?),
     };
@@ -218,33 +204,4 @@ pub fn load(spec: &str, opts: &LoadOptions) -> Result<LoadedModel> {
         model,
         tokenizer,
     })
-}
-
-/// For test suites that need the default model: its path, or `None` after a loud notice when it is
-/// absent outside CI. Under CI (`CI` set) a missing model is a failure, never a skip.
-#[doc(hidden)]
-pub fn default_model_for_tests() -> Option<PathBuf> {
-    let path = default_model_path();
-    if path.is_file() {
-        return Some(path);
-    }
-    let msg = format!(
-        "the default model is not at {}: run {FETCH_COMMAND}",
-        path.display()
-    );
-    if std::env::var_os("CI").is_some() {
-        panic!("{msg} (CI must fetch it before the tests)");
-    }
-    eprintln!("\n!!!!!!!! SKIPPED: {msg} !!!!!!!!\n");
-    None
-}
-
-/// For test suites: the default model loaded with `opts`, or `None` (after the loud notice of
-/// [`default_model_for_tests`]) when it is absent outside CI. A model that is there but does not
-/// load is a failure.
-#[doc(hidden)]
-pub fn load_default_model_for_tests(opts: &LoadOptions) -> Option<LoadedModel> {
-    let path = default_model_for_tests()?;
-    let spec = path.to_string_lossy();
-    Some(load(&spec, opts).unwrap_or_else(|e| panic!("loading the default model: {e}")))
 }

@@ -1,6 +1,8 @@
 //! The decoder: loads weights from any [`crate::weights`] source and runs token ids along any
-//! [`LayerPath`]. The layer-level primitives (`embed`, `run_layer`, `head`) are public so the search
-//! can keep hidden states after a shared path prefix and run only what differs.
+//! [`LayerPath`]. Layers run only through the path executor ([`Model::run_path`], in
+//! [`crate::exec`]), which checks every path once; the public pieces here are the two ends of a
+//! pass (`embed`, `head`) and `forward`, the executor on one cached sequence. The search keeps the
+//! states the executor visits after a shared path prefix and resumes from them.
 
 use std::path::Path;
 
@@ -177,7 +179,7 @@ pub struct Model {
 }
 
 impl Model {
-    pub(crate) fn load(source: &Source, cfg: ModelConfig, opts: &LoadOptions) -> Result<Self> {
+    fn load(source: &Source, cfg: ModelConfig, opts: &LoadOptions) -> Result<Self> {
         let plan = opts.plan();
         let dev = &opts.device;
         let head = match cfg.tie_word_embeddings {
@@ -212,9 +214,13 @@ impl Model {
 
     /// Loads a GGUF file (weights only; see [`crate::load`] for model + tokenizer).
     pub fn from_gguf(path: &Path, opts: &LoadOptions) -> Result<Self> {
-        let source = Source::open_gguf(path)?;
-        let cfg = crate::loader::gguf_config(&source)?;
-        Self::load(&source, cfg, opts)
+        Self::from_gguf_source(&Source::open_gguf(path)?, opts)
+    }
+
+    /// The one GGUF load sequence: the config from the file's metadata, then the weights. The
+    /// loader calls it with the source it also reads the tokenizer from.
+    pub(crate) fn from_gguf_source(source: &Source, opts: &LoadOptions) -> Result<Self> {
+        Self::load(source, source.gguf_config()?, opts)
     }
 
     /// Loads a Hugging Face model folder (config.json + safetensors).
@@ -237,12 +243,6 @@ impl Model {
     /// Which weight copy the matmuls use.
     pub fn policy(&self) -> KernelPolicy {
         self.policy
-    }
-
-    /// Changes which weight copy the matmuls use (a policy picking quantized weights has no
-    /// effect on layers loaded without a quantized copy).
-    pub fn set_policy(&mut self, policy: KernelPolicy) {
-        self.policy = policy;
     }
 
     /// Bytes held by the weights, split into the weights proper and the decode copy.
@@ -287,13 +287,13 @@ impl Model {
     }
 
     /// RoPE tables for the positions `start .. start + len`, shared by all layers of a pass.
-    pub fn rope(&self, start: usize, len: usize) -> Result<Rope> {
+    pub(crate) fn rope(&self, start: usize, len: usize) -> Result<Rope> {
         self.rope.at(start, len)
     }
 
     /// RoPE tables for fused rows: the context at positions `0 .. ctx`, each continuation at
     /// `ctx ..`.
-    pub fn rope_segments(&self, segs: &Segments) -> Result<Rope> {
+    pub(crate) fn rope_segments(&self, segs: &Segments) -> Result<Rope> {
         let longest = segs.conts.iter().copied().max().unwrap_or(0);
         self.check_span(0, segs.ctx)?;
         self.check_span(0, segs.ctx + longest)?;
@@ -306,7 +306,8 @@ impl Model {
 
     /// Runs layer `layer` on the fused rows of a context and its continuations (see
     /// [`DecoderLayer::forward_fused`]); returns the output and the keys and values of every row.
-    pub fn run_layer_fused(
+    /// Only the executor calls it.
+    pub(crate) fn run_layer_fused(
         &self,
         layer: usize,
         x: &Tensor,
@@ -324,8 +325,9 @@ impl Model {
         })?)
     }
 
-    /// Runs layer `layer` on hidden state `x` (`[seq, hidden]`), using and extending `slot`.
-    pub fn run_layer(
+    /// Runs layer `layer` on hidden state `x` (`[seq, hidden]`), using and extending `slot`. Only
+    /// the executor calls it.
+    pub(crate) fn run_layer(
         &self,
         layer: usize,
         x: &Tensor,

@@ -1,14 +1,19 @@
-//! Tiny random models for tests (feature `testing`): the same weights written as a Hugging Face
-//! folder (safetensors + config.json, any float dtype, single file or sharded) or as a GGUF file
-//! (any ggml dtype, q/k permuted the way llama.cpp's converter does for the llama architecture).
-//! Shared by this crate's tests and the trainer's.
+//! Test helpers (feature `testing`), kept out of the public loader so no binary carries them.
+//! Tiny random models: the same weights written as a Hugging Face folder (safetensors +
+//! config.json, any float dtype, single file or sharded) or as a GGUF file (any ggml dtype, q/k
+//! permuted the way llama.cpp's converter does for the llama architecture). And the default model
+//! for suites that need a real one, skipped loudly when absent (never under CI). Shared by the
+//! tests of this crate, core, worker, trainer, evaluator and the end-to-end tests.
 
 use std::collections::HashMap;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use candle_core::quantized::{gguf_file, GgmlDType, QTensor};
 use candle_core::{DType, Device, Tensor};
 use rand::{rngs::StdRng, Rng, SeedableRng};
+
+use crate::loader::{default_model_path, load, LoadedModel, FETCH_COMMAND};
+use crate::model::LoadOptions;
 
 #[derive(Clone, Debug)]
 pub struct Tiny {
@@ -335,4 +340,31 @@ pub fn max_abs_diff(a: &Tensor, b: &Tensor) -> f32 {
 pub fn ids(n: usize, vocab: usize, seed: u64) -> Vec<u32> {
     let mut rng = StdRng::seed_from_u64(seed);
     (0..n).map(|_| rng.random_range(0..vocab as u32)).collect()
+}
+
+/// For test suites that need the default model: its path, or `None` after a loud notice when it is
+/// absent outside CI. Under CI (`CI` set) a missing model is a failure, never a skip.
+pub fn default_model_for_tests() -> Option<PathBuf> {
+    let path = default_model_path();
+    if path.is_file() {
+        return Some(path);
+    }
+    let msg = format!(
+        "the default model is not at {}: run {FETCH_COMMAND}",
+        path.display()
+    );
+    if std::env::var_os("CI").is_some() {
+        panic!("{msg} (CI must fetch it before the tests)");
+    }
+    eprintln!("\n!!!!!!!! SKIPPED: {msg} !!!!!!!!\n");
+    None
+}
+
+/// For test suites: the default model loaded with `opts`, or `None` (after the loud notice of
+/// [`default_model_for_tests`]) when it is absent outside CI. A model that is there but does not
+/// load is a failure.
+pub fn load_default_model_for_tests(opts: &LoadOptions) -> Option<LoadedModel> {
+    let path = default_model_for_tests()?;
+    let spec = path.to_string_lossy();
+    Some(load(&spec, opts).unwrap_or_else(|e| panic!("loading the default model: {e}")))
 }

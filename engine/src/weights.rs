@@ -204,6 +204,14 @@ impl Source {
         }
     }
 
+    /// The config a GGUF file's metadata describes (a folder's is its `config.json`).
+    pub(crate) fn gguf_config(&self) -> Result<ModelConfig> {
+        let Source::Gguf { path, content } = self else {
+            unreachable!("gguf_config is only called on GGUF sources")
+        };
+        ModelConfig::from_gguf(path, &content.metadata, &|name| self.dims_of(name))
+    }
+
     fn tensor_name(&self, key: Key, layer: usize) -> String {
         match self {
             Source::Gguf { .. } => key.gguf_name(layer),

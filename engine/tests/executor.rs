@@ -112,7 +112,7 @@ fn bad_decisions_and_routed_caches_are_typed_errors() {
         .run_path(x.clone(), rows, Route::Decide(&mut one), |_, _, _| ())
         .unwrap_err();
     assert!(matches!(e, Error::CachePathMismatch { .. }), "{e}");
-    // A path for a deeper model is checked against this one.
+    // A path for a deeper model is refused.
     let deep = LayerPath::parse("0,5", 8).unwrap();
     let route = Route::Path {
         path: &deep,
@@ -122,7 +122,13 @@ fn bad_decisions_and_routed_caches_are_typed_errors() {
         .run_path(x, Rows::Uncached, route, |_, _, _| ())
         .unwrap_err();
     assert!(
-        matches!(e, Error::Path(PathError::OutOfRange { layer: 5, .. })),
+        matches!(
+            e,
+            Error::PathDepthMismatch {
+                path_layers: 8,
+                model_layers: 4
+            }
+        ),
         "{e}"
     );
 }

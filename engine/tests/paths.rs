@@ -1,14 +1,14 @@
 //! Path execution on a tiny random model: incremental decoding with the per-position cache equals
 //! a full recompute without cache for skips, repeats and paths up to 2L long; greedy generation
 //! honours its stop conditions; a context and its continuations run as one fused batch equal
-//! separate runs; bad calls give typed errors.
+//! separate runs; bad calls give typed errors, and a path built for another depth is refused.
 
 mod common;
 
-use candle_core::DType;
+use candle_core::{DType, Tensor};
 use common::{ids, max_abs_diff, Tiny};
 use drllm_engine::{
-    greedy, Error, LayerPath, LoadOptions, Logits, Model, PathCache, PathError, StopReason,
+    greedy, Error, LayerPath, LoadOptions, Logits, Model, PathCache, Route, Rows, StopReason,
 };
 
 const TOL: f32 = 1e-4;
@@ -18,6 +18,17 @@ fn tiny_model(tiny: &Tiny, seed: u64) -> (tempfile::TempDir, Model) {
     tiny.write_hf(dir.path(), &tiny.weights(seed), DType::F32, 1);
     let m = Model::from_hf_dir(dir.path(), &LoadOptions::exact()).unwrap();
     (dir, m)
+}
+
+/// The hidden state after every position of `path`, run from the embeddings `x` through the
+/// executor on `rows`.
+fn states(model: &Model, path: &LayerPath, x: Tensor, rows: Rows<'_>) -> Vec<Tensor> {
+    let mut out = Vec::new();
+    let route = Route::Path { path, from: 0 };
+    model
+        .run_path(x, rows, route, |_, y, _| out.push(y.clone()))
+        .unwrap();
+    out
 }
 
 fn paths(l: usize) -> Vec<LayerPath> {
@@ -78,16 +89,21 @@ fn paths_change_the_output_and_repeats_are_not_reruns_of_one_slot() {
     assert!(max_abs_diff(&full, &skip) > 1e-3);
     assert!(max_abs_diff(&full, &rep) > 1e-3);
 
-    // A repeat is two separate executions of the layer, each with its own cache: running layer 1
-    // by hand twice with two fresh slots gives the same hidden state as the path.
-    let rope = model.rope(0, seq.len()).unwrap();
+    // A repeat is two separate executions of the layer, each with its own cache: chaining
+    // one-layer passes, each with fresh keys and values, gives the same hidden state as the path.
     let mut x = model.embed(&seq).unwrap();
-    for (layer, n) in [(0usize, 1), (1, 2), (2, 1), (3, 1)] {
-        for _ in 0..n {
-            let mut slot = drllm_engine::KvSlot::new();
-            x = model.run_layer(layer, &x, &rope, &mut slot).unwrap();
-            assert_eq!(slot.len(), seq.len());
-        }
+    for layer in [0u16, 1, 1, 2, 3] {
+        let one = LayerPath::new(vec![layer], tiny.layers).unwrap();
+        let route = Route::Path {
+            path: &one,
+            from: 0,
+        };
+        x = model
+            .run_path(x, Rows::Uncached, route, |_, _, slot| {
+                assert_eq!(slot.len(), seq.len())
+            })
+            .unwrap()
+            .hidden;
     }
     let by_hand = model.head(&x.narrow(0, seq.len() - 1, 1).unwrap()).unwrap();
     assert!(max_abs_diff(&by_hand, &rep) < TOL);
@@ -106,33 +122,45 @@ fn fused_context_and_continuations_equal_separate_runs() {
             conts: conts.iter().map(Vec::len).collect(),
         };
         let rows: Vec<u32> = ctx.iter().chain(conts.iter().flatten()).copied().collect();
-        let rope = model.rope_segments(&segs).unwrap();
-        let mut fused = model.embed(&rows).unwrap();
-        let mut ctx_x = model.embed(&ctx).unwrap();
-        let mut cont_x: Vec<_> = conts
+        let path = LayerPath::new(vec![0, 2, 2, 3], tiny.layers).unwrap();
+        let mut slots = Vec::new();
+        let x = model.embed(&rows).unwrap();
+        let fused = Rows::Fused {
+            segs: &segs,
+            slots: &mut slots,
+        };
+        let fused = states(&model, &path, x, fused);
+        assert_eq!(slots.len(), path.len(), "one slot per path position");
+        assert!(slots.iter().all(|s| s.len() == rows.len()));
+        // Separately: the context into a cache, each continuation after it on a copy.
+        let mut cache = PathCache::new(&path);
+        let x = model.embed(&ctx).unwrap();
+        let cached = Rows::Cached {
+            cache: &mut cache,
+            start: 0,
+        };
+        let ctx_states = states(&model, &path, x, cached);
+        let cont_states: Vec<Vec<Tensor>> = conts
             .iter()
-            .map(|c| (!c.is_empty()).then(|| model.embed(c).unwrap()))
+            .filter(|c| !c.is_empty())
+            .map(|c| {
+                let mut cache = cache.clone();
+                let rows = Rows::Cached {
+                    cache: &mut cache,
+                    start: ctx.len(),
+                };
+                states(&model, &path, model.embed(c).unwrap(), rows)
+            })
             .collect();
-        for layer in [0usize, 2, 2, 3] {
-            let (y, slot) = model.run_layer_fused(layer, &fused, &rope, &segs).unwrap();
-            assert_eq!(slot.len(), rows.len());
-            fused = y;
-            let mut ctx_slot = drllm_engine::KvSlot::new();
-            let r = model.rope(0, ctx.len()).unwrap();
-            ctx_x = model.run_layer(layer, &ctx_x, &r, &mut ctx_slot).unwrap();
-            for x in cont_x.iter_mut().flatten() {
-                let mut s = ctx_slot.clone();
-                let r = model.rope(ctx.len(), x.dim(0).unwrap()).unwrap();
-                *x = model.run_layer(layer, x, &r, &mut s).unwrap();
-            }
-            let separate: Vec<_> = std::iter::once(&ctx_x)
-                .chain(cont_x.iter().flatten())
+        for (pos, layer) in path.layers().iter().enumerate() {
+            let separate: Vec<&Tensor> = std::iter::once(&ctx_states[pos])
+                .chain(cont_states.iter().map(|s| &s[pos]))
                 .collect();
-            let separate = candle_core::Tensor::cat(&separate, 0).unwrap();
-            let d = max_abs_diff(&fused, &separate);
+            let separate = Tensor::cat(&separate, 0).unwrap();
+            let d = max_abs_diff(&fused[pos], &separate);
             assert!(
                 d < TOL,
-                "{} layer {layer}: fused vs separate diff {d}",
+                "{} position {pos} (layer {layer}): fused vs separate diff {d}",
                 tiny.arch
             );
         }
@@ -231,22 +259,52 @@ fn bad_calls_give_typed_errors() {
         model.forward(&[1], &other, &mut cache, 0, Logits::Last),
         Err(Error::CachePathMismatch { .. })
     ));
-    // A path for a deeper model is checked against this one.
+    // A path for a deeper model is refused, whatever its layers.
     let deep = LayerPath::new(vec![0, 5], 8).unwrap();
     let mut c = PathCache::new(&deep);
     assert!(matches!(
         model.forward(&[1], &deep, &mut c, 0, Logits::Last),
-        Err(Error::Path(PathError::OutOfRange { layer: 5, .. }))
-    ));
-    // The layer primitive checks its index too.
-    let rope = model.rope(0, 1).unwrap();
-    let x = model.embed(&[1]).unwrap();
-    assert!(matches!(
-        model.run_layer(4, &x, &rope, &mut drllm_engine::KvSlot::new()),
-        Err(Error::Path(PathError::OutOfRange { layer: 4, .. }))
+        Err(Error::PathDepthMismatch {
+            path_layers: 8,
+            model_layers: 4
+        })
     ));
     // Path validation itself.
     assert!(LayerPath::new(vec![0, 4], 4).is_err());
     assert!(LayerPath::new(vec![1, 0], 4).is_err());
     assert!(LayerPath::new(vec![2, 2, 2], 4).is_err());
+}
+
+#[test]
+fn paths_built_for_another_depth_are_refused_even_when_their_layers_fit() {
+    let tiny = Tiny::llama();
+    let (_dir, model) = tiny_model(&tiny, 35);
+    let seq = ids(3, tiny.vocab, 36);
+    // Layers 0..3 exist in the 4-layer model, but the paths mean other things at depths 8 and 3.
+    for depth in [8, 3] {
+        let other = LayerPath::new(vec![0, 1, 2], depth).unwrap();
+        let mut cache = PathCache::new(&other);
+        let e = model
+            .forward(&seq, &other, &mut cache, 0, Logits::Last)
+            .unwrap_err();
+        assert!(
+            matches!(
+                e,
+                Error::PathDepthMismatch { path_layers, model_layers: 4 } if path_layers == depth
+            ),
+            "{e}"
+        );
+        let msg = e.to_string();
+        assert!(
+            msg.contains(&depth.to_string()) && msg.contains('4'),
+            "{msg}"
+        );
+        assert!(matches!(
+            model.check_path(&other),
+            Err(Error::PathDepthMismatch { .. })
+        ));
+    }
+    // The same layers built for this depth run.
+    let here = LayerPath::new(vec![0, 1, 2], tiny.layers).unwrap();
+    model.check_path(&here).unwrap();
 }

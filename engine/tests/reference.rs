@@ -20,7 +20,7 @@ fn prompts() -> Vec<RefPrompt> {
 }
 
 fn load(opts: &LoadOptions) -> Option<LoadedModel> {
-    drllm_engine::loader::load_default_model_for_tests(opts)
+    drllm_engine::testing::load_default_model_for_tests(opts)
 }
 
 /// The reference's tolerance for engines that quantize activations.

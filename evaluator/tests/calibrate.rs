@@ -61,7 +61,7 @@ fn calibrate_refuses_test_and_unexcluded_train() {
 
 #[test]
 fn calibrate_certifies_and_run_uses_the_certified_point() {
-    let Some(lm) = drllm_engine::loader::load_default_model_for_tests(&LoadOptions::default())
+    let Some(lm) = drllm_engine::testing::load_default_model_for_tests(&LoadOptions::default())
     else {
         return;
     };

@@ -65,7 +65,7 @@ fn grade_adds_boxed_and_correct_and_names_bad_lines() {
 
 #[test]
 fn baseline_prints_a_json_summary() {
-    if drllm_engine::loader::default_model_for_tests().is_none() {
+    if drllm_engine::testing::default_model_for_tests().is_none() {
         return;
     }
     let dir = tempfile::tempdir().unwrap();

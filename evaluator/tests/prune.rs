@@ -94,7 +94,7 @@ fn without(prev: &[u64], removed: u64) -> Vec<u64> {
 
 #[test]
 fn prune_curve_agrees_with_baseline_and_is_cached() {
-    let Some(model) = drllm_engine::loader::default_model_for_tests() else {
+    let Some(model) = drllm_engine::testing::default_model_for_tests() else {
         return;
     };
     let dir = tempfile::tempdir().unwrap();

@@ -21,7 +21,7 @@ const L: usize = 30;
 const D: usize = 576;
 
 fn model() -> Option<LoadedModel> {
-    drllm_engine::loader::load_default_model_for_tests(&LoadOptions::default())
+    drllm_engine::testing::load_default_model_for_tests(&LoadOptions::default())
 }
 
 fn examples(n: usize) -> Vec<Example> {
@@ -283,7 +283,7 @@ fn run_with_prune_split_reports_the_static_pruned_baseline() {
     let Some(lm) = model() else { return };
     let dir = tempfile::tempdir().unwrap();
     let p = |s: &str| dir.path().join(s).to_string_lossy().to_string();
-    let model_path = drllm_engine::loader::default_model_for_tests().unwrap();
+    let model_path = drllm_engine::testing::default_model_for_tests().unwrap();
     RouterConfig::new("default", &lm.fingerprint, L, D, 8, drllm_tests::training())
         .save(&dir.path().join("skip7"), &constant_routers(&[7]))
         .unwrap();

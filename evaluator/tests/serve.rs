@@ -24,7 +24,7 @@ const L: usize = 30;
 const D_MODEL: usize = 576;
 
 fn model() -> Option<LoadedModel> {
-    drllm_engine::loader::load_default_model_for_tests(&LoadOptions::default())
+    drllm_engine::testing::load_default_model_for_tests(&LoadOptions::default())
 }
 
 /// A running `evaluator serve`, killed when dropped.

@@ -34,7 +34,7 @@ async fn start_job(
     shard: u32,
     ttl: u64,
 ) -> Option<(JobDir, Coordinator, drllm_proto::client::Client)> {
-    drllm_engine::loader::default_model_for_tests()?;
+    drllm_engine::testing::default_model_for_tests()?;
     let jd = JobDir::new();
     // Non-default settings, to see them reach the workers and every record.
     let search = "length_normalized = true\n[search]\nnum_simulations = 4\nseed = 11\n";

@@ -54,7 +54,7 @@ fn write(path: &Path, recs: &[SearchRecord]) -> String {
 }
 
 fn real_fingerprint() -> Option<String> {
-    let path = drllm_engine::loader::default_model_for_tests()?;
+    let path = drllm_engine::testing::default_model_for_tests()?;
     let loc = drllm_engine::resolve(path.to_str().unwrap()).unwrap();
     Some(drllm_engine::loader::fingerprint(&loc).unwrap())
 }

@@ -77,7 +77,7 @@ fn s(p: &Path) -> &str {
 
 #[test]
 fn diagnose_reads_real_probe_records_and_refuses_tree_searches() {
-    drllm_engine::loader::default_model_for_tests()
+    drllm_engine::testing::default_model_for_tests()
         .expect("the default model is missing: run scripts/fetch-model.sh");
     let dir = tempfile::tempdir().unwrap();
     let p = |n: &str| dir.path().join(n);

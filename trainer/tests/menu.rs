@@ -44,7 +44,7 @@ fn diagnosis(dir: &Path) -> String {
 #[test]
 fn a_menu_is_built_routed_at_both_ends_and_calibrated_on_other_questions() {
     // Fails (with how to get it) when the model is missing, unless skipping was asked for.
-    if drllm_engine::loader::load_default_model_for_tests(&LoadOptions::default()).is_none() {
+    if drllm_engine::testing::load_default_model_for_tests(&LoadOptions::default()).is_none() {
         return;
     }
     let (trainer, evaluator) = (

@@ -27,7 +27,7 @@ const L: usize = 30;
 const D: usize = 576;
 
 fn model() -> Option<LoadedModel> {
-    drllm_engine::loader::load_default_model_for_tests(&LoadOptions::default())
+    drllm_engine::testing::load_default_model_for_tests(&LoadOptions::default())
 }
 
 fn examples(split: &str, n: usize) -> Vec<Example> {

@@ -17,7 +17,7 @@ use drllm_tasks::load_dataset;
 
 #[test]
 fn the_trainers_cached_router_inputs_equal_what_the_routers_see_at_evaluation() {
-    let Some(lm) = drllm_engine::loader::load_default_model_for_tests(&LoadOptions::default())
+    let Some(lm) = drllm_engine::testing::load_default_model_for_tests(&LoadOptions::default())
     else {
         return;
     };
@@ -105,7 +105,7 @@ fn max_abs(t: &Tensor) -> f32 {
 /// only when all records agree.
 #[test]
 fn records_are_tokenized_with_their_recorded_settings() {
-    let Some(lm) = drllm_engine::loader::load_default_model_for_tests(&LoadOptions::default())
+    let Some(lm) = drllm_engine::testing::load_default_model_for_tests(&LoadOptions::default())
     else {
         return;
     };

@@ -42,7 +42,7 @@ fn ok_json(out: std::process::Output) -> Value {
 
 #[test]
 fn logits_with_chat_template_matches_reference() {
-    if drllm_engine::loader::default_model_for_tests().is_none() {
+    if drllm_engine::testing::default_model_for_tests().is_none() {
         return;
     }
     let capital = concat!(env!("CARGO_MANIFEST_DIR"), "/../examples/capital.txt");
@@ -68,7 +68,7 @@ fn logits_with_chat_template_matches_reference() {
 
 #[test]
 fn logits_under_a_skip_path_matches_reference() {
-    if drllm_engine::loader::default_model_for_tests().is_none() {
+    if drllm_engine::testing::default_model_for_tests().is_none() {
         return;
     }
     let r = prompt("arc_loglik_context");
@@ -128,7 +128,7 @@ fn bad_input_fails_with_a_message_that_says_what_to_fix() {
 
 #[test]
 fn parity_passes_on_the_reference_and_fails_on_a_tampered_one() {
-    if drllm_engine::loader::default_model_for_tests().is_none() {
+    if drllm_engine::testing::default_model_for_tests().is_none() {
         return;
     }
     let out = worker(&[

@@ -10,7 +10,7 @@ fn pyarrow_available() -> bool {
 
 #[test]
 fn search_records_read_back_with_pyarrow() {
-    if drllm_engine::loader::default_model_for_tests().is_none() || !pyarrow_available() {
+    if drllm_engine::testing::default_model_for_tests().is_none() || !pyarrow_available() {
         return;
     }
     let dir = tempfile::tempdir().unwrap();
