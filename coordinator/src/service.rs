@@ -183,6 +183,16 @@ impl Coordinator for Service {
             output_dir: self.output_dir.clone(),
             parts: c.parts,
             problems: self.state.faults().problems(),
+            failures: self
+                .state
+                .failures()
+                .into_iter()
+                .map(|(key, example_id, reason)| FailedExample {
+                    key,
+                    example_id,
+                    reason,
+                })
+                .collect(),
         }))
     }
 }

@@ -22,7 +22,13 @@ pub struct Args {
     /// Print JSON instead of a table.
     #[arg(long)]
     json: bool,
+    /// List every failed example with its reason (the table shows the first few).
+    #[arg(long)]
+    failed: bool,
 }
+
+/// Failed examples the table lists without --failed.
+const FAILED_SHOWN: usize = 5;
 
 pub async fn run(a: Args) -> anyhow::Result<()> {
     let opts = ConnectOptions::from_files(a.token_file.as_deref(), a.tls_ca.as_deref(), None)
@@ -46,7 +52,9 @@ pub async fn run(a: Args) -> anyhow::Result<()> {
         let json = serde_json::json!({"total": s.total, "pending": s.pending,
             "leased": s.leased, "done": s.done, "failed": s.failed,
             "uncommitted": s.uncommitted, "parts": s.parts, "eta_seconds": s.eta_seconds,
-            "output_dir": s.output_dir, "workers": workers, "problems": s.problems});
+            "output_dir": s.output_dir, "workers": workers, "problems": s.problems,
+            "failures": s.failures.iter().map(|f| serde_json::json!({"key": f.key,
+                "example_id": f.example_id, "reason": f.reason})).collect::<Vec<_>>()});
         return print_out(&format!("{json}\n"));
     }
     let mut out = format!(
@@ -61,6 +69,21 @@ pub async fn run(a: Args) -> anyhow::Result<()> {
     writeln!(out, "parts {} in {}; ETA {eta}", s.parts, s.output_dir)?;
     for p in &s.problems {
         writeln!(out, "PROBLEM {p}")?;
+    }
+    let shown = if a.failed {
+        s.failures.len()
+    } else {
+        FAILED_SHOWN
+    };
+    for f in s.failures.iter().take(shown) {
+        writeln!(out, "FAILED {} (#{}): {}", f.example_id, f.key, f.reason)?;
+    }
+    if s.failures.len() > shown {
+        let more = s.failures.len() - shown;
+        writeln!(
+            out,
+            "… {more} more failed (coordinator status --failed lists them all)"
+        )?;
     }
     for w in &s.workers {
         writeln!(

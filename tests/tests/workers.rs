@@ -187,3 +187,50 @@ async fn one_worker_with_two_lanes_holds_two_leases_and_reports_over_http() {
     assert!(m.contains("drllm_worker_simulations_total"), "{m}");
     job_finishes_exactly_once(&mut coord, &mut w, &dir.path().join("w.log"), &out, 6);
 }
+
+/// A poison example fails alone: both workers submit a broken record for the same example (a
+/// fault flag corrupts it), the coordinator refuses it and marks that example failed with the
+/// reason (shown by `status`), every other example is committed exactly once, and the workers
+/// go on to the end of the job and exit cleanly.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_refused_record_fails_its_example_alone_and_the_workers_go_on() {
+    let Some((JobDir { dir, out, .. }, mut coord, mut c)) = start_job(5, 1, 30).await else {
+        return;
+    };
+    let ids = arc_train_ids(5);
+    let poison = ids[1].clone();
+    let fault = ["--fault-corrupt-record", poison.as_str()];
+    let (alog, blog) = (dir.path().join("a.log"), dir.path().join("b.log"));
+    let mut a = worker_with(&coord.url, "a", &alog, &fault);
+    let mut b = worker_with(&coord.url, "b", &blog, &fault);
+    wait_for(&mut c, "the poison example to fail", |s| s.failed == 1).await;
+    let s = c.status(StatusRequest {}).await.unwrap().into_inner();
+    assert_eq!(s.failures.len(), 1, "{s:?}");
+    assert_eq!(s.failures[0].example_id, poison);
+    assert!(
+        s.failures[0]
+            .reason
+            .contains("record refused: `best_decisions` has 29 entries for 30 layers"),
+        "{:?}",
+        s.failures
+    );
+    assert!(
+        coord.wait(Duration::from_secs(300)).success(),
+        "{}",
+        coord.log()
+    );
+    for (w, log) in [(&mut a, &alog), (&mut b, &blog)] {
+        let status = wait_timeout(w, Duration::from_secs(60));
+        let text = std::fs::read_to_string(log).unwrap();
+        assert!(status.success(), "worker: {status:?}\n{text}");
+    }
+    let rows = read_parts(&out);
+    let mut got: Vec<String> = rows.iter().map(|r| r.0.clone()).collect();
+    got.sort();
+    let mut want: Vec<String> = ids.into_iter().filter(|i| *i != poison).collect();
+    want.sort();
+    assert_eq!(
+        got, want,
+        "every other example once, the poison one not at all"
+    );
+}

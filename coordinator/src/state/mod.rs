@@ -83,7 +83,8 @@ struct Mem {
     next_sub: u64,
     uncommitted: u64,
     committed: u64,
-    failed: u64,
+    /// Failed examples and why, by key.
+    failures: BTreeMap<u64, String>,
     parts: u64,
     workers: HashMap<String, WorkerInfo>,
     fingerprint: Option<String>,
@@ -330,7 +331,7 @@ impl State {
             leased: mem.leased.len() as u64,
             uncommitted: mem.uncommitted,
             committed: mem.committed,
-            failed: mem.failed,
+            failed: mem.failures.len() as u64,
             parts: mem.parts,
         }
     }
@@ -360,6 +361,24 @@ impl State {
             .collect();
         out.sort_by(|a, b| a.0.cmp(&b.0));
         out
+    }
+
+    /// The failed examples: key, example id and reason, by key.
+    pub fn failures(&self) -> Vec<(u64, String, String)> {
+        let failures = self.mem().failures.clone();
+        failures
+            .into_iter()
+            .map(|(k, reason)| {
+                let id = self
+                    .examples
+                    .get(key(k))
+                    .ok()
+                    .flatten()
+                    .and_then(|b| v1::Example::decode(b.as_ref()).ok())
+                    .map_or_else(|| format!("#{k}"), |e| e.id);
+                (k, id, reason)
+            })
+            .collect()
     }
 
     /// Every example has a committed (or failed) result.

@@ -210,7 +210,9 @@ impl State {
                     worker,
                     deadline_ms,
                 } => mem.set_lease(k, &worker, deadline_ms),
-                Stored::Failed { .. } => mem.failed += 1,
+                Stored::Failed { reason } => {
+                    mem.failures.insert(k, reason);
+                }
             }
         }
         for k in stale {

@@ -254,7 +254,7 @@ impl Writer {
                 }
                 Outcome::Failed(reason, refused) => {
                     tracing::warn!(example = r.key, worker, %reason, "example failed");
-                    mem.failed += 1;
+                    mem.failures.insert(r.key, reason.clone());
                     if refused {
                         let reason = reason.clone();
                         out.refused.push(RefusedResult { key: r.key, reason });
