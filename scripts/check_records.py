@@ -8,24 +8,40 @@ that the files are known to read in the Python ecosystem, not only in Rust.
 """
 import argparse
 import json
+import pathlib
 import sys
 
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-COLUMNS = {
-    "example_id": pa.string(), "dataset": pa.string(), "split": pa.string(),
-    "question": pa.string(), "gold": pa.string(), "model_id": pa.string(),
-    "model_fingerprint": pa.string(), "reward_mode": pa.string(), "num_layers": pa.uint16(),
-    "original_correct": pa.bool_(), "found": pa.bool_(), "best_path": pa.list_(pa.uint16()),
-    "best_decisions": pa.list_(pa.uint8()), "best_path_len": pa.uint16(),
-    "distinct_layers": pa.uint16(), "good_paths": pa.list_(pa.list_(pa.uint16())),
-    "best_response": pa.string(), "simulations": pa.uint32(), "distinct_paths": pa.uint32(),
-    "layer_executions": pa.uint64(), "wall_seconds": pa.float64(), "search_config": pa.string(),
-    "worker_id": pa.string(), "timestamp": pa.timestamp("ms", tz="UTC"),
-    "good_margins": pa.list_(pa.float64()), "original_margin": pa.float64(),
-    "prompt_style": pa.string(), "early_stop": pa.bool_(), "length_normalized": pa.bool_(),
+# The expected columns come from README's "Search records" table, which a Rust test keeps equal to
+# the column table the writer uses (drllm_contract::record::COLUMNS): one description, no copy.
+README = pathlib.Path(__file__).resolve().parent.parent / "README.md"
+TYPES = {
+    "string": pa.string(), "string, nullable": pa.string(), "bool": pa.bool_(),
+    "uint16": pa.uint16(), "uint32": pa.uint32(), "uint64": pa.uint64(),
+    "float64": pa.float64(), "float64, nullable": pa.float64(),
+    "list<uint16>": pa.list_(pa.uint16()), "list<uint8>": pa.list_(pa.uint8()),
+    "list<float64>": pa.list_(pa.float64()), "list<list<uint16>>": pa.list_(pa.list_(pa.uint16())),
+    "timestamp[ms, UTC]": pa.timestamp("ms", tz="UTC"),
 }
+
+
+def readme_columns():
+    text = README.read_text()
+    rows = text[text.index("### Search records"):].splitlines()
+    start = next(i for i, l in enumerate(rows) if l.startswith("| column"))
+    out = {}
+    for line in rows[start + 2:]:
+        if not line.startswith("|"):
+            break
+        cells = [c.strip() for c in line.split("|")]
+        for name in cells[1].split(","):
+            out[name.strip().strip("`")] = TYPES[cells[2]]
+    return out
+
+
+COLUMNS = readme_columns()
 
 
 def fail(msg):

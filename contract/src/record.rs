@@ -146,13 +146,13 @@ impl Kind {
     pub fn readme_type(self) -> &'static str {
         match self {
             Kind::Str => "string",
-            Kind::OptStr => "string?",
+            Kind::OptStr => "string, nullable",
             Kind::Bool => "bool",
             Kind::U16 => "uint16",
             Kind::U32 => "uint32",
             Kind::U64 => "uint64",
             Kind::F64 => "float64",
-            Kind::OptF64 => "float64?",
+            Kind::OptF64 => "float64, nullable",
             Kind::U16s => "list<uint16>",
             Kind::U8s => "list<uint8>",
             Kind::Paths => "list<list<uint16>>",

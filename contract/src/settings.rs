@@ -150,6 +150,11 @@ pub struct SearchConfig {
     /// `probe-skips` (the skips only: what `trainer diagnose` reads).
     #[arg(long, value_enum, default_value_t = Strategy::Mcts)]
     pub strategy: Strategy,
+    /// The most consecutive path positions one skip edit drops (the paper: 2). 1 halves
+    /// `probe-skips`' cost when single-layer labels are all a diagnosis needs; 3 or more lets
+    /// the search reach short paths in fewer edits; 0 leaves the repeats only.
+    #[arg(long, default_value_t = 2)]
+    pub max_skip: u64,
 }
 
 /// Calls the macro `$m` with the name of every [`SearchConfig`] field, so that code outside
@@ -172,7 +177,8 @@ macro_rules! search_config_fields {
             stop,
             expansion,
             widen_exponent,
-            strategy
+            strategy,
+            max_skip
         }
     };
 }

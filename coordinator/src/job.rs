@@ -202,4 +202,31 @@ mod tests {
         let e = bad.examples("j.toml").unwrap_err();
         assert!(e.to_string().contains("dataset #1 (`nope`)"), "{e}");
     }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(
+            std::env::var("DRLLM_FUZZ_CASES").ok().and_then(|v| v.parse().ok()).unwrap_or(1000)
+        ))]
+
+        /// Fuzz target: any text, or a valid job file with characters replaced, parses or is
+        /// refused with an error naming the file; never a panic.
+        #[test]
+        fn job_files_never_panic(
+            text in ".{0,200}",
+            edits in proptest::collection::vec((proptest::prelude::any::<usize>(), proptest::prelude::any::<char>()), 0..6),
+        ) {
+            let valid = "output_dir = \"o\"\nshard_size = 2\n[[datasets]]\nname = \"arc_easy\"\nlimit = 3\n[search]\nnum_simulations = 4\nstrategy = \"probe\"\n";
+            let mut edited: Vec<char> = valid.chars().collect();
+            for (at, c) in edits {
+                let n = edited.len();
+                edited[at % n] = c;
+            }
+            let edited: String = edited.into_iter().collect();
+            for t in [text.as_str(), edited.as_str()] {
+                if let Err(e) = JobSpec::parse(t, "job.toml") {
+                    proptest::prop_assert!(e.to_string().contains("job.toml"), "{e}");
+                }
+            }
+        }
+    }
 }

@@ -98,19 +98,24 @@ pub async fn run(a: Args) -> anyhow::Result<()> {
     let sink_task = tokio::spawn(sink::run(state.clone(), sink_config(&a, &spec)?, stop_rx));
     // Serve until a signal, the end of the job or a fatal fault; then drain.
     let draining = Arc::new(AtomicBool::new(false));
+    let ttl_ms = spec.lease_ttl_secs * 1000;
+    let reclaimer = spawn_reclaimer(state.clone(), ttl_ms);
     let shutdown = {
         let (st, ready, draining) = (state.clone(), health.clone(), draining.clone());
         let (drain_secs, exit_when_done) = (a.drain_secs, a.exit_when_done);
         async move {
             tokio::select! {
-                () = wait_for_stop(&st, exit_when_done) => {}
+                () = wait_for_stop(&st, exit_when_done, ttl_ms as i64) => {}
                 reason = st.faults().wait_fatal() => tracing::error!("stopping: {reason}"),
             }
             ready.set_ready(false);
             draining.store(true, Ordering::SeqCst);
-            let until = Instant::now() + Duration::from_secs_f64(drain_secs);
-            while st.counts().leased > 0 && Instant::now() < until {
-                tokio::time::sleep(Duration::from_millis(100)).await;
+            let leases_back = st.wait_until(|s| s.counts().leased == 0);
+            let drain = Duration::from_secs_f64(drain_secs);
+            if tokio::time::timeout(drain, leases_back).await.is_err() {
+                tracing::warn!(
+                    "leases still out after --drain-secs; they are pending again on restart"
+                );
             }
             tracing::info!("shutting down");
         }
@@ -123,6 +128,7 @@ pub async fn run(a: Args) -> anyhow::Result<()> {
         .await
         .context("gRPC server")?;
     // The sink writes what is left, then the first fatal fault (if any) is the exit reason.
+    reclaimer.abort();
     let _ = stop_tx.send(true);
     let sunk = sink_task.await.context("sink task")?;
     let c = state.counts();
@@ -202,22 +208,47 @@ fn incoming(addr: SocketAddr) -> anyhow::Result<TcpIncoming> {
     Ok(TcpIncoming::from(l).with_nodelay(Some(true)))
 }
 
-/// Resolves on SIGTERM, SIGINT, or (with `exit_when_done`) once every example is committed.
-async fn wait_for_stop(state: &State, exit_when_done: bool) {
+/// Resolves on SIGTERM, SIGINT, or (with `exit_when_done`) once every example has its outcome
+/// and every live worker has heard so (bounded by [`DONE_GRACE`]), so that workers exit instead
+/// of retrying a coordinator that is gone.
+async fn wait_for_stop(state: &State, exit_when_done: bool, ttl_ms: i64) {
     let done = async {
-        loop {
-            if exit_when_done && state.finished() {
-                // Let workers hear that the job is done before the server goes.
-                tokio::time::sleep(Duration::from_millis(1500)).await;
-                return;
-            }
-            tokio::time::sleep(Duration::from_millis(200)).await;
+        if !exit_when_done {
+            return std::future::pending().await;
         }
+        state.wait_until(State::finished).await;
+        let told = state.wait_until(|s| s.all_told_done(ttl_ms));
+        let _ = tokio::time::timeout(DONE_GRACE, told).await;
     };
     tokio::select! {
         () = drllm_proto::http::shutdown_signal() => {}
-        () = done => tracing::info!("every example is committed"),
+        () = done => {
+            let c = state.counts();
+            tracing::info!(committed = c.committed, failed = c.failed, "every example has its outcome: {} committed, {} failed", c.committed, c.failed);
+        }
     }
+}
+
+/// The longest wait, once the job is done, for live workers to hear it.
+const DONE_GRACE: Duration = Duration::from_secs(5);
+
+/// Reclaims expired leases every quarter lease (at most every second), so a dead worker's
+/// examples are pending again within a lease TTL without waiting for a Lease call.
+fn spawn_reclaimer(state: Arc<State>, ttl_ms: u64) -> tokio::task::JoinHandle<()> {
+    let every = Duration::from_millis((ttl_ms / 4).clamp(50, 1000));
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(every);
+        loop {
+            tick.tick().await;
+            let n = state.reclaim_expired();
+            if n > 0 {
+                tracing::info!(
+                    examples = n,
+                    "leases expired; the examples are pending again"
+                );
+            }
+        }
+    })
 }
 
 /// A listener with a deep accept queue: a thousand workers may connect at once.

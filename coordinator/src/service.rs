@@ -92,10 +92,14 @@ impl Coordinator for Service {
         };
         crate::metrics::leased(got.len(), t.elapsed().as_secs_f64());
         let c = self.state.counts();
+        let job_done = c.pending == 0 && c.leased == 0;
+        if job_done {
+            self.state.told_done(&r.worker_id);
+        }
         Ok(Response::new(LeaseReply {
             examples: got,
             deadline_unix_ms: deadline,
-            job_done: c.pending == 0 && c.leased == 0,
+            job_done,
             retry_after_ms: if draining { 0 } else { 1000 },
         }))
     }

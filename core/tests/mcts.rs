@@ -431,7 +431,7 @@ fn probe_skips_judges_every_skip_and_no_repeat() {
         seed: 4,
         ..Default::default()
     };
-    let (o, tree, asked) = run(8, cfg, |p: &LayerPath| p.len() == 6);
+    let (o, tree, asked) = run(8, cfg.clone(), |p: &LayerPath| p.len() == 6);
     // 8 single skips and 7 pair skips after the full path; no repeat.
     assert_eq!(asked.len(), 1 + 8 + 7);
     assert_eq!((o.simulations, tree[0].children.len()), (15, 15));
@@ -441,4 +441,18 @@ fn probe_skips_judges_every_skip_and_no_repeat() {
         "probe-skips".parse::<Strategy>().unwrap(),
         Strategy::ProbeSkips
     );
+    // `max_skip` bounds the skips: 1 probes the single skips only, 3 adds the triples.
+    let probed = |max_skip| {
+        let cfg = SearchConfig {
+            max_skip,
+            ..cfg.clone()
+        };
+        let (_, _, asked) = run(8, cfg, |_: &LayerPath| false);
+        let mut lens: Vec<usize> = asked[1..].iter().map(|p| p.len()).collect();
+        lens.sort();
+        lens.dedup();
+        (asked.len() - 1, lens)
+    };
+    assert_eq!(probed(1), (8, vec![7]));
+    assert_eq!(probed(3), (8 + 7 + 6, vec![5, 6, 7]));
 }

@@ -2,7 +2,7 @@
 //! choice from scratch; early stop of generation never changes a verdict and does save tokens.
 
 use drllm_contract::RewardMode;
-use drllm_core::tasks::reward::{evaluate, RewardOptions};
+use drllm_core::tasks::reward::{score_example, RewardOptions};
 use drllm_engine::{LayerPath, LoadOptions, LoadedModel, Logits, PathCache};
 use drllm_tasks::{load_dataset, prompts, DatasetSpec};
 
@@ -24,7 +24,7 @@ fn choice_loglik_shared_context_equals_scoring_each_choice_from_scratch() {
         .unwrap()
         .examples;
     for ex in &exs {
-        let o = evaluate(&lm, ex, &path, &opts).unwrap();
+        let o = score_example(&lm, ex, &path, &opts).unwrap();
         let ctx = prompts::loglik_context(ex);
         let ctx_ids = lm.tokenizer.encode(&ctx, true).unwrap();
         for (i, cont) in prompts::loglik_continuations(ex).iter().enumerate() {
@@ -85,8 +85,8 @@ fn early_stop_never_changes_a_verdict_on_real_outputs() {
     );
     let (mut tokens_with, mut tokens_without) = (0, 0);
     for ex in &exs {
-        let a = evaluate(&lm, ex, &path, &with).unwrap();
-        let b = evaluate(&lm, ex, &path, &without).unwrap();
+        let a = score_example(&lm, ex, &path, &with).unwrap();
+        let b = score_example(&lm, ex, &path, &without).unwrap();
         assert_eq!(
             a.correct, b.correct,
             "{}: {:?} vs {:?}",

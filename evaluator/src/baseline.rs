@@ -7,7 +7,7 @@ use std::time::Instant;
 
 use anyhow::Context;
 use drllm_contract::RewardMode;
-use drllm_core::tasks::evaluate;
+use drllm_core::tasks::score_example;
 use drllm_engine::{LayerPath, PathSpec, StopReason};
 use serde_json::json;
 
@@ -46,7 +46,8 @@ pub fn run(a: Args) -> anyhow::Result<()> {
     let t0 = Instant::now();
     let (mut acc, mut acc_norm, mut early, mut tokens) = (0usize, 0usize, 0usize, 0usize);
     for (i, ex) in examples.iter().enumerate() {
-        let o = evaluate(&lm, ex, &path, &opts).with_context(|| format!("example {}", ex.id))?;
+        let o =
+            score_example(&lm, ex, &path, &opts).with_context(|| format!("example {}", ex.id))?;
         acc += usize::from(o.correct_acc.unwrap_or(o.correct));
         acc_norm += usize::from(o.correct_acc_norm.unwrap_or(o.correct));
         early += usize::from(o.stop == Some(StopReason::Predicate));

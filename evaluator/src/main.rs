@@ -13,8 +13,8 @@ mod ltt;
 mod prune;
 mod prune_cmd;
 mod report;
-mod routed;
 mod router;
+mod run;
 mod serve;
 mod stats;
 
@@ -43,7 +43,7 @@ enum Command {
     Calibrate(calibrate::Args),
     /// Score a router checkpoint: routed inference against the static model on a dataset, with a
     /// report (JSON, Markdown, decision plot) in --out. Exit code 2: below --min-routed-accuracy.
-    Run(routed::Args),
+    Run(run::Args),
     /// Accuracy of the model along one layer path (default: all layers) on a dataset.
     Baseline(baseline::Args),
     /// Greedy layer pruning: from the full path, repeatedly remove the layer whose removal keeps
@@ -94,7 +94,7 @@ fn main() -> anyhow::Result<std::process::ExitCode> {
     drllm_engine::init_cpu_threads();
     drllm_core::cli::init();
     match Cli::parse().command {
-        Command::Run(a) => routed::run(a),
+        Command::Run(a) => run::run(a),
         Command::Calibrate(a) => calibrate::run(a).map(|()| std::process::ExitCode::SUCCESS),
         Command::Baseline(a) => baseline::run(a).map(|()| std::process::ExitCode::SUCCESS),
         Command::Prune(a) => prune_cmd::run(a).map(|()| std::process::ExitCode::SUCCESS),

@@ -5,7 +5,7 @@
 //! layer), giving one path per length: the greedy curve. `evaluator prune` reports the curve;
 //! `evaluator run --prune-split` takes its path at the routers' length.
 //!
-//! Every example keeps one [`PathEvaluator`] for the whole pruning, so the hidden states after
+//! Every example keeps one [`PathJudge`] for the whole pruning, so the hidden states after
 //! the current path's prefixes stay cached: the candidate "current path minus position k" runs
 //! only the positions after k. Curves are cached on disk (`<cache>/prune/<key>.json`), keyed by
 //! everything their outcomes depend on, and a deeper request continues a cached curve.
@@ -16,7 +16,7 @@ use std::path::PathBuf;
 use anyhow::Context;
 use drllm_contract::Example;
 use drllm_core::cli::{ModelArgs, TaskArgs};
-use drllm_core::search::PathEvaluator;
+use drllm_core::search::PathJudge;
 use drllm_core::tasks::reward::RewardOptions;
 use drllm_engine::{LayerPath, LoadedModel};
 use serde::{Deserialize, Serialize};
@@ -157,7 +157,7 @@ impl Score {
 /// Scores `path` on every example, each with its own evaluator (in order), calling `tick` after
 /// each: the one evaluation loop of pruning candidates and of the static-pruned baseline.
 pub fn score_path(
-    evals: &mut [PathEvaluator],
+    evals: &mut [PathJudge],
     examples: &[Example],
     path: &LayerPath,
     mut tick: impl FnMut(),
@@ -218,11 +218,11 @@ pub fn evaluators<'a>(
     examples: &'a [Example],
     opts: RewardOptions,
     budget: usize,
-) -> anyhow::Result<Vec<PathEvaluator<'a>>> {
+) -> anyhow::Result<Vec<PathJudge<'a>>> {
     examples
         .iter()
         .map(|ex| {
-            PathEvaluator::new(lm, ex, opts, budget)
+            PathJudge::new(lm, ex, opts, budget)
                 .with_context(|| format!("preparing example {}", ex.id))
         })
         .collect()
@@ -291,7 +291,7 @@ impl Pruner<'_> {
     /// One greedy step: every "current minus one position" candidate on every example; the best.
     fn step(
         &self,
-        evals: &mut [PathEvaluator],
+        evals: &mut [PathJudge],
         current: &LayerPath,
         label: &str,
     ) -> anyhow::Result<CurvePoint> {

@@ -8,8 +8,8 @@ use std::path::Path;
 use std::process::{Command, Output};
 
 use drllm_contract::RewardMode;
-use drllm_core::tasks::evaluate;
 use drllm_core::tasks::reward::RewardOptions;
+use drllm_core::tasks::score_example;
 use drllm_engine::{LayerPath, LoadOptions};
 use drllm_tasks::load_dataset;
 use serde_json::Value;
@@ -44,7 +44,7 @@ fn first_step_is_the_best_removal(model: &str, step: &Value) {
         let counts: Vec<u8> = (0..L).map(|l| u8::from(l != skip)).collect();
         let path = LayerPath::from_counts(&counts).unwrap();
         exs.iter().fold((0usize, 0f64), |(c, m), ex| {
-            let o = evaluate(&lm, ex, &path, &opts).unwrap();
+            let o = score_example(&lm, ex, &path, &opts).unwrap();
             (c + usize::from(o.correct), m + o.margin.unwrap())
         })
     };

@@ -13,8 +13,8 @@ use std::time::Duration;
 use candle_core::D;
 use drllm_contract::RewardMode;
 use drllm_core::router::RouterConfig;
-use drllm_core::tasks::evaluate;
 use drllm_core::tasks::reward::{prepare, RewardOptions};
+use drllm_core::tasks::score_example;
 use drllm_engine::{LayerPath, LoadOptions, LoadedModel, Logits, PathCache};
 use drllm_tasks::load_dataset;
 use drllm_tests::{http_get, http_post};
@@ -108,7 +108,7 @@ fn loglik_requests(lm: &LoadedModel, n: usize) -> Vec<Request> {
             let prep = prepare(lm, ex, &opts).unwrap();
             let conts = prep.continuations().map(<[u32]>::to_vec).collect();
             let full = LayerPath::full(L);
-            let scores = evaluate(lm, ex, &full, &opts).unwrap().choice_logprobs;
+            let scores = score_example(lm, ex, &full, &opts).unwrap().choice_logprobs;
             (prep.prompt_ids.clone(), conts, scores)
         })
         .collect()

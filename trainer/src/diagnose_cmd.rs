@@ -9,7 +9,7 @@ use anyhow::Context;
 use drllm_core::cli::ModelArgs;
 use drllm_core::router::{Targets, DEFAULT_WINDOWS};
 use drllm_trainer::diagnose::{self, Options};
-use drllm_trainer::{cache, data};
+use drllm_trainer::{data, feature_cache};
 
 #[derive(clap::Args)]
 pub struct Args {
@@ -67,7 +67,7 @@ pub fn run(a: Args) -> anyhow::Result<()> {
         .cache_dir
         .clone()
         .unwrap_or_else(|| drllm_engine::loader::cache_dir().join("router-features"));
-    let (feats, _) = cache::open_or_build(
+    let (feats, _) = feature_cache::open_or_build(
         &root,
         &lm.model,
         &lm.fingerprint,
@@ -96,10 +96,10 @@ pub fn run(a: Args) -> anyhow::Result<()> {
 }
 
 /// Per layer, `n × d` row-major: each question's mean over its prompt windows.
-fn per_layer_means(f: &cache::Features) -> anyhow::Result<Vec<Vec<f32>>> {
+fn per_layer_means(f: &feature_cache::Features) -> anyhow::Result<Vec<Vec<f32>>> {
     let mut out = vec![Vec::with_capacity(f.n * f.d); f.layers];
     let idx: Vec<usize> = (0..f.n).collect();
-    for chunk in idx.chunks(cache::CHUNK) {
+    for chunk in idx.chunks(feature_cache::CHUNK) {
         let (x, mask) = f.batch(chunk)?; // [L, B, W, d], [B, W]
         let counts = mask.sum_keepdim(1)?.clamp(1f32, f32::MAX)?; // [B, 1]
         let summed = x.broadcast_mul(&mask.unsqueeze(2)?.unsqueeze(0)?)?.sum(2)?; // [L, B, d]

@@ -7,10 +7,10 @@
 #![warn(missing_docs)]
 
 mod adamw;
-pub mod cache;
 pub mod data;
 pub mod diagnose;
-pub mod gelu;
+pub mod feature_cache;
+pub mod gelu_grad;
 pub mod loss;
 pub mod step;
 pub mod train;

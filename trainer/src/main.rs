@@ -12,7 +12,7 @@ use drllm_core::router::{
     RouterConfig, Routers, Targets, TrainingConfig, CONFIG_FILE, DEFAULT_WINDOWS,
 };
 use drllm_engine::LoadedModel;
-use drllm_trainer::{cache, data, train};
+use drllm_trainer::{data, feature_cache, train};
 
 mod diagnose_cmd;
 mod export;
@@ -148,7 +148,7 @@ fn run(a: TrainArgs) -> anyhow::Result<()> {
         .clone()
         .unwrap_or_else(|| drllm_engine::loader::cache_dir().join("router-features"));
     let (feats, built) =
-        cache::open_or_build(&root, &lm.model, &lm.fingerprint, &all, a.windows, true)
+        feature_cache::open_or_build(&root, &lm.model, &lm.fingerprint, &all, a.windows, true)
             .context("computing router inputs")?;
     tracing::info!(computed = built.computed, reused = built.reused, seconds = built.seconds, cache = %feats.dir.display(), "router inputs ready");
     let split = |range: std::ops::Range<usize>| train::Split {
@@ -295,7 +295,7 @@ fn examples(
 /// Trains with a progress bar and one line of metrics per epoch on stderr.
 fn fit(
     routers: &Routers,
-    feats: &cache::Features,
+    feats: &feature_cache::Features,
     tr: &train::Split,
     va: &train::Split,
     cfg: &mut RouterConfig,

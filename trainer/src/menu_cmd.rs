@@ -16,7 +16,7 @@ use anyhow::Context;
 use drllm_contract::Example;
 use drllm_core::cli::{ModelArgs, TaskArgs};
 use drllm_core::router::{MenuPath, PathMenu, MENU_FILE, MENU_FORMAT};
-use drllm_core::search::{agrees, PathEvaluator};
+use drllm_core::search::{agrees, PathJudge};
 use drllm_core::tasks::reward::RewardOptions;
 use drllm_engine::{LayerPath, LoadedModel};
 use drllm_trainer::diagnose::logistic::{auc, cross_validate, fit_all, folds_of, Data};
@@ -176,7 +176,7 @@ fn label(
         }
         Ok(drllm_core::router::EXECUTE)
     })?;
-    let mut ev = PathEvaluator::new(lm, ex, *opts, reuse)?;
+    let mut ev = PathJudge::new(lm, ex, *opts, reuse)?;
     let mut keeps = vec![true];
     for p in &paths[1..] {
         let o = ev.evaluate(p)?;

@@ -7,7 +7,7 @@ use candle_core::Tensor;
 
 use drllm_core::router::{mlp, Routers};
 
-use crate::gelu::gelu_tanh_grad;
+use crate::gelu_grad::gelu_tanh_grad;
 use crate::loss::focal_loss_grad;
 use crate::Result;
 

@@ -21,7 +21,7 @@ use rand::seq::SliceRandom;
 use rand::SeedableRng;
 
 use crate::adamw::AdamW;
-use crate::cache::Features;
+use crate::feature_cache::Features;
 use crate::{Error, Result};
 
 /// Examples by their row in the feature cache, with their per-layer target distributions.

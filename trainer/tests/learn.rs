@@ -10,7 +10,7 @@ use drllm_core::router::{
 };
 use drllm_engine::testing::Tiny;
 use drllm_engine::{LoadOptions, Model};
-use drllm_trainer::{cache, data::Example, train};
+use drllm_trainer::{data::Example, feature_cache, train};
 use rand::{Rng, SeedableRng};
 
 /// Per class, the decisions of the 4 layers: prompts of class c use only tokens of band c.
@@ -61,9 +61,10 @@ fn run(
     cache_root: &Path,
     out: &Path,
     training: TrainingConfig,
-) -> (RouterConfig, cache::Built) {
+) -> (RouterConfig, feature_cache::Built) {
     let n_train = exs.len() * 4 / 5;
-    let (feats, built) = cache::open_or_build(cache_root, model, "tiny", exs, 8, false).unwrap();
+    let (feats, built) =
+        feature_cache::open_or_build(cache_root, model, "tiny", exs, 8, false).unwrap();
     let split = |r: std::ops::Range<usize>| train::Split {
         rows: r.clone().collect(),
         targets: exs[r].iter().map(|e| e.labels.as_slice()).collect(),

@@ -46,7 +46,7 @@ fn the_trainers_cached_router_inputs_equal_what_the_routers_see_at_evaluation() 
         let e = drllm_trainer::data::example(&lm, &record, Targets::Best).unwrap();
         assert_eq!(e.target, decisions);
         let root = tempfile::tempdir().unwrap();
-        let (features, _) = drllm_trainer::cache::open_or_build(
+        let (features, _) = drllm_trainer::feature_cache::open_or_build(
             root.path(),
             &lm.model,
             &lm.fingerprint,

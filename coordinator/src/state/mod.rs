@@ -7,7 +7,7 @@
 //! [`writer`]; registrations, submissions and releases are on disk before their reply goes out
 //! (leases and heartbeats are not: a lease lost in a crash only makes its example pending again).
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 
@@ -63,7 +63,8 @@ enum Stored {
     Failed { reason: String },
 }
 
-#[derive(Debug, Clone, Default)]
+/// A registered worker, kept in the `workers` tree so that the registry survives a restart.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
 pub struct WorkerInfo {
     pub device: String,
     pub done: u64,
@@ -87,6 +88,8 @@ struct Mem {
     failures: BTreeMap<u64, String>,
     parts: u64,
     workers: HashMap<String, WorkerInfo>,
+    /// Workers a Lease has told that the job is done.
+    told_done: HashSet<String>,
     fingerprint: Option<String>,
 }
 
@@ -140,8 +143,12 @@ pub struct State {
     states: sled::Tree,
     results: sled::Tree,
     parts: sled::Tree,
+    workers: sled::Tree,
     total: u64,
     mem: Arc<Mutex<Mem>>,
+    /// Bumped on every change of the counts, so that waiting (for the end of the job, for the
+    /// leases to come back) needs no polling.
+    changes: Arc<tokio::sync::watch::Sender<()>>,
     /// Writes bound for sled, in the order the index made them ([`writer`]).
     tx: mpsc::UnboundedSender<Op>,
     /// Where the writer and the sink report failures.
@@ -229,6 +236,8 @@ impl State {
             w.first_seen_ms = now;
         }
         w.last_seen_ms = now;
+        let w = w.clone();
+        self.queue(Op::Worker(worker.to_string(), w));
         Ok(())
     }
 
@@ -244,12 +253,7 @@ impl State {
     pub fn lease(&self, worker: &str, max: usize, deadline_ms: i64) -> Result<Vec<LeasedExample>> {
         let mut mem = self.mem();
         let now = now_ms();
-        while let Some(&(d, k)) = mem.deadlines.first() {
-            if d > now {
-                break;
-            }
-            self.reopen(&mut mem, k);
-        }
+        self.reclaim(&mut mem, now);
         let keys: Vec<u64> = mem.pending.iter().take(max).copied().collect();
         let mut out = Vec::with_capacity(keys.len());
         for k in keys {
@@ -268,7 +272,63 @@ impl State {
         if let Some(w) = mem.workers.get_mut(worker) {
             w.last_seen_ms = now;
         }
+        drop(mem);
+        self.notify();
         Ok(out)
+    }
+
+    /// Makes the examples whose lease expired by `now` pending again; returns how many.
+    fn reclaim(&self, mem: &mut Mem, now: i64) -> usize {
+        let mut n = 0;
+        while let Some(&(d, k)) = mem.deadlines.first() {
+            if d > now {
+                break;
+            }
+            self.reopen(mem, k);
+            n += 1;
+        }
+        n
+    }
+
+    /// Reclaims expired leases now (the coordinator's timer calls it, so a dead worker's
+    /// examples are pending again, and counted so, without waiting for the next Lease call).
+    pub fn reclaim_expired(&self) -> usize {
+        let n = self.reclaim(&mut self.mem(), now_ms());
+        if n > 0 {
+            self.notify();
+        }
+        n
+    }
+
+    /// Wakes whoever waits in [`State::wait_until`].
+    fn notify(&self) {
+        self.changes.send_replace(());
+    }
+
+    /// Resolves once `f` holds for the state (checked at every change).
+    pub async fn wait_until(&self, f: impl Fn(&State) -> bool) {
+        let mut rx = self.changes.subscribe();
+        while !f(self) {
+            if rx.changed().await.is_err() {
+                return;
+            }
+        }
+    }
+
+    /// Notes that a Lease told `worker` the job is done.
+    pub fn told_done(&self, worker: &str) {
+        self.mem().told_done.insert(worker.to_string());
+        self.notify();
+    }
+
+    /// Whether every worker seen within `ttl_ms` has been told that the job is done.
+    pub fn all_told_done(&self, ttl_ms: i64) -> bool {
+        let mem = self.mem();
+        let now = now_ms();
+        mem.workers
+            .iter()
+            .filter(|(_, w)| now - w.last_seen_ms <= ttl_ms)
+            .all(|(id, _)| mem.told_done.contains(id))
     }
 
     fn set_lease(&self, mem: &mut Mem, k: u64, worker: &str, deadline_ms: i64) {
@@ -320,6 +380,8 @@ impl State {
                 n += 1;
             }
         }
+        drop(mem);
+        self.notify();
         n
     }
 
@@ -455,6 +517,7 @@ impl State {
             mem.committed += batch.keys.len() as u64;
             mem.parts += 1;
         }
+        self.notify();
         self.persist().await
     }
 

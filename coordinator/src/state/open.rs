@@ -111,9 +111,11 @@ impl State {
             states: db.open_tree("state")?,
             results: db.open_tree("results")?,
             parts: db.open_tree("parts")?,
+            workers: db.open_tree("workers")?,
             total: examples.len() as u64,
             examples,
             mem: Arc::default(),
+            changes: Arc::new(tokio::sync::watch::Sender::new(())),
             tx,
             faults,
         };
@@ -128,7 +130,9 @@ impl State {
             examples: state.examples.clone(),
             states: state.states.clone(),
             results: state.results.clone(),
+            workers: state.workers.clone(),
             db,
+            changes: state.changes.clone(),
             mem: state.mem.clone(),
             total: state.total,
             faults: state.faults.clone(),
@@ -193,6 +197,13 @@ impl State {
             mem.uncommitted += recs.len() as u64;
             mem.subs.insert(id, recs);
             mem.next_sub = id + 1;
+        }
+        for item in self.workers.iter() {
+            let (id, v) = item?;
+            let id = String::from_utf8_lossy(&id).to_string();
+            let w: WorkerInfo = serde_json::from_slice(&v)
+                .map_err(|e| self.corrupt(format!("worker `{id}`: {e}")))?;
+            mem.workers.insert(id, w);
         }
         let mut stale = Vec::new();
         for item in self.states.iter() {

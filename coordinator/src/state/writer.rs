@@ -43,6 +43,8 @@ pub(super) enum Op {
     /// The example is pending again.
     Remove(u64),
     Meta(&'static str, Vec<u8>),
+    /// A worker's registration (or its updated count).
+    Worker(String, super::WorkerInfo),
     Submit {
         worker: String,
         results: Vec<SearchResult>,
@@ -58,7 +60,10 @@ pub(super) struct Writer {
     pub examples: sled::Tree,
     pub states: sled::Tree,
     pub results: sled::Tree,
+    pub workers: sled::Tree,
     pub db: sled::Db,
+    /// Told after each round: the counts may have changed.
+    pub changes: Arc<tokio::sync::watch::Sender<()>>,
     pub mem: Arc<Mutex<Mem>>,
     pub total: u64,
     pub faults: Arc<Faults>,
@@ -123,6 +128,7 @@ impl Writer {
         let mut states = sled::Batch::default();
         let mut results = sled::Batch::default();
         let mut meta = Vec::new();
+        let mut workers = sled::Batch::default();
         let mut subs: Vec<(u64, Vec<(u64, SearchRecord)>)> = Vec::new();
         let mut submit_replies = Vec::new();
         let mut syncs = Vec::new();
@@ -133,12 +139,21 @@ impl Writer {
                 }
                 Op::Remove(k) => states.remove(&key(k)),
                 Op::Meta(name, v) => meta.push((name, v)),
+                Op::Worker(id, w) => {
+                    workers.insert(id.as_bytes(), serde_json::to_vec(&w).expect("serializes"))
+                }
                 Op::Submit {
                     worker,
                     results: res,
                     reply,
                 } => {
                     let r = self.submit(&worker, res, &mut states, &mut results, &mut subs);
+                    if let Some(w) = self.mem().workers.get(&worker) {
+                        workers.insert(
+                            worker.as_bytes(),
+                            serde_json::to_vec(w).expect("serializes"),
+                        );
+                    }
                     submit_replies.push((reply, r));
                 }
                 Op::Sync(reply) => syncs.push(reply),
@@ -151,6 +166,7 @@ impl Writer {
             }
             self.states.apply_batch(states)?;
             self.results.apply_batch(results)?;
+            self.workers.apply_batch(workers)?;
             if !submit_replies.is_empty() || !syncs.is_empty() {
                 self.db.flush()?;
                 crate::metrics::flushed(
@@ -174,6 +190,7 @@ impl Writer {
         for reply in syncs {
             let _ = reply.send(outcome.clone());
         }
+        self.changes.send_replace(());
         if let Err(e) = outcome {
             // Memory and disk may disagree now; the disk is consistent, so stop and let a
             // restart resume from it rather than go on from an index that may be wrong.
@@ -298,7 +315,7 @@ fn refuse(ops: Vec<Op>, e: &str) {
             Op::Sync(reply) => {
                 let _ = reply.send(Err(e.to_string()));
             }
-            Op::Put(..) | Op::Remove(_) | Op::Meta(..) => {}
+            Op::Put(..) | Op::Remove(_) | Op::Meta(..) | Op::Worker(..) => {}
         }
     }
 }

@@ -1,7 +1,7 @@
 //! GELU (tanh approximation) as one fused candle op, forward only. candle's own `gelu` calls
 //! libm's `tanhf` per element; here the forward is one pass with `tanh` from one `exp`, split over
 //! the CPU threads. The scalar function and its derivative are public: the trainer's fused
-//! gradient op (`trainer/src/gelu.rs`, for its hand-written backward pass) evaluates the same
+//! gradient op (`trainer/src/gelu_grad.rs`, for its hand-written backward pass) evaluates the same
 //! numerics. The op has no autograd backward: nothing differentiates through the routers with
 //! candle's autograd.
 

@@ -48,11 +48,12 @@ impl From<bool> for Judged {
 /// An edit of a path.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Action {
-    /// Drop `size` (1 or 2) consecutive positions starting at `start`.
+    /// Drop `size` (1 to the setting `max_skip`, the paper's 2) consecutive positions starting
+    /// at `start`.
     Skip {
         /// First position dropped.
         start: usize,
-        /// Positions dropped: 1 or 2.
+        /// Positions dropped.
         size: usize,
     },
     /// Run the layer at position `pos` once more, right after itself.
@@ -180,10 +181,10 @@ impl Mcts {
         let n = path.len();
         let counts = path.counts();
         let max_len = self.cfg.max_len_factor * self.num_layers;
+        let max_skip = self.cfg.max_skip as usize;
         let mut actions: Vec<Action> = (0..n)
             .flat_map(|start| {
-                [1, 2]
-                    .into_iter()
+                (1..=max_skip)
                     .filter(move |size| start + size <= n)
                     .map(move |size| Action::Skip { start, size })
             })

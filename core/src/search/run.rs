@@ -1,10 +1,10 @@
 //! One example's search on a real model: the MCTS of [`super::mcts`] with rewards from a
-//! [`PathEvaluator`], plus what a record needs (best response, counters, time).
+//! [`PathJudge`], plus what a record needs (best response, counters, time).
 
 use std::collections::HashMap;
 use std::time::Instant;
 
-use super::evaluator::{Counters, PathEvaluator};
+use super::judge::{Counters, PathJudge};
 use super::mcts::{Judged, Mcts, SearchOutcome};
 use crate::error::{Error, Result};
 use crate::tasks::reward::{Outcome, RewardOptions};
@@ -52,7 +52,7 @@ pub fn search_example(
             ),
         });
     }
-    let mut eval = PathEvaluator::new(lm, ex, *opts, reuse_budget)?;
+    let mut eval = PathJudge::new(lm, ex, *opts, reuse_budget)?;
     let mut responses: HashMap<Vec<u16>, Option<String>> = HashMap::new();
     // The full path is judged first: its outcome is the bar for the others.
     let mut original: Option<Outcome> = None;

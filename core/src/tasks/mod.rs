@@ -2,4 +2,4 @@
 
 pub mod reward;
 
-pub use reward::{evaluate, Outcome};
+pub use reward::{score_example, Outcome};

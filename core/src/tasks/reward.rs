@@ -175,7 +175,7 @@ pub fn prepare(lm: &LoadedModel, ex: &Example, opts: &RewardOptions) -> Result<P
 }
 
 /// Is the model right about `ex` when it runs `path`?
-pub fn evaluate(
+pub fn score_example(
     lm: &LoadedModel,
     ex: &Example,
     path: &LayerPath,

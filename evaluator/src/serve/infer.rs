@@ -2,7 +2,7 @@
 //! (once, at prefill, as `evaluator run` routes; without routers every layer once), the prompt's
 //! log-probabilities when the client asks for an echo, and greedy generation on that path from
 //! the key/value slots the prefill filled. Everything here is synchronous: one inference thread
-//! owns the [`Engine`] and serves the queue ([`super`]).
+//! owns the [`ServedModel`] and serves the queue ([`super`]).
 
 use candle_core::{Tensor, D};
 use drllm_engine::exec::{Route, Rows};
@@ -12,7 +12,7 @@ use drllm_engine::{greedy_observed, LayerPath, LoadedModel, PathCache, StopReaso
 use crate::router::Router;
 
 /// The model and, for routed serving, its routers.
-pub struct Engine {
+pub struct ServedModel {
     /// The frozen model.
     pub lm: LoadedModel,
     /// The router checkpoint (per-layer or path menu) and its knob; `None` serves the static
@@ -75,7 +75,7 @@ pub struct Completion {
     pub layer_executions: u64,
 }
 
-impl Engine {
+impl ServedModel {
     /// Layers of the model.
     pub fn num_layers(&self) -> usize {
         self.lm.model.num_layers()

@@ -30,7 +30,7 @@ use serde_json::json;
 use tokio::sync::{mpsc, oneshot};
 
 use api::{ApiError, Limits};
-pub use infer::{Completion, Engine, Job};
+pub use infer::{Completion, Job, ServedModel};
 use response::Envelope;
 
 #[derive(clap::Args, Debug)]
@@ -66,7 +66,7 @@ struct Work {
 
 /// What the HTTP handlers share.
 struct Shared {
-    engine: Arc<Engine>,
+    engine: Arc<ServedModel>,
     queue: mpsc::Sender<Work>,
     name: String,
     routers: Option<PathBuf>,
@@ -114,7 +114,7 @@ pub fn run(a: Args) -> anyhow::Result<()> {
 }
 
 /// Loads the model and, if asked, the routers (checked against the model).
-fn load(a: &Args) -> anyhow::Result<Engine> {
+fn load(a: &Args) -> anyhow::Result<ServedModel> {
     let lm = a.model.load()?;
     let routers = match &a.routers {
         Some(dir) => {
@@ -133,7 +133,7 @@ fn load(a: &Args) -> anyhow::Result<Engine> {
         }
         None => None,
     };
-    Ok(Engine { lm, routers })
+    Ok(ServedModel { lm, routers })
 }
 
 /// Serves until SIGINT/SIGTERM, then lets the queue drain (the handlers' senders go with the
@@ -164,7 +164,7 @@ async fn serve(addr: SocketAddr, shared: Arc<Shared>) -> anyhow::Result<()> {
 }
 
 /// The inference thread: runs each request's prompts in order until every sender is gone.
-fn inference_loop(engine: &Engine, mut rx: mpsc::Receiver<Work>) {
+fn inference_loop(engine: &ServedModel, mut rx: mpsc::Receiver<Work>) {
     while let Some(work) = rx.blocking_recv() {
         metrics::gauge!("drllm_serve_queue_depth").set(rx.len() as f64);
         let t = Instant::now();

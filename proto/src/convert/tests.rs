@@ -65,6 +65,7 @@ fn run_settings_round_trip_and_unknown_values_are_refused() {
                 expansion: Expansion::Tree,
                 widen_exponent: 0.75,
                 strategy: Strategy::ProbeSkips,
+                max_skip: 1,
             },
         });
     }

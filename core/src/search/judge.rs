@@ -35,7 +35,7 @@ struct Entry {
 }
 
 /// Rewards of paths for one example.
-pub struct PathEvaluator<'a> {
+pub struct PathJudge<'a> {
     lm: &'a LoadedModel,
     ex: &'a Example,
     opts: RewardOptions,
@@ -49,7 +49,7 @@ pub struct PathEvaluator<'a> {
     pub counters: Counters,
 }
 
-impl<'a> PathEvaluator<'a> {
+impl<'a> PathJudge<'a> {
     /// `reuse_budget_bytes`: memory for cached prefix states (0 disables reuse).
     pub fn new(
         lm: &'a LoadedModel,

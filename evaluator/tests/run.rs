@@ -12,8 +12,8 @@ use std::process::Command;
 use drllm_contract::{Example, RewardMode};
 use drllm_contract::{PromptStyle, RewardSettings};
 use drllm_core::router::{evaluate_routed, Budget, RouterConfig, Routers};
-use drllm_core::tasks::evaluate;
 use drllm_core::tasks::reward::RewardOptions;
+use drllm_core::tasks::score_example;
 use drllm_engine::{LayerPath, LoadOptions, LoadedModel};
 use drllm_tasks::load_dataset;
 
@@ -57,12 +57,12 @@ fn forced_paths_equal_the_static_model_on_them() {
             // Budget 0.5 executes every layer whatever the routers say: the static model.
             let (o, path) = routed(&lm, &ex, &opts, &trained_like, Budget(0.5));
             assert_eq!(path, LayerPath::full(L));
-            let s = evaluate(&lm, &ex, &path, &opts).unwrap();
+            let s = score_example(&lm, &ex, &path, &opts).unwrap();
             assert_eq!(format!("{o:?}"), format!("{s:?}"), "{} {mode}", ex.id);
             // Routers that skip layer 7: exactly the path without it.
             let (o, path) = routed(&lm, &ex, &opts, &skip7, Budget::default());
             assert_eq!(path, without7);
-            let s = evaluate(&lm, &ex, &without7, &opts).unwrap();
+            let s = score_example(&lm, &ex, &without7, &opts).unwrap();
             assert_eq!(format!("{o:?}"), format!("{s:?}"), "{} {mode}", ex.id);
         }
     }
@@ -362,7 +362,7 @@ fn run_with_prune_split_reports_the_static_pruned_baseline() {
     assert_eq!(lines.len(), 4);
     let mut correct = 0;
     for (ex, line) in examples(4).iter().zip(&lines) {
-        let want = evaluate(&lm, ex, &path, &opts).unwrap().correct;
+        let want = score_example(&lm, ex, &path, &opts).unwrap().correct;
         assert_eq!(line["static_pruned_correct"], want, "{}", ex.id);
         correct += usize::from(want);
     }

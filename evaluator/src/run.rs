@@ -16,8 +16,8 @@ use drllm_core::cli::TaskArgs;
 use crate::certify::{answer_of, operating_point};
 use crate::router::Router;
 use drllm_contract::Example;
-use drllm_core::tasks::evaluate;
 use drllm_core::tasks::reward::{prepare, RewardOptions};
+use drllm_core::tasks::score_example;
 use drllm_engine::{LayerPath, LoadedModel};
 
 use crate::prune::{evaluators, score_path, CurveKey, Pruner, DEFAULT_REUSE_MIB};
@@ -194,7 +194,7 @@ impl Routed<'_> {
     fn example(&self, ex: &Example, oracle_found: Option<bool>) -> anyhow::Result<ExampleResult> {
         let (lm, opts) = (self.lm, &self.opts);
         let t = Instant::now();
-        let s = evaluate(lm, ex, &LayerPath::full(lm.model.num_layers()), opts)?;
+        let s = score_example(lm, ex, &LayerPath::full(lm.model.num_layers()), opts)?;
         let static_s = t.elapsed().as_secs_f64();
         let t = Instant::now();
         let (r, path, _) = self.router.evaluate(lm, ex, opts, self.knob)?;
