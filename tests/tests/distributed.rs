@@ -269,9 +269,18 @@ async fn failed_examples_are_kept_through_a_crash_and_never_leased_again() {
         (1, 1, 1, 0),
         "{s:?}"
     );
-    a.register(register_req("a", &"f".repeat(32)))
-        .await
-        .unwrap();
+    assert_eq!(s.failures.len(), 1, "{s:?}");
+    assert_eq!(
+        (s.failures[0].key, s.failures[0].reason.as_str()),
+        (ex[0].key, "prompt longer than the model's context")
+    );
+    // The registry survived the crash: `a` is listed with its count and submits without
+    // registering again.
+    assert!(
+        s.workers.iter().any(|w| w.worker_id == "a" && w.done == 2),
+        "{:?}",
+        s.workers
+    );
     let r = a
         .submit(SubmitRequest {
             worker_id: "a".into(),
@@ -425,4 +434,26 @@ async fn tls_with_a_generated_certificate() {
         .status(StatusRequest {})
         .await
         .is_err());
+}
+
+/// A timer reclaims expired leases: with nobody calling Lease, a dead worker's examples are
+/// pending again within about one lease TTL.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn expired_leases_are_reclaimed_without_a_lease_call() {
+    let jd = JobDir::new();
+    let coord = jd.serve(2, 2, 1, "", &[]);
+    let mut a = connect(&coord.url, None);
+    wait_ready(&mut a, Duration::from_secs(20)).await;
+    let lease = register_and_lease(&mut a, "a", 2).await;
+    assert_eq!(lease.examples.len(), 2);
+    let t = std::time::Instant::now();
+    loop {
+        let s = a.status(StatusRequest {}).await.unwrap().into_inner();
+        if (s.leased, s.pending) == (0, 2) {
+            break;
+        }
+        assert!(t.elapsed() < Duration::from_secs(10), "{s:?}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(t.elapsed() < Duration::from_secs(3), "took {:?}", t.elapsed());
 }

@@ -357,7 +357,7 @@ impl State {
     }
 
     /// Stores outcomes (records, or failures) once they are on disk; the first outcome of an
-    /// example wins. Unknown keys and invalid records refuse the whole submission with a reason.
+    /// example wins. Each result is decided alone: see the writer ([`writer`]).
     pub async fn submit(&self, worker: String, results: Vec<SearchResult>) -> Result<SubmitReply> {
         let (reply, rx) = oneshot::channel();
         self.queue(Op::Submit {

@@ -5,7 +5,6 @@ pub mod judge;
 pub mod mcts;
 pub mod run;
 
-pub use drllm_records::{read_records, write_parquet, Summary};
 pub use judge::{Counters, PathJudge};
 pub use mcts::{Action, Judged, Mcts, NodeView, SearchOutcome, StopRule};
 pub use run::{agrees, judge, search_example, ExampleSearch, DEFAULT_REUSE_BUDGET};
