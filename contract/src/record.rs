@@ -15,7 +15,7 @@ pub const SCHEMA_VERSION: &str = "3";
 pub const READABLE_SCHEMA_VERSIONS: [&str; 3] = ["1", "2", "3"];
 
 /// One searched example.
-#[derive(Debug, Clone, PartialEq, Default, serde::Serialize, serde::Deserialize)]
+#[derive(Debug, Clone, PartialEq, Default)]
 pub struct SearchRecord {
     /// Stable id: dataset family + source id, e.g. `arc_easy/Mercury_7220990`.
     pub example_id: String,
@@ -48,11 +48,9 @@ pub struct SearchRecord {
     pub good_paths: Vec<Vec<u16>>,
     /// choice-loglik: each good path's gold margin (gold choice's score minus the best other's),
     /// aligned with `good_paths`; empty when the reward has no margin (generate, schema 1).
-    #[serde(default)]
     pub good_margins: Vec<f64>,
     /// choice-loglik: the full path's gold margin (> 0 iff it is right); `None` for generate
     /// and schema 1.
-    #[serde(default)]
     pub original_margin: Option<f64>,
     /// generate mode: the response under the best path; `None` for choice-loglik.
     pub best_response: Option<String>,

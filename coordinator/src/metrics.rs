@@ -12,9 +12,10 @@ pub fn leased(n: usize, seconds: f64) {
     histogram!("drllm_lease_seconds").record(seconds);
 }
 
-pub fn submitted(accepted: u32, duplicates: u32) {
+pub fn submitted(accepted: u32, duplicates: u32, refused: usize) {
     counter!("drllm_results_accepted_total").increment(accepted as u64);
     counter!("drllm_results_duplicate_total").increment(duplicates as u64);
+    counter!("drllm_results_refused_total").increment(refused as u64);
 }
 
 /// One group commit: how long the fsync took and how many waiting calls it served.

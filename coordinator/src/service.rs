@@ -128,7 +128,7 @@ impl Coordinator for Service {
             .await
             .map_err(internal)?
             .map_err(Status::invalid_argument)?;
-        crate::metrics::submitted(s.accepted, s.duplicates);
+        crate::metrics::submitted(s.accepted, s.duplicates, s.refused.len());
         Ok(Response::new(SubmitReply {
             accepted: s.accepted,
             duplicates: s.duplicates,

@@ -168,7 +168,8 @@ async fn duplicate_and_late_submissions_are_acknowledged_and_ignored() {
     let m = wait_http(&metrics, "/metrics", 200);
     for line in [
         "drllm_results_accepted_total 4",
-        "drllm_results_duplicate_total 3",
+        "drllm_results_duplicate_total 4",
+        "drllm_results_refused_total 2",
         "drllm_leased_examples_total 5",
     ] {
         assert!(m.contains(line), "metrics lack `{line}`:\n{m}");
@@ -455,5 +456,9 @@ async fn expired_leases_are_reclaimed_without_a_lease_call() {
         assert!(t.elapsed() < Duration::from_secs(10), "{s:?}");
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    assert!(t.elapsed() < Duration::from_secs(3), "took {:?}", t.elapsed());
+    assert!(
+        t.elapsed() < Duration::from_secs(3),
+        "took {:?}",
+        t.elapsed()
+    );
 }

@@ -6,7 +6,7 @@
 
 use candle_core::Tensor;
 
-use crate::tasks::reward::{finish, prepare, Outcome, RewardOptions};
+use crate::tasks::reward::{prepare, Outcome, RewardOptions, Scoring};
 use crate::Result;
 use drllm_contract::Example;
 use drllm_engine::exec::Route;
@@ -26,6 +26,12 @@ pub fn evaluate_routed(
     let mut decide_prompt = |layer: usize, x: &Tensor| decide(layer, &x.narrow(0, 0, t)?);
     let route = Route::Decide(&mut decide_prompt);
     let pass = (lm.model).run_path(prep.embed(lm)?, prep.rows(&mut slots), route, |_, _, _| ())?;
-    let o = finish(lm, ex, &prep, opts, &pass.path, &pass.hidden, slots, &mut 0)?;
+    let scoring = Scoring {
+        lm,
+        ex,
+        prep: &prep,
+        opts,
+    };
+    let (o, _) = scoring.finish(&pass.path, &pass.hidden, slots)?;
     Ok((o, pass.path))
 }

@@ -10,7 +10,7 @@ use std::collections::HashMap;
 use candle_core::Tensor;
 
 use crate::error::Result;
-use crate::tasks::reward::{finish, prepare, Outcome, Prepared, RewardOptions};
+use crate::tasks::reward::{prepare, Outcome, Prepared, RewardOptions, Scoring};
 use drllm_contract::Example;
 use drllm_engine::cache::KvSlot;
 use drllm_engine::exec::Route;
@@ -106,11 +106,14 @@ impl<'a> PathJudge<'a> {
         for (pos, y, slot) in fresh {
             self.remember(&layers[..=pos], y, slot);
         }
-        // `finish` counts every row at every position; the reused ones did not run.
-        let mut execs = 0;
-        let o = finish(
-            self.lm, self.ex, &self.prep, &self.opts, path, &x, slots, &mut execs,
-        )?;
+        // `Scoring::finish` counts every row at every position; the reused ones did not run.
+        let scoring = Scoring {
+            lm: self.lm,
+            ex: self.ex,
+            prep: &self.prep,
+            opts: &self.opts,
+        };
+        let (o, execs) = scoring.finish(path, &x, slots)?;
         let reused = (self.prep.segments().rows() * from) as u64;
         self.counters.layer_executions += execs - reused;
         self.counters.paths += 1;

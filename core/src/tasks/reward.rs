@@ -188,69 +188,86 @@ pub fn score_example(
     let pass = lm
         .model
         .run_path(prep.embed(lm)?, rows, route, |_, _, _| ())?;
-    finish(lm, ex, &prep, opts, path, &pass.hidden, slots, &mut 0)
+    let scoring = Scoring {
+        lm,
+        ex,
+        prep: &prep,
+        opts,
+    };
+    Ok(scoring.finish(path, &pass.hidden, slots)?.0)
 }
 
-/// Completes an evaluation from the hidden rows after the whole path (`x`) and the path's
-/// per-position key/value slots (generation continues from them). Adds the layer executions of
-/// the rows run and of generation to `layer_execs`.
-#[allow(clippy::too_many_arguments)]
-pub fn finish(
-    lm: &LoadedModel,
-    ex: &Example,
-    prep: &Prepared,
-    opts: &RewardOptions,
-    path: &LayerPath,
-    x: &Tensor,
-    slots: Vec<KvSlot>,
-    layer_execs: &mut u64,
-) -> Result<Outcome> {
-    let positions = path.len() as u64;
-    *layer_execs += prep.rows.len() as u64 * positions;
-    let t = prep.prompt_ids.len();
-    match &prep.gen {
-        Some(prompt) => {
-            let mut cache = PathCache::from_slots(path, slots, t)?;
-            let last = lm.model.head(&x.narrow(0, t - 1, 1)?)?;
-            let o = generate(lm, ex, prep, prompt, opts, &mut cache, &last)?;
-            // Every generated token is fed back except a final one the loop stopped on.
-            let fed = match o.stop {
-                Some(StopReason::Eos) | None => o.tokens_generated,
-                _ => o.tokens_generated.saturating_sub(1),
-            };
-            *layer_execs += fed as u64 * positions;
-            Ok(o)
-        }
-        None => {
-            // One LM-head call for the prompt's last row and every continuation row (they are
-            // contiguous), split back per choice.
-            let logits = lm
-                .model
-                .head(&x.narrow(0, t - 1, prep.rows.len() - t + 1)?)?;
-            let last = logits.narrow(0, 0, 1)?;
-            let rests = prep
-                .segs
-                .cont_offsets()
-                .map(|(off, n)| {
-                    (n > 0)
-                        .then(|| logits.narrow(0, off - t + 1, n))
-                        .transpose()
-                })
-                .collect::<candle_core::Result<Vec<_>>>()?;
-            score_choices(prep, opts, &last, &rests)
-        }
+/// What scoring one example needs, whatever the path: the model, the example, its prepared
+/// rows and the reward's options.
+pub struct Scoring<'a> {
+    /// The model.
+    pub lm: &'a LoadedModel,
+    /// The example.
+    pub ex: &'a Example,
+    /// Its prompt and continuation rows.
+    pub prep: &'a Prepared,
+    /// How it is judged.
+    pub opts: &'a RewardOptions,
+}
+
+impl Scoring<'_> {
+    /// Completes an evaluation from the hidden rows after the whole path (`x`) and the path's
+    /// per-position key/value slots (generation continues from them). Returns the outcome and
+    /// the layer executions of the rows run and of generation.
+    pub fn finish(
+        &self,
+        path: &LayerPath,
+        x: &Tensor,
+        slots: Vec<KvSlot>,
+    ) -> Result<(Outcome, u64)> {
+        let (lm, prep) = (self.lm, self.prep);
+        let positions = path.len() as u64;
+        let rows = prep.rows.len() as u64 * positions;
+        let t = prep.prompt_ids.len();
+        let Some(prompt) = &prep.gen else {
+            return Ok((self.score_rows(x)?, rows));
+        };
+        let mut cache = PathCache::from_slots(path, slots, t)?;
+        let last = lm.model.head(&x.narrow(0, t - 1, 1)?)?;
+        let o = generate(self, prompt, &mut cache, &last)?;
+        // Every generated token is fed back except a final one the loop stopped on.
+        let fed = match o.stop {
+            Some(StopReason::Eos) | None => o.tokens_generated,
+            _ => o.tokens_generated.saturating_sub(1),
+        };
+        Ok((o, rows + fed as u64 * positions))
+    }
+
+    /// choice-loglik: scores the choices from the hidden rows after the path.
+    fn score_rows(&self, x: &Tensor) -> Result<Outcome> {
+        let (lm, prep) = (self.lm, self.prep);
+        let t = prep.prompt_ids.len();
+        // One LM-head call for the prompt's last row and every continuation row (they are
+        // contiguous), split back per choice.
+        let logits = lm
+            .model
+            .head(&x.narrow(0, t - 1, prep.rows.len() - t + 1)?)?;
+        let last = logits.narrow(0, 0, 1)?;
+        let rests = prep
+            .segs
+            .cont_offsets()
+            .map(|(off, n)| {
+                (n > 0)
+                    .then(|| logits.narrow(0, off - t + 1, n))
+                    .transpose()
+            })
+            .collect::<candle_core::Result<Vec<_>>>()?;
+        score_choices(prep, self.opts, &last, &rests)
     }
 }
 
 fn generate(
-    lm: &LoadedModel,
-    ex: &Example,
-    prep: &Prepared,
+    s: &Scoring<'_>,
     prompt: &prompts::GenPrompt,
-    opts: &RewardOptions,
     cache: &mut PathCache,
     last: &Tensor,
 ) -> Result<Outcome> {
+    let (lm, ex, prep, opts) = (s.lm, s.ex, s.prep, s.opts);
     let max = prompt.max_new_tokens;
     let max_token_chars = lm.tokenizer.max_token_chars();
     let gold = prep.gold;
