@@ -5,11 +5,16 @@
 # client count, then 1,000 clients paced to offer each rate in RATES records/s (latency under a
 # given load).
 #
-#   bash bench/coordinator.sh [CLIENTS="1 100 1000"] [REPEAT=100] [RATES="20000 25000"]
+# After each run, one more JSON line: the coordinator's CPU seconds (user + system) over it.
+#
+#   [SHARD=8] bash bench/coordinator.sh [CLIENTS="1 100 1000"] [REPEAT=100] [RATES="20000 25000"]
+#
+# SHARD is the job's shard_size, the examples per lease (loadgen asks for that many).
 set -euo pipefail
 CLIENTS="${1:-1 100 1000}"
 REPEAT="${2:-100}"
-RATES="${3:-20000 25000}"
+RATES="${3-20000 25000}"
+SHARD="${SHARD:-8}"
 ROOT="$(cd "$(dirname "$0")/.." && pwd)"
 TARGET="${CARGO_TARGET_DIR:-$ROOT/target}"
 cd "$ROOT"
@@ -22,7 +27,7 @@ run() { # CLIENTS RATE
   DIR=$(mktemp -d)
   {
     echo "output_dir = \"$DIR/out\""
-    echo "shard_size = 8"
+    echo "shard_size = $SHARD"
     echo "lease_ttl_secs = 600"
     echo "part_size = 5000"
     echo "flush_secs = 0.5"
@@ -32,7 +37,8 @@ run() { # CLIENTS RATE
   "$TARGET/release/coordinator" serve --job "$DIR/job.toml" --state "$DIR/state" \
     --listen "127.0.0.1:$PORT" 2> "$DIR/coordinator.log" &
   COORD=$!
-  "$TARGET/release/loadgen" --url "http://127.0.0.1:$PORT" --clients "$1" --shard 8 --rate "$2"
+  "$TARGET/release/loadgen" --url "http://127.0.0.1:$PORT" --clients "$1" --shard "$SHARD" --rate "$2"
+  awk -v hz="$(getconf CLK_TCK)" '{printf "{\"coordinator_cpu_seconds\": %.2f}\n", ($14 + $15) / hz}' "/proc/$COORD/stat"
   kill "$COORD"; wait "$COORD" || true
   rm -rf "$DIR"
 }

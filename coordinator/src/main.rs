@@ -37,6 +37,10 @@ enum Cmd {
     Summarize {
         /// A folder of Parquet parts (a job's output_dir) or one Parquet file.
         path: std::path::PathBuf,
+        /// The job's state directory (its coordinator stopped): adds the failed examples, each
+        /// with its reason, and the line "N committed, M failed".
+        #[arg(long)]
+        state: Option<std::path::PathBuf>,
     },
     /// Write records in another format: `--format drllm-json` is the official Dr.LLM search
     /// output, which its train.py reads
@@ -54,7 +58,7 @@ fn main() -> std::process::ExitCode {
             match cli.cmd {
                 Cmd::Serve(a) => serve::run(a).await,
                 Cmd::Status(a) => status::run(a).await,
-                Cmd::Summarize { path } => summarize(&path),
+                Cmd::Summarize { path, state } => summarize(&path, state.as_deref()),
                 Cmd::Export(a) => export::run(a),
             }
         })
@@ -68,12 +72,21 @@ fn main() -> std::process::ExitCode {
     }
 }
 
-fn summarize(path: &std::path::Path) -> anyhow::Result<()> {
+fn summarize(path: &std::path::Path, state: Option<&std::path::Path>) -> anyhow::Result<()> {
     use anyhow::Context;
     let records = drllm_records::read_records(path)
         .with_context(|| format!("reading records from {}", path.display()))?;
     let mut v = serde_json::to_value(drllm_records::Summary::of(&records))?;
     v["parquet"] = serde_json::json!(path.display().to_string());
+    if let Some(dir) = state {
+        let failures = state::read_failures(dir)
+            .with_context(|| format!("reading the failed examples from {}", dir.display()))?;
+        eprintln!("{} committed, {} failed", records.len(), failures.len());
+        v["failed"] = serde_json::json!(failures.len());
+        v["failures"] = (failures.iter())
+            .map(|(key, id, reason)| serde_json::json!({"key": key, "example_id": id, "reason": reason}))
+            .collect();
+    }
     println!("{v}");
     Ok(())
 }

@@ -11,7 +11,7 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use anyhow::Context;
 use drllm_proto::http::Health;
@@ -170,7 +170,6 @@ fn service(
     if token.is_none() {
         tracing::warn!("no token (--token-file or $DRLLM_TOKEN): every client is accepted");
     }
-    let c = state.counts();
     let service = Service {
         state: state.clone(),
         settings: (&spec.settings()).into(),
@@ -179,8 +178,6 @@ fn service(
         shard_size: spec.shard_size,
         output_dir: spec.output_dir.display().to_string(),
         draining,
-        started: Instant::now(),
-        done_at_start: c.committed + c.uncommitted,
     };
     Ok(CoordinatorServer::with_interceptor(
         service,

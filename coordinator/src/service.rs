@@ -23,8 +23,6 @@ pub struct Service {
     pub output_dir: String,
     /// Set on shutdown: workers are told to drain and get no new leases.
     pub draining: Arc<AtomicBool>,
-    pub started: Instant,
-    pub done_at_start: u64,
 }
 
 fn internal(e: StateError) -> Status {
@@ -81,7 +79,12 @@ impl Coordinator for Service {
         let r = req.into_inner();
         self.known(&r.worker_id)?;
         let draining = self.draining.load(Ordering::SeqCst);
-        let max = r.max_examples.clamp(1, self.shard_size.max(1)) as usize;
+        // 0: the job's shard size (what `worker run` asks for); never more than it.
+        let shard = self.shard_size.max(1);
+        let max = match r.max_examples {
+            0 => shard,
+            n => n.min(shard),
+        } as usize;
         let deadline = self.deadline();
         let got = if draining {
             Vec::new()
@@ -148,13 +151,21 @@ impl Coordinator for Service {
     }
 
     async fn status(&self, _req: Request<StatusRequest>) -> Result<Response<StatusReply>, Status> {
+        Ok(Response::new(self.status_reply()))
+    }
+}
+
+impl Service {
+    /// The job's progress: counts, workers (lost ones flagged), failures with reasons, problems,
+    /// and the ETA at the live workers' rate.
+    fn status_reply(&self) -> StatusReply {
         let c = self.state.counts();
-        let workers = self
-            .state
-            .workers()
-            .into_iter()
+        let now = now_ms();
+        let ttl = self.lease_ttl_ms;
+        let workers: Vec<WorkerStatus> = (self.state.workers().into_iter())
             .map(|(id, w, leased)| {
                 let secs = ((w.last_seen_ms - w.first_seen_ms).max(1)) as f64 / 1000.0;
+                let age = (now - w.last_seen_ms).max(0) as u64;
                 WorkerStatus {
                     worker_id: id,
                     device: w.device,
@@ -162,14 +173,36 @@ impl Coordinator for Service {
                     examples_per_s: w.done as f64 / secs,
                     last_seen_unix_ms: w.last_seen_ms,
                     leased,
+                    lost: age > ttl,
+                    last_seen_age_ms: age,
                 }
             })
             .collect();
+        let mut problems = self.state.faults().problems();
         let done = c.committed + c.uncommitted;
-        let new = done.saturating_sub(self.done_at_start) as f64;
-        let rate = new / self.started.elapsed().as_secs_f64().max(1e-3);
         let left = c.total - done - c.failed;
-        Ok(Response::new(StatusReply {
+        for w in workers.iter().filter(|w| w.lost && left > 0) {
+            problems.push(format!(
+                "worker {} lost: last heard from {:.0} s ago (lease TTL {} s)",
+                w.worker_id,
+                w.last_seen_age_ms as f64 / 1000.0,
+                ttl / 1000
+            ));
+        }
+        let live = workers.iter().filter(|w| !w.lost);
+        let (n_live, rate) = live.fold((0, 0.0), |(n, r), w| (n + 1, r + w.examples_per_s));
+        let (eta_seconds, eta_note) = match (left, n_live) {
+            (0, _) => (0.0, String::new()),
+            (_, 0) => (-1.0, "no live worker".to_string()),
+            _ if rate > 0.0 => (left as f64 / rate, String::new()),
+            _ => (-1.0, "no example finished yet".to_string()),
+        };
+        if eta_note == "no live worker" {
+            problems.push(format!(
+                "no live worker: {left} examples wait and nothing searches them"
+            ));
+        }
+        StatusReply {
             total: c.total,
             pending: c.pending,
             leased: c.leased,
@@ -177,27 +210,19 @@ impl Coordinator for Service {
             failed: c.failed,
             uncommitted: c.uncommitted,
             workers,
-            eta_seconds: if left == 0 {
-                0.0
-            } else if rate > 0.0 {
-                left as f64 / rate
-            } else {
-                -1.0
-            },
+            eta_seconds,
+            eta_note,
             output_dir: self.output_dir.clone(),
             parts: c.parts,
-            problems: self.state.faults().problems(),
-            failures: self
-                .state
-                .failures()
-                .into_iter()
+            problems,
+            failures: (self.state.failures().into_iter())
                 .map(|(key, example_id, reason)| FailedExample {
                     key,
                     example_id,
                     reason,
                 })
                 .collect(),
-        }))
+        }
     }
 }
 

@@ -46,12 +46,14 @@ pub async fn run(a: Args) -> anyhow::Result<()> {
             .map(|w| {
                 serde_json::json!({"worker_id": w.worker_id, "device": w.device, "done": w.done,
                     "examples_per_s": w.examples_per_s, "leased": w.leased,
-                    "last_seen_unix_ms": w.last_seen_unix_ms})
+                    "last_seen_unix_ms": w.last_seen_unix_ms, "lost": w.lost,
+                    "last_seen_age_ms": w.last_seen_age_ms})
             })
             .collect();
         let json = serde_json::json!({"total": s.total, "pending": s.pending,
             "leased": s.leased, "done": s.done, "failed": s.failed,
             "uncommitted": s.uncommitted, "parts": s.parts, "eta_seconds": s.eta_seconds,
+            "eta_note": s.eta_note,
             "output_dir": s.output_dir, "workers": workers, "problems": s.problems,
             "failures": s.failures.iter().map(|f| serde_json::json!({"key": f.key,
                 "example_id": f.example_id, "reason": f.reason})).collect::<Vec<_>>()});
@@ -62,7 +64,7 @@ pub async fn run(a: Args) -> anyhow::Result<()> {
         s.total, s.pending, s.leased, s.done, s.uncommitted, s.failed
     );
     let eta = if s.eta_seconds < 0.0 {
-        "unknown".to_string()
+        format!("unknown ({})", s.eta_note)
     } else {
         format!("{:.0} s", s.eta_seconds)
     };
@@ -86,10 +88,18 @@ pub async fn run(a: Args) -> anyhow::Result<()> {
         )?;
     }
     for w in &s.workers {
+        let state = if w.lost {
+            format!(
+                "LOST, last heard {:.0} s ago",
+                w.last_seen_age_ms as f64 / 1000.0
+            )
+        } else {
+            format!("leased {}", w.leased)
+        };
         writeln!(
             out,
-            "  {:<20} {:<16} done {:>6}  {:>7.3} ex/s  leased {}",
-            w.worker_id, w.device, w.done, w.examples_per_s, w.leased
+            "  {:<20} {:<16} done {:>6}  {:>7.3} ex/s  {state}",
+            w.worker_id, w.device, w.done, w.examples_per_s
         )?;
     }
     print_out(&out)

@@ -41,3 +41,64 @@ fn status_without_a_coordinator_names_the_address() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains(&url), "{err}");
 }
+
+/// A dataset line the loader refuses is a dataset error: it names the file, the line and the
+/// field, and says that the state directory is fine (not that it is corrupt). Fixed, the same
+/// state directory starts the job.
+#[test]
+fn a_bad_dataset_line_is_a_dataset_error_not_a_corrupt_state() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("qs.jsonl");
+    let good = r#"{"id": "q1", "question": "Which?", "choices": ["a", "b"], "answer": "B"}"#;
+    let blank = r#"{"id": "q2", "question": "  ", "choices": ["a", "b"], "answer": "A"}"#;
+    std::fs::write(&data, format!("{good}\n{blank}\n")).unwrap();
+    let job = dir.path().join("job.toml");
+    let toml = format!(
+        "output_dir = {:?}\n[[datasets]]\nname = {:?}\n",
+        dir.path().join("out").display().to_string(),
+        data.display().to_string()
+    );
+    std::fs::write(&job, toml).unwrap();
+    let state = dir.path().join("state");
+    let log = dir.path().join("serve.log");
+    let serve = || {
+        coordinator()
+            .args(["serve", "--listen", "127.0.0.1:0"])
+            .arg("--job")
+            .arg(&job)
+            .arg("--state")
+            .arg(&state)
+            .stderr(std::fs::File::create(&log).unwrap())
+            .spawn()
+            .unwrap()
+    };
+    let out = serve().wait_with_output().unwrap();
+    assert!(!out.status.success());
+    let err = std::fs::read_to_string(&log).unwrap();
+    assert!(err.contains("qs.jsonl:2"), "names file and line: {err}");
+    assert!(err.contains("question"), "names the field: {err}");
+    assert!(
+        !err.contains("corrupt"),
+        "a dataset error, not a damaged state: {err}"
+    );
+    assert!(err.contains("the state directory is fine"), "{err}");
+    std::fs::write(&data, format!("{good}\n")).unwrap();
+    let mut child = serve();
+    let t = std::time::Instant::now();
+    let started = loop {
+        let err = std::fs::read_to_string(&log).unwrap();
+        if err.contains("serving") || t.elapsed() > std::time::Duration::from_secs(30) {
+            break err;
+        }
+        if let Some(status) = child.try_wait().unwrap() {
+            panic!("the fixed job did not start: {status:?}\n{err}");
+        }
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    };
+    child.kill().unwrap();
+    child.wait().unwrap();
+    assert!(
+        started.contains("serving"),
+        "the same state directory starts the job: {started}"
+    );
+}

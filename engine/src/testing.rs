@@ -342,26 +342,66 @@ pub fn ids(n: usize, vocab: usize, seed: u64) -> Vec<u32> {
     (0..n).map(|_| rng.random_range(0..vocab as u32)).collect()
 }
 
-/// For test suites that need the default model: its path, or `None` after a loud notice when it is
-/// absent outside CI. Under CI (`CI` set) a missing model is a failure, never a skip.
-pub fn default_model_for_tests() -> Option<PathBuf> {
-    let path = default_model_path();
-    if path.is_file() {
-        return Some(path);
+/// A test's prerequisite outside Rust (the default model, a Python package): `true` when
+/// `present`. Missing, it is a failure that says how to get it (`how`), since README's test
+/// command (`scripts/test.sh`) sets everything up; only when `DRLLM_ALLOW_SKIP` is set is the test
+/// skipped instead, loudly and counted ([`skipped`]).
+pub fn prerequisite(present: bool, what: &str, how: &str) -> bool {
+    if present {
+        return true;
     }
-    let msg = format!(
-        "the default model is not at {}: run {FETCH_COMMAND}",
-        path.display()
-    );
-    if std::env::var_os("CI").is_some() {
-        panic!("{msg} (CI must fetch it before the tests)");
+    if std::env::var_os("DRLLM_ALLOW_SKIP").is_none() {
+        panic!(
+            "{what} is missing: {how} (`bash scripts/test.sh` sets up every prerequisite; \
+             DRLLM_ALLOW_SKIP=1 skips such tests instead)"
+        );
     }
-    eprintln!("\n!!!!!!!! SKIPPED: {msg} !!!!!!!!\n");
-    None
+    skipped(&format!("{what} is missing ({how})"));
+    false
 }
 
-/// For test suites: the default model loaded with `opts`, or `None` (after the loud notice of
-/// [`default_model_for_tests`]) when it is absent outside CI. A model that is there but does not
+/// Reports a test skipped on request: a loud line on stderr and one line in the file
+/// `$DRLLM_SKIP_LOG`, which `scripts/test.sh` counts at the end of the run.
+pub fn skipped(why: &str) {
+    let test = std::thread::current().name().unwrap_or("?").to_string();
+    eprintln!("\n!!!!!!!! SKIPPED {test}: {why} !!!!!!!!\n");
+    if let Some(log) = std::env::var_os("DRLLM_SKIP_LOG") {
+        use std::io::Write;
+        let line = format!("{test}: {why}\n");
+        let file = std::fs::OpenOptions::new()
+            .append(true)
+            .create(true)
+            .open(&log);
+        if let Err(e) = file.and_then(|mut f| f.write_all(line.as_bytes())) {
+            panic!("cannot count the skip in DRLLM_SKIP_LOG: {e}");
+        }
+    }
+}
+
+/// Whether `python3` can import `module` (a [`prerequisite`]; `pip` names its package).
+pub fn python_has(module: &str, pip: &str) -> bool {
+    let ok = std::process::Command::new("python3")
+        .args(["-c", &format!("import {module}")])
+        .status()
+        .is_ok_and(|s| s.success());
+    prerequisite(
+        ok,
+        &format!("the Python module `{module}`"),
+        &format!("python3 -m pip install {pip}"),
+    )
+}
+
+/// For test suites that need the default model: its path, or `None` when it is absent and
+/// skipping was asked for (see [`prerequisite`]).
+pub fn default_model_for_tests() -> Option<PathBuf> {
+    let path = default_model_path();
+    let how = format!("run {FETCH_COMMAND}");
+    let what = format!("the default model ({})", path.display());
+    prerequisite(path.is_file(), &what, &how).then_some(path)
+}
+
+/// For test suites: the default model loaded with `opts`, or `None` when it is absent and skipping
+/// was asked for ([`default_model_for_tests`]). A model that is there but does not
 /// load is a failure.
 pub fn load_default_model_for_tests(opts: &LoadOptions) -> Option<LoadedModel> {
     let path = default_model_for_tests()?;

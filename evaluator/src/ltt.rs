@@ -92,7 +92,10 @@ mod tests {
     #[test]
     fn binomial_p_matches_scipy() {
         if std::env::var_os("DRLLM_SKIP_PYTHON_TESTS").is_some() {
-            eprintln!("SKIPPED: DRLLM_SKIP_PYTHON_TESTS is set");
+            drllm_engine::testing::skipped("DRLLM_SKIP_PYTHON_TESTS is set");
+            return;
+        }
+        if !drllm_engine::testing::python_has("scipy", "scipy") {
             return;
         }
         let cases = [

@@ -498,18 +498,4 @@ pub fn training() -> drllm_core::router::TrainingConfig {
     }
 }
 
-/// Whether `python3` can import `module`. Missing under CI (`CI` set) is a failure, since .ci/run
-/// installs it (`pip` names the package); elsewhere a loud notice and `false`, to skip.
-pub fn python_has(module: &str, pip: &str) -> bool {
-    let ok = Command::new("python3")
-        .args(["-c", &format!("import {module}")])
-        .status()
-        .is_ok_and(|s| s.success());
-    if !ok {
-        if std::env::var_os("CI").is_some() {
-            panic!("{module} is missing: .ci/run must install it (python3 -m pip install {pip})");
-        }
-        eprintln!("\n!!!!!!!! SKIPPED: {module} is not installed (python3 -m pip install {pip}) !!!!!!!!\n");
-    }
-    ok
-}
+pub use drllm_engine::testing::python_has;

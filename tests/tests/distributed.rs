@@ -462,3 +462,30 @@ async fn expired_leases_are_reclaimed_without_a_lease_call() {
         t.elapsed()
     );
 }
+
+/// `shard_size` is what a lease holds: a worker asking for 0 examples (what `worker run` asks)
+/// gets the job's shard size, and no one gets more.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_lease_holds_up_to_the_jobs_shard_size() {
+    let jd = JobDir::new();
+    let coord = jd.serve(10, 4, 60, "", &[]);
+    let mut a = connect(&coord.url, None);
+    wait_ready(&mut a, Duration::from_secs(20)).await;
+    a.register(register_req("a", &"f".repeat(32)))
+        .await
+        .unwrap();
+    let lease = |n: u32| {
+        let mut a = a.clone();
+        async move {
+            let req = LeaseRequest {
+                worker_id: "a".into(),
+                max_examples: n,
+            };
+            a.lease(req).await.unwrap().into_inner().examples.len()
+        }
+    };
+    assert_eq!(lease(0).await, 4, "0: the job's shard size");
+    assert_eq!(lease(100).await, 4, "capped at the shard size");
+    assert_eq!(lease(1).await, 1);
+    assert_eq!(lease(0).await, 1, "what is left");
+}

@@ -234,3 +234,99 @@ async fn a_refused_record_fails_its_example_alone_and_the_workers_go_on() {
         "every other example once, the poison one not at all"
     );
 }
+
+/// What an operator sees of a sick fleet. A job holds one example that cannot be searched (its
+/// prompt is longer than the model's context) among three ARC questions. Worker `a` is killed -9
+/// while it holds a lease: within one lease TTL `status` shows it lost, `problems` names it and
+/// the ETA says that no live worker is left. Worker `b` then finishes the job: the unsearchable
+/// example fails alone, with its reason, and every other example is committed exactly once;
+/// `summarize --state` lists the failure and says "3 committed, 1 failed".
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unsearchable_example_fails_alone_and_a_killed_worker_shows_as_lost() {
+    if drllm_engine::testing::default_model_for_tests().is_none() {
+        return;
+    }
+    let jd = JobDir::new();
+    let poison = jd.dir.path().join("poison.jsonl");
+    let question = "why ".repeat(20_000);
+    let line = serde_json::json!({"id": "too-long", "question": question, "choices": ["yes", "no"], "answer": "A"});
+    std::fs::write(&poison, format!("{line}\n")).unwrap();
+    let extra = format!(
+        "[search]\nnum_simulations = 4\n[[datasets]]\nname = {:?}\nsplit = \"all\"\n",
+        poison.display().to_string()
+    );
+    let mut coord = jd.serve(3, 2, 3, &extra, &["--exit-when-done"]);
+    let mut c = connect(&coord.url, None);
+    wait_ready(&mut c, Duration::from_secs(20)).await;
+    let (alog, blog) = (jd.dir.path().join("a.log"), jd.dir.path().join("b.log"));
+
+    let mut a = worker(&coord.url, "a", &alog);
+    wait_for(&mut c, "a's first lease", |s| {
+        s.workers.iter().any(|w| w.worker_id == "a" && w.leased > 0)
+    })
+    .await;
+    a.kill().unwrap();
+    a.wait().unwrap();
+    let killed = Instant::now();
+    wait_for(&mut c, "worker a shown lost", |s| {
+        s.workers.iter().any(|w| w.worker_id == "a" && w.lost)
+    })
+    .await;
+    let s = c.status(StatusRequest {}).await.unwrap().into_inner();
+    assert!(
+        killed.elapsed() < Duration::from_secs(3) + Duration::from_millis(1500),
+        "lost only after {:?} (TTL 3 s)",
+        killed.elapsed()
+    );
+    assert!(
+        s.problems.iter().any(|p| p.starts_with("worker a lost")),
+        "{:?}",
+        s.problems
+    );
+    assert_eq!(
+        (s.eta_seconds, s.eta_note.as_str()),
+        (-1.0, "no live worker")
+    );
+
+    let mut b = worker(&coord.url, "b", &blog);
+    assert!(
+        coord.wait(Duration::from_secs(300)).success(),
+        "{}",
+        coord.log()
+    );
+    let status = wait_timeout(&mut b, Duration::from_secs(60));
+    let text = std::fs::read_to_string(&blog).unwrap();
+    assert!(status.success(), "worker b: {status:?}\n{text}");
+    assert!(
+        coord.log().contains("3 committed, 1 failed"),
+        "{}",
+        coord.log()
+    );
+    let mut got: Vec<String> = read_parts(&jd.out).into_iter().map(|r| r.0).collect();
+    got.sort();
+    let mut want = arc_train_ids(3);
+    want.sort();
+    assert_eq!(
+        got, want,
+        "the three ARC questions once each, the long one not at all"
+    );
+
+    let out = Command::new(bin("coordinator"))
+        .arg("summarize")
+        .arg(&jd.out)
+        .arg("--state")
+        .arg(&jd.state)
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    assert!(stderr.contains("3 committed, 1 failed"), "{stderr}");
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["failed"], 1, "{v}");
+    assert_eq!(
+        v["failures"][0]["example_id"], "jsonl:poison/too-long",
+        "{v}"
+    );
+    let reason = v["failures"][0]["reason"].as_str().unwrap();
+    assert!(reason.contains("context"), "{reason}");
+}

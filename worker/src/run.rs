@@ -451,6 +451,9 @@ async fn lane(mut s: Session, w: Arc<Lanes>) -> anyhow::Result<(u64, usize)> {
             .await?;
         if lease.examples.is_empty() {
             if lease.job_done || lease.retry_after_ms == 0 {
+                // The other lanes stop too instead of leasing again: the coordinator may be gone
+                // once every worker has heard that the job is done.
+                w.stop.store(true, Ordering::SeqCst);
                 break;
             }
             tokio::time::sleep(Duration::from_millis(lease.retry_after_ms)).await;

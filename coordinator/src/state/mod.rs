@@ -45,6 +45,8 @@ pub enum StateError {
     },
     #[error("state directory {dir} is corrupt: {what}; move it away and start the job again")]
     Corrupt { dir: String, what: String },
+    #[error("{0}; fix the dataset or the job file and start again (the state directory is fine)")]
+    Dataset(String),
     #[error("state database: {0}")]
     Db(#[from] sled::Error),
     #[error("state database: writing to disk failed: {0}")]
@@ -155,6 +157,50 @@ pub struct State {
     faults: Arc<Faults>,
 }
 
+/// (key, example id, reason) for each failure; the id reads `#key` if the example is unreadable.
+fn with_ids(examples: &sled::Tree, failures: BTreeMap<u64, String>) -> Vec<(u64, String, String)> {
+    let id = |k: u64| {
+        (examples.get(key(k)).ok().flatten())
+            .and_then(|b| v1::Example::decode(b.as_ref()).ok())
+            .map_or_else(|| format!("#{k}"), |e| e.id)
+    };
+    failures.into_iter().map(|(k, r)| (k, id(k), r)).collect()
+}
+
+/// The failed examples (key, example id, reason) of a job's state directory, read without the
+/// job file once its coordinator has stopped (a serving coordinator holds the directory).
+pub fn read_failures(dir: &std::path::Path) -> Result<Vec<(u64, String, String)>> {
+    let d = dir.display().to_string();
+    if !dir.join("conf").is_file() {
+        return Err(StateError::Corrupt {
+            dir: d,
+            what: "not a state directory (no sled `conf` file)".into(),
+        });
+    }
+    let db = sled::Config::new()
+        .path(dir)
+        .open()
+        .map_err(|source| StateError::Open {
+            dir: d.clone(),
+            source,
+        })?;
+    let (states, examples) = (db.open_tree("state")?, db.open_tree("examples")?);
+    let mut failures = BTreeMap::new();
+    for item in states.iter() {
+        let (k, v) = item?;
+        let bad = |what: String| StateError::Corrupt {
+            dir: d.clone(),
+            what,
+        };
+        let k = unkey(&k).ok_or_else(|| bad("a state key is not 8 bytes".into()))?;
+        match serde_json::from_slice(&v).map_err(|e| bad(format!("state of example {k}: {e}")))? {
+            Stored::Failed { reason } => failures.insert(k, reason),
+            Stored::Leased { .. } => None,
+        };
+    }
+    Ok(with_ids(&examples, failures))
+}
+
 fn key(k: u64) -> [u8; 8] {
     k.to_be_bytes()
 }
@@ -257,17 +303,24 @@ impl State {
         let keys: Vec<u64> = mem.pending.iter().take(max).copied().collect();
         let mut out = Vec::with_capacity(keys.len());
         for k in keys {
-            let ex = self
-                .examples
-                .get(key(k))?
-                .ok_or_else(|| self.corrupt(format!("example {k} is missing")))?;
-            let example = v1::Example::decode(ex.as_ref())
-                .map_err(|e| self.corrupt(format!("example {k}: {e}")))?;
-            self.set_lease(&mut mem, k, worker, deadline_ms);
-            out.push(LeasedExample {
-                key: k,
-                example: Some(example),
-            });
+            let stored = self.examples.get(key(k))?;
+            let decoded = stored.map(|b| v1::Example::decode(b.as_ref()));
+            match decoded {
+                Some(Ok(example)) => {
+                    self.set_lease(&mut mem, k, worker, deadline_ms);
+                    out.push(LeasedExample {
+                        key: k,
+                        example: Some(example),
+                    });
+                }
+                // One unreadable example fails alone instead of failing every lease.
+                Some(Err(e)) => self.fail(
+                    &mut mem,
+                    k,
+                    format!("its stored example does not decode: {e}"),
+                ),
+                None => self.fail(&mut mem, k, "its stored example is missing".into()),
+            }
         }
         if let Some(w) = mem.workers.get_mut(worker) {
             w.last_seen_ms = now;
@@ -275,6 +328,14 @@ impl State {
         drop(mem);
         self.notify();
         Ok(out)
+    }
+
+    /// Marks `k` failed for `reason`, durably (queued like a lease).
+    fn fail(&self, mem: &mut Mem, k: u64, reason: String) {
+        tracing::error!(example = k, %reason, "example failed");
+        mem.close(k);
+        mem.failures.insert(k, reason.clone());
+        self.queue(Op::Put(k, Stored::Failed { reason }));
     }
 
     /// Makes the examples whose lease expired by `now` pending again; returns how many.
@@ -428,19 +489,7 @@ impl State {
     /// The failed examples: key, example id and reason, by key.
     pub fn failures(&self) -> Vec<(u64, String, String)> {
         let failures = self.mem().failures.clone();
-        failures
-            .into_iter()
-            .map(|(k, reason)| {
-                let id = self
-                    .examples
-                    .get(key(k))
-                    .ok()
-                    .flatten()
-                    .and_then(|b| v1::Example::decode(b.as_ref()).ok())
-                    .map_or_else(|| format!("#{k}"), |e| e.id);
-                (k, id, reason)
-            })
-            .collect()
+        with_ids(&self.examples, failures)
     }
 
     /// Every example has a committed (or failed) result.

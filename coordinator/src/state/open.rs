@@ -55,7 +55,7 @@ impl Job<'_> {
         let exs = self
             .spec
             .examples(self.file)
-            .map_err(|e| corrupt(format!("cannot list the job's examples: {e}")))?;
+            .map_err(|e| StateError::Dataset(e.to_string()))?;
         let mut batch = sled::Batch::default();
         for (i, ex) in exs.iter().enumerate() {
             batch.insert(&key(i as u64), v1::Example::from(ex).encode_to_vec());
