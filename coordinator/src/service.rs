@@ -192,16 +192,18 @@ impl Service {
         let live = workers.iter().filter(|w| !w.lost);
         let (n_live, rate) = live.fold((0, 0.0), |(n, r), w| (n + 1, r + w.examples_per_s));
         let (eta_seconds, eta_note) = match (left, n_live) {
-            (0, _) => (0.0, String::new()),
-            (_, 0) => (-1.0, "no live worker".to_string()),
-            _ if rate > 0.0 => (left as f64 / rate, String::new()),
-            _ => (-1.0, "no example finished yet".to_string()),
+            (0, _) => (0.0, ""),
+            (_, 0) if workers.is_empty() => (-1.0, "no worker has registered yet"),
+            (_, 0) => (-1.0, "no live worker"),
+            _ if rate > 0.0 => (left as f64 / rate, ""),
+            _ => (-1.0, "no example finished yet"),
         };
         if eta_note == "no live worker" {
             problems.push(format!(
                 "no live worker: {left} examples wait and nothing searches them"
             ));
         }
+        let eta_note = eta_note.to_string();
         StatusReply {
             total: c.total,
             pending: c.pending,

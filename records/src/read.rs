@@ -41,11 +41,37 @@ fn read_file(path: &Path) -> Result<Vec<SearchRecord>> {
 }
 
 /// The records of one Parquet file's bytes (`File`, or bytes in memory); an error says what is
-/// wrong, never a panic, whatever the bytes.
+/// wrong, never a panic, whatever the bytes. The Parquet reader asserts on some damaged footers
+/// (a negative column offset); those are checked first, and any other panic of the reader on
+/// damaged bytes becomes an error too.
 pub fn read_from<R: parquet::file::reader::ChunkReader + 'static>(
     file: R,
 ) -> std::result::Result<Vec<SearchRecord>, String> {
+    std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| read_unguarded(file))).unwrap_or_else(
+        |p| {
+            let why = (p.downcast_ref::<String>().map(String::as_str))
+                .or_else(|| p.downcast_ref::<&str>().copied())
+                .unwrap_or("no message");
+            Err(format!("damaged file: the Parquet reader failed ({why})"))
+        },
+    )
+}
+
+fn read_unguarded<R: parquet::file::reader::ChunkReader + 'static>(
+    file: R,
+) -> std::result::Result<Vec<SearchRecord>, String> {
     let builder = ParquetRecordBatchReaderBuilder::try_new(file).map_err(|e| e.to_string())?;
+    for (g, rg) in builder.metadata().row_groups().iter().enumerate() {
+        for c in rg.columns() {
+            let start = c.dictionary_page_offset().unwrap_or(c.data_page_offset());
+            if start < 0 || c.compressed_size() < 0 {
+                return Err(format!(
+                    "damaged file: row group {g}, column `{}` has a negative offset or size",
+                    c.column_path()
+                ));
+            }
+        }
+    }
     let version = builder
         .metadata()
         .file_metadata()
