@@ -215,13 +215,13 @@ pub enum Strategy {
     /// The paper's length-aware MCTS.
     #[default]
     Mcts,
-    /// No tree search: every one-step edit of the full path (each skip of one or two
-    /// consecutive layers, each repeat: about 3L paths, most sharing long prefixes) is judged
-    /// once, which gives per-question, per-layer counterfactual labels. `num_simulations`,
+    /// No tree search: every one-step edit of the full path (each skip of up to `max_skip`
+    /// consecutive layers, by default one or two, and each repeat: about 3L paths, most sharing
+    /// long prefixes) is judged once, which gives per-question, per-layer counterfactual labels. `num_simulations`,
     /// `stop` and `expansion` do not apply.
     Probe,
-    /// [`Strategy::Probe`] without the repeats: every skip of one or two consecutive layers
-    /// (about 2L paths). The labels `trainer diagnose` reads, at about half the probe's cost.
+    /// [`Strategy::Probe`] without the repeats: every skip of up to `max_skip` consecutive
+    /// layers (about 2L paths by default). The labels `trainer diagnose` reads, at about half the probe's cost.
     ProbeSkips,
 }
 

@@ -176,7 +176,7 @@ macro_rules! wire_message {
             }
             fn from_wire(w: &Option<$msg>, field: &str) -> Result<Self, DecodeError> {
                 let m = w.as_ref().ok_or_else(|| err(field, "is missing"))?;
-                decode_fields(m, &format!("{field}."))
+                <Self as DecodeFields<$msg>>::decode(m, &format!("{field}."))
             }
         }
 
@@ -189,7 +189,7 @@ macro_rules! wire_message {
         impl TryFrom<&$msg> for $rust {
             type Error = DecodeError;
             fn try_from(m: &$msg) -> Result<Self, DecodeError> {
-                decode_fields(m, "")
+                <Self as DecodeFields<$msg>>::decode(m, "")
             }
         }
 
@@ -206,10 +206,6 @@ macro_rules! wire_message {
 /// Decoding of a message's fields, each error naming the field under `prefix`.
 trait DecodeFields<M>: Sized {
     fn decode(m: &M, prefix: &str) -> Result<Self, DecodeError>;
-}
-
-fn decode_fields<M, T: DecodeFields<M>>(m: &M, prefix: &str) -> Result<T, DecodeError> {
-    T::decode(m, prefix)
 }
 
 wire_message!(c::RewardSettings => v1::RewardSettings; mode, style, early_stop, length_normalized);

@@ -433,6 +433,9 @@ async fn submit(s: &mut Session, w: &Lanes, result: SearchResult) -> anyhow::Res
     Ok(())
 }
 
+/// One lane: lease, search each example, submit, until the job is done or the worker stops.
+/// `--concurrency N` runs N lanes, so N searches share the model (and a GPU) at once. Returns the
+/// examples and simulations it did.
 async fn lane(mut s: Session, w: Arc<Lanes>) -> anyhow::Result<(u64, usize)> {
     let (mut done, mut sims) = (0u64, 0usize);
     'outer: while !w.stop.load(Ordering::SeqCst) {

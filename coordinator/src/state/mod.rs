@@ -157,13 +157,16 @@ pub struct State {
     faults: Arc<Faults>,
 }
 
+/// The id of the example stored under `k`; `None` when it is missing or does not decode.
+fn example_id(examples: &sled::Tree, k: u64) -> Option<String> {
+    (examples.get(key(k)).ok().flatten())
+        .and_then(|b| v1::Example::decode(b.as_ref()).ok())
+        .map(|e| e.id)
+}
+
 /// (key, example id, reason) for each failure; the id reads `#key` if the example is unreadable.
 fn with_ids(examples: &sled::Tree, failures: BTreeMap<u64, String>) -> Vec<(u64, String, String)> {
-    let id = |k: u64| {
-        (examples.get(key(k)).ok().flatten())
-            .and_then(|b| v1::Example::decode(b.as_ref()).ok())
-            .map_or_else(|| format!("#{k}"), |e| e.id)
-    };
+    let id = |k: u64| example_id(examples, k).unwrap_or_else(|| format!("#{k}"));
     failures.into_iter().map(|(k, r)| (k, id(k), r)).collect()
 }
 

@@ -16,7 +16,7 @@ use std::sync::{Arc, Mutex};
 
 use drllm_contract::SearchRecord;
 use drllm_proto::convert::decode_record;
-use drllm_proto::v1::{self, RefusedResult, SearchResult};
+use drllm_proto::v1::{RefusedResult, SearchResult};
 use prost::Message;
 use tokio::sync::{mpsc, oneshot};
 
@@ -216,14 +216,7 @@ impl Writer {
             Ok(rec) => rec,
             Err(e) => return refuse(e.to_string()),
         };
-        let id = self
-            .examples
-            .get(key(r.key))
-            .ok()
-            .flatten()
-            .and_then(|b| v1::Example::decode(b.as_ref()).ok())
-            .map(|e| e.id);
-        match id {
+        match super::example_id(&self.examples, r.key) {
             Some(id) if id == rec.example_id => Outcome::Record(Box::new(rec), m.encode_to_vec()),
             Some(id) => refuse(format!(
                 "it is the record of `{}`, but example {} is `{id}`",
