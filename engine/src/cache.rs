@@ -7,10 +7,15 @@ use candle_core::Tensor;
 use crate::error::{Error, Result};
 use crate::path::LayerPath;
 
-/// Keys and values of one path position, `[1, kv_heads, seq, head_dim]` each.
+/// Keys and values of one path position, `[1, kv_heads, keys, head_dim]` each. A slot is dense
+/// (one key per token position `0 .. len`) unless a token route that masks skipped tokens left
+/// some positions out; then it also records the position of each key it holds.
 #[derive(Debug, Clone, Default)]
 pub struct KvSlot {
     kv: Option<(Tensor, Tensor)>,
+    /// `Some` once a position was left out: the positions of the keys held, ascending, and the
+    /// number of positions the slot has seen.
+    sparse: Option<(Vec<u32>, usize)>,
 }
 
 impl KvSlot {
@@ -19,9 +24,27 @@ impl KvSlot {
         Self::default()
     }
 
-    /// Number of cached positions.
+    /// Number of token positions the slot has seen (held or, in a sparse slot, left out).
     pub fn len(&self) -> usize {
+        match &self.sparse {
+            Some((_, seen)) => *seen,
+            None => self.keys(),
+        }
+    }
+
+    /// Number of keys held.
+    pub fn keys(&self) -> usize {
         self.kv.as_ref().map_or(0, |(k, _)| k.dims()[2])
+    }
+
+    /// The token position of each key held, or `None` for a dense slot (keys `0 .. len`).
+    pub fn positions(&self) -> Option<&[u32]> {
+        self.sparse.as_ref().map(|(p, _)| p.as_slice())
+    }
+
+    /// The keys and values held, if any.
+    pub fn kv(&self) -> Option<(&Tensor, &Tensor)> {
+        self.kv.as_ref().map(|(k, v)| (k, v))
     }
 
     /// True when no position is cached.
@@ -45,6 +68,36 @@ impl KvSlot {
 
     /// Appends `k`, `v` for new positions and returns the keys and values of all positions.
     pub fn append(&mut self, k: &Tensor, v: &Tensor) -> Result<(Tensor, Tensor)> {
+        if let Some((held, seen)) = &mut self.sparse {
+            let n = k.dims()[2];
+            held.extend(*seen as u32..(*seen + n) as u32);
+            *seen += n;
+        }
+        self.push(k, v)
+    }
+
+    /// Appends the keys and values of some of `seen` new positions: `kv` holds one key per entry
+    /// of `positions` (ascending; `None` when there is none). The other positions are left out
+    /// and the slot becomes sparse if it was not.
+    pub fn append_sparse(
+        &mut self,
+        kv: Option<(&Tensor, &Tensor)>,
+        positions: &[u32],
+        seen: usize,
+    ) -> Result<()> {
+        let len = self.len();
+        let (held, total) = self
+            .sparse
+            .get_or_insert_with(|| ((0..len as u32).collect(), len));
+        held.extend_from_slice(positions);
+        *total += seen;
+        if let Some((k, v)) = kv {
+            self.push(k, v)?;
+        }
+        Ok(())
+    }
+
+    fn push(&mut self, k: &Tensor, v: &Tensor) -> Result<(Tensor, Tensor)> {
         let (k, v) = match &self.kv {
             None => (k.clone(), v.clone()),
             Some((pk, pv)) => (Tensor::cat(&[pk, k], 2)?, Tensor::cat(&[pv, v], 2)?),
@@ -55,11 +108,19 @@ impl KvSlot {
 
     /// Drops every position from `len` on.
     pub fn truncate(&mut self, len: usize) -> Result<()> {
-        if len == 0 {
+        let keep = match &mut self.sparse {
+            Some((held, seen)) => {
+                held.retain(|&p| (p as usize) < len);
+                *seen = (*seen).min(len);
+                held.len()
+            }
+            None => len,
+        };
+        if keep == 0 {
             self.kv = None;
-        } else if len < self.len() {
-            let (k, v) = self.kv.take().expect("len > 0 implies a cache");
-            self.kv = Some((k.narrow(2, 0, len)?, v.narrow(2, 0, len)?));
+        } else if keep < self.keys() {
+            let (k, v) = self.kv.take().expect("keys > 0 implies a cache");
+            self.kv = Some((k.narrow(2, 0, keep)?, v.narrow(2, 0, keep)?));
         }
         Ok(())
     }

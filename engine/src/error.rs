@@ -124,6 +124,16 @@ pub enum Error {
         /// The call's path.
         call_path: String,
     },
+    /// A token route's gate gave a flag count other than the pass's row count.
+    #[error("the token gate of layer {layer} gave {flags} flags for {rows} rows")]
+    GateRows {
+        /// The layer.
+        layer: usize,
+        /// Flags given.
+        flags: usize,
+        /// Rows of the pass.
+        rows: usize,
+    },
     /// A token id not below the vocabulary size.
     #[error("token id {id} is outside the vocabulary of {vocab} tokens")]
     TokenOutOfRange {

@@ -11,6 +11,7 @@ use crate::error::{Error, Result};
 use crate::layer::Segments;
 use crate::model::Model;
 use crate::path::{LayerPath, PathError};
+use crate::tokens::{RowMeta, SkippedKv};
 
 /// Who picks the layers of a pass.
 pub enum Route<'a> {
@@ -25,6 +26,16 @@ pub enum Route<'a> {
     /// Before layer `i`, `decide(i, state)` says how often to run it: 0 (skip), 1 (execute) or
     /// 2 (repeat). The state is every row's; routed inference reads the prompt rows of it.
     Decide(&'a mut dyn FnMut(usize, &Tensor) -> Result<u8>),
+    /// A token route: before layer `i`, `gate(i, state)` says which rows run it (one flag per
+    /// row of the pass); the others pass through, and `kv` says what later tokens read of them.
+    /// Every layer is visited once, so the pass's path is the full one; with every flag set and
+    /// a dense cache a layer runs exactly as on the full path.
+    Tokens {
+        /// The gate.
+        gate: &'a mut dyn FnMut(usize, &Tensor) -> Result<Vec<bool>>,
+        /// Keys and values of skipped tokens.
+        kv: SkippedKv,
+    },
 }
 
 /// The rows a pass runs and where their keys and values go.
@@ -96,6 +107,20 @@ impl Model {
                 }
                 LayerPath::from_counts(&counts)?
             }
+            Route::Tokens { gate, kv } => {
+                for layer in 0..self.num_layers() {
+                    let run = gate(layer, &x)?;
+                    if run.len() != n {
+                        return Err(Error::GateRows {
+                            layer,
+                            flags: run.len(),
+                            rows: n,
+                        });
+                    }
+                    x = exec.step_tokens(layer, &x, &run, kv, &mut visit)?;
+                }
+                LayerPath::full(self.num_layers())
+            }
         };
         exec.finish(n);
         Ok(Pass { hidden: x, path })
@@ -120,6 +145,8 @@ struct Executor<'m, 'a> {
     rope: crate::rope::Rope,
     rows: Rows<'a>,
     start: usize,
+    /// Each row's position and segment (token routes only).
+    meta: Option<RowMeta>,
 }
 
 impl<'m, 'a> Executor<'m, 'a> {
@@ -131,7 +158,7 @@ impl<'m, 'a> Executor<'m, 'a> {
                 model.check_path(path)?;
                 *from
             }
-            Route::Decide(_) => 0,
+            Route::Decide(_) | Route::Tokens { .. } => 0,
         };
         let (rope, start) = match &rows {
             Rows::Cached { cache, start } => {
@@ -141,6 +168,13 @@ impl<'m, 'a> Executor<'m, 'a> {
                         return Err(Error::CachePathMismatch {
                             cache_path: cache.path().to_string(),
                             call_path: path.to_string(),
+                        })
+                    }
+                    Route::Tokens { .. } if *cache.path() == LayerPath::full(model.num_layers()) => {}
+                    Route::Tokens { .. } => {
+                        return Err(Error::CachePathMismatch {
+                            cache_path: cache.path().to_string(),
+                            call_path: "(a token route: the full path)".into(),
                         })
                     }
                     Route::Decide(_) => {
@@ -159,11 +193,16 @@ impl<'m, 'a> Executor<'m, 'a> {
             }
             Rows::Fused { segs, .. } => (model.rope_segments(segs)?, 0),
         };
+        let meta = matches!(route, Route::Tokens { .. }).then(|| match &rows {
+            Rows::Fused { segs, .. } => RowMeta::segments(segs),
+            _ => RowMeta::sequence(start, n),
+        });
         let mut exec = Self {
             model,
             rope,
             rows,
             start,
+            meta,
         };
         if let Rows::Cached { cache, start } = &mut exec.rows {
             cache.rewind_to(*start)?;
@@ -196,6 +235,43 @@ impl<'m, 'a> Executor<'m, 'a> {
             Rows::Fused { segs, slots } => {
                 let (y, slot) = model.run_layer_fused(layer, x, rope, segs)?;
                 visit(pos, &y, &slot);
+                slots.push(slot);
+                Ok(y)
+            }
+        }
+    }
+
+    /// Runs `layer` (path position `layer` of the full path) on the rows of `x` that `run`
+    /// marks. With every row run and a dense slot, this is [`Executor::step`].
+    fn step_tokens(
+        &mut self,
+        layer: usize,
+        x: &Tensor,
+        run: &[bool],
+        kv: SkippedKv,
+        visit: &mut impl FnMut(usize, &Tensor, &KvSlot),
+    ) -> Result<Tensor> {
+        let dense = match &mut self.rows {
+            Rows::Cached { cache, .. } => cache.slot_mut(layer).positions().is_none(),
+            Rows::Uncached | Rows::Fused { .. } => true,
+        };
+        if dense && run.iter().all(|&r| r) {
+            return self.step(layer, layer, x, visit);
+        }
+        let (model, rope) = (self.model, &self.rope);
+        let meta = self.meta.as_ref().expect("token routes lay out their rows");
+        let block = model.block(layer)?;
+        let mut run_on = |slot: &mut KvSlot| -> Result<Tensor> {
+            let y = block.forward_tokens(x, run, meta, rope, slot, kv, model.policy())?;
+            visit(layer, &y, slot);
+            Ok(y)
+        };
+        match &mut self.rows {
+            Rows::Cached { cache, .. } => run_on(cache.slot_mut(layer)),
+            Rows::Uncached => run_on(&mut KvSlot::new()),
+            Rows::Fused { slots, .. } => {
+                let mut slot = KvSlot::new();
+                let y = run_on(&mut slot)?;
                 slots.push(slot);
                 Ok(y)
             }

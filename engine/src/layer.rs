@@ -1,13 +1,43 @@
 //! One transformer block: pre-norm grouped-query attention with RoPE, then a pre-norm SwiGLU MLP.
-//! q/k/v and gate/up are fused into single matrices so a block runs five matmuls.
+//! q/k/v and gate/up are fused into single matrices so a block runs five matmuls. A block runs
+//! on all its rows, on the rows of a token route only ([`DecoderLayer::forward_tokens`]), or on
+//! all rows mixed by a gate ([`DecoderLayer::forward_mixed`], the token trainer's pass).
 
-use candle_core::{Device, Tensor};
-use candle_nn::ops::{rms_norm, silu, softmax_last_dim};
+use candle_core::{Device, Tensor, D};
+use candle_nn::ops::{rms_norm, rms_norm_slow, silu, softmax, softmax_last_dim};
 
 use crate::cache::KvSlot;
 use crate::error::Result;
 use crate::linear::{KernelPolicy, Linear, WeightBytes};
 use crate::rope::Rope;
+use crate::tokens::{run_rows, visibility_mask, RowMeta, SkippedKv};
+
+/// Which kernels a block's norms, RoPE and softmax use: candle's fused kernels, or compositions of
+/// primitive ops that candle's autograd differentiates (the fused kernels have no backward).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Ops {
+    /// candle's fused kernels: inference.
+    #[default]
+    Fused,
+    /// Differentiable compositions: training through the frozen block.
+    Autograd,
+}
+
+impl Ops {
+    pub(crate) fn norm(self, x: &Tensor, w: &Tensor, eps: f32) -> Result<Tensor> {
+        Ok(match self {
+            Self::Fused => rms_norm(x, w, eps)?,
+            Self::Autograd => rms_norm_slow(x, w, eps)?,
+        })
+    }
+
+    fn softmax(self, x: &Tensor) -> Result<Tensor> {
+        Ok(match self {
+            Self::Fused => softmax_last_dim(x)?,
+            Self::Autograd => softmax(x, D::Minus1)?,
+        })
+    }
+}
 
 /// One decoder block's weights (f32 norms, fused [`Linear`] projections) and head layout.
 #[derive(Debug, Clone)]
@@ -66,11 +96,17 @@ impl DecoderLayer {
         slot: &mut KvSlot,
         policy: KernelPolicy,
     ) -> Result<Tensor> {
-        let h = rms_norm(x, &self.attn_norm, self.eps)?;
-        let (q, k, v) = self.qkv_heads(&h, rope, policy)?;
+        let ops = Ops::Fused;
+        let h = ops.norm(x, &self.attn_norm, self.eps)?;
+        let (q, k, v) = self.qkv_heads(&h, rope, policy, ops)?;
         let (k, v) = slot.append(&k, &v)?;
-        let y = self.attend(&q, &k, &v)?;
-        self.finish(x, &y, policy)
+        let t = q.dim(2)?;
+        let total = k.dim(2)?;
+        let mask = (t > 1)
+            .then(|| causal_mask(t, self.n_rep(), total - t, total, q.device()))
+            .transpose()?;
+        let y = self.attend(&q, &k, &v, mask.as_ref(), ops)?;
+        self.finish(x, &y, policy, ops)
     }
 
     /// Runs the block on the rows of a context and its continuations at once (`x`: `[rows,
@@ -86,19 +122,120 @@ impl DecoderLayer {
         segs: &Segments,
         policy: KernelPolicy,
     ) -> Result<(Tensor, KvSlot)> {
-        let h = rms_norm(x, &self.attn_norm, self.eps)?;
-        let (q, k, v) = self.qkv_heads(&h, rope, policy)?;
+        let ops = Ops::Fused;
+        let h = ops.norm(x, &self.attn_norm, self.eps)?;
+        let (q, k, v) = self.qkv_heads(&h, rope, policy, ops)?;
         let rows = |t: &Tensor, off: usize, n: usize| t.narrow(2, off, n);
         let (kc, vc) = (rows(&k, 0, segs.ctx)?, rows(&v, 0, segs.ctx)?);
-        let mut ys = vec![self.attend(&rows(&q, 0, segs.ctx)?, &kc, &vc)?];
+        let causal = |q: &Tensor, k: &Tensor, v: &Tensor| -> Result<Tensor> {
+            let (t, total) = (q.dim(2)?, k.dim(2)?);
+            let mask = (t > 1)
+                .then(|| causal_mask(t, self.n_rep(), total - t, total, q.device()))
+                .transpose()?;
+            self.attend(q, k, v, mask.as_ref(), ops)
+        };
+        let mut ys = vec![causal(&rows(&q, 0, segs.ctx)?, &kc, &vc)?];
         for (off, n) in segs.cont_offsets() {
             let k_i = Tensor::cat(&[&kc, &rows(&k, off, n)?], 2)?;
             let v_i = Tensor::cat(&[&vc, &rows(&v, off, n)?], 2)?;
-            ys.push(self.attend(&rows(&q, off, n)?, &k_i, &v_i)?);
+            ys.push(causal(&rows(&q, off, n)?, &k_i, &v_i)?);
         }
         let mut slot = KvSlot::new();
         slot.append(&k, &v)?;
-        Ok((self.finish(x, &Tensor::cat(&ys, 0)?, policy)?, slot))
+        Ok((self.finish(x, &Tensor::cat(&ys, 0)?, policy, ops)?, slot))
+    }
+
+    /// Runs the block on the rows of `x` that `run` marks (a token route); the others pass
+    /// through unchanged. `meta` gives every row's position and segment, `rope` every row's
+    /// tables. The new rows' keys and values go to `slot` after the ones it holds: every row's
+    /// under [`SkippedKv::Project`] (a skipped row's from its passed-through state), only the
+    /// run rows' under [`SkippedKv::Mask`].
+    #[allow(clippy::too_many_arguments)]
+    pub(crate) fn forward_tokens(
+        &self,
+        x: &Tensor,
+        run: &[bool],
+        meta: &RowMeta,
+        rope: &Rope,
+        slot: &mut KvSlot,
+        kv: SkippedKv,
+        policy: KernelPolicy,
+    ) -> Result<Tensor> {
+        let ops = Ops::Fused;
+        let (rows, order) = run_rows(run);
+        let n = run.len();
+        let cached = match slot.positions() {
+            Some(p) => p.to_vec(),
+            None => (0..slot.len() as u32).collect(),
+        };
+        let idx = Tensor::new(rows.as_slice(), x.device())?;
+        let x_run = x.index_select(&idx, 0)?;
+        let run_meta = meta.select(&rows);
+        let (q, k, v) = match kv {
+            SkippedKv::Project => {
+                let h = ops.norm(x, &self.attn_norm, self.eps)?;
+                let (q, k, v) = self.qkv_heads(&h, rope, policy, ops)?;
+                let (k, v) = slot.append(&k, &v)?;
+                let q = match rows.is_empty() {
+                    true => q,
+                    false => q.index_select(&idx, 2)?,
+                };
+                (q, k, v)
+            }
+            SkippedKv::Mask => {
+                if rows.is_empty() {
+                    slot.append_sparse(None, &[], n)?;
+                    return Ok(x.clone());
+                }
+                let h = ops.norm(&x_run, &self.attn_norm, self.eps)?;
+                let (q, k, v) = self.qkv_heads(&h, &rope.select(&idx)?, policy, ops)?;
+                slot.append_sparse(Some((&k, &v)), &run_meta.pos, n)?;
+                let (k, v) = slot.kv().expect("keys were just appended");
+                (q, k.clone(), v.clone())
+            }
+        };
+        if rows.is_empty() {
+            return Ok(x.clone());
+        }
+        let keys = match kv {
+            SkippedKv::Project => meta.after_cached(cached),
+            SkippedKv::Mask => run_meta.after_cached(cached),
+        };
+        let mask = visibility_mask(&run_meta, &keys, self.n_rep(), |_, _| false, x.device())?;
+        let y = self.attend(&q, &k, &v, mask.as_ref(), ops)?;
+        let y = self.finish(&x_run, &y, policy, ops)?;
+        let order = Tensor::new(order.as_slice(), x.device())?;
+        Ok(Tensor::cat(&[x, &y], 0)?.index_select(&order, 0)?)
+    }
+
+    /// Runs the block on every row of `x` (positions from 0, laid out as `meta` says) and mixes
+    /// by `gate` (`[rows, 1]`, 1 = run): `x + gate · (F(x) − x)`, DLR's way. Under
+    /// [`SkippedKv::Mask`] a query does not see the keys of the rows `run` leaves out (but its
+    /// own). With hard gates this is the slow reference of [`DecoderLayer::forward_tokens`]; with
+    /// straight-through gates and [`Ops::Autograd`] it is the token trainer's pass.
+    #[allow(clippy::too_many_arguments)]
+    pub(crate) fn forward_mixed(
+        &self,
+        x: &Tensor,
+        meta: &RowMeta,
+        rope: &Rope,
+        gate: &Tensor,
+        run: &[bool],
+        kv: SkippedKv,
+        ops: Ops,
+    ) -> Result<Tensor> {
+        let policy = KernelPolicy::Dense;
+        let h = ops.norm(x, &self.attn_norm, self.eps)?;
+        let (q, k, v) = self.qkv_heads(&h, rope, policy, ops)?;
+        let hidden = |i: usize, j: usize| kv == SkippedKv::Mask && !run[j] && i != j;
+        let mask = visibility_mask(meta, meta, self.n_rep(), hidden, x.device())?;
+        let y = self.attend(&q, &k, &v, mask.as_ref(), ops)?;
+        let y = self.finish(x, &y, policy, ops)?;
+        Ok((x + (y - x)?.broadcast_mul(gate)?)?)
+    }
+
+    fn n_rep(&self) -> usize {
+        self.num_heads / self.num_kv_heads
     }
 
     /// q, k, v of the normed rows `h`, as `[1, heads, seq, head_dim]`, RoPE applied.
@@ -107,6 +244,7 @@ impl DecoderLayer {
         h: &Tensor,
         rope: &Rope,
         policy: KernelPolicy,
+        ops: Ops,
     ) -> Result<(Tensor, Tensor, Tensor)> {
         let t = h.dim(0)?;
         let (nh, nkv, hd) = (self.num_heads, self.num_kv_heads, self.head_dim);
@@ -115,24 +253,30 @@ impl DecoderLayer {
         let heads = |start: usize, n: usize, norm: &Option<Tensor>| -> Result<Tensor> {
             let mut y = qkv.narrow(1, start * hd, n * hd)?.reshape((t, n, hd))?;
             if let Some(w) = norm {
-                y = rms_norm(&y.contiguous()?, w, self.eps)?;
+                y = ops.norm(&y.contiguous()?, w, self.eps)?;
             }
             Ok(y.transpose(0, 1)?.contiguous()?.unsqueeze(0)?)
         };
-        let q = rope.apply(&heads(0, nh, &self.q_norm)?)?;
-        let k = rope.apply(&heads(nh, nkv, &self.k_norm)?)?;
+        let q = rope.apply(&heads(0, nh, &self.q_norm)?, ops)?;
+        let k = rope.apply(&heads(nh, nkv, &self.k_norm)?, ops)?;
         let v = heads(nh + nkv, nkv, &None)?;
         Ok((q, k, v))
     }
 
-    /// Causal attention of the queries `q` (`[1, heads, t, hd]`, the last `t` of the key
-    /// positions) over `k`, `v` (`[1, kv_heads, total, hd]`); returns `[t, heads * hd]`.
-    fn attend(&self, q: &Tensor, k: &Tensor, v: &Tensor) -> Result<Tensor> {
+    /// Attention of the queries `q` (`[1, heads, t, hd]`) over `k`, `v` (`[1, kv_heads, total,
+    /// hd]`) under the additive `mask` (`[n_rep * t, total]`; `None`: every key is seen);
+    /// returns `[t, heads * hd]`.
+    fn attend(
+        &self,
+        q: &Tensor,
+        k: &Tensor,
+        v: &Tensor,
+        mask: Option<&Tensor>,
+        ops: Ops,
+    ) -> Result<Tensor> {
         let t = q.dim(2)?;
         let (nh, nkv, hd) = (self.num_heads, self.num_kv_heads, self.head_dim);
         let n_rep = nh / nkv;
-        let total = k.dim(2)?;
-        let start = total - t;
         // Grouped-query attention without copying k/v: the n_rep query heads that share a kv head
         // are adjacent, so view q as [kv_heads, n_rep * seq, hd].
         let q = q.contiguous()?.reshape((nkv, n_rep * t, hd))?;
@@ -140,10 +284,10 @@ impl DecoderLayer {
         let v = v.squeeze(0)?.contiguous()?;
         let scale = 1.0 / (hd as f64).sqrt();
         let mut att = (q.matmul(&k.t()?)? * scale)?;
-        if t > 1 {
-            att = att.broadcast_add(&causal_mask(t, n_rep, start, total, q.device())?)?;
+        if let Some(mask) = mask {
+            att = att.broadcast_add(mask)?;
         }
-        let att = softmax_last_dim(&att)?;
+        let att = ops.softmax(&att)?;
         let y = att.matmul(&v)?; // [kv_heads, n_rep * seq, hd]
         Ok(y.reshape((nh, t, hd))?
             .transpose(0, 1)?
@@ -151,9 +295,9 @@ impl DecoderLayer {
     }
 
     /// Output projection, residual, then the MLP with its residual.
-    fn finish(&self, x: &Tensor, attn: &Tensor, policy: KernelPolicy) -> Result<Tensor> {
+    fn finish(&self, x: &Tensor, attn: &Tensor, policy: KernelPolicy, ops: Ops) -> Result<Tensor> {
         let x = (x + self.o.forward(attn, policy)?)?;
-        let h = rms_norm(&x, &self.ffn_norm, self.eps)?;
+        let h = ops.norm(&x, &self.ffn_norm, self.eps)?;
         let gu = self.gate_up.forward(&h, policy)?;
         let gate = gu.narrow(1, 0, self.intermediate)?;
         let up = gu.narrow(1, self.intermediate, self.intermediate)?;

@@ -26,6 +26,7 @@ mod st_file;
 #[doc(hidden)]
 pub mod testing;
 pub mod tokenizer;
+pub mod tokens;
 mod weights;
 
 pub use cache::{KvSlot, PathCache};
@@ -37,9 +38,11 @@ pub use exec::{Pass, Route, Rows};
 pub use generate::{argmax, greedy, greedy_continue, greedy_observed, Generation, StopReason};
 pub use linear::{batched_int8_available, KernelPolicy, WeightBytes};
 pub use loader::{load, resolve, LoadedModel, ModelLocation, DEFAULT_MODEL};
+pub use layer::Ops;
 pub use model::{DTypeChoice, LoadOptions, Logits, MemoryBreakdown, Model};
 pub use path::{LayerPath, PathError, PathSpec};
 pub use tokenizer::TextTokenizer;
+pub use tokens::{RowMeta, SkippedKv};
 
 /// Fixes the CPU thread count for candle once, at start-up. candle asks for its thread count on
 /// every matmul and, unless `RAYON_NUM_THREADS` is set, re-reads /proc/cpuinfo each time (about

@@ -10,17 +10,17 @@ use std::sync::Arc;
 
 use candle_core::quantized::{GgmlDType, QTensor};
 use candle_core::{DType, Device, Tensor};
-use candle_nn::ops::rms_norm;
 use rayon::prelude::*;
 
 use crate::cache::{KvSlot, PathCache};
 use crate::config::ModelConfig;
 use crate::error::{Error, Result};
 use crate::exec::{Route, Rows};
-use crate::layer::{DecoderLayer, Segments};
+use crate::layer::{DecoderLayer, Ops, Segments};
 use crate::linear::{batched_int8, KernelPolicy, Linear, WeightBytes, WeightPlan};
 use crate::path::{LayerPath, PathError};
 use crate::rope::{Rope, RopeFreqs};
+use crate::tokens::{RowMeta, SkippedKv};
 use crate::weights::{Key, Raw, Source};
 
 /// The dtype dense matmuls compute in, as a user names it (`--dtype`).
@@ -317,7 +317,61 @@ impl Model {
         self.block(layer)?.forward_fused(x, rope, segs, self.policy)
     }
 
-    fn block(&self, layer: usize) -> Result<&DecoderLayer> {
+    /// Runs `x` (`[rows, hidden]`, positions from 0 as `meta` lays them out) through every
+    /// layer, each on every row, mixed by the gate that `gate(layer, state)` gives: `None` runs
+    /// the layer on all rows, `Some((g, run))` gives `x + g · (F(x) − x)` with `g` `[rows, 1]`
+    /// and `run` its hard flags (under [`SkippedKv::Mask`] queries do not see the keys of rows
+    /// not run). With 0/1 gates this is the slow reference of a token route; with
+    /// straight-through gates and [`Ops::Autograd`] it is differentiable in the gates. Returns
+    /// the hidden rows after the last layer.
+    pub fn run_mixed(
+        &self,
+        x: Tensor,
+        meta: &RowMeta,
+        kv: SkippedKv,
+        ops: Ops,
+        mut gate: impl FnMut(usize, &Tensor) -> Result<Option<(Tensor, Vec<bool>)>>,
+    ) -> Result<Tensor> {
+        let n = x.dim(0)?;
+        if meta.len() != n {
+            return Err(Error::GateRows {
+                layer: 0,
+                flags: meta.len(),
+                rows: n,
+            });
+        }
+        let longest = meta.pos.iter().max().map_or(0, |&p| p as usize + 1);
+        self.check_span(0, longest)?;
+        let rope = self.rope.at_positions(&meta.pos)?;
+        let all = vec![true; n];
+        let ones = Tensor::ones((n, 1), candle_core::DType::F32, &self.device)?;
+        let mut x = x;
+        for layer in 0..self.num_layers() {
+            let g = gate(layer, &x)?;
+            let (g, run) = match &g {
+                Some((g, run)) if run.len() == n => (g, run.as_slice()),
+                Some((_, run)) => {
+                    return Err(Error::GateRows {
+                        layer,
+                        flags: run.len(),
+                        rows: n,
+                    })
+                }
+                None => (&ones, all.as_slice()),
+            };
+            x = self.layers[layer].forward_mixed(&x, meta, &rope, g, run, kv, ops)?;
+        }
+        Ok(x)
+    }
+
+    /// The final norm and LM head with `ops`' norm (the token trainer differentiates through
+    /// it); [`Model::head`] is this under [`Ops::Fused`].
+    pub fn head_with(&self, x: &Tensor, ops: Ops) -> Result<Tensor> {
+        let h = ops.norm(x, &self.final_norm, self.cfg.rms_norm_eps as f32)?;
+        self.head.forward(&h, self.policy)
+    }
+
+    pub(crate) fn block(&self, layer: usize) -> Result<&DecoderLayer> {
         Ok(self.layers.get(layer).ok_or(PathError::OutOfRange {
             pos: 0,
             layer,
@@ -339,8 +393,7 @@ impl Model {
 
     /// Final norm and LM head on the rows of `x` (`[rows, hidden]` → `[rows, vocab]`).
     pub fn head(&self, x: &Tensor) -> Result<Tensor> {
-        let h = rms_norm(x, &self.final_norm, self.cfg.rms_norm_eps as f32)?;
-        self.head.forward(&h, self.policy)
+        self.head_with(x, Ops::Fused)
     }
 
     /// Runs `ids` (positions `start ..`) along `path`, using and extending `cache`. A `start`

@@ -5,6 +5,7 @@ use candle_core::{DType, Device, Tensor};
 
 use crate::config::ModelConfig;
 use crate::error::Result;
+use crate::layer::Ops;
 
 /// Inverse frequencies of a model's rotary embedding, `head_dim / 2` of them.
 #[derive(Debug, Clone)]
@@ -80,11 +81,23 @@ pub struct Rope {
 
 impl Rope {
     /// Rotates `x` of shape `[1, heads, seq, head_dim]` (contiguous).
-    pub(crate) fn apply(&self, x: &Tensor) -> Result<Tensor> {
-        Ok(if self.interleaved {
-            candle_nn::rotary_emb::rope_i(x, &self.cos, &self.sin)?
-        } else {
-            candle_nn::rotary_emb::rope(x, &self.cos, &self.sin)?
+    pub(crate) fn apply(&self, x: &Tensor, ops: Ops) -> Result<Tensor> {
+        use candle_nn::rotary_emb::{rope, rope_i, rope_i_slow, rope_slow};
+        let (cos, sin) = (&self.cos, &self.sin);
+        Ok(match (self.interleaved, ops) {
+            (true, Ops::Fused) => rope_i(x, cos, sin)?,
+            (true, Ops::Autograd) => rope_i_slow(x, cos, sin)?,
+            (false, Ops::Fused) => rope(x, cos, sin)?,
+            (false, Ops::Autograd) => rope_slow(x, cos, sin)?,
+        })
+    }
+
+    /// The tables of the rows `rows` (a `u32` index tensor), in that order.
+    pub(crate) fn select(&self, rows: &Tensor) -> Result<Self> {
+        Ok(Self {
+            cos: self.cos.index_select(rows, 0)?,
+            sin: self.sin.index_select(rows, 0)?,
+            interleaved: self.interleaved,
         })
     }
 }
