@@ -42,9 +42,20 @@ fn routed(model: &Model, x: Tensor, rows: Rows<'_>, masks: &[Vec<bool>], kv: Ski
 
 /// The slow reference along the same masks.
 fn mixed(model: &Model, x: Tensor, meta: &RowMeta, masks: &[Vec<bool>], kv: SkippedKv) -> Tensor {
+    mixed_with(model, x, meta, masks, kv, Ops::Fused)
+}
+
+fn mixed_with(
+    model: &Model,
+    x: Tensor,
+    meta: &RowMeta,
+    masks: &[Vec<bool>],
+    kv: SkippedKv,
+    ops: Ops,
+) -> Tensor {
     let dev = x.device().clone();
     model
-        .run_mixed(x, meta, kv, Ops::Fused, |layer, _| {
+        .run_mixed(x, meta, kv, ops, |layer, _| {
             let run = masks[layer].clone();
             let g: Vec<f32> = run.iter().map(|&r| r as u8 as f32).collect();
             let n = g.len();
@@ -225,5 +236,30 @@ fn the_default_model_follows_the_reference_prefill_and_decode() {
     let masks = random_masks(model.num_layers(), seq.len(), 0.7, 13);
     for kv in KVS {
         check_decode(model, &seq, seq.len() - 3, &masks, kv);
+    }
+}
+
+#[test]
+fn the_differentiable_pass_equals_the_fused_kernels_on_the_default_model() {
+    let Some(lm) = common::load_default_model_for_tests(&LoadOptions::exact()) else {
+        return;
+    };
+    let model = &lm.model;
+    let seq = lm
+        .tokenizer
+        .encode("Question: Which gas do plants take in?\nAnswer: carbon dioxide", true)
+        .unwrap();
+    let segs = Segments {
+        ctx: seq.len() - 4,
+        conts: vec![2, 2],
+    };
+    for meta in [RowMeta::sequence(0, seq.len()), RowMeta::segments(&segs)] {
+        let masks = random_masks(model.num_layers(), seq.len(), 0.8, 14);
+        let x = model.embed(&seq).unwrap();
+        let a = mixed_with(model, x.clone(), &meta, &masks, SkippedKv::Mask, Ops::Fused);
+        let b = mixed_with(model, x, &meta, &masks, SkippedKv::Mask, Ops::Autograd);
+        let scale = a.abs().unwrap().max_all().unwrap().to_scalar::<f32>().unwrap();
+        let d = max_abs_diff(&a, &b) / scale.max(1.0);
+        assert!(d < 2e-5, "autograd ops differ by {d} of {scale}");
     }
 }

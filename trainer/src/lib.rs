@@ -13,6 +13,8 @@ pub mod feature_cache;
 pub mod gelu_grad;
 pub mod loss;
 pub mod step;
+pub mod tokens;
+pub mod tokens_train;
 pub mod train;
 
 /// What can go wrong, naming the file or example concerned.

@@ -18,6 +18,7 @@ mod diagnose_cmd;
 mod export;
 mod import;
 mod menu_cmd;
+mod tokens_cmd;
 
 // Training allocates and frees the same large buffers every step; glibc's malloc returns them to
 // the kernel and faults them back in each time (2.5× slower epochs), mimalloc keeps them.
@@ -53,6 +54,11 @@ enum Command {
     /// hidden states that picks one per input; writes path_menu.json, which `evaluator
     /// calibrate`, `run` and `serve` take as --routers
     Menu(menu_cmd::Args),
+    /// Train a token router: a gate per token and layer (after the first --keep-first layers),
+    /// end to end through the frozen model by distillation from its full path, on prompts alone
+    /// (a train split or a JSONL); writes token_router.json/.safetensors, metrics.csv and
+    /// training.svg, which `evaluator run` takes as --routers
+    Tokens(tokens_cmd::Args),
 }
 
 #[derive(clap::Args)]
@@ -133,6 +139,7 @@ fn main() -> anyhow::Result<()> {
         Command::Export(a) => export::run(a),
         Command::Diagnose(a) => diagnose_cmd::run(a),
         Command::Menu(a) => menu_cmd::run(a),
+        Command::Tokens(a) => tokens_cmd::run(a),
     }
 }
 

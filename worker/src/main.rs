@@ -3,6 +3,7 @@
 //! and benchmark commands.
 
 mod bench;
+mod bench_tokens;
 mod logits;
 mod parity;
 mod run;
@@ -27,6 +28,9 @@ enum Command {
     Logits(logits::Args),
     /// Measure prefill and decode tokens/s and memory of a model on this machine.
     Bench(bench::Args),
+    /// Measure whether token routes save wall time: prefill of real task prompts along the full
+    /// path against random token masks at given skip shares, realized vs structural speedup.
+    BenchTokens(bench_tokens::Args),
     /// Search layer paths for a dataset slice on this machine and print a summary.
     Search(search::Args),
     /// Join a coordinator's search job: lease examples, search them, submit the records.
@@ -42,6 +46,7 @@ fn main() -> anyhow::Result<std::process::ExitCode> {
     match cli.command {
         Command::Logits(a) => logits::run(a).map(|_| ok),
         Command::Bench(a) => bench::run(a).map(|_| ok),
+        Command::BenchTokens(a) => bench_tokens::run(a).map(|_| ok),
         Command::Search(a) => search::run(a).map(|_| ok),
         Command::Run(a) => run::run(a).map(|_| ok),
         Command::Parity(a) => parity::run(a),

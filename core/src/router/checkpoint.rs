@@ -143,6 +143,44 @@ pub(super) fn check_model_identity(
     Ok(())
 }
 
+/// What a router checkpoint of any kind records of the model and prompts it was made for; the
+/// checks this implies live here once.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct CheckpointHeader {
+    /// The base model's spec, as the user named it.
+    pub base_model: String,
+    /// blake3 of the base model's weight files ([`drllm_engine::LoadedModel::fingerprint`]).
+    pub model_fingerprint: String,
+    /// The base model's layer count.
+    pub num_layers: usize,
+    /// The base model's hidden width.
+    pub model_hidden_size: usize,
+    /// How the training prompts were made (reward mode and prompt style decide the tokens a
+    /// router reads); routing refuses other prompts. `None`: not recorded.
+    #[serde(default)]
+    pub reward: Option<RewardSettings>,
+}
+
+impl CheckpointHeader {
+    /// Refuses a model other than the checkpoint's (`dir` names it in the error).
+    pub fn check_model(
+        &self,
+        dir: &Path,
+        fingerprint: &str,
+        layers: usize,
+        d: usize,
+    ) -> Result<(), RouterError> {
+        let ckpt = (&self.base_model, self.model_fingerprint.as_str());
+        let shape = (self.num_layers, self.model_hidden_size);
+        check_model_identity(dir, ckpt, shape, fingerprint, layers, d)
+    }
+
+    /// Refuses prompts of another reward mode or style than the training prompts.
+    pub fn check_prompts(&self, dir: &Path, opts: &RewardSettings) -> Result<(), RouterError> {
+        check_prompt_settings(dir, self.reward, opts)
+    }
+}
+
 /// How the routers were trained.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]

@@ -12,11 +12,12 @@ mod menu;
 mod metrics;
 mod net;
 mod routed;
+mod token;
 
 use candle_core::{Tensor, D};
 
 pub use checkpoint::{
-    EpochMetrics, RouterConfig, RouterError, Targets, TrainingConfig, CHECKPOINT_FILE, CONFIG_FILE,
+    CheckpointHeader, EpochMetrics, RouterConfig, RouterError, Targets, TrainingConfig, CHECKPOINT_FILE, CONFIG_FILE,
 };
 pub use gelu::gelu_tanh;
 /// The GELU numerics the trainer's fused gradient op shares.
@@ -25,7 +26,11 @@ pub use labels::{decision_labels, one_hot};
 pub use menu::{MenuPath, PathMenu, MENU_FILE, MENU_FORMAT, MENU_STATIC};
 pub use metrics::{majority, Confusion, Metrics};
 pub use net::{argmax3, argmax_last, mlp, Budget, Routers, CHECKPOINT_NAMES, HIDDEN};
-pub use routed::evaluate_routed;
+pub use routed::{evaluate_routed, evaluate_tokens};
+pub use token::{
+    GateInput, TokenEpoch, TokenGate, TokenRouter, TokenRouterConfig, TokenTraining, TOKEN_FILE,
+    TOKEN_FORMAT, TOKEN_STATIC, TOKEN_WEIGHTS,
+};
 
 use drllm_engine::exec::{Route, Rows};
 use drllm_engine::{Model, Result};

@@ -10,7 +10,7 @@ use crate::tasks::reward::{prepare, Outcome, RewardOptions, Scoring};
 use crate::Result;
 use drllm_contract::Example;
 use drllm_engine::exec::Route;
-use drllm_engine::{LayerPath, LoadedModel};
+use drllm_engine::{LayerPath, LoadedModel, SkippedKv};
 
 /// Evaluates `ex` along the path that `decide(layer, prompt_rows)` chooses layer by layer;
 /// returns the outcome and the path.
@@ -34,4 +34,39 @@ pub fn evaluate_routed(
     };
     let (o, _) = scoring.finish(&pass.path, &pass.hidden, slots)?;
     Ok((o, pass.path))
+}
+
+/// Evaluates `ex` along a token route: before each layer `gate(layer, rows)` says which of the
+/// pass's rows (the prompt and every choice's continuation) run it, and `kv` what later tokens
+/// read of a skipped one. choice-loglik only: generation would continue along per-token routes,
+/// which scoring does not do yet. Returns the outcome.
+pub fn evaluate_tokens(
+    lm: &LoadedModel,
+    ex: &Example,
+    opts: &RewardOptions,
+    kv: SkippedKv,
+    mut gate: impl FnMut(usize, &Tensor) -> drllm_engine::Result<Vec<bool>>,
+) -> Result<Outcome> {
+    let prep = prepare(lm, ex, opts)?;
+    if prep.gen.is_some() {
+        return Err(crate::Error::Reward {
+            id: ex.id.clone(),
+            reason: "token routers score choice-loglik only (generation along token routes is \
+                     not built yet): pass --reward choice-loglik"
+                .into(),
+        });
+    }
+    let mut slots = Vec::with_capacity(lm.model.num_layers());
+    let route = Route::Tokens {
+        gate: &mut gate,
+        kv,
+    };
+    let pass = (lm.model).run_path(prep.embed(lm)?, prep.rows(&mut slots), route, |_, _, _| ())?;
+    let scoring = Scoring {
+        lm,
+        ex,
+        prep: &prep,
+        opts,
+    };
+    Ok(scoring.finish(&pass.path, &pass.hidden, slots)?.0)
 }
