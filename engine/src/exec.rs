@@ -170,7 +170,8 @@ impl<'m, 'a> Executor<'m, 'a> {
                             call_path: path.to_string(),
                         })
                     }
-                    Route::Tokens { .. } if *cache.path() == LayerPath::full(model.num_layers()) => {}
+                    Route::Tokens { .. }
+                        if *cache.path() == LayerPath::full(model.num_layers()) => {}
                     Route::Tokens { .. } => {
                         return Err(Error::CachePathMismatch {
                             cache_path: cache.path().to_string(),

@@ -101,7 +101,10 @@ impl RowMeta {
 
     /// Cached keys at `positions` (segment 0) followed by these rows: the keys of a pass.
     pub fn after_cached(&self, positions: impl IntoIterator<Item = u32>) -> Self {
-        let pos: Vec<u32> = positions.into_iter().chain(self.pos.iter().copied()).collect();
+        let pos: Vec<u32> = positions
+            .into_iter()
+            .chain(self.pos.iter().copied())
+            .collect();
         let cached = pos.len() - self.len();
         Self {
             seg: std::iter::repeat_n(0, cached)

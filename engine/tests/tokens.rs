@@ -122,7 +122,13 @@ fn the_two_treatments_of_skipped_keys_differ() {
     let seq = ids(12, tiny.vocab, 6);
     let masks = random_masks(tiny.layers, seq.len(), 0.5, 7);
     let x = model.embed(&seq).unwrap();
-    let a = routed(&model, x.clone(), Rows::Uncached, &masks, SkippedKv::Project);
+    let a = routed(
+        &model,
+        x.clone(),
+        Rows::Uncached,
+        &masks,
+        SkippedKv::Project,
+    );
     let b = routed(&model, x, Rows::Uncached, &masks, SkippedKv::Mask);
     assert!(max_abs_diff(&a, &b) > 1e-3);
 }
@@ -175,9 +181,18 @@ fn check_decode(model: &Model, seq: &[u32], prompt: usize, masks: &[Vec<bool>], 
     assert_eq!(cache.len(), seq.len());
     let got = Tensor::cat(&got, 0).unwrap();
     // Relative to the largest activation: the default model's residual stream reaches ~10².
-    let scale = want.abs().unwrap().max_all().unwrap().to_scalar::<f32>().unwrap();
+    let scale = want
+        .abs()
+        .unwrap()
+        .max_all()
+        .unwrap()
+        .to_scalar::<f32>()
+        .unwrap();
     let d = max_abs_diff(&want, &got) / scale.max(1.0);
-    assert!(d < 2e-5, "{kv}: decode against the reference differs by {d} of {scale}");
+    assert!(
+        d < 2e-5,
+        "{kv}: decode against the reference differs by {d} of {scale}"
+    );
 }
 
 #[test]
@@ -205,7 +220,17 @@ fn a_gate_with_the_wrong_row_count_is_a_typed_error() {
     let err = model
         .run_path(x, Rows::Uncached, route, |_, _, _| ())
         .unwrap_err();
-    assert!(matches!(err, Error::GateRows { flags: 4, rows: 5, .. }), "{err}");
+    assert!(
+        matches!(
+            err,
+            Error::GateRows {
+                flags: 4,
+                rows: 5,
+                ..
+            }
+        ),
+        "{err}"
+    );
     // A fixed-path cache refuses a token route.
     let path = LayerPath::from_counts(&[1, 0, 1, 1]).unwrap();
     let mut cache = PathCache::new(&path);
@@ -231,7 +256,10 @@ fn the_default_model_follows_the_reference_prefill_and_decode() {
     let model = &lm.model;
     let seq = lm
         .tokenizer
-        .encode("The capital of France is Paris, and the capital of Italy is", true)
+        .encode(
+            "The capital of France is Paris, and the capital of Italy is",
+            true,
+        )
         .unwrap();
     let masks = random_masks(model.num_layers(), seq.len(), 0.7, 13);
     for kv in KVS {
@@ -247,7 +275,10 @@ fn the_differentiable_pass_equals_the_fused_kernels_on_the_default_model() {
     let model = &lm.model;
     let seq = lm
         .tokenizer
-        .encode("Question: Which gas do plants take in?\nAnswer: carbon dioxide", true)
+        .encode(
+            "Question: Which gas do plants take in?\nAnswer: carbon dioxide",
+            true,
+        )
         .unwrap();
     let segs = Segments {
         ctx: seq.len() - 4,
@@ -258,7 +289,13 @@ fn the_differentiable_pass_equals_the_fused_kernels_on_the_default_model() {
         let x = model.embed(&seq).unwrap();
         let a = mixed_with(model, x.clone(), &meta, &masks, SkippedKv::Mask, Ops::Fused);
         let b = mixed_with(model, x, &meta, &masks, SkippedKv::Mask, Ops::Autograd);
-        let scale = a.abs().unwrap().max_all().unwrap().to_scalar::<f32>().unwrap();
+        let scale = a
+            .abs()
+            .unwrap()
+            .max_all()
+            .unwrap()
+            .to_scalar::<f32>()
+            .unwrap();
         let d = max_abs_diff(&a, &b) / scale.max(1.0);
         assert!(d < 2e-5, "autograd ops differ by {d} of {scale}");
     }

@@ -112,7 +112,7 @@ fn check_args(a: &Args) -> anyhow::Result<()> {
 fn grid(a: &Args, router: &Router) -> anyhow::Result<Vec<f32>> {
     let grid = match (a.grid.is_empty(), router) {
         (false, _) => a.grid.clone(),
-        (true, Router::Menu(_)) => MENU_GRID.to_vec(),
+        (true, Router::Menu(_) | Router::Token(_)) => MENU_GRID.to_vec(),
         (true, Router::PerLayer { .. }) => DEFAULT_GRID.to_vec(),
     };
     for &k in &grid {
@@ -125,8 +125,10 @@ fn grid(a: &Args, router: &Router) -> anyhow::Result<Vec<f32>> {
 /// checkpoint was trained on (a path menu lists its gate's), each id once.
 fn questions(a: &Args, router: &Router) -> anyhow::Result<(Vec<Example>, String)> {
     let mut excluded = HashSet::new();
-    if let Router::Menu(m) = router {
-        excluded.extend(m.training_questions.iter().cloned());
+    match router {
+        Router::Menu(m) => excluded.extend(m.training_questions.iter().cloned()),
+        Router::Token(t) => excluded.extend(t.cfg.training_questions.iter().cloned()),
+        Router::PerLayer { .. } => {}
     }
     for p in &a.exclude_records {
         let recs = drllm_records::read_records(p)
@@ -167,7 +169,7 @@ struct Runner<'a> {
     grid: &'a [f32],
     examples: &'a [Example],
     /// `[question][point]`: the routed answer and path length, once a pass has decided it.
-    memo: Vec<Vec<Option<(Answer, usize)>>>,
+    memo: Vec<Vec<Option<(Answer, f64)>>>,
     /// Model passes run so far.
     passes: usize,
 }
@@ -192,7 +194,7 @@ impl Runner<'_> {
     }
 
     /// Point `k` on every question: a routed pass wherever no earlier pass decided it.
-    fn point(&mut self, k: usize) -> anyhow::Result<Vec<(Answer, usize)>> {
+    fn point(&mut self, k: usize) -> anyhow::Result<Vec<(Answer, f64)>> {
         let bar = drllm_core::cli::progress_bar(self.examples.len());
         bar.set_message(format!("knob {}", self.grid[k]));
         let mut out = Vec::with_capacity(self.examples.len());
@@ -216,14 +218,13 @@ impl Runner<'_> {
     /// decision; each point from `k` on that decides the same from it runs the same path, so it
     /// gets this outcome too.
     fn pass(&mut self, q: usize, lead: f32, k: usize) -> anyhow::Result<Answer> {
-        let (o, path, seen) =
-            (self.router).evaluate(self.lm, &self.examples[q], &self.opts, lead)?;
+        let r = (self.router).evaluate(self.lm, &self.examples[q], &self.opts, lead)?;
         self.passes += 1;
-        let answer = answer_of(&o, &self.opts);
-        let route = self.router.decisions(lead, &seen);
+        let answer = answer_of(&r.outcome, &self.opts);
+        let route = self.router.decisions(lead, &r.seen);
         for (slot, &b) in self.memo[q].iter_mut().zip(self.grid).skip(k) {
-            if slot.is_none() && self.router.decisions(b, &seen) == route {
-                *slot = Some((answer.clone(), path.len()));
+            if slot.is_none() && self.router.decisions(b, &r.seen) == route {
+                *slot = Some((answer.clone(), r.executions));
             }
         }
         Ok(answer)
@@ -305,7 +306,7 @@ pub fn run(a: Args) -> anyhow::Result<()> {
 }
 
 /// One point's losses against the full model, risk and p-value (`certified` is decided later).
-fn score(a: &Args, budget: f32, fulls: &[Answer], col: &[(Answer, usize)]) -> Point {
+fn score(a: &Args, budget: f32, fulls: &[Answer], col: &[(Answer, f64)]) -> Point {
     let n = fulls.len().max(1) as f64;
     let losses: Vec<f64> = fulls
         .iter()
@@ -314,7 +315,7 @@ fn score(a: &Args, budget: f32, fulls: &[Answer], col: &[(Answer, usize)]) -> Po
         .collect();
     Point {
         budget,
-        mean_layers: col.iter().map(|(_, l)| *l as f64).sum::<f64>() / n,
+        mean_layers: col.iter().map(|(_, l)| *l).sum::<f64>() / n,
         accuracy: col.iter().filter(|(r, _)| r.correct).count() as f64 / n,
         empirical_risk: a.risk.risk_of(&losses),
         p_value: a.risk.p_value(&losses, a.delta, a.epsilon),

@@ -37,8 +37,9 @@ pub struct ExampleResult {
     pub oracle_found: Option<bool>,
     /// Per layer: 0 skip, 1 execute, 2 repeat.
     pub decisions: Vec<u8>,
-    /// Layer executions per token under the routers (path positions).
-    pub path_len: usize,
+    /// Mean layer executions per token under the routers (path positions; for a token router
+    /// the token-layers run over the rows).
+    pub path_len: f64,
     pub static_tokens: usize,
     pub routed_tokens: usize,
     pub static_seconds: f64,
@@ -173,7 +174,7 @@ fn stats(group: &str, rs: &[&ExampleResult], layers: usize) -> GroupStats {
     let oracle: Vec<bool> = rs.iter().filter_map(|r| r.oracle_found).collect();
     let sum = |f: &dyn Fn(&ExampleResult) -> f64| rs.iter().map(|r| f(r)).sum::<f64>();
     let (st, rt) = (sum(&|r| r.static_seconds), sum(&|r| r.routed_seconds));
-    let mean_path_len = sum(&|r| r.path_len as f64) / n;
+    let mean_path_len = sum(&|r| r.path_len) / n;
     let u = uncertainty(rs);
     GroupStats {
         group: group.into(),

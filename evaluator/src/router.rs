@@ -1,8 +1,9 @@
-//! A router checkpoint of either kind, as `run`, `calibrate` and `serve` use it: Dr.LLM's
+//! A router checkpoint of any kind, as `run`, `calibrate` and `serve` use it: Dr.LLM's
 //! per-layer routers (`router_config.json` + `routers.safetensors`, knob: the budget p, static at
-//! 0.5) or a path menu (`path_menu.json`, knob: the gate's threshold τ, static at 1). Both route
-//! through one decision per layer, so every command runs either kind the same way; the knob's
-//! meaning is the only thing that differs.
+//! 0.5), a path menu (`path_menu.json`, knob: the gate's threshold τ, static at 1) or a token
+//! router (`token_router.json`, knob: the skip threshold τ, static at 1). The first two route
+//! through one decision per layer, the token router through a gate per token and layer; every
+//! command runs each kind the same way, and the knob's meaning is what differs.
 
 use std::path::Path;
 
@@ -11,8 +12,8 @@ use candle_core::Tensor;
 use drllm_contract::Example;
 use drllm_contract::RewardSettings;
 use drllm_core::router::{
-    evaluate_routed, Budget, PathMenu, RouterConfig, Routers, CHECKPOINT_FILE, MENU_FILE,
-    MENU_STATIC,
+    evaluate_routed, evaluate_tokens, Budget, GateInput, PathMenu, RouterConfig, Routers,
+    TokenRouter, CHECKPOINT_FILE, MENU_FILE, MENU_STATIC, TOKEN_FILE, TOKEN_STATIC, TOKEN_WEIGHTS,
 };
 use drllm_core::tasks::reward::{Outcome, RewardOptions};
 use drllm_engine::{LayerPath, LoadedModel};
@@ -21,6 +22,18 @@ use drllm_engine::{LayerPath, LoadedModel};
 pub enum Router {
     PerLayer { cfg: RouterConfig, routers: Routers },
     Menu(PathMenu),
+    Token(TokenRouter),
+}
+
+/// What one routed pass gave.
+pub struct Routing {
+    pub outcome: Outcome,
+    /// The layers run (the full path for a token router).
+    pub path: LayerPath,
+    /// What the router saw (see [`Seen`]).
+    pub seen: Seen,
+    /// Mean layer executions per token.
+    pub executions: f64,
 }
 
 /// What a routed pass observed at its decisions: the per-layer routers' probabilities, or the
@@ -32,6 +45,11 @@ impl Router {
     /// another model than `lm` (fingerprint, depth, width).
     pub fn load(dir: &Path, lm: &LoadedModel) -> anyhow::Result<Self> {
         let (layers, d) = (lm.model.num_layers(), lm.model.config().hidden_size);
+        if dir.join(TOKEN_FILE).is_file() {
+            let r = TokenRouter::load(dir)?;
+            r.cfg.header.check_model(dir, &lm.fingerprint, layers, d)?;
+            return Ok(Self::Token(r));
+        }
         if dir.join(MENU_FILE).is_file() {
             let menu = PathMenu::load(dir)?;
             menu.check_model(dir, &lm.fingerprint, layers, d)?;
@@ -47,6 +65,7 @@ impl Router {
         match self {
             Self::PerLayer { .. } => "per-layer",
             Self::Menu(_) => "path-menu",
+            Self::Token(_) => "token",
         }
     }
 
@@ -55,6 +74,7 @@ impl Router {
         match self {
             Self::PerLayer { .. } => Budget::STATIC.0,
             Self::Menu(_) => MENU_STATIC,
+            Self::Token(_) => TOKEN_STATIC,
         }
     }
 
@@ -63,6 +83,7 @@ impl Router {
         let (range, what) = match self {
             Self::PerLayer { .. } => (-1.0..=1.0, "a per-layer checkpoint's budget"),
             Self::Menu(_) => (0.0..=1.0, "a path menu's threshold τ"),
+            Self::Token(_) => (0.0..=1.0, "a token router's skip threshold τ"),
         };
         anyhow::ensure!(
             range.contains(&knob),
@@ -78,6 +99,7 @@ impl Router {
         match self {
             Self::PerLayer { cfg, .. } => cfg.check_prompts(dir, opts)?,
             Self::Menu(m) => m.check_prompts(dir, opts)?,
+            Self::Token(t) => t.cfg.header.check_prompts(dir, opts)?,
         }
         Ok(())
     }
@@ -87,6 +109,7 @@ impl Router {
         match self {
             Self::PerLayer { cfg, .. } => cfg.reward,
             Self::Menu(m) => m.reward,
+            Self::Token(t) => t.cfg.header.reward,
         }
     }
 
@@ -94,7 +117,7 @@ impl Router {
     pub fn windows(&self) -> usize {
         match self {
             Self::PerLayer { cfg, .. } => cfg.windows,
-            Self::Menu(_) => 0,
+            Self::Menu(_) | Self::Token(_) => 0,
         }
     }
 
@@ -114,6 +137,11 @@ impl Router {
                 Ok(Budget(knob).apply(r))
             }
             Self::Menu(m) => m.decide(knob, layer, x, seen),
+            Self::Token(_) => Err(drllm_engine::Error::from(candle_core::Error::Msg(
+                "a token router decides per token: `serve` does not run token routes yet \
+                 (use `evaluator run` or `calibrate`)"
+                    .into(),
+            ))),
         }
     }
 
@@ -129,29 +157,58 @@ impl Router {
                 Some(p) => (0..m.num_layers).map(|l| m.decision(p, knob, l)).collect(),
                 None => Vec::new(),
             },
+            // Contextual gates see the same state at every knob (the first layers always run),
+            // so their logits decide any knob's masks; own-input gates see states that depend
+            // on earlier decisions, so no two knobs share a pass.
+            Self::Token(t) => match t.cfg.gate_input {
+                GateInput::Contextual => {
+                    let cut = t.skip_cut(knob);
+                    seen.iter().flatten().map(|&l| u8::from(l >= cut)).collect()
+                }
+                GateInput::Own => knob.to_bits().to_le_bytes().to_vec(),
+            },
         }
     }
 
-    /// Routed inference of `ex` at `knob`: the outcome, the path and what the router saw.
+    /// Routed inference of `ex` at `knob`.
     pub fn evaluate(
         &self,
         lm: &LoadedModel,
         ex: &Example,
         opts: &RewardOptions,
         knob: f32,
-    ) -> anyhow::Result<(Outcome, LayerPath, Seen)> {
+    ) -> anyhow::Result<Routing> {
         let mut seen = Seen::new();
-        let (o, path) = evaluate_routed(lm, ex, opts, |layer, x| {
+        if let Self::Token(t) = self {
+            let kv = t.cfg.kv().map_err(anyhow::Error::msg)?;
+            let mut gate = t.gate(knob);
+            let outcome = evaluate_tokens(lm, ex, opts, kv, |layer, x| gate.decide(layer, x))?;
+            let executions = gate.ran as f64 / (gate.rows as f64 / lm.model.num_layers() as f64);
+            return Ok(Routing {
+                outcome,
+                path: LayerPath::full(lm.model.num_layers()),
+                seen: gate.logits().unwrap_or_default(),
+                executions,
+            });
+        }
+        let (outcome, path) = evaluate_routed(lm, ex, opts, |layer, x| {
             self.decide(knob, layer, x, &mut seen)
         })?;
-        Ok((o, path, seen))
+        Ok(Routing {
+            outcome,
+            executions: path.len() as f64,
+            path,
+            seen,
+        })
     }
 
     /// blake3 of the checkpoint's weights file (the routers' tensors, or the menu), which a
     /// certificate names.
     pub fn weights_hash(dir: &Path) -> anyhow::Result<String> {
-        let menu = dir.join(MENU_FILE);
-        let path = if menu.is_file() {
+        let (menu, token) = (dir.join(MENU_FILE), dir.join(TOKEN_WEIGHTS));
+        let path = if token.is_file() {
+            token
+        } else if menu.is_file() {
             menu
         } else {
             dir.join(CHECKPOINT_FILE)

@@ -197,7 +197,8 @@ impl Routed<'_> {
         let s = score_example(lm, ex, &LayerPath::full(lm.model.num_layers()), opts)?;
         let static_s = t.elapsed().as_secs_f64();
         let t = Instant::now();
-        let (r, path, _) = self.router.evaluate(lm, ex, opts, self.knob)?;
+        let routing = self.router.evaluate(lm, ex, opts, self.knob)?;
+        let (r, path) = (&routing.outcome, &routing.path);
         let routed_s = t.elapsed().as_secs_f64();
         let rows = prepare(lm, ex, opts)?.segments().rows();
         Ok(ExampleResult {
@@ -206,11 +207,11 @@ impl Routed<'_> {
             static_correct: s.correct,
             routed_correct: r.correct,
             static_answer: answer_of(&s, opts).answer,
-            routed_answer: answer_of(&r, opts).answer,
+            routed_answer: answer_of(r, opts).answer,
             static_pruned_correct: None,
             oracle_found,
             decisions: path.counts(),
-            path_len: path.len(),
+            path_len: routing.executions,
             static_tokens: rows + s.tokens_generated,
             routed_tokens: rows + r.tokens_generated,
             static_seconds: static_s,
@@ -231,7 +232,7 @@ fn static_pruned(
     results: &mut [ExampleResult],
 ) -> anyhow::Result<StaticPruned> {
     let layers = lm.model.num_layers();
-    let mean = results.iter().map(|r| r.path_len as f64).sum::<f64>() / results.len() as f64;
+    let mean = results.iter().map(|r| r.path_len).sum::<f64>() / results.len() as f64;
     let n = mean.round() as usize;
     let task = TaskArgs {
         limit: a.prune_limit,

@@ -3,9 +3,9 @@
 //! choice's continuation). The teacher is the full model on those rows; the student runs every
 //! layer on every row and mixes by the gates (`Model::run_mixed`, differentiable with
 //! `Ops::Autograd`), with hard decisions forward and the soft (Gumbel-sigmoid) gradient back.
-//! Loss = T²·KL(teacher ‖ student) on the scored rows (or all rows) + λ·mean execute probability
-//! + μ·(execute share − target)². Only the gates train; candle's autograd carries the gradient
-//! through the frozen layers.
+//! The loss is T²·KL(teacher ‖ student) on the scored rows (or all rows), plus λ times the mean
+//! execute probability, plus μ times the squared distance of the execute share from the target.
+//! Only the gates train; candle's autograd carries the gradient through the frozen layers.
 
 use candle_core::{DType, Tensor, D};
 use drllm_core::router::{GateInput, TokenRouter};
@@ -184,7 +184,9 @@ pub fn token_loss(
     let logits = model.head_with(&hidden.narrow(0, start, len)?, Ops::Autograd)?;
     let student = candle_nn::ops::log_softmax(&(logits / t)?, D::Minus1)?;
     let p_t = ex.teacher.exp()?;
-    let kl = (p_t * (&ex.teacher - student)?)?.sum(D::Minus1)?.mean_all()?;
+    let kl = (p_t * (&ex.teacher - student)?)?
+        .sum(D::Minus1)?
+        .mean_all()?;
     let kd = (kl * (t * t))?;
     let rows = ex.x.dim(0)?;
     let gates = Tensor::cat(&gates, 1)?; // [rows, G]

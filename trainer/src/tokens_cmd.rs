@@ -108,7 +108,9 @@ pub fn run(a: Args) -> anyhow::Result<()> {
         let r = TokenRouter::load(&a.out)
             .with_context(|| format!("--resume: reading {}", a.out.join(TOKEN_FILE).display()))?;
         let d = lm.model.config().hidden_size;
-        r.cfg.header.check_model(&a.out, &lm.fingerprint, layers, d)?;
+        r.cfg
+            .header
+            .check_model(&a.out, &lm.fingerprint, layers, d)?;
         let mut r = r;
         r.cfg.training.epochs = a.epochs;
         r

@@ -84,10 +84,18 @@ pub fn train_tokens(
                     .collect::<candle_core::Result<Vec<_>>>()?;
                 grads = Some(match grads {
                     None => g,
-                    Some(acc) => acc.iter().zip(&g).map(|(a, b)| a + b).collect::<candle_core::Result<_>>()?,
+                    Some(acc) => acc
+                        .iter()
+                        .zip(&g)
+                        .map(|(a, b)| a + b)
+                        .collect::<candle_core::Result<_>>()?,
                 });
                 let loss = parts.loss.to_scalar::<f32>()? as f64;
-                means = [means[0] + loss, means[1] + parts.kd, means[2] + parts.execute];
+                means = [
+                    means[0] + loss,
+                    means[1] + parts.kd,
+                    means[2] + parts.execute,
+                ];
             }
             let b = batch.len() as f64;
             let grads: Vec<Tensor> = grads
@@ -207,14 +215,18 @@ fn plot(
     let (kd_c, ex_c) = (RGBColor(33, 102, 172), RGBColor(214, 96, 77));
     chart
         .draw_series([PathElement::new(
-            rows.iter().map(|r| (r.step as f64, r.kd)).collect::<Vec<_>>(),
+            rows.iter()
+                .map(|r| (r.step as f64, r.kd))
+                .collect::<Vec<_>>(),
             kd_c,
         )])?
         .label("KD loss")
         .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 16, y)], kd_c));
     chart
         .draw_secondary_series([PathElement::new(
-            rows.iter().map(|r| (r.step as f64, r.execute)).collect::<Vec<_>>(),
+            rows.iter()
+                .map(|r| (r.step as f64, r.execute))
+                .collect::<Vec<_>>(),
             ex_c,
         )])?
         .label("execute share")

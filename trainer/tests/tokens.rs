@@ -89,7 +89,12 @@ fn running_every_token_distils_to_zero() {
 
 /// d loss / d (one entry of `var`) by central differences.
 fn numeric(var: &Var, at: usize, loss: &dyn Fn() -> f64) -> f64 {
-    let orig = var.as_tensor().flatten_all().unwrap().to_vec1::<f32>().unwrap();
+    let orig = var
+        .as_tensor()
+        .flatten_all()
+        .unwrap()
+        .to_vec1::<f32>()
+        .unwrap();
     let shape = var.as_tensor().shape().clone();
     let h = 1e-2f32;
     let eval = |delta: f32| {
@@ -145,8 +150,9 @@ fn on_the_default_model_running_every_token_distils_to_zero() {
     };
     let task = drllm_contract::RewardSettings::new(drllm_contract::RewardMode::ChoiceLoglik);
     let opts = drllm_core::tasks::reward::RewardOptions::resolve(&lm, &task).unwrap();
-    let data = drllm_tasks::load_dataset(&drllm_tasks::DatasetSpec::ArcEasy, "train", Some(2), false)
-        .unwrap();
+    let data =
+        drllm_tasks::load_dataset(&drllm_tasks::DatasetSpec::ArcEasy, "train", Some(2), false)
+            .unwrap();
     let router = TokenRouter::init(config(&lm.model, 4, GateInput::Contextual), 30.0).unwrap();
     for ex in &data.examples {
         let prep = drllm_core::tasks::reward::prepare(&lm, ex, &opts).unwrap();

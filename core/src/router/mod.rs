@@ -17,7 +17,8 @@ mod token;
 use candle_core::{Tensor, D};
 
 pub use checkpoint::{
-    CheckpointHeader, EpochMetrics, RouterConfig, RouterError, Targets, TrainingConfig, CHECKPOINT_FILE, CONFIG_FILE,
+    CheckpointHeader, EpochMetrics, RouterConfig, RouterError, Targets, TrainingConfig,
+    CHECKPOINT_FILE, CONFIG_FILE,
 };
 pub use gelu::gelu_tanh;
 /// The GELU numerics the trainer's fused gradient op shares.

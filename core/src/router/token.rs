@@ -160,17 +160,17 @@ impl TokenRouter {
     /// Fresh gates that run every token at first (output bias `run_bias`, a probability of
     /// sigmoid(run_bias) to run), initialised from the config's seed.
     pub fn init(cfg: TokenRouterConfig, run_bias: f32) -> drllm_engine::Result<Self> {
-        let (g, r, d) = (
-            cfg.routed(),
-            cfg.bottleneck,
-            cfg.header.model_hidden_size,
-        );
+        let (g, r, d) = (cfg.routed(), cfg.bottleneck, cfg.header.model_hidden_size);
         let mut rng = rand::rngs::StdRng::seed_from_u64(cfg.training.seed);
         let mut uniform = |shape: &[usize], fan_in: usize| -> drllm_engine::Result<Var> {
             let bound = 1.0 / (fan_in as f32).sqrt();
             let n = shape.iter().product();
             let v: Vec<f32> = (0..n).map(|_| rng.random_range(-bound..bound)).collect();
-            Ok(Var::from_tensor(&Tensor::from_vec(v, shape, &Device::Cpu)?)?)
+            Ok(Var::from_tensor(&Tensor::from_vec(
+                v,
+                shape,
+                &Device::Cpu,
+            )?)?)
         };
         let (w1, b1, w2) = (
             uniform(&[g, r, d], d)?,
@@ -257,7 +257,10 @@ impl TokenRouter {
         }
         cfg.kv().map_err(|e| invalid(&cfg_path, e))?;
         if cfg.keep_first >= cfg.header.num_layers {
-            return Err(invalid(&cfg_path, "keep_first leaves no layer to route".into()));
+            return Err(invalid(
+                &cfg_path,
+                "keep_first leaves no layer to route".into(),
+            ));
         }
         let file = dir.join(TOKEN_WEIGHTS);
         let tensors = candle_core::safetensors::load(&file, &Device::Cpu)
@@ -289,12 +292,17 @@ impl TokenRouter {
         })
     }
 
+    /// The run-logit below which a token skips at knob `tau`: it skips when 1 − sigmoid(logit)
+    /// > τ, i.e. logit < logit(1 − τ).
+    pub fn skip_cut(&self, tau: f32) -> f32 {
+        logit(1.0 - tau)
+    }
+
     /// A deterministic gate for a pass at knob `tau` (see the module doc).
     pub fn gate(&self, tau: f32) -> TokenGate<'_> {
         TokenGate {
             router: self,
-            // skip when 1 − sigmoid(logit) > τ, i.e. logit < logit(1 − τ).
-            cut: logit(1.0 - tau),
+            cut: self.skip_cut(tau),
             logits: None,
             ran: 0,
             rows: 0,
@@ -320,6 +328,12 @@ pub struct TokenGate<'a> {
 }
 
 impl TokenGate<'_> {
+    /// Contextual gates: every routed layer's run logits per row, once the pass has reached
+    /// them (what the gate saw, from which any knob's decisions follow).
+    pub fn logits(&self) -> Option<Vec<Vec<f32>>> {
+        self.logits.clone()
+    }
+
     /// The rows of `x` (the pass's state entering `layer`) that run it.
     pub fn decide(&mut self, layer: usize, x: &Tensor) -> drllm_engine::Result<Vec<bool>> {
         let cfg = &self.router.cfg;
