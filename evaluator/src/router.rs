@@ -52,11 +52,11 @@ impl Router {
         }
         if dir.join(MENU_FILE).is_file() {
             let menu = PathMenu::load(dir)?;
-            menu.check_model(dir, &lm.fingerprint, layers, d)?;
+            menu.header.check_model(dir, &lm.fingerprint, layers, d)?;
             return Ok(Self::Menu(menu));
         }
         let (cfg, routers) = RouterConfig::load(dir)?;
-        cfg.check_model(dir, &lm.fingerprint, layers, d)?;
+        cfg.header.check_model(dir, &lm.fingerprint, layers, d)?;
         Ok(Self::PerLayer { cfg, routers })
     }
 
@@ -97,8 +97,8 @@ impl Router {
     /// The training prompts' settings must be the run's.
     pub fn check_prompts(&self, dir: &Path, opts: &RewardSettings) -> anyhow::Result<()> {
         match self {
-            Self::PerLayer { cfg, .. } => cfg.check_prompts(dir, opts)?,
-            Self::Menu(m) => m.check_prompts(dir, opts)?,
+            Self::PerLayer { cfg, .. } => cfg.header.check_prompts(dir, opts)?,
+            Self::Menu(m) => m.header.check_prompts(dir, opts)?,
             Self::Token(t) => t.cfg.header.check_prompts(dir, opts)?,
         }
         Ok(())
@@ -107,8 +107,8 @@ impl Router {
     /// The reward settings the checkpoint was trained on, when known.
     pub fn reward(&self) -> Option<RewardSettings> {
         match self {
-            Self::PerLayer { cfg, .. } => cfg.reward,
-            Self::Menu(m) => m.reward,
+            Self::PerLayer { cfg, .. } => cfg.header.reward,
+            Self::Menu(m) => m.header.reward,
             Self::Token(t) => t.cfg.header.reward,
         }
     }
@@ -154,7 +154,9 @@ impl Router {
                 .map(|r| Budget(knob).apply([r[0], r[1], r[2]]))
                 .collect(),
             Self::Menu(m) => match seen.first() {
-                Some(p) => (0..m.num_layers).map(|l| m.decision(p, knob, l)).collect(),
+                Some(p) => (0..m.header.num_layers)
+                    .map(|l| m.decision(p, knob, l))
+                    .collect(),
                 None => Vec::new(),
             },
             // Contextual gates see the same state at every knob (the first layers always run),

@@ -215,7 +215,7 @@ fn run_writes_the_report_and_refuses_bad_checkpoints() {
     // Routers trained on generate/instruct prompts do not route choice-loglik prompts.
     let mut generate =
         RouterConfig::new("default", &lm.fingerprint, L, D, 8, drllm_tests::training());
-    generate.reward = Some(RewardSettings {
+    generate.header.reward = Some(RewardSettings {
         style: Some(PromptStyle::Instruct),
         ..RewardSettings::new(RewardMode::Generate)
     });

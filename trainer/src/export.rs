@@ -72,12 +72,15 @@ pub fn run(a: Args) -> anyhow::Result<()> {
             "drllm-routers-official-names".to_string(),
         ),
         ("num_windows".to_string(), cfg.windows.to_string()),
-        ("num_layers".to_string(), cfg.num_layers.to_string()),
-        ("hidden_size".to_string(), cfg.model_hidden_size.to_string()),
-        ("base_model".to_string(), cfg.base_model.clone()),
+        ("num_layers".to_string(), cfg.header.num_layers.to_string()),
+        (
+            "hidden_size".to_string(),
+            cfg.header.model_hidden_size.to_string(),
+        ),
+        ("base_model".to_string(), cfg.header.base_model.clone()),
         (
             "model_fingerprint".to_string(),
-            cfg.model_fingerprint.clone(),
+            cfg.header.model_fingerprint.clone(),
         ),
     ]);
     let bytes = safetensors::serialize(&named, Some(metadata))
@@ -86,7 +89,7 @@ pub fn run(a: Args) -> anyhow::Result<()> {
     eprintln!(
         "{}: {} routers ({} tensors, {:?}); set model.model.num_windows = {} in the official model",
         a.out.display(),
-        cfg.num_layers,
+        cfg.header.num_layers,
         named.len(),
         a.dtype,
         cfg.windows

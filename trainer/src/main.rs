@@ -225,7 +225,7 @@ fn checkpoint(
     let (layers, d) = (lm.model.num_layers(), lm.model.config().hidden_size);
     if a.resume {
         let (mut cfg, routers) = RouterConfig::load(&a.out)?;
-        cfg.check_model(&a.out, &lm.fingerprint, layers, d)?;
+        cfg.header.check_model(&a.out, &lm.fingerprint, layers, d)?;
         let mut same = cfg.training.clone();
         same.epochs = a.epochs;
         if same != training || cfg.windows != a.windows {
@@ -261,8 +261,8 @@ fn examples(
     let (kept, selection) = data::select(records, &filter)?;
     tracing::info!(?selection, "records selected");
     let reward = data::common_reward(lm, &kept)?;
-    cfg.reward = if resumed {
-        match (cfg.reward, reward) {
+    cfg.header.reward = if resumed {
+        match (cfg.header.reward, reward) {
             (Some(had), Some(now)) if had != now => bail!(
                 "{} was trained on records searched with {had:?}; these records were searched with {now:?}: resume with records of the same settings, or train a new checkpoint",
                 out.display()

@@ -15,7 +15,7 @@ use std::time::Instant;
 use anyhow::Context;
 use drllm_contract::Example;
 use drllm_core::cli::{ModelArgs, TaskArgs};
-use drllm_core::router::{MenuPath, PathMenu, MENU_FILE, MENU_FORMAT};
+use drllm_core::router::{CheckpointHeader, MenuPath, PathMenu, MENU_FILE, MENU_FORMAT};
 use drllm_core::search::{agrees, PathJudge};
 use drllm_core::tasks::reward::RewardOptions;
 use drllm_engine::{LayerPath, LoadedModel};
@@ -305,11 +305,13 @@ fn fit(
     }
     Ok(PathMenu {
         format: MENU_FORMAT,
-        base_model: a.model.model.clone(),
-        model_fingerprint: lm.fingerprint.clone(),
-        num_layers: lm.model.num_layers(),
-        model_hidden_size: d,
-        reward: Some(a.task.reward_options(lm)?.settings()),
+        header: CheckpointHeader {
+            base_model: a.model.model.clone(),
+            model_fingerprint: lm.fingerprint.clone(),
+            num_layers: lm.model.num_layers(),
+            model_hidden_size: d,
+            reward: Some(a.task.reward_options(lm)?.settings()),
+        },
         gate_layer: gate,
         agree_fraction: a.agree_fraction,
         mean,

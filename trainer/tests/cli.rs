@@ -87,9 +87,9 @@ fn trains_resumes_and_refuses_bad_inputs() {
     let (cfg, routers) = RouterConfig::load(&out).unwrap();
     assert_eq!(
         (
-            cfg.model_fingerprint.as_str(),
-            cfg.num_layers,
-            cfg.model_hidden_size
+            cfg.header.model_fingerprint.as_str(),
+            cfg.header.num_layers,
+            cfg.header.model_hidden_size
         ),
         (fp.as_str(), 30, 576)
     );
@@ -115,7 +115,7 @@ fn trains_resumes_and_refuses_bad_inputs() {
     );
     let (cfg, _) = RouterConfig::load(&out).unwrap();
     assert_eq!(
-        cfg.reward.map(|r| r.mode),
+        cfg.header.reward.map(|r| r.mode),
         Some(RewardMode::ChoiceLoglik),
         "the records' common reward settings are recorded"
     );

@@ -138,9 +138,11 @@ fn routers_learn_input_dependent_decisions_and_cached_runs_are_identical() {
     let (loaded, routers) = RouterConfig::load(&dir.path().join("a")).unwrap();
     assert_eq!(routers.num_layers(), 4);
     loaded
+        .header
         .check_model(&dir.path().join("a"), "tiny", 4, 64)
         .unwrap();
     let e = loaded
+        .header
         .check_model(&dir.path().join("a"), "other", 4, 64)
         .unwrap_err();
     assert!(e.to_string().contains("was trained on model tiny"), "{e}");

@@ -97,7 +97,7 @@ fn describe(r: &RewardSettings) -> String {
 
 /// Refuses to route prompts other than the ones a checkpoint was trained on (`trained`): another
 /// reward mode or prompt style (`opts` is the evaluation's, resolved on the model).
-pub(super) fn check_prompt_settings(
+fn check_prompt_settings(
     dir: &Path,
     trained: Option<RewardSettings>,
     opts: &RewardSettings,
@@ -115,7 +115,7 @@ pub(super) fn check_prompt_settings(
 
 /// Refuses a model other than a checkpoint's: `ckpt` is its (base model spec, fingerprint),
 /// `shape` its (layers, width); the rest are the loaded model's.
-pub(super) fn check_model_identity(
+fn check_model_identity(
     dir: &Path,
     ckpt: (&String, &str),
     shape: (usize, usize),
@@ -254,25 +254,17 @@ pub struct EpochMetrics {
 pub struct RouterConfig {
     /// Version of the checkpoint format; this release reads only its own.
     pub format: u32,
-    /// The base model's spec, as the user named it.
-    pub base_model: String,
-    /// blake3 of the base model's weight files ([`drllm_engine::LoadedModel::fingerprint`]).
-    pub model_fingerprint: String,
-    /// The base model's layer count `L` (one router each).
-    pub num_layers: usize,
-    /// The base model's hidden width `d` (the routers' input width).
-    pub model_hidden_size: usize,
+    /// The model (one router per layer, each as wide as its hidden state) and the training
+    /// records' prompt settings, when all records agree (`None` for checkpoints from before
+    /// that field).
+    #[serde(flatten)]
+    pub header: CheckpointHeader,
     /// Prompt windows each router averages over.
     pub windows: usize,
     /// Width of a router's hidden layer ([`HIDDEN`]).
     pub router_hidden_size: usize,
     /// How the routers were trained.
     pub training: TrainingConfig,
-    /// How the training records' prompts were made (reward mode and prompt style decide the
-    /// tokens the routers read), when all records agree; `None` for checkpoints from before this
-    /// field. Routed evaluation refuses other prompts.
-    #[serde(default)]
-    pub reward: Option<RewardSettings>,
     /// Target decisions in the training split: skip, execute, repeat.
     pub class_counts: [u64; 3],
     /// The loss's class weights (skip, execute, repeat), from `class_counts`.
@@ -300,14 +292,16 @@ impl RouterConfig {
     ) -> Self {
         Self {
             format: FORMAT,
-            base_model: base_model.into(),
-            model_fingerprint: model_fingerprint.into(),
-            num_layers,
-            model_hidden_size,
+            header: CheckpointHeader {
+                base_model: base_model.into(),
+                model_fingerprint: model_fingerprint.into(),
+                num_layers,
+                model_hidden_size,
+                reward: None,
+            },
             windows,
             router_hidden_size: HIDDEN,
             training,
-            reward: None,
             class_counts: [0; 3],
             class_weights: [0.0; 3],
             train_examples: 0,
@@ -315,25 +309,6 @@ impl RouterConfig {
             steps_done: 0,
             history: Vec::new(),
         }
-    }
-
-    /// Refuses to route prompts other than the ones the routers were trained on: another reward
-    /// mode or prompt style (`opts` is the evaluation's, resolved on the model).
-    pub fn check_prompts(&self, dir: &Path, opts: &RewardSettings) -> Result<(), RouterError> {
-        check_prompt_settings(dir, self.reward, opts)
-    }
-
-    /// Refuses a model other than the checkpoint's.
-    pub fn check_model(
-        &self,
-        dir: &Path,
-        fingerprint: &str,
-        layers: usize,
-        d: usize,
-    ) -> Result<(), RouterError> {
-        let ckpt = (&self.base_model, self.model_fingerprint.as_str());
-        let shape = (self.num_layers, self.model_hidden_size);
-        check_model_identity(dir, ckpt, shape, fingerprint, layers, d)
     }
 
     /// Writes both files into `dir`, each atomically ([`drllm_records::atomic`]), the config last: a
@@ -392,8 +367,12 @@ impl RouterConfig {
         let ckpt = need(CHECKPOINT_FILE)?;
         let tensors = candle_core::safetensors::load(&ckpt, &candle_core::Device::Cpu)
             .map_err(|e| invalid(&ckpt, e.to_string()))?;
-        let routers = Routers::from_named(&tensors, cfg.num_layers, cfg.model_hidden_size)
-            .map_err(|e| invalid(&ckpt, e))?;
+        let routers = Routers::from_named(
+            &tensors,
+            cfg.header.num_layers,
+            cfg.header.model_hidden_size,
+        )
+        .map_err(|e| invalid(&ckpt, e))?;
         Ok((cfg, routers))
     }
 }

@@ -16,9 +16,8 @@ use std::path::Path;
 use candle_core::{DType, Tensor, D};
 use serde::{Deserialize, Serialize};
 
-use super::checkpoint::{check_model_identity, check_prompt_settings, RouterError};
+use super::checkpoint::{CheckpointHeader, RouterError};
 use super::EXECUTE;
-use drllm_contract::RewardSettings;
 use drllm_records::atomic::write_atomically;
 
 /// File name of a path-menu checkpoint inside its folder.
@@ -52,16 +51,9 @@ pub struct MenuPath {
 pub struct PathMenu {
     /// Checkpoint format; this release reads only its own.
     pub format: u32,
-    /// The base model's spec, as the user named it.
-    pub base_model: String,
-    /// blake3 of the base model's weight files.
-    pub model_fingerprint: String,
-    /// The base model's layer count.
-    pub num_layers: usize,
-    /// The base model's hidden width (the gate's input width).
-    pub model_hidden_size: usize,
-    /// How the gate's training prompts were made; routing refuses other prompts.
-    pub reward: Option<RewardSettings>,
+    /// The model (the gate reads its hidden state) and the gate's training prompts.
+    #[serde(flatten)]
+    pub header: CheckpointHeader,
     /// The gate reads the hidden state entering this layer; every path runs the layers before it.
     pub gate_layer: usize,
     /// "Keeps the answer": the same pick with at least this share of the full model's margin.
@@ -144,32 +136,14 @@ impl PathMenu {
         Ok(self.decision(&seen[0], tau, layer))
     }
 
-    /// Refuses a model other than the checkpoint's.
-    pub fn check_model(
-        &self,
-        dir: &Path,
-        fingerprint: &str,
-        layers: usize,
-        d: usize,
-    ) -> Result<(), RouterError> {
-        let ckpt = (&self.base_model, self.model_fingerprint.as_str());
-        let shape = (self.num_layers, self.model_hidden_size);
-        check_model_identity(dir, ckpt, shape, fingerprint, layers, d)
-    }
-
-    /// Refuses prompts of another reward mode or style than the gate's training prompts.
-    pub fn check_prompts(&self, dir: &Path, opts: &RewardSettings) -> Result<(), RouterError> {
-        check_prompt_settings(dir, self.reward, opts)
-    }
-
     /// Checks that the menu can route: shapes agree, the first path is the full path, and every
     /// path runs the layers before the gate once.
     fn validate(&self) -> Result<(), String> {
-        let full: Vec<u16> = (0..self.num_layers as u16).collect();
+        let full: Vec<u16> = (0..self.header.num_layers as u16).collect();
         if self.paths.first().map(|p| &p.layers) != Some(&full) {
             return Err("the first path must be the full path".into());
         }
-        let d = self.model_hidden_size;
+        let d = self.header.model_hidden_size;
         if self.mean.len() != d || self.scale.len() != d {
             return Err(format!("the gate's standardization is not {d} wide"));
         }
@@ -179,12 +153,14 @@ impl PathMenu {
                 return Err(format!("path {}: gate weights are not {d} wide", p.name));
             }
             if !p.layers.starts_with(&head)
-                || p.layers.iter().any(|&l| l as usize >= self.num_layers)
+                || p.layers
+                    .iter()
+                    .any(|&l| l as usize >= self.header.num_layers)
             {
                 return Err(format!(
                     "path {}: must run layers 0..{} once (the gate reads layer {}) and only \
                      layers below {}",
-                    p.name, self.gate_layer, self.gate_layer, self.num_layers
+                    p.name, self.gate_layer, self.gate_layer, self.header.num_layers
                 ));
             }
         }
@@ -241,11 +217,13 @@ mod tests {
     fn menu() -> PathMenu {
         PathMenu {
             format: MENU_FORMAT,
-            base_model: "m".into(),
-            model_fingerprint: "f".into(),
-            num_layers: 6,
-            model_hidden_size: 2,
-            reward: None,
+            header: CheckpointHeader {
+                base_model: "m".into(),
+                model_fingerprint: "f".into(),
+                num_layers: 6,
+                model_hidden_size: 2,
+                reward: None,
+            },
             gate_layer: 2,
             agree_fraction: 0.5,
             mean: vec![0.0, 0.0],

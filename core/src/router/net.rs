@@ -32,7 +32,7 @@ pub struct Routers {
 }
 
 /// PyTorch's `nn.Linear` initialisation, seeded: weights and biases uniform in ±1/√fan_in.
-fn uniform(rng: &mut rand::rngs::StdRng, shape: &[usize], fan_in: usize) -> Result<Var> {
+pub(super) fn uniform(rng: &mut rand::rngs::StdRng, shape: &[usize], fan_in: usize) -> Result<Var> {
     let bound = 1.0 / (fan_in as f32).sqrt();
     let n = shape.iter().product();
     let v: Vec<f32> = (0..n).map(|_| rng.random_range(-bound..bound)).collect();

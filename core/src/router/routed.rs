@@ -6,7 +6,7 @@
 
 use candle_core::Tensor;
 
-use crate::tasks::reward::{prepare, Outcome, RewardOptions, Scoring};
+use crate::tasks::reward::{prepare, Outcome, Prepared, RewardOptions, Scoring};
 use crate::Result;
 use drllm_contract::Example;
 use drllm_engine::exec::Route;
@@ -22,16 +22,21 @@ pub fn evaluate_routed(
 ) -> Result<(Outcome, LayerPath)> {
     let prep = prepare(lm, ex, opts)?;
     let t = prep.prompt_ids.len();
-    let mut slots = Vec::with_capacity(lm.model.num_layers());
     let mut decide_prompt = |layer: usize, x: &Tensor| decide(layer, &x.narrow(0, 0, t)?);
-    let route = Route::Decide(&mut decide_prompt);
+    run_and_score(lm, ex, opts, &prep, Route::Decide(&mut decide_prompt))
+}
+
+/// Runs `prep`'s rows along `route` and scores the example from where the pass ends.
+fn run_and_score(
+    lm: &LoadedModel,
+    ex: &Example,
+    opts: &RewardOptions,
+    prep: &Prepared,
+    route: Route<'_>,
+) -> Result<(Outcome, LayerPath)> {
+    let mut slots = Vec::with_capacity(lm.model.num_layers());
     let pass = (lm.model).run_path(prep.embed(lm)?, prep.rows(&mut slots), route, |_, _, _| ())?;
-    let scoring = Scoring {
-        lm,
-        ex,
-        prep: &prep,
-        opts,
-    };
+    let scoring = Scoring { lm, ex, prep, opts };
     let (o, _) = scoring.finish(&pass.path, &pass.hidden, slots)?;
     Ok((o, pass.path))
 }
@@ -56,17 +61,9 @@ pub fn evaluate_tokens(
                 .into(),
         });
     }
-    let mut slots = Vec::with_capacity(lm.model.num_layers());
     let route = Route::Tokens {
         gate: &mut gate,
         kv,
     };
-    let pass = (lm.model).run_path(prep.embed(lm)?, prep.rows(&mut slots), route, |_, _, _| ())?;
-    let scoring = Scoring {
-        lm,
-        ex,
-        prep: &prep,
-        opts,
-    };
-    Ok(scoring.finish(&pass.path, &pass.hidden, slots)?.0)
+    Ok(run_and_score(lm, ex, opts, &prep, route)?.0)
 }

@@ -16,10 +16,11 @@ use std::collections::HashMap;
 use std::path::Path;
 
 use candle_core::{DType, Device, Tensor, Var, D};
-use rand::{Rng, SeedableRng};
+use rand::SeedableRng;
 use serde::{Deserialize, Serialize};
 
 use super::checkpoint::{CheckpointHeader, RouterError};
+use super::net::uniform;
 use drllm_engine::SkippedKv;
 use drllm_records::atomic::write_atomically;
 
@@ -162,20 +163,10 @@ impl TokenRouter {
     pub fn init(cfg: TokenRouterConfig, run_bias: f32) -> drllm_engine::Result<Self> {
         let (g, r, d) = (cfg.routed(), cfg.bottleneck, cfg.header.model_hidden_size);
         let mut rng = rand::rngs::StdRng::seed_from_u64(cfg.training.seed);
-        let mut uniform = |shape: &[usize], fan_in: usize| -> drllm_engine::Result<Var> {
-            let bound = 1.0 / (fan_in as f32).sqrt();
-            let n = shape.iter().product();
-            let v: Vec<f32> = (0..n).map(|_| rng.random_range(-bound..bound)).collect();
-            Ok(Var::from_tensor(&Tensor::from_vec(
-                v,
-                shape,
-                &Device::Cpu,
-            )?)?)
-        };
         let (w1, b1, w2) = (
-            uniform(&[g, r, d], d)?,
-            uniform(&[g, r], d)?,
-            uniform(&[g, r], r)?,
+            uniform(&mut rng, &[g, r, d], d)?,
+            uniform(&mut rng, &[g, r], d)?,
+            uniform(&mut rng, &[g, r], r)?,
         );
         let b2 = Var::from_tensor(&Tensor::full(run_bias, g, &Device::Cpu)?)?;
         Ok(Self {
