@@ -78,12 +78,37 @@ pub fn greedy_observed(
     cache: &mut PathCache,
     last_logits: &Tensor,
     max_new_tokens: usize,
+    stop: impl FnMut(&[u32]) -> bool,
+    observe: impl FnMut(&Tensor, u32) -> Result<()>,
+) -> Result<Generation> {
+    let path = cache.path().clone();
+    let feed = |cache: &mut PathCache, next: u32, pos: usize| {
+        model.forward(&[next], &path, cache, pos, Logits::Last)
+    };
+    greedy_fed(
+        model,
+        cache,
+        last_logits,
+        max_new_tokens,
+        stop,
+        observe,
+        feed,
+    )
+}
+
+/// [`greedy_observed`] where `feed(cache, token, position)` runs each picked token and returns
+/// its logits (`[1, vocab]`): a token route decides every new token's layers itself.
+pub fn greedy_fed(
+    model: &Model,
+    cache: &mut PathCache,
+    last_logits: &Tensor,
+    max_new_tokens: usize,
     mut stop: impl FnMut(&[u32]) -> bool,
     mut observe: impl FnMut(&Tensor, u32) -> Result<()>,
+    mut feed: impl FnMut(&mut PathCache, u32, usize) -> Result<Tensor>,
 ) -> Result<Generation> {
     let eos = &model.config().eos_token_ids;
     let max_ctx = model.config().max_position_embeddings;
-    let path = cache.path().clone();
     let mut tokens = Vec::new();
     let mut logits = last_logits.clone();
     loop {
@@ -121,6 +146,6 @@ pub fn greedy_observed(
                 stop: StopReason::ContextFull,
             });
         }
-        logits = model.forward(&[next], &path, cache, pos, Logits::Last)?;
+        logits = feed(cache, next, pos)?;
     }
 }

@@ -35,7 +35,9 @@ pub use config::{Arch, ModelConfig};
 pub use device::{DeviceError, DeviceSpec};
 pub use error::{Error, Result};
 pub use exec::{Pass, Route, Rows};
-pub use generate::{argmax, greedy, greedy_continue, greedy_observed, Generation, StopReason};
+pub use generate::{
+    argmax, greedy, greedy_continue, greedy_fed, greedy_observed, Generation, StopReason,
+};
 pub use layer::Ops;
 pub use linear::{batched_int8_available, KernelPolicy, WeightBytes};
 pub use loader::{load, resolve, LoadedModel, ModelLocation, DEFAULT_MODEL};

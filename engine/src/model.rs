@@ -416,6 +416,24 @@ impl Model {
         self.head(&rows)
     }
 
+    /// Runs `ids` (positions `start ..`) along a token route, using and extending `cache` (built
+    /// for the full path); returns the logits of the last position (`[1, vocab]`).
+    pub fn forward_tokens(
+        &self,
+        ids: &[u32],
+        cache: &mut PathCache,
+        start: usize,
+        gate: &mut dyn FnMut(usize, &Tensor) -> Result<Vec<bool>>,
+        kv: SkippedKv,
+    ) -> Result<Tensor> {
+        let rows = Rows::Cached { cache, start };
+        let route = Route::Tokens { gate, kv };
+        let x = self
+            .run_path(self.embed(ids)?, rows, route, |_, _, _| ())?
+            .hidden;
+        self.head(&x.narrow(0, ids.len() - 1, 1)?)
+    }
+
     /// Like [`Model::forward`], but returns the hidden states after the last path position
     /// (`[ids, hidden]`, before the final norm), for callers that apply [`Model::head`] to rows
     /// gathered from several calls at once.

@@ -17,6 +17,7 @@ mod router;
 mod run;
 mod serve;
 mod stats;
+mod token_usage;
 
 use clap::{Parser, Subcommand};
 
@@ -69,6 +70,10 @@ enum Command {
     /// Write the model's tokenizer as a Hugging Face tokenizer folder (tokenizer.json,
     /// tokenizer_config.json) for tools such as lm-eval-harness; needs no network.
     ExportTokenizer(ExportTokenizerArgs),
+    /// Where a token router spends compute: mean layers run per token category (shared prefix,
+    /// punctuation, stop words, rare and high-loss tokens, the choices, the last
+    /// prompt token) and the token-layers saved after the shared prefix; usage.json/.md/.svg
+    TokenUsage(token_usage::Args),
 }
 
 #[derive(clap::Args, Debug)]
@@ -103,5 +108,6 @@ fn main() -> anyhow::Result<std::process::ExitCode> {
         Command::ExportTokenizer(a) => {
             export_tokenizer(a).map(|()| std::process::ExitCode::SUCCESS)
         }
+        Command::TokenUsage(a) => token_usage::run(a).map(|()| std::process::ExitCode::SUCCESS),
     }
 }

@@ -138,8 +138,7 @@ impl Router {
             }
             Self::Menu(m) => m.decide(knob, layer, x, seen),
             Self::Token(_) => Err(drllm_engine::Error::from(candle_core::Error::Msg(
-                "a token router decides per token: `serve` does not run token routes yet \
-                 (use `evaluator run` or `calibrate`)"
+                "a token router decides per token, not per layer: run it through a token route"
                     .into(),
             ))),
         }
@@ -182,9 +181,8 @@ impl Router {
     ) -> anyhow::Result<Routing> {
         let mut seen = Seen::new();
         if let Self::Token(t) = self {
-            let kv = t.cfg.kv().map_err(anyhow::Error::msg)?;
             let mut gate = t.gate(knob);
-            let outcome = evaluate_tokens(lm, ex, opts, kv, |layer, x| gate.decide(layer, x))?;
+            let outcome = evaluate_tokens(lm, ex, opts, t.kv(), |layer, x| gate.decide(layer, x))?;
             let executions = gate.ran as f64 / (gate.rows as f64 / lm.model.num_layers() as f64);
             return Ok(Routing {
                 outcome,

@@ -318,3 +318,80 @@ fn routed_serving_runs_and_reports_the_routers_path() {
     let status = drllm_tests::wait_timeout(&mut srv.child, Duration::from_secs(30));
     assert!(status.success(), "{status}");
 }
+
+#[test]
+fn token_routed_serving_runs_the_token_route_at_prefill_and_decode() {
+    use drllm_core::router::{GateInput, TokenRouter};
+    use drllm_engine::exec::{Route, Rows};
+    use drllm_engine::layer::Segments;
+    let Some(lm) = model() else { return };
+    let dir = tempfile::tempdir().unwrap();
+    let ckpt = dir.path().join("random");
+    let mut cfg =
+        drllm_tests::token_router_config(&lm.fingerprint, L, D_MODEL, 4, GateInput::Contextual);
+    cfg.random_skip = Some(0.3);
+    let router = TokenRouter::init(cfg, 4.0).unwrap();
+    router.save(&ckpt).unwrap();
+    let srv = Server::start(&["--routers", ckpt.to_str().unwrap(), "--budget", "0.5"]);
+    let ids = lm
+        .tokenizer
+        .encode("Question: Which gas do plants take in?\nAnswer:", true)
+        .unwrap();
+    let v = srv.complete(json!({"prompt": ids, "max_tokens": 4, "echo": true, "logprobs": 0}));
+    let c = &v["choices"][0];
+
+    // The engine's token route on the prompt, then greedy decoding with each token's own gates.
+    let model = &lm.model;
+    let t = ids.len();
+    let segs = Segments {
+        ctx: t,
+        conts: Vec::new(),
+    };
+    let mut slots = Vec::new();
+    let mut gate = router.gate(0.5);
+    let mut decide = |l: usize, x: &candle_core::Tensor| gate.decide(l, x);
+    let route = Route::Tokens {
+        gate: &mut decide,
+        kv: router.kv(),
+    };
+    let rows = Rows::Fused {
+        segs: &segs,
+        slots: &mut slots,
+    };
+    let pass = model
+        .run_path(model.embed(&ids).unwrap(), rows, route, |_, _, _| ())
+        .unwrap();
+    let mut ran = gate.ran;
+    assert!(ran < (t * L) as u64, "the control skips token-layers");
+    let logits = model.head(&pass.hidden).unwrap();
+    let lp = candle_nn::ops::log_softmax(&logits, D::Minus1)
+        .unwrap()
+        .to_vec2::<f32>()
+        .unwrap();
+    let got = floats(&c["logprobs"]["token_logprobs"]);
+    for i in 1..t {
+        let want = lp[i - 1][ids[i] as usize] as f64;
+        assert!(
+            (got[i].unwrap() - want).abs() < 2e-3,
+            "{i}: {:?} vs {want}",
+            got[i]
+        );
+    }
+    let mut cache = PathCache::from_slots(&LayerPath::full(L), slots, t).unwrap();
+    let last = logits.narrow(0, t - 1, 1).unwrap();
+    let feed = |cache: &mut PathCache, next: u32, pos: usize| {
+        let mut gate = router.gate(0.5);
+        let mut decide = |l: usize, x: &candle_core::Tensor| gate.decide(l, x);
+        let logits = model.forward_tokens(&[next], cache, pos, &mut decide, router.kv());
+        ran += gate.ran;
+        logits
+    };
+    let g = drllm_engine::greedy_fed(model, &mut cache, &last, 4, |_| false, |_, _| Ok(()), feed)
+        .unwrap();
+    let text = c["text"].as_str().unwrap();
+    assert!(
+        text.ends_with(&lm.tokenizer.decode(&g.tokens).unwrap()),
+        "{c}"
+    );
+    assert_eq!(c["drllm"]["layer_executions"], ran, "{c}");
+}

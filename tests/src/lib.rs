@@ -499,3 +499,47 @@ pub fn training() -> drllm_core::router::TrainingConfig {
 }
 
 pub use drllm_engine::testing::python_has;
+
+/// A token router configuration for tests: `keep_first` layers kept, `gate_input` gates of
+/// width 8, masked skipped keys, untrained (callers set what their test needs).
+pub fn token_router_config(
+    fingerprint: &str,
+    layers: usize,
+    d: usize,
+    keep_first: usize,
+    gate_input: drllm_core::router::GateInput,
+) -> drllm_core::router::TokenRouterConfig {
+    use drllm_core::router::{CheckpointHeader, TokenRouterConfig, TokenTraining, TOKEN_FORMAT};
+    TokenRouterConfig {
+        format: TOKEN_FORMAT,
+        header: CheckpointHeader {
+            base_model: "default".into(),
+            model_fingerprint: fingerprint.into(),
+            num_layers: layers,
+            model_hidden_size: d,
+            reward: None,
+        },
+        keep_first,
+        gate_input,
+        bottleneck: 8,
+        skipped_kv: "mask".into(),
+        training: TokenTraining {
+            target: 0.5,
+            lambda: 0.1,
+            mu: 1.0,
+            kd_temperature: 2.0,
+            kd_all_rows: true,
+            tau_start: 1.0,
+            tau_end: 1.0,
+            lr: 1e-3,
+            batch_size: 1,
+            epochs: 1,
+            seed: 3,
+            prompts: String::new(),
+        },
+        steps_done: 0,
+        history: Vec::new(),
+        training_questions: Vec::new(),
+        random_skip: None,
+    }
+}

@@ -79,6 +79,11 @@ pub struct Args {
     save_every: usize,
     #[arg(long, default_value_t = 0)]
     seed: u64,
+    /// Write a random control instead of training: every token skips each routed layer with
+    /// this probability (a hash of its state), to compare a trained router with chance at the
+    /// same compute. Nothing is trained.
+    #[arg(long)]
+    random_skip: Option<f64>,
 }
 
 pub fn run(a: Args) -> anyhow::Result<()> {
@@ -104,6 +109,19 @@ pub fn run(a: Args) -> anyhow::Result<()> {
     );
     let opts = a.task.reward_options(&lm)?;
     let examples = a.task.examples(&a.split)?;
+    if let Some(p) = a.random_skip {
+        anyhow::ensure!(
+            (0.0..=1.0).contains(&p),
+            "--random-skip {p} must be in [0, 1]"
+        );
+        let mut cfg = config(&a, &lm, &opts.settings(), &examples);
+        cfg.random_skip = Some(p);
+        cfg.training.epochs = 0;
+        cfg.training_questions.clear();
+        TokenRouter::init(cfg, 4.0)?.save(&a.out)?;
+        println!("{}", serde_json::json!({"out": a.out, "random_skip": p}));
+        return Ok(());
+    }
     let mut router = if a.resume {
         let r = TokenRouter::load(&a.out)
             .with_context(|| format!("--resume: reading {}", a.out.join(TOKEN_FILE).display()))?;
@@ -201,5 +219,6 @@ fn config(
         steps_done: 0,
         history: Vec::new(),
         training_questions: examples.iter().map(|e| e.id.clone()).collect(),
+        random_skip: None,
     }
 }

@@ -4,9 +4,7 @@
 //! run on the default model writes a checkpoint that loads, resumes and routes.
 
 use candle_core::{DType, Tensor, Var};
-use drllm_core::router::{
-    CheckpointHeader, GateInput, TokenRouter, TokenRouterConfig, TokenTraining, TOKEN_FORMAT,
-};
+use drllm_core::router::{GateInput, TokenRouter, TokenRouterConfig};
 use drllm_engine::testing::{ids, Tiny};
 use drllm_engine::{LoadOptions, Model, RowMeta, Rows, SkippedKv};
 use drllm_trainer::tokens::{token_loss, LossSettings, TokenExample};
@@ -21,37 +19,8 @@ fn tiny_model() -> (tempfile::TempDir, Model) {
 }
 
 fn config(model: &Model, keep_first: usize, gate_input: GateInput) -> TokenRouterConfig {
-    TokenRouterConfig {
-        format: TOKEN_FORMAT,
-        header: CheckpointHeader {
-            base_model: "tiny".into(),
-            model_fingerprint: "f".into(),
-            num_layers: model.num_layers(),
-            model_hidden_size: model.config().hidden_size,
-            reward: None,
-        },
-        keep_first,
-        gate_input,
-        bottleneck: 8,
-        skipped_kv: "mask".into(),
-        training: TokenTraining {
-            target: 0.5,
-            lambda: 0.1,
-            mu: 1.0,
-            kd_temperature: 2.0,
-            kd_all_rows: true,
-            tau_start: 1.0,
-            tau_end: 1.0,
-            lr: 1e-3,
-            batch_size: 1,
-            epochs: 1,
-            seed: 3,
-            prompts: String::new(),
-        },
-        steps_done: 0,
-        history: Vec::new(),
-        training_questions: Vec::new(),
-    }
+    let (layers, d) = (model.num_layers(), model.config().hidden_size);
+    drllm_tests::token_router_config("f", layers, d, keep_first, gate_input)
 }
 
 fn example(model: &Model, n: usize) -> TokenExample {

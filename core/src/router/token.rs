@@ -126,6 +126,11 @@ pub struct TokenRouterConfig {
     pub history: Vec<TokenEpoch>,
     /// Ids of the questions the gates were trained on: calibration leaves them out.
     pub training_questions: Vec<String>,
+    /// A control, not a router: below the static knob every token skips each routed layer with
+    /// this probability, by a hash of its state entering `keep_first` (the gates are unused).
+    /// It says whether a trained router beats chance at the same compute.
+    #[serde(default)]
+    pub random_skip: Option<f64>,
 }
 
 impl TokenRouterConfig {
@@ -176,6 +181,11 @@ impl TokenRouter {
             w2,
             b2,
         })
+    }
+
+    /// What later tokens read of a skipped one (checked when the router was built or loaded).
+    pub fn kv(&self) -> SkippedKv {
+        self.cfg.kv().unwrap_or_default()
     }
 
     /// The trainable weights (for the optimizer), in checkpoint order.
@@ -336,17 +346,50 @@ impl TokenGate<'_> {
         }
         let g = layer - cfg.keep_first;
         let row = match cfg.gate_input {
-            GateInput::Contextual => {
+            _ if cfg.random_skip.is_some() || cfg.gate_input == GateInput::Contextual => {
                 if self.logits.is_none() {
-                    let all = self.router.logits(x, 0..cfg.routed())?;
-                    self.logits = Some(all.t()?.contiguous()?.to_vec2::<f32>()?);
+                    self.logits = Some(match cfg.random_skip {
+                        Some(p) => random_logits(x, cfg.routed(), p)?,
+                        None => {
+                            let all = self.router.logits(x, 0..cfg.routed())?;
+                            all.t()?.contiguous()?.to_vec2::<f32>()?
+                        }
+                    });
                 }
                 self.logits.as_ref().expect("just set")[g].clone()
             }
-            GateInput::Own => self.router.logits(x, g..g + 1)?.flatten_all()?.to_vec1()?,
+            GateInput::Own | GateInput::Contextual => {
+                self.router.logits(x, g..g + 1)?.flatten_all()?.to_vec1()?
+            }
         };
         let run: Vec<bool> = row.iter().map(|&l| l >= self.cut).collect();
         self.ran += run.iter().filter(|&&r| r).count() as u64;
         Ok(run)
     }
+}
+
+/// The random control's logits `[gates][rows]`: −∞ (skip below the static knob) with
+/// probability `p`, else +∞, by a hash of each row's state and the gate.
+fn random_logits(x: &Tensor, gates: usize, p: f64) -> drllm_engine::Result<Vec<Vec<f32>>> {
+    let rows = x.to_dtype(DType::F32)?.to_vec2::<f32>()?;
+    Ok((0..gates)
+        .map(|g| {
+            rows.iter()
+                .map(|row| {
+                    let mut h = blake3::Hasher::new();
+                    for v in row.iter().take(16) {
+                        h.update(&v.to_bits().to_le_bytes());
+                    }
+                    h.update(&(g as u64).to_le_bytes());
+                    let bytes: [u8; 8] = h.finalize().as_bytes()[..8].try_into().expect("8 bytes");
+                    let u = u64::from_le_bytes(bytes) as f64 / u64::MAX as f64;
+                    if u < p {
+                        f32::NEG_INFINITY
+                    } else {
+                        f32::INFINITY
+                    }
+                })
+                .collect()
+        })
+        .collect())
 }

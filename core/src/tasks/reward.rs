@@ -381,6 +381,11 @@ impl Prepared {
         &self.segs
     }
 
+    /// The token id of each of those rows.
+    pub fn row_ids(&self) -> &[u32] {
+        &self.rows
+    }
+
     /// Embeddings of those rows.
     pub fn embed(&self, lm: &LoadedModel) -> Result<Tensor> {
         Ok(lm.model.embed(&self.rows)?)

@@ -7,7 +7,7 @@
 use candle_core::{Tensor, D};
 use drllm_engine::exec::{Route, Rows};
 use drllm_engine::layer::Segments;
-use drllm_engine::{greedy_observed, LayerPath, LoadedModel, PathCache, StopReason};
+use drllm_engine::{greedy_fed, greedy_observed, LayerPath, LoadedModel, PathCache, StopReason};
 
 use crate::router::Router;
 
@@ -96,7 +96,19 @@ impl ServedModel {
         };
         let x = model.embed(&job.prompt)?;
         let full = LayerPath::full(model.num_layers());
+        let mut ran = None;
         let pass = match &self.routers {
+            Some((Router::Token(tr), knob)) => {
+                let mut gate = tr.gate(*knob);
+                let mut decide = |layer: usize, h: &Tensor| gate.decide(layer, h);
+                let route = Route::Tokens {
+                    gate: &mut decide,
+                    kv: tr.kv(),
+                };
+                let pass = model.run_path(x, rows, route, |_, _, _| ())?;
+                ran = Some(gate.ran);
+                pass
+            }
             Some((router, knob)) => {
                 let mut seen = Vec::new();
                 let mut decide =
@@ -128,7 +140,7 @@ impl ServedModel {
             generated: Vec::new(),
             text: String::new(),
             finish: Finish::Length,
-            layer_executions: t as u64 * positions,
+            layer_executions: ran.unwrap_or(t as u64 * positions),
             path: pass.path.clone(),
         };
         if job.max_tokens > 0 {
@@ -166,12 +178,29 @@ impl ServedModel {
             });
             Ok(())
         };
-        let g = greedy_observed(&self.lm.model, cache, last, job.max_tokens, stops, observe)?;
-        let fed = match g.stop {
-            StopReason::Eos => g.tokens.len(),
-            _ => g.tokens.len().saturating_sub(1),
+        let model = &self.lm.model;
+        let g = match &self.routers {
+            Some((Router::Token(tr), knob)) => {
+                // Each new token decides its own layers by the same rule as the prompt's.
+                let feed = |cache: &mut PathCache, next: u32, pos: usize| {
+                    let mut gate = tr.gate(*knob);
+                    let mut decide = |layer: usize, h: &Tensor| gate.decide(layer, h);
+                    let logits = model.forward_tokens(&[next], cache, pos, &mut decide, tr.kv())?;
+                    out.layer_executions += gate.ran;
+                    Ok(logits)
+                };
+                greedy_fed(model, cache, last, job.max_tokens, stops, observe, feed)?
+            }
+            _ => {
+                let g = greedy_observed(model, cache, last, job.max_tokens, stops, observe)?;
+                let fed = match g.stop {
+                    StopReason::Eos => g.tokens.len(),
+                    _ => g.tokens.len().saturating_sub(1),
+                };
+                out.layer_executions += fed as u64 * out.path.len() as u64;
+                g
+            }
         };
-        out.layer_executions += fed as u64 * out.path.len() as u64;
         let text = tok.decode(&g.tokens)?;
         let cut = job.stop.iter().filter_map(|s| text.find(s.as_str())).min();
         out.finish = match (g.stop, cut) {

@@ -119,12 +119,6 @@ fn load(a: &Args) -> anyhow::Result<ServedModel> {
     let routers = match &a.routers {
         Some(dir) => {
             let router = crate::router::Router::load(dir, &lm)?;
-            anyhow::ensure!(
-                !matches!(router, crate::router::Router::Token(_)),
-                "{}: a token router; `serve` runs per-layer routers and path menus only so far \
-                 (score token routers with `evaluator run` and `calibrate`)",
-                dir.display()
-            );
             if let Some(r) = &router.reward() {
                 tracing::warn!(
                     "the routers were trained on {} prompts ({:?} style); other prompts are routed \
