@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # The GPU host's checks of issue 8, as one script for a short lease: the CUDA binaries from
 # deploy/cuda/build.sh against the reference logits, a local search, the same search with several
-# lanes, the engine benchmark, and the PyTorch + transformers baseline with identical settings.
-# Writes every result as JSON lines to $OUT/gpu-check.jsonl (and logs next to it).
+# lanes, the engine benchmark, the PyTorch + transformers baseline with identical settings, and
+# (5b) the realized speedup of token routes. Writes every result as JSON lines to $OUT/gpu-check.jsonl (and logs next to it).
 #
 #   BIN=dist/cuda MODEL=/path/SmolLM2-135M-Instruct.Q4_1.gguf OUT=/tmp/out N=30 \
 #     bash deploy/cuda/gpu-check.sh
@@ -99,6 +99,14 @@ else
   note "torch, transformers or gguf missing: no baseline"
   record torch-baseline null
 fi
+# 5b. Token routes (issue 37): realized vs structural prefill speedup of random token masks on
+#     ARC-Easy prompts (choice-loglik rows) and chat-templated ones (generate), both key treatments.
+for reward in choice-loglik generate; do
+  "$BIN/worker" bench-tokens --device "$DEVICE" --dataset arc_easy --limit 24 --reward "$reward" \
+    --skip 0,0.1,0.3 --rounds 3 2>"$OUT/bench-tokens-$reward.log" |
+    while read -r line; do record "bench-tokens-$reward" "$line"; done
+done
+
 # 6. A Llama-3.1-8B-shaped bf16 checkpoint (seeded random weights): drllm against transformers
 #    on the GPU. Every step records null when it fails and the script goes on.
 if [ "${SKIP8B:-0}" = 1 ]; then

@@ -408,3 +408,55 @@ pub fn load_default_model_for_tests(opts: &LoadOptions) -> Option<LoadedModel> {
     let spec = path.to_string_lossy();
     Some(load(&spec, opts).unwrap_or_else(|e| panic!("loading the default model: {e}")))
 }
+
+/// The repository's root (scripts live under it).
+pub fn repo() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
+}
+
+/// For tests against transformers: `true` when they should run. A missing Python module or the
+/// default model (its tokenizer goes into the shaped checkpoints) fails with the fix, or skips
+/// (counted) when asked to (`DRLLM_SKIP_PYTHON_TESTS`, `DRLLM_ALLOW_SKIP`).
+pub fn python_prerequisites() -> bool {
+    if std::env::var_os("DRLLM_SKIP_PYTHON_TESTS").is_some() {
+        skipped("DRLLM_SKIP_PYTHON_TESTS is set");
+        return false;
+    }
+    ["torch", "transformers", "safetensors", "gguf"]
+        .into_iter()
+        .all(|m| python_has(m, "torch transformers safetensors gguf"))
+        && default_model_for_tests().is_some()
+}
+
+/// Runs `cmd` and returns its stdout; a failure shows its stderr.
+pub fn run(cmd: &mut std::process::Command) -> String {
+    let out = cmd.output().expect("python3 runs");
+    assert!(
+        out.status.success(),
+        "{cmd:?} failed:\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).expect("utf-8 output")
+}
+
+/// Writes a tiny checkpoint of `arch` in `form` and `dtype` (with a q8_0 GGUF when `gguf`), as
+/// the installed transformers writes it (`scripts/make-shaped-model.py`).
+pub fn make_shaped(arch: &str, form: &str, dtype: &str, gguf: bool, out: &Path) {
+    let mut cmd = std::process::Command::new("python3");
+    cmd.arg(repo().join("scripts/make-shaped-model.py")).args([
+        "--arch",
+        arch,
+        "--size",
+        "tiny",
+        "--dtype",
+        dtype,
+        "--config-form",
+        form,
+        "--out",
+    ]);
+    cmd.arg(out);
+    if gguf {
+        cmd.args(["--gguf", "q8_0"]);
+    }
+    run(&mut cmd);
+}

@@ -18,53 +18,9 @@ use drllm_engine::{DTypeChoice, LayerPath, LoadOptions, Logits, Model, ModelConf
 /// Layer paths of the 4-layer tiny shapes: full depth, two skips, a repeat.
 const PATHS: [&[u16]; 3] = [&[0, 1, 2, 3], &[0, 2, 3], &[0, 1, 1, 2, 3]];
 
-fn repo() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
-}
-
-/// `true` when the test should run: a missing prerequisite fails with the fix, or skips (counted)
-/// when asked to (`DRLLM_SKIP_PYTHON_TESTS`, `DRLLM_ALLOW_SKIP`).
-fn prerequisites() -> bool {
-    if std::env::var_os("DRLLM_SKIP_PYTHON_TESTS").is_some() {
-        drllm_engine::testing::skipped("DRLLM_SKIP_PYTHON_TESTS is set");
-        return false;
-    }
-    ["torch", "transformers", "safetensors", "gguf"]
-        .into_iter()
-        .all(|m| drllm_engine::testing::python_has(m, "torch transformers safetensors gguf"))
-        && drllm_engine::testing::default_model_for_tests().is_some()
-}
-
-fn run(cmd: &mut Command) -> String {
-    let out = cmd.output().expect("python3 runs");
-    assert!(
-        out.status.success(),
-        "{cmd:?} failed:\n{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8(out.stdout).expect("utf-8 output")
-}
-
-/// Writes a tiny checkpoint of `arch` in `form` and `dtype` (with a q8_0 GGUF when `gguf`).
-fn make(arch: &str, form: &str, dtype: &str, gguf: bool, out: &Path) {
-    let mut cmd = Command::new("python3");
-    cmd.arg(repo().join("scripts/make-shaped-model.py")).args([
-        "--arch",
-        arch,
-        "--size",
-        "tiny",
-        "--dtype",
-        dtype,
-        "--config-form",
-        form,
-        "--out",
-    ]);
-    cmd.arg(out);
-    if gguf {
-        cmd.args(["--gguf", "q8_0"]);
-    }
-    run(&mut cmd);
-}
+use drllm_engine::testing::{
+    make_shaped as make, python_prerequisites as prerequisites, repo, run,
+};
 
 /// transformers' last-position logits along each of [`PATHS`], f32.
 fn reference(dir: &Path, gguf: Option<&Path>, ids: &[u32]) -> Vec<Vec<f32>> {

@@ -132,3 +132,72 @@ fn on_the_default_model_running_every_token_distils_to_zero() {
         assert!(parts.kd.abs() < 1e-4, "kd {}", parts.kd);
     }
 }
+
+#[test]
+fn the_gradient_matches_torch_autograd_on_a_tiny_shaped_model() {
+    use drllm_engine::testing::{make_shaped, python_prerequisites, repo, run};
+    if !python_prerequisites() {
+        return;
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("qwen2");
+    make_shaped("qwen2", "v5", "f32", false, &dir);
+    let model = Model::from_hf_dir(&dir, &LoadOptions::exact()).unwrap();
+    let n = 12;
+    let ids: Vec<u32> = (0..n as u32)
+        .map(|i| (i * 7919 + 13) % 49000 + 100)
+        .collect();
+    let x = model.embed(&ids).unwrap();
+    let meta = RowMeta::sequence(0, n);
+    let ex = TokenExample::from_rows(&model, "q", x, Rows::Uncached, meta, (0, n), 2.0).unwrap();
+    let router = TokenRouter::init(config(&model, 1, GateInput::Contextual), 0.5).unwrap();
+    // Project: the keys every query sees do not depend on the gates' hard flags, so rounding at
+    // a flag's 0.5 cannot make the two sides run different masks.
+    let s = settings(SkippedKv::Project, false);
+    let mut rng = StdRng::seed_from_u64(0);
+    let parts = token_loss(&model, &router, &ex, &s, &mut rng).unwrap();
+    let grads = parts.loss.backward().unwrap();
+    let flat = |t: &Tensor| t.flatten_all().unwrap().to_vec1::<f32>().unwrap();
+    let names = ["w1", "b1", "w2", "b2"];
+    let mut spec = serde_json::json!({
+        "ids": ids, "kv": "project", "tau": s.tau, "kd_temperature": s.kd_temperature,
+        "target": s.target, "lambda": s.lambda, "mu": s.mu,
+        "router": {"keep_first": 1, "shape": router.w1.as_tensor().dims()},
+    });
+    for (name, var) in names.iter().zip(router.vars()) {
+        spec["router"][*name] = serde_json::json!(flat(var.as_tensor()));
+    }
+    let input = tmp.path().join("grad.json");
+    std::fs::write(&input, spec.to_string()).unwrap();
+    let mut cmd = std::process::Command::new("python3");
+    cmd.arg(repo().join("scripts/torch_token_mix.py"))
+        .arg("--model")
+        .arg(&dir)
+        .arg("--input")
+        .arg(&input);
+    let torch: serde_json::Value = serde_json::from_str(&run(&mut cmd)).unwrap();
+    let loss = parts.loss.to_scalar::<f32>().unwrap() as f64;
+    let want = torch["loss"].as_f64().unwrap();
+    assert!(
+        (loss - want).abs() < 1e-4 * want.abs().max(1.0),
+        "loss {loss} vs torch {want}"
+    );
+    for (name, var) in names.iter().zip(router.vars()) {
+        let got = flat(grads.get(var.as_tensor()).unwrap());
+        let want: Vec<f32> = torch["grads"][*name]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|v| v.as_f64().unwrap() as f32)
+            .collect();
+        let scale = want.iter().fold(0f32, |m, x| m.max(x.abs())).max(1e-8);
+        let d = got
+            .iter()
+            .zip(&want)
+            .fold(0f32, |m, (a, b)| m.max((a - b).abs()));
+        assert!(
+            d / scale < 1e-3,
+            "{name}: autograd differs from torch by {d} of {scale}"
+        );
+    }
+}
