@@ -10,7 +10,7 @@
 //! default model (its tokenizer goes into the checkpoints; `scripts/fetch-model.sh`). Missing ones
 //! fail the test with the command that installs them; `DRLLM_SKIP_PYTHON_TESTS=1` skips it.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::Command;
 
 use drllm_engine::{DTypeChoice, LayerPath, LoadOptions, Logits, Model, ModelConfig, PathCache};
