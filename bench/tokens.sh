@@ -30,6 +30,8 @@ CHALLENGE_LIMIT="${CHALLENGE_LIMIT:-1172}"
 GRID="${GRID:-1,0.95,0.9,0.85,0.8,0.7,0.6,0.5}"
 JOBS="${JOBS:-2}"
 BIN="${CARGO_TARGET_DIR:-$ROOT/target}/release"
+# The table needs numpy: the test venv (scripts/test.sh) has it.
+PY="${PYTHON:-$HOME/.cache/drllm/venv/bin/python3}"; [ -x "$PY" ] || PY=python3
 cd "$ROOT"
 cargo build --release -q -p worker -p trainer -p evaluator
 bash scripts/fetch-model.sh >&2
@@ -60,7 +62,7 @@ done
 wait
 
 # 3. The random control at the share of token-layers the best certified router skips on dev.
-BEST="$(python3 "$ROOT/bench/tokens_table.py" --best "$OUT" $TARGETS)"
+BEST="$("$PY" "$ROOT/bench/tokens_table.py" --best "$OUT" $TARGETS)"
 read -r best_t best_skip <<< "$BEST"
 log "best certified router: t$best_t, skips $best_skip of the routed token-layers on dev"
 have control/token_router.json || "$BIN/trainer" tokens --dataset arc_easy --split train \
@@ -97,5 +99,5 @@ have usage/usage.json || "$BIN/evaluator" token-usage --routers "$OUT/t$best_t" 
   --dataset arc_easy --split test --limit "$TEST_LIMIT" --out "$OUT/usage" > /dev/null
 have bench-tokens.jsonl || "$BIN/worker" bench-tokens --dataset arc_easy --limit 24 \
   --skip 0,0.1,0.2,0.3 > "$OUT/bench-tokens.jsonl"
-python3 "$ROOT/bench/tokens_table.py" "$OUT" $TARGETS > "$OUT/tokens.md"
+"$PY" "$ROOT/bench/tokens_table.py" "$OUT" $TARGETS > "$OUT/tokens.md"
 cat "$OUT/tokens.md"
