@@ -14,7 +14,7 @@ import os
 import sys
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from quality_table import fmt_acc, fmt_diff, jsonl, paired  # noqa: E402
+from quality_table import fmt_acc, fmt_diff, held_text, jsonl, paired  # noqa: E402
 
 LAYERS, KEEP_FIRST = 30, 4
 SETS = [("arc_easy", "ARC-Easy test"), ("arc_challenge", "ARC-Challenge test (out of domain)")]
@@ -52,14 +52,6 @@ def best(out, targets):
     else:
         mean, t = min(points)
     return t, (LAYERS - mean) / (LAYERS - KEEP_FIRST)
-
-
-def held(report):
-    h = report.get("certificate")
-    if not h:
-        return "–"
-    verdict = "yes" if h["held"] else "**no**"
-    return f"{verdict}: drop {100 * h['evaluated_risk']:.1f} points (δ = {100 * h['delta']:g})"
 
 
 def row(name, outcomes, static, pruned, layers, speed, certificate):
@@ -111,7 +103,7 @@ def table(out, ds, title, targets, points):
             c = chosen(cert(out, t))
             name += f" (τ = {c[0]})" if c else " → no routed point: the static model"
         print(row(name, outcomes, static, pruned, o["mean_path_len"],
-                  f"{o['realized_speedup']:.2f}×", held(report)))
+                  f"{o['realized_speedup']:.2f}×", held_text(report)))
         points.append((ds, name, o["mean_path_len"], sum(outcomes) / len(outcomes)))
     print()
 

@@ -2,7 +2,8 @@
 # The GPU host's checks of issue 8, as one script for a short lease: the CUDA binaries from
 # deploy/cuda/build.sh against the reference logits, a local search, the same search with several
 # lanes, the engine benchmark, the PyTorch + transformers baseline with identical settings, and
-# (5b) the realized speedup of token routes. Writes every result as JSON lines to $OUT/gpu-check.jsonl (and logs next to it).
+# (5b) the realized speedup of token routes. Writes every result as JSON lines to
+# $OUT/gpu-check.jsonl (and logs next to it).
 #
 #   BIN=dist/cuda MODEL=/path/SmolLM2-135M-Instruct.Q4_1.gguf OUT=/tmp/out N=30 \
 #     bash deploy/cuda/gpu-check.sh

@@ -336,6 +336,18 @@ pub fn max_abs_diff(a: &Tensor, b: &Tensor) -> f32 {
         .fold(0.0, f32::max)
 }
 
+/// Largest |got − want| over two equally long slices, and the reference's largest |value| (at
+/// least `floor`): a test asserts their ratio.
+pub fn max_diff_and_scale(got: &[f32], want: &[f32], floor: f32) -> (f32, f32) {
+    assert_eq!(got.len(), want.len(), "lengths differ");
+    let scale = want.iter().fold(0f32, |m, x| m.max(x.abs())).max(floor);
+    let d = got
+        .iter()
+        .zip(want)
+        .fold(0f32, |m, (a, b)| m.max((a - b).abs()));
+    (d, scale)
+}
+
 /// Deterministic token ids below `vocab`.
 pub fn ids(n: usize, vocab: usize, seed: u64) -> Vec<u32> {
     let mut rng = StdRng::seed_from_u64(seed);

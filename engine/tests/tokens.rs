@@ -64,6 +64,19 @@ fn mixed_with(
         .unwrap()
 }
 
+/// The largest |want − got| relative to the largest |want| (at least 1: the default model's
+/// residual stream reaches ~10²), and that scale.
+fn relative_diff(want: &Tensor, got: &Tensor) -> (f32, f32) {
+    let scale = want
+        .abs()
+        .unwrap()
+        .max_all()
+        .unwrap()
+        .to_scalar::<f32>()
+        .unwrap();
+    (max_abs_diff(want, got) / scale.max(1.0), scale)
+}
+
 const KVS: [SkippedKv; 2] = [SkippedKv::Project, SkippedKv::Mask];
 
 #[test]
@@ -180,15 +193,7 @@ fn check_decode(model: &Model, seq: &[u32], prompt: usize, masks: &[Vec<bool>], 
     }
     assert_eq!(cache.len(), seq.len());
     let got = Tensor::cat(&got, 0).unwrap();
-    // Relative to the largest activation: the default model's residual stream reaches ~10².
-    let scale = want
-        .abs()
-        .unwrap()
-        .max_all()
-        .unwrap()
-        .to_scalar::<f32>()
-        .unwrap();
-    let d = max_abs_diff(&want, &got) / scale.max(1.0);
+    let (d, scale) = relative_diff(&want, &got);
     assert!(
         d < 2e-5,
         "{kv}: decode against the reference differs by {d} of {scale}"
@@ -289,14 +294,7 @@ fn the_differentiable_pass_equals_the_fused_kernels_on_the_default_model() {
         let x = model.embed(&seq).unwrap();
         let a = mixed_with(model, x.clone(), &meta, &masks, SkippedKv::Mask, Ops::Fused);
         let b = mixed_with(model, x, &meta, &masks, SkippedKv::Mask, Ops::Autograd);
-        let scale = a
-            .abs()
-            .unwrap()
-            .max_all()
-            .unwrap()
-            .to_scalar::<f32>()
-            .unwrap();
-        let d = max_abs_diff(&a, &b) / scale.max(1.0);
+        let (d, scale) = relative_diff(&a, &b);
         assert!(d < 2e-5, "autograd ops differ by {d} of {scale}");
     }
 }

@@ -74,8 +74,7 @@ fn ours(model: &Model, ids: &[u32]) -> Vec<Vec<f32>> {
 /// Largest |a - b| relative to the reference's largest |logit|, and whether the argmax agrees.
 fn compare(a: &[f32], b: &[f32]) -> (f32, bool) {
     assert_eq!(a.len(), b.len(), "vocabulary sizes differ");
-    let scale = b.iter().fold(0f32, |m, x| m.max(x.abs())).max(1e-6);
-    let d = a.iter().zip(b).fold(0f32, |m, (x, y)| m.max((x - y).abs()));
+    let (d, scale) = drllm_engine::testing::max_diff_and_scale(a, b, 1e-6);
     let argmax = |v: &[f32]| {
         v.iter()
             .enumerate()

@@ -9,7 +9,7 @@
 use std::process::Command;
 
 use candle_core::Tensor;
-use drllm_engine::testing::{make_shaped, python_prerequisites, repo, run};
+use drllm_engine::testing::{make_shaped, max_diff_and_scale, python_prerequisites, repo, run};
 use drllm_engine::{LoadOptions, Model, Route, Rows, SkippedKv};
 use rand::{rngs::StdRng, Rng, SeedableRng};
 
@@ -77,11 +77,7 @@ fn token_routes_match_transformers_mixing_by_the_same_masks() {
         for kv in [SkippedKv::Project, SkippedKv::Mask] {
             let want = reference(&dir, &ids, &masks, kv);
             let got = routed(&model, &ids, &masks, kv);
-            let scale = want.iter().fold(0f32, |m, x| m.max(x.abs())).max(1e-6);
-            let d = got
-                .iter()
-                .zip(&want)
-                .fold(0f32, |m, (a, b)| m.max((a - b).abs()));
+            let (d, scale) = max_diff_and_scale(&got, &want, 1e-6);
             assert!(d / scale < 1e-4, "{arch} {kv}: {d} of {scale}");
         }
     }

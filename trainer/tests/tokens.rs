@@ -190,11 +190,7 @@ fn the_gradient_matches_torch_autograd_on_a_tiny_shaped_model() {
             .iter()
             .map(|v| v.as_f64().unwrap() as f32)
             .collect();
-        let scale = want.iter().fold(0f32, |m, x| m.max(x.abs())).max(1e-8);
-        let d = got
-            .iter()
-            .zip(&want)
-            .fold(0f32, |m, (a, b)| m.max((a - b).abs()));
+        let (d, scale) = drllm_engine::testing::max_diff_and_scale(&got, &want, 1e-8);
         assert!(
             d / scale < 1e-3,
             "{name}: autograd differs from torch by {d} of {scale}"

@@ -35,12 +35,15 @@ pub struct Args {
     seed: u64,
 }
 
-/// One timed pass over the prompts' rows; returns seconds and token-layers run.
+/// Rows of prompt `i` that run `layer`, for a pass of `n` rows.
+type Masks<'a> = &'a dyn Fn(usize, usize, usize) -> Vec<bool>;
+
+/// One timed pass over the prompts' rows, along the full path (`masks` `None`) or along token
+/// routes; returns seconds and token-layers run.
 fn time_pass(
     lm: &drllm_engine::LoadedModel,
     preps: &[drllm_core::tasks::reward::Prepared],
-    route: &mut dyn FnMut(usize, usize, usize) -> Option<Vec<bool>>,
-    kv: SkippedKv,
+    masks: Option<(Masks<'_>, SkippedKv)>,
 ) -> anyhow::Result<(f64, u64)> {
     let model = &lm.model;
     let full = LayerPath::full(model.num_layers());
@@ -51,7 +54,7 @@ fn time_pass(
         let n = x.dim(0)?;
         let mut slots = Vec::new();
         let rows = prep.rows(&mut slots);
-        let pass = match route(i, 0, n) {
+        let pass = match masks {
             None => {
                 ran += (n * model.num_layers()) as u64;
                 let route = Route::Path {
@@ -60,9 +63,9 @@ fn time_pass(
                 };
                 model.run_path(x, rows, route, |_, _, _| ())?
             }
-            Some(_) => {
+            Some((masks, kv)) => {
                 let mut gate = |layer: usize, _: &Tensor| {
-                    let run = route(i, layer, n).unwrap_or_else(|| vec![true; n]);
+                    let run = masks(i, layer, n);
                     ran += run.iter().filter(|&&r| r).count() as u64;
                     Ok(run)
                 };
@@ -119,9 +122,9 @@ pub fn run(a: Args) -> anyhow::Result<()> {
         for kv in [SkippedKv::Project, SkippedKv::Mask] {
             let (mut full_t, mut routed_t, mut ran) = (Vec::new(), Vec::new(), 0);
             for round in 0..=a.rounds {
-                let (f, _) = time_pass(&lm, &preps, &mut |_, _, _| None, kv)?;
-                let mut gate = |i: usize, layer: usize, n: usize| Some(masks(skip, i, layer, n));
-                let (r, n) = time_pass(&lm, &preps, &mut gate, kv)?;
+                let (f, _) = time_pass(&lm, &preps, None)?;
+                let gate = |i: usize, layer: usize, n: usize| masks(skip, i, layer, n);
+                let (r, n) = time_pass(&lm, &preps, Some((&gate, kv)))?;
                 // Round 0 warms the caches and is not counted.
                 if round > 0 {
                     full_t.push(f);
