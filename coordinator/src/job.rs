@@ -6,6 +6,7 @@ use std::path::PathBuf;
 
 use drllm_contract::Example;
 use drllm_contract::{PromptStyle, RewardMode, RewardSettings, RunSettings, SearchConfig};
+use drllm_proto::size::DEFAULT_MAX_MESSAGE_BYTES;
 use drllm_tasks::{load_dataset, DatasetSpec};
 use serde::{Deserialize, Serialize};
 
@@ -78,7 +79,17 @@ pub struct JobSpec {
     pub part_size: usize,
     #[serde(default = "default_flush_secs")]
     pub flush_secs: f64,
+    /// The largest gRPC message the coordinator and its workers accept, MiB (default 4, gRPC's
+    /// own). Examples that cannot travel within it fail alone at load; leases are packed under
+    /// it. Not part of the job's identity: raise it and resume with the same state, and the
+    /// examples it refused before are pending again.
+    #[serde(default, skip_serializing)]
+    pub max_message_mib: Option<f64>,
 }
+
+/// Bounds of `max_message_mib`: 64 KiB (smaller cannot carry a record) to 2047 MiB.
+const MIN_MESSAGE_MIB: f64 = 0.0625;
+const MAX_MESSAGE_MIB: f64 = 2047.0;
 
 fn default_model() -> String {
     drllm_contract::DEFAULT_MODEL.into()
@@ -129,7 +140,22 @@ impl JobSpec {
         if !spec.flush_secs.is_finite() || spec.flush_secs <= 0.0 {
             return Err(parse("`flush_secs` must be positive".into()));
         }
+        if let Some(m) = spec.max_message_mib {
+            if !(m.is_finite() && (MIN_MESSAGE_MIB..=MAX_MESSAGE_MIB).contains(&m)) {
+                return Err(parse(format!(
+                    "`max_message_mib` must be between {MIN_MESSAGE_MIB} and {MAX_MESSAGE_MIB} \
+                     (protobuf's own limit is 2 GiB), got {m}"
+                )));
+            }
+        }
         Ok(spec)
+    }
+
+    /// The largest message both sides accept, bytes.
+    pub fn max_message_bytes(&self) -> usize {
+        self.max_message_mib.map_or(DEFAULT_MAX_MESSAGE_BYTES, |m| {
+            (m * (1u64 << 20) as f64) as usize
+        })
     }
 
     /// The settings every worker searches with and every record carries.
@@ -152,7 +178,17 @@ impl JobSpec {
     }
 
     /// Every example of the job, in order (the order fixes their keys).
+    #[cfg(test)]
     pub fn examples(&self, file: &str) -> Result<Vec<Example>, JobError> {
+        Ok(self
+            .sourced_examples(file)?
+            .into_iter()
+            .map(|(e, _)| e)
+            .collect())
+    }
+
+    /// Every example of the job in order, each with where it comes from (`file:line`).
+    pub fn sourced_examples(&self, file: &str) -> Result<Vec<(Example, String)>, JobError> {
         let mut out = Vec::new();
         for (index, d) in self.datasets.iter().enumerate() {
             let err = |message: String| JobError::Dataset {
@@ -167,7 +203,8 @@ impl JobSpec {
                 .map_err(|e: drllm_tasks::DataError| err(e.to_string()))?;
             let report =
                 load_dataset(&spec, &d.split, d.limit, false).map_err(|e| err(e.to_string()))?;
-            out.extend(report.examples);
+            let origins = report.lines.iter().map(|l| format!("{}:{l}", report.file));
+            out.extend(report.examples.into_iter().zip(origins));
         }
         Ok(out)
     }
@@ -197,6 +234,22 @@ mod tests {
         )
         .unwrap_err();
         assert!(e.to_string().contains("bogus"), "{e}");
+        assert_eq!(spec.max_message_bytes(), 4 << 20);
+        let big = "output_dir=\"o\"\nmax_message_mib=16\n[[datasets]]\nname=\"arc_easy\"\n";
+        let big = JobSpec::parse(big, "j.toml").unwrap();
+        assert_eq!(big.max_message_bytes(), 16 << 20);
+        // Not part of the identity: a state resumes under a raised limit.
+        let same =
+            JobSpec::parse("output_dir=\"o\"\n[[datasets]]\nname=\"arc_easy\"\n", "j").unwrap();
+        assert_eq!(big.hash(), same.hash());
+        for m in ["0", "-1", "nan", "4096"] {
+            let t = format!("output_dir=\"o\"\nmax_message_mib={m}\n[[datasets]]\nname=\"x\"\n");
+            let e = JobSpec::parse(&t, "j.toml").unwrap_err().to_string();
+            assert!(
+                e.contains("max_message_mib") && e.contains("j.toml"),
+                "{m}: {e}"
+            );
+        }
         let bad =
             JobSpec::parse("output_dir=\"o\"\n[[datasets]]\nname=\"nope\"\n", "j.toml").unwrap();
         let e = bad.examples("j.toml").unwrap_err();

@@ -47,9 +47,18 @@ pub struct Args {
     /// TLS private key (PEM).
     #[arg(long, requires = "tls_cert")]
     tls_key: Option<PathBuf>,
-    /// Stop once every example is committed to Parquet.
+    /// Stop once every example is committed to Parquet (or failed), and every worker seen has
+    /// heard that the job is done (see --done-grace-secs).
     #[arg(long)]
     exit_when_done: bool,
+    /// With --exit-when-done: once every example has its outcome, how long to keep answering
+    /// workers that have not heard so yet, seconds. A worker cut off by the network that comes
+    /// back within it learns that the job is done, drops its stale results and exits 0 instead
+    /// of retrying a coordinator that is gone. The coordinator stops sooner once every worker
+    /// seen since it started has heard it or has stopped; only a worker that died without a word
+    /// (kill -9, a lost node) makes it wait the whole grace.
+    #[arg(long, default_value_t = 60.0)]
+    done_grace_secs: f64,
     /// Serve HTTP on ADDR: Prometheus metrics at /metrics and the probes /healthz (200 while the
     /// process runs) and /readyz (200 while serving gRPC; 503 while opening the state or draining).
     #[arg(long, visible_alias = "http-listen")]
@@ -66,6 +75,11 @@ pub struct Args {
 }
 
 pub async fn run(a: Args) -> anyhow::Result<()> {
+    anyhow::ensure!(
+        a.done_grace_secs >= 0.0 && a.done_grace_secs.is_finite(),
+        "--done-grace-secs must be a number of seconds ≥ 0, got {}",
+        a.done_grace_secs
+    );
     let job_file = a.job.display().to_string();
     let text = std::fs::read_to_string(&a.job)
         .with_context(|| format!("reading the job file {job_file}"))?;
@@ -102,10 +116,14 @@ pub async fn run(a: Args) -> anyhow::Result<()> {
     let reclaimer = spawn_reclaimer(state.clone(), ttl_ms);
     let shutdown = {
         let (st, ready, draining) = (state.clone(), health.clone(), draining.clone());
-        let (drain_secs, exit_when_done) = (a.drain_secs, a.exit_when_done);
+        let drain_secs = a.drain_secs;
+        let done_grace = a
+            .exit_when_done
+            .then(|| Duration::from_secs_f64(a.done_grace_secs));
+        let started_ms = crate::state::now_ms();
         async move {
             tokio::select! {
-                () = wait_for_stop(&st, exit_when_done, ttl_ms as i64) => {}
+                () = wait_for_stop(&st, done_grace, started_ms) => {}
                 reason = st.faults().wait_fatal() => tracing::error!("stopping: {reason}"),
             }
             ready.set_ready(false);
@@ -177,10 +195,15 @@ fn service(
         lease_ttl_ms: spec.lease_ttl_secs * 1000,
         shard_size: spec.shard_size,
         output_dir: spec.output_dir.display().to_string(),
+        max_message: spec.max_message_bytes(),
         draining,
     };
-    Ok(CoordinatorServer::with_interceptor(
-        service,
+    // One limit both ways; workers apply the same one to their client (RegisterReply).
+    let server = CoordinatorServer::new(service)
+        .max_decoding_message_size(spec.max_message_bytes())
+        .max_encoding_message_size(spec.max_message_bytes());
+    Ok(InterceptedService::new(
+        server,
         CheckToken(token.map(Arc::new)),
     ))
 }
@@ -205,29 +228,38 @@ fn incoming(addr: SocketAddr) -> anyhow::Result<TcpIncoming> {
     Ok(TcpIncoming::from(l).with_nodelay(Some(true)))
 }
 
-/// Resolves on SIGTERM, SIGINT, or (with `exit_when_done`) once every example has its outcome
-/// and every live worker has heard so (bounded by [`DONE_GRACE`]), so that workers exit instead
-/// of retrying a coordinator that is gone.
-async fn wait_for_stop(state: &State, exit_when_done: bool, ttl_ms: i64) {
+/// Resolves on SIGTERM, SIGINT, or (with `--exit-when-done`, `done_grace` set) once every example
+/// has its outcome and every worker seen since `started_ms` has heard so or stopped, waiting at
+/// most `done_grace` for them; meanwhile Lease answers `job_done` and a stale Submit counts as a
+/// duplicate, so a worker that comes back exits cleanly instead of retrying a coordinator that
+/// is gone.
+async fn wait_for_stop(state: &State, done_grace: Option<Duration>, started_ms: i64) {
     let done = async {
-        if !exit_when_done {
+        let Some(grace) = done_grace else {
             return std::future::pending().await;
-        }
+        };
         state.wait_until(State::finished).await;
-        let told = state.wait_until(|s| s.all_told_done(ttl_ms));
-        let _ = tokio::time::timeout(DONE_GRACE, told).await;
+        let c = state.counts();
+        tracing::info!(
+            committed = c.committed,
+            failed = c.failed,
+            "every example has its outcome: {} committed, {} failed",
+            c.committed,
+            c.failed
+        );
+        let told = state.wait_until(|s| s.all_told_done(started_ms));
+        if tokio::time::timeout(grace, told).await.is_err() {
+            tracing::warn!(
+                "some workers did not hear that the job is done within --done-grace-secs ({:.0} s): stopping anyway",
+                grace.as_secs_f64()
+            );
+        }
     };
     tokio::select! {
         () = drllm_proto::http::shutdown_signal() => {}
-        () = done => {
-            let c = state.counts();
-            tracing::info!(committed = c.committed, failed = c.failed, "every example has its outcome: {} committed, {} failed", c.committed, c.failed);
-        }
+        () = done => {}
     }
 }
-
-/// The longest wait, once the job is done, for live workers to hear it.
-const DONE_GRACE: Duration = Duration::from_secs(5);
 
 /// Reclaims expired leases every quarter lease (at most every second), so a dead worker's
 /// examples are pending again within a lease TTL without waiting for a Lease call.

@@ -21,6 +21,8 @@ pub struct Service {
     pub lease_ttl_ms: u64,
     pub shard_size: u32,
     pub output_dir: String,
+    /// The largest message both sides accept, bytes (the job's `max_message_mib`).
+    pub max_message: usize,
     /// Set on shutdown: workers are told to drain and get no new leases.
     pub draining: Arc<AtomicBool>,
 }
@@ -71,6 +73,7 @@ impl Coordinator for Service {
             lease_ttl_ms: self.lease_ttl_ms,
             settings: Some(self.settings),
             model: self.model.clone(),
+            max_message_bytes: self.max_message as u64,
         }))
     }
 
@@ -145,6 +148,11 @@ impl Coordinator for Service {
     ) -> Result<Response<ReleaseReply>, Status> {
         let r = req.into_inner();
         let released = self.state.release(&r.worker_id, &r.keys);
+        if r.leaving {
+            // Nothing to wait for once the job is done: this worker is gone.
+            self.state.told_done(&r.worker_id);
+            tracing::info!(worker = %r.worker_id, "worker stopped");
+        }
         self.state.persist().await.map_err(internal)?;
         crate::metrics::released(released);
         Ok(Response::new(ReleaseReply { released }))
@@ -216,15 +224,36 @@ impl Service {
             eta_note,
             output_dir: self.output_dir.clone(),
             parts: c.parts,
+            failures: self.listed_failures(&mut problems),
             problems,
-            failures: (self.state.failures().into_iter())
-                .map(|(key, example_id, reason)| FailedExample {
-                    key,
-                    example_id,
-                    reason,
-                })
-                .collect(),
         }
+    }
+
+    /// Every failed example with its reason, as many as half the message limit carries (a job
+    /// can have more failures than one reply holds); a problem line counts the rest.
+    fn listed_failures(&self, problems: &mut Vec<String>) -> Vec<FailedExample> {
+        let all = self.state.failures();
+        let (n, mut bytes, mut out) = (all.len(), 0, Vec::new());
+        for (key, example_id, reason) in all {
+            let f = FailedExample {
+                key,
+                example_id,
+                reason,
+            };
+            bytes += drllm_proto::size::as_field(prost::Message::encoded_len(&f));
+            if bytes > self.max_message / 2 {
+                break;
+            }
+            out.push(f);
+        }
+        if out.len() < n {
+            problems.push(format!(
+                "{} more failed examples than this reply can list: the log names each, and \
+                 `coordinator summarize --state` lists all once the coordinator has stopped",
+                n - out.len()
+            ));
+        }
+        out
     }
 }
 

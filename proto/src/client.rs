@@ -83,6 +83,11 @@ pub fn endpoint(url: &str, opts: &ConnectOptions) -> Result<Endpoint, String> {
     let mut ep = Endpoint::from_shared(url.to_string())
         .map_err(|e| format!("bad coordinator URL `{url}`: {e}"))?
         .connect_timeout(std::time::Duration::from_secs(5))
+        // A coordinator that went silent (a dead host, a partition) is noticed within half a
+        // minute instead of a call hanging forever: the call fails and is retried.
+        .http2_keep_alive_interval(std::time::Duration::from_secs(10))
+        .keep_alive_timeout(std::time::Duration::from_secs(20))
+        .keep_alive_while_idle(true)
         .tcp_nodelay(true);
     if url.starts_with("https://") {
         let mut tls = ClientTlsConfig::new();
@@ -99,6 +104,9 @@ pub fn endpoint(url: &str, opts: &ConnectOptions) -> Result<Endpoint, String> {
     Ok(ep)
 }
 
+/// The largest reply a client takes before it learns its job's limit.
+const CLIENT_MAX_REPLY: usize = 64 << 20;
+
 /// A client whose every call carries the token. Connects lazily: errors surface on the first call.
 pub fn client(url: &str, opts: &ConnectOptions) -> Result<Client, String> {
     let channel = endpoint(url, opts)?.connect_lazy();
@@ -110,10 +118,11 @@ pub fn client(url: &str, opts: &ConnectOptions) -> Result<Client, String> {
         ),
         None => None,
     };
-    Ok(CoordinatorClient::with_interceptor(
-        channel,
-        BearerToken(token),
-    ))
+    // Replies up to 64 MiB (a long status); a worker applies its job's limit once registered.
+    Ok(
+        CoordinatorClient::with_interceptor(channel, BearerToken(token))
+            .max_decoding_message_size(CLIENT_MAX_REPLY),
+    )
 }
 
 #[cfg(test)]

@@ -32,6 +32,7 @@ pub use v1::coordinator_server::{Coordinator, CoordinatorServer};
 pub mod client;
 pub mod convert;
 pub mod http;
+pub mod size;
 
 #[cfg(test)]
 mod tests {

@@ -134,6 +134,10 @@ impl DatasetSpec {
 pub struct LoadReport {
     /// The valid examples in file order: of the requested level only, at most `limit`.
     pub examples: Vec<Example>,
+    /// The file they come from (the user's path, or `data/…` for an embedded file).
+    pub file: String,
+    /// The line of each example in it, from 1, parallel to `examples`.
+    pub lines: Vec<usize>,
     /// The invalid lines skipped instead of failing the load, in file order.
     pub skipped: Vec<DataError>,
 }
@@ -237,7 +241,10 @@ fn parse_lines(
     limit: Option<usize>,
     skip_invalid: bool,
 ) -> Result<LoadReport, DataError> {
-    let mut report = LoadReport::default();
+    let mut report = LoadReport {
+        file: file.to_string(),
+        ..LoadReport::default()
+    };
     let mut seen: HashMap<String, usize> = HashMap::new();
     for (i, line) in text.lines().enumerate() {
         if limit.is_some_and(|n| report.examples.len() >= n) {
@@ -275,6 +282,7 @@ fn parse_lines(
                 seen.insert(ex.id.clone(), lineno);
                 if level.is_none() || ex.level == level {
                     report.examples.push(ex);
+                    report.lines.push(lineno);
                 }
             }
             Err(e) if skip_invalid => report.skipped.push(e),

@@ -152,6 +152,13 @@ fn user_jsonl_errors_name_file_line_and_field() {
         let r = load_jsonl(f.path(), true).unwrap();
         assert_eq!(r.examples.len(), 1);
         assert_eq!(r.skipped.len(), 1);
+        // Each example knows its line (the coordinator names `file:line` in its errors).
+        assert_eq!(
+            (r.file.as_str(), r.lines.as_slice()),
+            (f.path().to_str().unwrap(), &[1][..])
+        );
+        let after_blank = write(&["", good]);
+        assert_eq!(load_jsonl(after_blank.path(), true).unwrap().lines, [2]);
     }
 }
 

@@ -12,6 +12,8 @@ use drllm_proto::client::{client, Client, ConnectOptions};
 use drllm_proto::v1::{self, *};
 use drllm_proto::PROTOCOL_VERSION;
 
+pub mod fleet;
+
 /// A binary of this workspace, built next to the test executable (`cargo test --workspace` builds
 /// them).
 pub fn bin(name: &str) -> PathBuf {

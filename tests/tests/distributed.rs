@@ -219,6 +219,7 @@ async fn probes_say_ready_while_serving_and_not_ready_while_draining() {
     a.release(ReleaseRequest {
         worker_id: "a".into(),
         keys: lease.examples.iter().map(|e| e.key).collect(),
+        leaving: false,
     })
     .await
     .unwrap();

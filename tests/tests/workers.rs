@@ -6,26 +6,12 @@
 
 use std::collections::BTreeSet;
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Command};
 use std::time::{Duration, Instant};
 
 use drllm_proto::v1::StatusRequest;
+use drllm_tests::fleet::{wait_for, worker, worker_with};
 use drllm_tests::*;
-
-fn worker(url: &str, id: &str, log: &std::path::Path) -> Child {
-    worker_with(url, id, log, &[])
-}
-
-fn worker_with(url: &str, id: &str, log: &std::path::Path, extra: &[&str]) -> Child {
-    Command::new(bin("worker"))
-        .args(["run", "--coordinator", url, "--worker-id", id])
-        .args(extra)
-        .env("RUST_LOG", "info")
-        .stdout(Stdio::null())
-        .stderr(std::fs::File::create(log).unwrap())
-        .spawn()
-        .unwrap()
-}
 
 /// A job of `limit` questions at 4 simulations each, its coordinator (exiting when done) and a
 /// client; `None` (after a loud notice) when the default model is absent outside CI.
@@ -38,29 +24,12 @@ async fn start_job(
     let jd = JobDir::new();
     // Non-default settings, to see them reach the workers and every record.
     let search = "length_normalized = true\n[search]\nnum_simulations = 4\nseed = 11\n";
-    let coord = jd.serve(limit, shard, ttl, search, &["--exit-when-done"]);
+    // A short grace: some of these tests kill a worker, which never hears that the job is done.
+    let args = ["--exit-when-done", "--done-grace-secs", "3"];
+    let coord = jd.serve(limit, shard, ttl, search, &args);
     let mut c = connect(&coord.url, None);
     wait_ready(&mut c, Duration::from_secs(20)).await;
     Some((jd, coord, c))
-}
-
-async fn wait_for(
-    c: &mut drllm_proto::client::Client,
-    what: &str,
-    f: impl Fn(&drllm_proto::v1::StatusReply) -> bool,
-) {
-    let t = Instant::now();
-    loop {
-        let s = c.status(StatusRequest {}).await.unwrap().into_inner();
-        if f(&s) {
-            return;
-        }
-        assert!(
-            t.elapsed() < Duration::from_secs(240),
-            "timed out waiting for {what}: {s:?}"
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
 }
 
 /// Waits for the coordinator to finish the job and worker `w` (logging to `log`) to exit cleanly,
@@ -255,7 +224,8 @@ async fn an_unsearchable_example_fails_alone_and_a_killed_worker_shows_as_lost()
         "[search]\nnum_simulations = 4\n[[datasets]]\nname = {:?}\nsplit = \"all\"\n",
         poison.display().to_string()
     );
-    let mut coord = jd.serve(3, 2, 3, &extra, &["--exit-when-done"]);
+    let args = ["--exit-when-done", "--done-grace-secs", "3"];
+    let mut coord = jd.serve(3, 2, 3, &extra, &args);
     let mut c = connect(&coord.url, None);
     wait_ready(&mut c, Duration::from_secs(20)).await;
     let (alog, blog) = (jd.dir.path().join("a.log"), jd.dir.path().join("b.log"));

@@ -8,6 +8,7 @@ mod logits;
 mod parity;
 mod run;
 mod search;
+mod session;
 
 use clap::{Parser, Subcommand};
 
@@ -39,11 +40,23 @@ enum Command {
     Parity(parity::Args),
 }
 
-fn main() -> anyhow::Result<std::process::ExitCode> {
+/// Errors end the process with one line on stderr (the chain of causes, no backtrace) and exit
+/// code 1.
+fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
     drllm_core::cli::init_with(cli.log_json, "warn");
+    match run(cli.command) {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+fn run(command: Command) -> anyhow::Result<std::process::ExitCode> {
     let ok = std::process::ExitCode::SUCCESS;
-    match cli.command {
+    match command {
         Command::Logits(a) => logits::run(a).map(|_| ok),
         Command::Bench(a) => bench::run(a).map(|_| ok),
         Command::BenchTokens(a) => bench_tokens::run(a).map(|_| ok),

@@ -9,7 +9,8 @@ use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use anyhow::{bail, Context};
+use crate::session::Session;
+use anyhow::Context;
 use drllm_contract::RunSettings;
 use drllm_contract::SearchConfig;
 use drllm_contract::SearchRecord;
@@ -20,7 +21,6 @@ use drllm_proto::convert::decode_example;
 use drllm_proto::http::Health;
 use drllm_proto::v1::{self, *};
 use drllm_proto::PROTOCOL_VERSION;
-use tonic::{Code, Status};
 
 #[derive(clap::Args, Debug)]
 pub struct Args {
@@ -63,100 +63,10 @@ pub struct Args {
     /// coordinator must refuse (failing that example alone).
     #[arg(long, hide = true)]
     fault_corrupt_record: Option<String>,
-}
-
-/// Is a failed call worth retrying (the coordinator away or restarting)?
-fn transient(s: &Status) -> bool {
-    matches!(
-        s.code(),
-        Code::Unavailable
-            | Code::Unknown
-            | Code::DeadlineExceeded
-            | Code::Cancelled
-            | Code::Aborted
-    )
-}
-
-#[derive(Clone)]
-struct Session {
-    client: Client,
-    worker_id: String,
-    register: RegisterRequest,
-    give_up: Duration,
-}
-
-/// Runs `call` until it answers, retrying transient failures (the coordinator away or
-/// restarting) with backoff for up to `give_up`. `Ok(Err(status))`: the coordinator answered with
-/// an error for the caller to interpret; `Err`: it stayed unreachable.
-async fn with_backoff<T, F, Fut>(
-    client: &Client,
-    give_up: Duration,
-    what: &str,
-    mut call: F,
-) -> anyhow::Result<Result<T, Status>>
-where
-    F: FnMut(Client) -> Fut,
-    Fut: std::future::Future<Output = Result<tonic::Response<T>, Status>>,
-{
-    let start = Instant::now();
-    let mut wait = Duration::from_millis(200);
-    loop {
-        match call(client.clone()).await {
-            Ok(r) => return Ok(Ok(r.into_inner())),
-            Err(s) if transient(&s) && start.elapsed() < give_up => {
-                tracing::warn!(
-                    call = what,
-                    "coordinator unreachable ({}); retrying in {wait:?}",
-                    s.message()
-                );
-                tokio::time::sleep(wait).await;
-                wait = (wait * 2).min(Duration::from_secs(10));
-            }
-            Err(s) if transient(&s) => bail!(
-                "{what}: the coordinator stayed unreachable for {:.0?} ({}); --give-up-secs sets how long to wait",
-                start.elapsed(),
-                s.message()
-            ),
-            Err(s) => return Ok(Err(s)),
-        }
-    }
-}
-
-impl Session {
-    /// Runs `call` until it succeeds (see [`with_backoff`]), registering again when the
-    /// coordinator forgot this worker (it restarted).
-    async fn call<T, F, Fut>(&mut self, what: &str, mut call: F) -> anyhow::Result<T>
-    where
-        F: FnMut(Client) -> Fut,
-        Fut: std::future::Future<Output = Result<tonic::Response<T>, Status>>,
-    {
-        loop {
-            match with_backoff(&self.client, self.give_up, what, &mut call).await? {
-                Ok(v) => return Ok(v),
-                Err(s) if s.code() == Code::NotFound => {
-                    tracing::info!("coordinator forgot this worker; registering again");
-                    self.register().await?;
-                }
-                Err(s) => bail!("{what}: {} ({:?})", s.message(), s.code()),
-            }
-        }
-    }
-
-    async fn register(&mut self) -> anyhow::Result<RegisterReply> {
-        let req = self.register.clone();
-        let reply = with_backoff(&self.client, self.give_up, "register", |mut c| {
-            let req = req.clone();
-            async move { c.register(req).await }
-        })
-        .await?;
-        reply.map_err(|s| {
-            anyhow::anyhow!(
-                "the coordinator refused this worker: {} ({:?})",
-                s.message(),
-                s.code()
-            )
-        })
-    }
+    /// Fault tests only: pad the record of this example id past the job's message limit, which
+    /// the worker must report as that example's failure instead of sending it.
+    #[arg(long, hide = true)]
+    fault_oversize_record: Option<String>,
 }
 
 pub fn run(a: Args) -> anyhow::Result<()> {
@@ -228,6 +138,7 @@ async fn run_async(a: Args) -> anyhow::Result<()> {
             version: env!("CARGO_PKG_VERSION").to_string(),
         },
         give_up: Duration::from_secs_f64(a.give_up_secs),
+        max_message: drllm_proto::size::DEFAULT_MAX_MESSAGE_BYTES,
     };
     let reg = s.register().await?;
     let settings = reg
@@ -261,10 +172,15 @@ async fn run_async(a: Args) -> anyhow::Result<()> {
         stop: stop.clone(),
         failures: FailureStreak::new(a.max_failures_in_a_row),
         corrupt_record: a.fault_corrupt_record.clone(),
+        oversize_record: a
+            .fault_oversize_record
+            .clone()
+            .map(|id| (id, s.max_message)),
     });
     let joined = run_lanes(&s, &lanes, a.concurrency.max(1)).await;
     stop.store(true, Ordering::SeqCst);
     hb.abort();
+    s.leave().await;
     let (done, sims) = joined?;
     let secs = t0.elapsed().as_secs_f64();
     println!(
@@ -287,6 +203,8 @@ struct Lanes {
     failures: FailureStreak,
     /// Fault tests: the example id whose record is corrupted before it is submitted.
     corrupt_record: Option<String>,
+    /// Fault tests: the example id whose record is padded past this many bytes.
+    oversize_record: Option<(String, usize)>,
 }
 
 /// Failed searches in a row, across lanes: a worker whose every search fails is broken itself
@@ -360,6 +278,11 @@ async fn search_record(
         // --fault-corrupt-record: a record the coordinator must refuse (fault tests).
         rec.best_decisions.pop();
     }
+    if let Some((id, limit)) = &w.oversize_record {
+        if *id == rec.example_id {
+            rec.best_response = Some("x".repeat(*limit + 1));
+        }
+    }
     Ok((rec, sims))
 }
 
@@ -410,21 +333,18 @@ impl Lanes {
 }
 
 /// Submits one result, retrying while the coordinator is away. A result the coordinator
-/// refuses has failed its example there; it counts as a failure here.
+/// refuses has failed its example there; it counts as a failure here. A result for an example
+/// already settled (this worker's lease expired, say while it was cut off, and another worker's
+/// result won) is dropped: the job has that example.
 async fn submit(s: &mut Session, w: &Lanes, result: SearchResult) -> anyhow::Result<()> {
-    let id = w.worker_id.clone();
-    let reply = s
-        .call("submit", move |mut c| {
-            let (id, result) = (id.clone(), result.clone());
-            async move {
-                c.submit(SubmitRequest {
-                    worker_id: id,
-                    results: vec![result],
-                })
-                .await
-            }
-        })
-        .await?;
+    let key = result.key;
+    let reply = s.submit(result).await?;
+    if reply.duplicates > 0 {
+        tracing::info!(
+            example = key,
+            "the example was already settled elsewhere (this worker's lease had expired): result dropped"
+        );
+    }
     for r in reply.refused {
         if let Some(give_up) = w.failed(r.key, &r.reason) {
             return Err(give_up);
@@ -439,19 +359,7 @@ async fn submit(s: &mut Session, w: &Lanes, result: SearchResult) -> anyhow::Res
 async fn lane(mut s: Session, w: Arc<Lanes>) -> anyhow::Result<(u64, usize)> {
     let (mut done, mut sims) = (0u64, 0usize);
     'outer: while !w.stop.load(Ordering::SeqCst) {
-        let id = w.worker_id.clone();
-        let lease = s
-            .call("lease", move |mut c| {
-                let id = id.clone();
-                async move {
-                    c.lease(LeaseRequest {
-                        worker_id: id,
-                        max_examples: 0,
-                    })
-                    .await
-                }
-            })
-            .await?;
+        let lease = s.lease(0).await?;
         if lease.examples.is_empty() {
             if lease.job_done || lease.retry_after_ms == 0 {
                 // The other lanes stop too instead of leasing again: the coordinator may be gone
@@ -493,20 +401,8 @@ async fn release(s: &mut Session, held: &Mutex<Vec<u64>>, keys: Vec<u64>) -> any
     if keys.is_empty() {
         return Ok(());
     }
-    let id = s.worker_id.clone();
-    let r = s
-        .call("release", move |mut c| {
-            let (id, keys) = (id.clone(), keys.clone());
-            async move {
-                c.release(ReleaseRequest {
-                    worker_id: id,
-                    keys,
-                })
-                .await
-            }
-        })
-        .await?;
-    tracing::info!(released = r.released, "released the rest of the lease");
+    let released = s.release(keys, false).await?;
+    tracing::info!(released, "released the rest of the lease");
     Ok(())
 }
 

@@ -26,6 +26,7 @@ use writer::Op;
 pub use writer::SubmitReply;
 
 mod open;
+mod size;
 mod writer;
 
 /// Layout version of the state directory. 3: accepted results are stored as records with typed
@@ -61,8 +62,18 @@ pub type Result<T> = std::result::Result<T, StateError>;
 /// otherwise).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 enum Stored {
-    Leased { worker: String, deadline_ms: i64 },
-    Failed { reason: String },
+    Leased {
+        worker: String,
+        deadline_ms: i64,
+    },
+    Failed {
+        reason: String,
+    },
+    /// Failed because it cannot travel within the job's message limit: checked again at every
+    /// open, so a raised `max_message_mib` makes it pending again ([`size`]).
+    TooLarge {
+        reason: String,
+    },
 }
 
 /// A registered worker, kept in the `workers` tree so that the registry survives a restart.
@@ -90,7 +101,7 @@ struct Mem {
     failures: BTreeMap<u64, String>,
     parts: u64,
     workers: HashMap<String, WorkerInfo>,
-    /// Workers a Lease has told that the job is done.
+    /// Workers a Lease has told that the job is done, and workers that said they stop.
     told_done: HashSet<String>,
     fingerprint: Option<String>,
 }
@@ -146,7 +157,11 @@ pub struct State {
     results: sled::Tree,
     parts: sled::Tree,
     workers: sled::Tree,
+    /// Where each example comes from (`file:line`), by key; empty in states written before it.
+    origins: sled::Tree,
     total: u64,
+    /// The largest message the coordinator and its workers accept (the job's `max_message_mib`).
+    max_message: usize,
     mem: Arc<Mutex<Mem>>,
     /// Bumped on every change of the counts, so that waiting (for the end of the job, for the
     /// leases to come back) needs no polling.
@@ -164,10 +179,26 @@ fn example_id(examples: &sled::Tree, k: u64) -> Option<String> {
         .map(|e| e.id)
 }
 
-/// (key, example id, reason) for each failure; the id reads `#key` if the example is unreadable.
+/// (key, example id, reason) for each failure; the id reads `#key` if the example is unreadable,
+/// and is shortened ([`short_id`]): an id can be megabytes long.
 fn with_ids(examples: &sled::Tree, failures: BTreeMap<u64, String>) -> Vec<(u64, String, String)> {
-    let id = |k: u64| example_id(examples, k).unwrap_or_else(|| format!("#{k}"));
-    failures.into_iter().map(|(k, r)| (k, id(k), r)).collect()
+    failures
+        .into_iter()
+        .map(|(k, r)| (k, display_id(examples, k), r))
+        .collect()
+}
+
+/// The id of example `k` for messages and listings: shortened, `#key` when unreadable.
+fn display_id(examples: &sled::Tree, k: u64) -> String {
+    example_id(examples, k).map_or_else(|| format!("#{k}"), |id| short_id(&id))
+}
+
+/// `id` as it is, or its first 100 characters and how many bytes it has when it is longer.
+pub fn short_id(id: &str) -> String {
+    match id.char_indices().nth(100) {
+        None => id.to_string(),
+        Some((at, _)) => format!("{}… ({} bytes)", &id[..at], id.len()),
+    }
 }
 
 /// The failed examples (key, example id, reason) of a job's state directory, read without the
@@ -197,7 +228,7 @@ pub fn read_failures(dir: &std::path::Path) -> Result<Vec<(u64, String, String)>
         };
         let k = unkey(&k).ok_or_else(|| bad("a state key is not 8 bytes".into()))?;
         match serde_json::from_slice(&v).map_err(|e| bad(format!("state of example {k}: {e}")))? {
-            Stored::Failed { reason } => failures.insert(k, reason),
+            Stored::Failed { reason } | Stored::TooLarge { reason } => failures.insert(k, reason),
             Stored::Leased { .. } => None,
         };
     }
@@ -303,18 +334,35 @@ impl State {
         let mut mem = self.mem();
         let now = now_ms();
         self.reclaim(&mut mem, now);
-        let keys: Vec<u64> = mem.pending.iter().take(max).copied().collect();
-        let mut out = Vec::with_capacity(keys.len());
-        for k in keys {
+        let mut out = Vec::new();
+        // Packed by count and by bytes: the reply never passes the message limit.
+        let mut bytes = drllm_proto::size::LEASE_REPLY_OVERHEAD;
+        let mut next = 0;
+        while out.len() < max {
+            let Some(&k) = mem.pending.range(next..).next() else {
+                break;
+            };
+            next = k + 1;
             let stored = self.examples.get(key(k))?;
             let decoded = stored.map(|b| v1::Example::decode(b.as_ref()));
             match decoded {
                 Some(Ok(example)) => {
-                    self.set_lease(&mut mem, k, worker, deadline_ms);
-                    out.push(LeasedExample {
+                    let le = LeasedExample {
                         key: k,
                         example: Some(example),
-                    });
+                    };
+                    // One that cannot travel alone fails alone (states opened before the limit
+                    // was lowered are checked at open; this is the last guard).
+                    if let Some(reason) = self.too_large(&le) {
+                        self.fail_as(&mut mem, k, Stored::TooLarge { reason });
+                        continue;
+                    }
+                    bytes += drllm_proto::size::leased_len(&le);
+                    if bytes > self.max_message {
+                        break;
+                    }
+                    self.set_lease(&mut mem, k, worker, deadline_ms);
+                    out.push(le);
                 }
                 // One unreadable example fails alone instead of failing every lease.
                 Some(Err(e)) => self.fail(
@@ -335,10 +383,20 @@ impl State {
 
     /// Marks `k` failed for `reason`, durably (queued like a lease).
     fn fail(&self, mem: &mut Mem, k: u64, reason: String) {
-        tracing::error!(example = k, %reason, "example failed");
+        self.fail_as(mem, k, Stored::Failed { reason });
+    }
+
+    /// Marks `k` failed as `stored` says (a failure of either kind), durably, and logs it with
+    /// its example id.
+    fn fail_as(&self, mem: &mut Mem, k: u64, stored: Stored) {
+        let (Stored::Failed { reason } | Stored::TooLarge { reason }) = &stored else {
+            return;
+        };
+        let id = display_id(&self.examples, k);
+        tracing::error!(key = k, example = %id, %reason, "example failed");
         mem.close(k);
         mem.failures.insert(k, reason.clone());
-        self.queue(Op::Put(k, Stored::Failed { reason }));
+        self.queue(Op::Put(k, stored));
     }
 
     /// Makes the examples whose lease expired by `now` pending again; returns how many.
@@ -379,19 +437,20 @@ impl State {
         }
     }
 
-    /// Notes that a Lease told `worker` the job is done.
+    /// Notes that `worker` need not hear that the job is done: a Lease told it so, or it said
+    /// it stops.
     pub fn told_done(&self, worker: &str) {
         self.mem().told_done.insert(worker.to_string());
         self.notify();
     }
 
-    /// Whether every worker seen within `ttl_ms` has been told that the job is done.
-    pub fn all_told_done(&self, ttl_ms: i64) -> bool {
+    /// Whether every worker seen since `since_ms` (this coordinator's start) has been told that
+    /// the job is done, or has stopped. A worker cut off by the network counts until it is back.
+    pub fn all_told_done(&self, since_ms: i64) -> bool {
         let mem = self.mem();
-        let now = now_ms();
         mem.workers
             .iter()
-            .filter(|(_, w)| now - w.last_seen_ms <= ttl_ms)
+            .filter(|(_, w)| w.last_seen_ms >= since_ms)
             .all(|(id, _)| mem.told_done.contains(id))
     }
 

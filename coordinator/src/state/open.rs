@@ -54,13 +54,15 @@ impl Job<'_> {
         }
         let exs = self
             .spec
-            .examples(self.file)
+            .sourced_examples(self.file)
             .map_err(|e| StateError::Dataset(e.to_string()))?;
-        let mut batch = sled::Batch::default();
-        for (i, ex) in exs.iter().enumerate() {
+        let (mut batch, mut origins) = (sled::Batch::default(), sled::Batch::default());
+        for (i, (ex, origin)) in exs.iter().enumerate() {
             batch.insert(&key(i as u64), v1::Example::from(ex).encode_to_vec());
+            origins.insert(&key(i as u64), origin.as_bytes());
         }
         examples.apply_batch(batch)?;
+        db.open_tree("origins")?.apply_batch(origins)?;
         meta.insert("format", FORMAT)?;
         meta.insert("job", self.text.as_bytes())?;
         meta.insert(
@@ -112,7 +114,9 @@ impl State {
             results: db.open_tree("results")?,
             parts: db.open_tree("parts")?,
             workers: db.open_tree("workers")?,
+            origins: db.open_tree("origins")?,
             total: examples.len() as u64,
+            max_message: spec.max_message_bytes(),
             examples,
             mem: Arc::default(),
             changes: Arc::new(tokio::sync::watch::Sender::new(())),
@@ -120,6 +124,13 @@ impl State {
             faults,
         };
         let mut mem = state.load()?;
+        let refused = state.refuse_oversized(&mut mem)?;
+        if refused > 0 {
+            tracing::warn!(
+                examples = refused,
+                "examples too large for the message limit fail alone (`coordinator status` and the log above name each with its reason)"
+            );
+        }
         mem.fingerprint = match state.meta.get("fingerprint")? {
             Some(f) => Some(String::from_utf8_lossy(&f).to_string()),
             None => (!spec.model_fingerprint.is_empty()).then(|| spec.model_fingerprint.clone()),
@@ -216,6 +227,7 @@ impl State {
                 stale.push(k); // a lease that a result or part superseded
                 continue;
             }
+
             match st {
                 Stored::Leased {
                     worker,
@@ -223,6 +235,11 @@ impl State {
                 } => mem.set_lease(k, &worker, deadline_ms),
                 Stored::Failed { reason } => {
                     mem.failures.insert(k, reason);
+                }
+                Stored::TooLarge { .. } => {
+                    // Checked again under this open's limit (refuse_oversized).
+                    settled[i] = false;
+                    stale.push(k);
                 }
             }
         }
