@@ -104,7 +104,9 @@ wait
 
 # 5. Where the certified best router spends compute, on ARC-Easy test; realized prefill speedup
 # of token routes at the same shares; the table and the plot.
-have usage/usage.json || "$BIN/evaluator" token-usage --routers "$OUT/t$best_t" \
+# (at its trained point τ = 0.5 when its certificate keeps the static model: nothing to see there)
+knob=(); [ "$("$PY" "$ROOT/bench/tokens_table.py" --chosen "$OUT" "$best_t")" = static ] && knob=(--budget 0.5)
+have usage/usage.json || "$BIN/evaluator" token-usage --routers "$OUT/t$best_t" "${knob[@]}" \
   --dataset arc_easy --split test --limit "$USAGE_LIMIT" --out "$OUT/usage" > /dev/null
 have bench-tokens.jsonl || "$BIN/worker" bench-tokens --dataset arc_easy --limit 24 \
   --skip 0,0.1,0.2,0.3 > "$OUT/bench-tokens.jsonl"

@@ -134,7 +134,8 @@ def dev_points(out, targets):
 def usage(out):
     f = os.path.join(out, "usage", "usage.md")
     if os.path.exists(f):
-        print("### Where compute goes (`evaluator token-usage`, best certified router)\n")
+        print("### Where compute goes (`evaluator token-usage`, the best router at the knob "
+              "below)\n")
         print(open(f).read())
 
 

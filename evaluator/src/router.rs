@@ -182,7 +182,7 @@ impl Router {
         let mut seen = Seen::new();
         if let Self::Token(t) = self {
             let mut gate = t.gate(knob);
-            let outcome = evaluate_tokens(lm, ex, opts, t.kv(), |layer, x| gate.decide(layer, x))?;
+            let outcome = evaluate_tokens(lm, ex, opts, &mut gate)?;
             let executions = gate.ran as f64 / (gate.rows as f64 / lm.model.num_layers() as f64);
             return Ok(Routing {
                 outcome,

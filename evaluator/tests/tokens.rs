@@ -2,7 +2,8 @@
 //! whose gates run every token is the static model; a random control that skips about a third
 //! of the routed token-layers runs the engine's token route (the outcome the library gives for
 //! the same gate) and reports its fractional layers per token; calibration certifies a point and
-//! `run` then uses it.
+//! `run` then uses it; generated answers continue along token routes, each new token deciding its
+//! own layers.
 
 use std::path::Path;
 use std::process::Command;
@@ -82,7 +83,7 @@ fn token_routers_run_and_certify_through_the_evaluator() {
     );
     for (ex, r) in examples("test", 4).iter().zip(&got) {
         let mut gate = control.gate(0.5);
-        let o = evaluate_tokens(&lm, ex, &opts, control.kv(), |l, x| gate.decide(l, x)).unwrap();
+        let o = evaluate_tokens(&lm, ex, &opts, &mut gate).unwrap();
         assert_eq!(r["routed_correct"].as_bool(), Some(o.correct), "{}", ex.id);
         let layers = r["path_len"].as_f64().unwrap();
         let want = gate.ran as f64 * 30.0 / gate.rows as f64;
@@ -127,4 +128,77 @@ fn token_routers_run_and_certify_through_the_evaluator() {
             .collect::<Vec<_>>(),
         "the certified point is τ = 0.5"
     );
+}
+
+/// Generation along token routes: `evaluator run --reward generate` with gates that run every
+/// token answers as the static model does; with untrained gates each generated token decides
+/// its own layers (a pass of its own through the gate), and the run reports what the library
+/// gives for the same gate, its layers per token counted over the prompt and the fed tokens (no
+/// early stop, so that answers run to their token budget).
+#[test]
+fn token_routers_generate_answers_through_the_evaluator() {
+    let Some(lm) = drllm_engine::testing::load_default_model_for_tests(&LoadOptions::default())
+    else {
+        return;
+    };
+    let tmp = tempfile::tempdir().unwrap();
+    let (all, mixed) = (tmp.path().join("all"), tmp.path().join("mixed"));
+    TokenRouter::init(config(&lm, None), 30.0)
+        .unwrap()
+        .save(&all)
+        .unwrap();
+    // Untrained gates at an even bias: each token's own state decides (the random control's
+    // hash of exact bits would not survive the thread counts of two processes).
+    let router = TokenRouter::init(config(&lm, None), 0.0).unwrap();
+    router.save(&mixed).unwrap();
+    let run = |ckpt: &Path, name: &str| {
+        let out = tmp.path().join(name);
+        evaluator(&[
+            "run",
+            "--routers",
+            ckpt.to_str().unwrap(),
+            "--reward",
+            "generate",
+            "--dataset",
+            "arc_easy",
+            "--split",
+            "test",
+            "--limit",
+            "3",
+            "--budget",
+            "0.5",
+            "--no-early-stop",
+            "--out",
+            out.to_str().unwrap(),
+        ]);
+        results(&out)
+    };
+    for r in run(&all, "gen-all") {
+        assert_eq!(r["routed_answer"], r["static_answer"], "{r}");
+        assert_eq!(r["routed_tokens"], r["static_tokens"], "{r}");
+        assert_eq!(r["path_len"].as_f64(), Some(30.0), "{r}");
+    }
+    // Without early stop every answer runs to its token budget: tokens are fed back.
+    let opts = RewardOptions {
+        early_stop: false,
+        ..RewardOptions::for_model(&lm, RewardMode::Generate)
+    };
+    for (ex, r) in examples("test", 3).iter().zip(run(&mixed, "gen-mixed")) {
+        let mut gate = router.gate(0.5);
+        let o = evaluate_tokens(&lm, ex, &opts, &mut gate).unwrap();
+        assert_eq!(r["routed_correct"].as_bool(), Some(o.correct), "{}", ex.id);
+        assert!(o.response.is_some() && o.tokens_generated > 0, "{o:?}");
+        let prompt = drllm_core::tasks::reward::prepare(&lm, ex, &opts).unwrap();
+        // Every fed token passed through the gate after the prompt's rows.
+        let passes = gate.rows / 30;
+        assert_eq!(gate.rows % 30, 0);
+        assert!(passes > prompt.prompt_ids.len() as u64, "{passes}");
+        let layers = r["path_len"].as_f64().unwrap();
+        let want = gate.ran as f64 / passes as f64;
+        assert!(
+            (layers - want).abs() < 1e-9,
+            "{layers} vs {want}: {r}\n{o:?}"
+        );
+        assert!(layers < 29.0, "{layers}");
+    }
 }

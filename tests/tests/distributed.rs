@@ -74,7 +74,14 @@ async fn duplicate_and_late_submissions_are_acknowledged_and_ignored() {
         5,
         60,
         "",
-        &["--exit-when-done", "--metrics-listen", &metrics],
+        // Synthetic clients never lease again to hear that the job is done: no grace.
+        &[
+            "--exit-when-done",
+            "--done-grace-secs",
+            "0",
+            "--metrics-listen",
+            &metrics,
+        ],
     );
     let mut a = connect(&coord.url, None);
     wait_ready(&mut a, Duration::from_secs(20)).await;
@@ -238,7 +245,9 @@ async fn probes_say_ready_while_serving_and_not_ready_while_draining() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn failed_examples_are_kept_through_a_crash_and_never_leased_again() {
     let jd = JobDir::new();
-    let mut coord = jd.serve(3, 3, 60, "", &["--exit-when-done"]);
+    // Synthetic clients never lease again to hear that the job is done: no grace.
+    let args = ["--exit-when-done", "--done-grace-secs", "0"];
+    let mut coord = jd.serve(3, 3, 60, "", &args);
     let mut a = connect(&coord.url, None);
     wait_ready(&mut a, Duration::from_secs(20)).await;
     let lease = register_and_lease(&mut a, "a", 3).await;

@@ -10,7 +10,9 @@ use crate::tasks::reward::{prepare, Outcome, Prepared, RewardOptions, Scoring};
 use crate::Result;
 use drllm_contract::Example;
 use drllm_engine::exec::Route;
-use drllm_engine::{LayerPath, LoadedModel, SkippedKv};
+use drllm_engine::{LayerPath, LoadedModel, PathCache};
+
+use super::token::TokenGate;
 
 /// Evaluates `ex` along the path that `decide(layer, prompt_rows)` chooses layer by layer;
 /// returns the outcome and the path.
@@ -41,29 +43,40 @@ fn run_and_score(
     Ok((o, pass.path))
 }
 
-/// Evaluates `ex` along a token route: before each layer `gate(layer, rows)` says which of the
-/// pass's rows (the prompt and every choice's continuation) run it, and `kv` what later tokens
-/// read of a skipped one. choice-loglik only: generation would continue along per-token routes,
-/// which scoring does not do yet. Returns the outcome.
+/// Evaluates `ex` along a token route: before each layer `gate` says which of the pass's rows
+/// (the prompt and every choice's continuation) run it, and its router what later tokens read of
+/// a skipped one; a generated answer continues token by token, each new token's layers decided
+/// by the same gate (a pass of its own). `gate` counts the token-layers run. Returns the
+/// outcome.
 pub fn evaluate_tokens(
     lm: &LoadedModel,
     ex: &Example,
     opts: &RewardOptions,
-    kv: SkippedKv,
-    mut gate: impl FnMut(usize, &Tensor) -> drllm_engine::Result<Vec<bool>>,
+    gate: &mut TokenGate<'_>,
 ) -> Result<Outcome> {
     let prep = prepare(lm, ex, opts)?;
-    if prep.gen.is_some() {
-        return Err(crate::Error::Reward {
-            id: ex.id.clone(),
-            reason: "token routers score choice-loglik only (generation along token routes is \
-                     not built yet): pass --reward choice-loglik"
-                .into(),
-        });
-    }
-    let route = Route::Tokens {
-        gate: &mut gate,
-        kv,
+    let kv = gate.kv();
+    let mut slots = Vec::with_capacity(lm.model.num_layers());
+    let pass = {
+        let mut decide = |layer: usize, x: &Tensor| gate.decide(layer, x);
+        let route = Route::Tokens {
+            gate: &mut decide,
+            kv,
+        };
+        (lm.model).run_path(prep.embed(lm)?, prep.rows(&mut slots), route, |_, _, _| ())?
     };
-    Ok(run_and_score(lm, ex, opts, &prep, route)?.0)
+    let mut feed = |cache: &mut PathCache, next: u32, pos: usize| {
+        gate.next_pass();
+        let mut decide = |layer: usize, h: &Tensor| gate.decide(layer, h);
+        lm.model
+            .forward_tokens(&[next], cache, pos, &mut decide, kv)
+    };
+    let scoring = Scoring {
+        lm,
+        ex,
+        prep: &prep,
+        opts,
+    };
+    let (o, _) = scoring.finish_fed(&pass.path, &pass.hidden, slots, Some(&mut feed))?;
+    Ok(o)
 }

@@ -305,6 +305,7 @@ impl TokenRouter {
             router: self,
             cut: self.skip_cut(tau),
             logits: None,
+            earlier: Vec::new(),
             ran: 0,
             rows: 0,
         }
@@ -320,8 +321,11 @@ fn logit(p: f32) -> f32 {
 pub struct TokenGate<'a> {
     router: &'a TokenRouter,
     cut: f32,
-    /// Contextual gates: every routed layer's logits, from the state entering `keep_first`.
+    /// Contextual gates: every routed layer's logits, from the state entering `keep_first`, for
+    /// the rows of this pass.
     logits: Option<Vec<Vec<f32>>>,
+    /// The logits of earlier passes (generated tokens), rows appended per gate.
+    earlier: Vec<Vec<f32>>,
     /// Token-layers run so far.
     pub ran: u64,
     /// Token-layers decided so far.
@@ -329,10 +333,31 @@ pub struct TokenGate<'a> {
 }
 
 impl TokenGate<'_> {
-    /// Contextual gates: every routed layer's run logits per row, once the pass has reached
-    /// them (what the gate saw, from which any knob's decisions follow).
+    /// Contextual gates: every routed layer's run logits per row of every pass so far, once
+    /// the passes have reached them (what the gate saw, from which any knob's decisions follow).
     pub fn logits(&self) -> Option<Vec<Vec<f32>>> {
-        self.logits.clone()
+        let now = self.logits.as_ref()?;
+        let mut all = self.earlier.clone();
+        all.resize(now.len(), Vec::new());
+        for (a, n) in all.iter_mut().zip(now) {
+            a.extend_from_slice(n);
+        }
+        Some(all)
+    }
+
+    /// The next rows are a new pass (a generated token): contextual gates read its state anew.
+    pub fn next_pass(&mut self) {
+        if let Some(l) = self.logits.take() {
+            self.earlier.resize(l.len(), Vec::new());
+            for (a, n) in self.earlier.iter_mut().zip(l) {
+                a.extend(n);
+            }
+        }
+    }
+
+    /// What later tokens read of a token that skipped a layer (the router's setting).
+    pub fn kv(&self) -> SkippedKv {
+        self.router.kv()
     }
 
     /// The rows of `x` (the pass's state entering `layer`) that run it.

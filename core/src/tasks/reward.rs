@@ -9,7 +9,7 @@ use crate::error::{Error, Result};
 use drllm_contract::{AnswerKind, Example, PromptStyle};
 use drllm_engine::cache::{KvSlot, PathCache};
 use drllm_engine::exec::{Route, Rows};
-use drllm_engine::generate::{greedy_continue, StopReason};
+use drllm_engine::generate::{greedy_continue, greedy_fed, StopReason};
 use drllm_engine::layer::Segments;
 use drllm_engine::loader::LoadedModel;
 use drllm_engine::path::LayerPath;
@@ -197,6 +197,9 @@ pub fn score_example(
     Ok(scoring.finish(path, &pass.hidden, slots)?.0)
 }
 
+/// Runs one generated token at a position and returns its logits (`[1, vocab]`).
+pub type Feed<'a> = &'a mut dyn FnMut(&mut PathCache, u32, usize) -> drllm_engine::Result<Tensor>;
+
 /// What scoring one example needs, whatever the path: the model, the example, its prepared
 /// rows and the reward's options.
 pub struct Scoring<'a> {
@@ -220,6 +223,19 @@ impl Scoring<'_> {
         x: &Tensor,
         slots: Vec<KvSlot>,
     ) -> Result<(Outcome, u64)> {
+        self.finish_fed(path, x, slots, None)
+    }
+
+    /// [`Scoring::finish`] where, when the example generates, `feed(cache, token, position)`
+    /// runs each generated token and returns its logits (a token route decides every new
+    /// token's layers itself); `None`: generated tokens run along `path`.
+    pub fn finish_fed(
+        &self,
+        path: &LayerPath,
+        x: &Tensor,
+        slots: Vec<KvSlot>,
+        feed: Option<Feed<'_>>,
+    ) -> Result<(Outcome, u64)> {
         let (lm, prep) = (self.lm, self.prep);
         let positions = path.len() as u64;
         let rows = prep.rows.len() as u64 * positions;
@@ -229,7 +245,7 @@ impl Scoring<'_> {
         };
         let mut cache = PathCache::from_slots(path, slots, t)?;
         let last = lm.model.head(&x.narrow(0, t - 1, 1)?)?;
-        let o = generate(self, prompt, &mut cache, &last)?;
+        let o = generate(self, prompt, &mut cache, &last, feed)?;
         // Every generated token is fed back except a final one the loop stopped on.
         let fed = match o.stop {
             Some(StopReason::Eos) | None => o.tokens_generated,
@@ -266,13 +282,14 @@ fn generate(
     prompt: &prompts::GenPrompt,
     cache: &mut PathCache,
     last: &Tensor,
+    feed: Option<Feed<'_>>,
 ) -> Result<Outcome> {
     let (lm, ex, prep, opts) = (s.lm, s.ex, s.prep, s.opts);
     let max = prompt.max_new_tokens;
     let max_token_chars = lm.tokenizer.max_token_chars();
     let gold = prep.gold;
     let mut decode_error = None;
-    let gen = greedy_continue(&lm.model, cache, last, max, |tokens| {
+    let stop = |tokens: &[u32]| {
         if !opts.early_stop {
             return false;
         }
@@ -295,7 +312,11 @@ fn generate(
                 (max - tokens.len()) * max_token_chars,
             ),
         }
-    })?;
+    };
+    let gen = match feed {
+        Some(feed) => greedy_fed(&lm.model, cache, last, max, stop, |_, _| Ok(()), feed)?,
+        None => greedy_continue(&lm.model, cache, last, max, stop)?,
+    };
     if let Some(e) = decode_error {
         return Err(e.into());
     }
