@@ -18,6 +18,7 @@ fn help_lists_the_serve_and_status_options() {
         "--token-file",
         "--tls-cert",
         "--exit-when-done",
+        "--done-grace-secs",
     ] {
         assert!(help.contains(opt), "serve --help lacks {opt}:\n{help}");
     }
