@@ -8,7 +8,7 @@
 mod common;
 
 use candle_core::{DType, Tensor};
-use common::{ids, max_abs_diff, Tiny};
+use common::{ids, max_abs_diff, max_diff_and_scale, Tiny};
 use drllm_engine::layer::Segments;
 use drllm_engine::{
     Error, LayerPath, LoadOptions, Model, Ops, PathCache, Route, RowMeta, Rows, SkippedKv,
@@ -67,14 +67,9 @@ fn mixed_with(
 /// The largest |want − got| relative to the largest |want| (at least 1: the default model's
 /// residual stream reaches ~10²), and that scale.
 fn relative_diff(want: &Tensor, got: &Tensor) -> (f32, f32) {
-    let scale = want
-        .abs()
-        .unwrap()
-        .max_all()
-        .unwrap()
-        .to_scalar::<f32>()
-        .unwrap();
-    (max_abs_diff(want, got) / scale.max(1.0), scale)
+    let v = |t: &Tensor| t.flatten_all().unwrap().to_vec1::<f32>().unwrap();
+    let (d, scale) = max_diff_and_scale(&v(got), &v(want), 1.0);
+    (d / scale, scale)
 }
 
 const KVS: [SkippedKv; 2] = [SkippedKv::Project, SkippedKv::Mask];

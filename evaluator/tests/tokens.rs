@@ -45,6 +45,15 @@ fn results(dir: &Path) -> Vec<Value> {
         .collect()
 }
 
+/// `evaluator run --routers ckpt ARGS --out out`: its per-example results.
+fn run_routers(ckpt: &Path, out: &Path, args: &[&str]) -> Vec<Value> {
+    let mut all = vec!["run", "--routers", ckpt.to_str().unwrap()];
+    all.extend_from_slice(args);
+    all.extend(["--out", out.to_str().unwrap()]);
+    evaluator(&all);
+    results(out)
+}
+
 #[test]
 fn token_routers_run_and_certify_through_the_evaluator() {
     let Some(lm) = drllm_engine::testing::load_default_model_for_tests(&LoadOptions::default())
@@ -61,12 +70,7 @@ fn token_routers_run_and_certify_through_the_evaluator() {
     control.save(&random).unwrap();
     let base = ["--dataset", "arc_easy", "--split", "test", "--limit", "4"];
     let run = |ckpt: &Path, out: &Path, knob: &[&str]| {
-        let mut args = vec!["run", "--routers", ckpt.to_str().unwrap()];
-        args.extend_from_slice(&base);
-        args.extend_from_slice(knob);
-        args.extend(["--out", out.to_str().unwrap()]);
-        evaluator(&args);
-        results(out)
+        run_routers(ckpt, out, &[&base[..], knob].concat())
     };
     // Gates that run every token: the static model, 30 layers per token.
     for r in run(&all, &tmp.path().join("run-all"), &["--budget", "0.5"]) {
@@ -152,26 +156,16 @@ fn token_routers_generate_answers_through_the_evaluator() {
     let router = TokenRouter::init(config(&lm, None), 0.0).unwrap();
     router.save(&mixed).unwrap();
     let run = |ckpt: &Path, name: &str| {
-        let out = tmp.path().join(name);
-        evaluator(&[
-            "run",
-            "--routers",
-            ckpt.to_str().unwrap(),
+        let args = [
             "--reward",
             "generate",
             "--dataset",
             "arc_easy",
             "--split",
             "test",
-            "--limit",
-            "3",
-            "--budget",
-            "0.5",
-            "--no-early-stop",
-            "--out",
-            out.to_str().unwrap(),
-        ]);
-        results(&out)
+        ];
+        let knob = ["--limit", "3", "--budget", "0.5", "--no-early-stop"];
+        run_routers(ckpt, &tmp.path().join(name), &[&args[..], &knob].concat())
     };
     for r in run(&all, "gen-all") {
         assert_eq!(r["routed_answer"], r["static_answer"], "{r}");

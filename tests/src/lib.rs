@@ -424,6 +424,28 @@ pub async fn synthetic_worker(url: String, worker: String, limit: Duration) -> u
     panic!("synthetic worker {worker} did not finish within {limit:?}");
 }
 
+/// The example ids of every row of every part in `dir`, sorted.
+pub fn committed_ids(dir: &Path) -> Vec<String> {
+    let mut ids: Vec<String> = read_parts(dir).into_iter().map(|r| r.0).collect();
+    ids.sort();
+    ids
+}
+
+/// `coordinator summarize OUT --state STATE` of a stopped job: its stderr and its JSON (panics
+/// when it fails).
+pub fn summarize_state(jd: &JobDir) -> (String, serde_json::Value) {
+    let out = Command::new(bin("coordinator"))
+        .arg("summarize")
+        .arg(&jd.out)
+        .arg("--state")
+        .arg(&jd.state)
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr).to_string();
+    assert!(out.status.success(), "{stderr}");
+    (stderr, serde_json::from_slice(&out.stdout).unwrap())
+}
+
 /// `example_id` and `worker_id` of every row of every part in `dir`; panics on stray files.
 pub fn read_parts(dir: &Path) -> Vec<(String, String)> {
     let mut rows = Vec::new();

@@ -9,7 +9,6 @@
 //! off by a silent network while the job ends comes back within the coordinator's grace period,
 //! drops its stale result and exits 0.
 
-use std::process::Command;
 use std::time::{Duration, Instant};
 
 use drllm_proto::v1::StatusRequest;
@@ -24,17 +23,9 @@ fn line(id: &str, question: &str) -> String {
     format!("{v}\n")
 }
 
+/// (example id, reason) of each failed example, from `summarize --state`.
 fn failures(jd: &JobDir) -> Vec<(String, String)> {
-    let out = Command::new(bin("coordinator"))
-        .arg("summarize")
-        .arg(&jd.out)
-        .arg("--state")
-        .arg(&jd.state)
-        .output()
-        .unwrap();
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(out.status.success(), "{stderr}");
-    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let (_, v) = summarize_state(jd);
     (v["failures"].as_array().unwrap().iter())
         .map(|f| {
             let s = |k: &str| f[k].as_str().unwrap().to_string();
@@ -90,12 +81,14 @@ async fn oversized_inputs_fail_alone_and_both_workers_exit_0() {
         "{}",
         coord.log()
     );
-    let mut got: Vec<String> = read_parts(&jd.out).into_iter().map(|r| r.0).collect();
-    got.sort();
     let mut want: Vec<String> = (1..=3).map(|i| format!("jsonl:big/{}", wide(i))).collect();
     want.extend(arc[1..].iter().cloned());
     want.sort();
-    assert_eq!(got, want, "the searchable examples once each");
+    assert_eq!(
+        committed_ids(&jd.out),
+        want,
+        "the searchable examples once each"
+    );
 
     let f = failures(&jd);
     assert_eq!(f.len(), 3, "{f:?}");
@@ -180,11 +173,9 @@ async fn a_worker_cut_off_while_the_job_ends_exits_0_within_the_grace() {
         "{}",
         coord.log()
     );
-    let mut got: Vec<String> = read_parts(&jd.out).into_iter().map(|r| r.0).collect();
-    got.sort();
     let mut want = arc_train_ids(6);
     want.sort();
-    assert_eq!(got, want, "every question once");
+    assert_eq!(committed_ids(&jd.out), want, "every question once");
 }
 
 /// `max_message_mib` is not part of the job's identity: raised on a resumed state, the examples

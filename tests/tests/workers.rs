@@ -272,26 +272,16 @@ async fn an_unsearchable_example_fails_alone_and_a_killed_worker_shows_as_lost()
         "{}",
         coord.log()
     );
-    let mut got: Vec<String> = read_parts(&jd.out).into_iter().map(|r| r.0).collect();
-    got.sort();
     let mut want = arc_train_ids(3);
     want.sort();
     assert_eq!(
-        got, want,
+        committed_ids(&jd.out),
+        want,
         "the three ARC questions once each, the long one not at all"
     );
 
-    let out = Command::new(bin("coordinator"))
-        .arg("summarize")
-        .arg(&jd.out)
-        .arg("--state")
-        .arg(&jd.state)
-        .output()
-        .unwrap();
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(out.status.success(), "{stderr}");
+    let (stderr, v) = summarize_state(&jd);
     assert!(stderr.contains("3 committed, 1 failed"), "{stderr}");
-    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(v["failed"], 1, "{v}");
     assert_eq!(
         v["failures"][0]["example_id"], "jsonl:poison/too-long",

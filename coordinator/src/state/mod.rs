@@ -292,9 +292,9 @@ impl State {
                         key: k,
                         example: Some(example),
                     };
-                    // One that cannot travel alone fails alone (states opened before the limit
-                    // was lowered are checked at open; this is the last guard).
-                    if let Some(reason) = self.too_large(&le) {
+                    // One that cannot travel alone fails alone (the last guard: every open
+                    // example was checked when the state opened).
+                    if let Some(reason) = self.lease_too_large(&le) {
                         self.fail_as(&mut mem, k, Stored::TooLarge { reason });
                         continue;
                     }

@@ -38,31 +38,38 @@ impl State {
     }
 
     /// Why the leased example cannot travel under the limit; `None` when it can.
-    pub(super) fn too_large(&self, le: &LeasedExample) -> Option<String> {
-        let ex = le.example.as_ref()?;
-        let (lease, record) = (lone_lease_len(le), record_bound(ex));
-        let (what, bytes) = if lease > self.max_message {
-            ("a lease carrying it alone".to_string(), lease)
-        } else if record > self.max_message {
+    fn too_large(&self, le: &LeasedExample) -> Option<String> {
+        self.lease_too_large(le).or_else(|| {
+            let bytes = record_bound(le.example.as_ref()?);
             let what = format!(
                 "the largest record a search can make of it (its id, question and answer, plus \
                  {} for paths and response)",
                 mib(RECORD_ALLOWANCE)
             );
-            (what, record)
-        } else {
-            return None;
-        };
-        let origin = self.origin(le.key);
-        Some(format!(
-            "{origin}: example `{}` is too large to travel between the coordinator and its \
-             workers: {what} weighs {}, over the job's message limit of {} (`max_message_mib`); \
-             shorten the input, or raise `max_message_mib` in the job file and start the \
-             coordinator again with the same --state (the example is then searched)",
-            short_id(&ex.id),
+            (bytes > self.max_message).then(|| self.refusal(le, &what, bytes))
+        })
+    }
+
+    /// Why a lease carrying the example alone cannot travel; `None` when it can. The guard of
+    /// every lease: the record bound, fixed by the same limit, was checked when the state opened.
+    pub(super) fn lease_too_large(&self, le: &LeasedExample) -> Option<String> {
+        let bytes = lone_lease_len(le);
+        (bytes > self.max_message).then(|| self.refusal(le, "a lease carrying it alone", bytes))
+    }
+
+    /// The refusal of `le`: `what` weighs `bytes`, over the limit; what to do.
+    fn refusal(&self, le: &LeasedExample, what: &str, bytes: usize) -> String {
+        let id = le.example.as_ref().map_or("", |e| e.id.as_str());
+        format!(
+            "{}: example `{}` is too large to travel between the coordinator and its workers: \
+             {what} weighs {}, over the job's message limit of {} (`max_message_mib`); shorten \
+             the input, or raise `max_message_mib` in the job file and start the coordinator \
+             again with the same --state (the example is then searched)",
+            self.origin(le.key),
+            short_id(id),
             mib(bytes),
             mib(self.max_message),
-        ))
+        )
     }
 
     /// Where example `k` comes from: `file:line`, or its key in states written before origins

@@ -65,12 +65,8 @@ pub fn evaluate_tokens(
         };
         (lm.model).run_path(prep.embed(lm)?, prep.rows(&mut slots), route, |_, _, _| ())?
     };
-    let mut feed = |cache: &mut PathCache, next: u32, pos: usize| {
-        gate.next_pass();
-        let mut decide = |layer: usize, h: &Tensor| gate.decide(layer, h);
-        lm.model
-            .forward_tokens(&[next], cache, pos, &mut decide, kv)
-    };
+    let mut feed =
+        |cache: &mut PathCache, next: u32, pos: usize| gate.feed(&lm.model, cache, next, pos);
     let scoring = Scoring {
         lm,
         ex,

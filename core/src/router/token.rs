@@ -360,6 +360,21 @@ impl TokenGate<'_> {
         self.router.kv()
     }
 
+    /// Runs one generated token `next` at position `pos` along this gate's token route (a pass
+    /// of its own), using and extending `cache`; its logits (`[1, vocab]`).
+    pub fn feed(
+        &mut self,
+        model: &drllm_engine::Model,
+        cache: &mut drllm_engine::PathCache,
+        next: u32,
+        pos: usize,
+    ) -> drllm_engine::Result<Tensor> {
+        self.next_pass();
+        let kv = self.kv();
+        let mut decide = |layer: usize, h: &Tensor| self.decide(layer, h);
+        model.forward_tokens(&[next], cache, pos, &mut decide, kv)
+    }
+
     /// The rows of `x` (the pass's state entering `layer`) that run it.
     pub fn decide(&mut self, layer: usize, x: &Tensor) -> drllm_engine::Result<Vec<bool>> {
         let cfg = &self.router.cfg;

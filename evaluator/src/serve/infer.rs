@@ -182,14 +182,13 @@ impl ServedModel {
         let g = match &self.routers {
             Some((Router::Token(tr), knob)) => {
                 // Each new token decides its own layers by the same rule as the prompt's.
+                let mut gate = tr.gate(*knob);
                 let feed = |cache: &mut PathCache, next: u32, pos: usize| {
-                    let mut gate = tr.gate(*knob);
-                    let mut decide = |layer: usize, h: &Tensor| gate.decide(layer, h);
-                    let logits = model.forward_tokens(&[next], cache, pos, &mut decide, tr.kv())?;
-                    out.layer_executions += gate.ran;
-                    Ok(logits)
+                    gate.feed(model, cache, next, pos)
                 };
-                greedy_fed(model, cache, last, job.max_tokens, stops, observe, feed)?
+                let g = greedy_fed(model, cache, last, job.max_tokens, stops, observe, feed)?;
+                out.layer_executions += gate.ran;
+                g
             }
             _ => {
                 let g = greedy_observed(model, cache, last, job.max_tokens, stops, observe)?;
