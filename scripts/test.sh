@@ -4,7 +4,8 @@
 #   - a Python venv (~/.cache/drllm/venv, or $DRLLM_VENV) with pyarrow (the records must read in
 #     the Python ecosystem), torch and safetensors (the official Dr.LLM router block reads our
 #     routers), transformers and gguf (real-shaped checkpoints for the engine's parity tests) and
-#     scipy (the certificates' p-values). torch comes as the CPU wheel where pip can reach
+#     scipy (the certificates' p-values) and openai (the client `evaluator serve` must answer, streaming
+#     included). torch comes as the CPU wheel where pip can reach
 #     download.pytorch.org, else from PyPI.
 # A test whose prerequisite is missing fails and says how to get it. DRLLM_ALLOW_SKIP=1 skips such
 # tests instead, and the run ends with the count of skipped tests. Extra arguments go to
@@ -16,7 +17,7 @@ export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/drllm/target}"
 bash scripts/fetch-model.sh
 
 VENV="${DRLLM_VENV:-$HOME/.cache/drllm/venv}"
-MODULES="pyarrow torch safetensors transformers gguf scipy"
+MODULES="pyarrow torch safetensors transformers gguf scipy openai"
 # System packages are visible to the venv: what the machine has is not installed twice.
 if [ -x "$VENV/bin/python3" ] || python3 -m venv --system-site-packages "$VENV" 2>/dev/null; then
   PY="$VENV/bin/python3"

@@ -103,6 +103,21 @@ pub fn greedy_fed(
     cache: &mut PathCache,
     last_logits: &Tensor,
     max_new_tokens: usize,
+    stop: impl FnMut(&[u32]) -> bool,
+    observe: impl FnMut(&Tensor, u32) -> Result<()>,
+    feed: impl FnMut(&mut PathCache, u32, usize) -> Result<Tensor>,
+) -> Result<Generation> {
+    let limits = (max_new_tokens, model);
+    decode_fed(cache, last_logits, limits, argmax, stop, observe, feed)
+}
+
+/// Decoding as [`greedy_fed`] with `pick(logits)` choosing each token (argmax, or a sampler),
+/// up to `limits.0` new tokens within `limits.1`'s context, stopping at its end tokens.
+pub fn decode_fed(
+    cache: &mut PathCache,
+    last_logits: &Tensor,
+    (max_new_tokens, model): (usize, &Model),
+    mut pick: impl FnMut(&Tensor) -> Result<u32>,
     mut stop: impl FnMut(&[u32]) -> bool,
     mut observe: impl FnMut(&Tensor, u32) -> Result<()>,
     mut feed: impl FnMut(&mut PathCache, u32, usize) -> Result<Tensor>,
@@ -118,7 +133,7 @@ pub fn greedy_fed(
                 stop: StopReason::MaxTokens,
             });
         }
-        let next = argmax(&logits)?;
+        let next = pick(&logits)?;
         observe(&logits, next)?;
         if eos.contains(&next) {
             return Ok(Generation {

@@ -164,6 +164,7 @@ impl DecoderLayer {
         let ops = Ops::Fused;
         let (rows, order) = run_rows(run);
         let n = run.len();
+        let policy = policy.for_pass(n);
         let cached = match slot.positions() {
             Some(p) => p.to_vec(),
             None => (0..slot.len() as u32).collect(),

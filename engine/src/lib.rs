@@ -19,6 +19,7 @@ pub mod linear;
 pub mod loader;
 pub mod model;
 pub mod path;
+pub mod prefix;
 pub mod reference;
 pub mod rope;
 mod st_file;
@@ -36,13 +37,15 @@ pub use device::{DeviceError, DeviceSpec};
 pub use error::{Error, Result};
 pub use exec::{Pass, Route, Rows};
 pub use generate::{
-    argmax, greedy, greedy_continue, greedy_fed, greedy_observed, Generation, StopReason,
+    argmax, decode_fed, greedy, greedy_continue, greedy_fed, greedy_observed, Generation,
+    StopReason,
 };
 pub use layer::Ops;
 pub use linear::{batched_int8_available, KernelPolicy, WeightBytes};
 pub use loader::{load, resolve, LoadedModel, ModelLocation, DEFAULT_MODEL};
 pub use model::{DTypeChoice, LoadOptions, Logits, MemoryBreakdown, Model};
 pub use path::{LayerPath, PathError, PathSpec};
+pub use prefix::{PrefixCache, PrefixHit, PrefixStats};
 pub use tokenizer::TextTokenizer;
 pub use tokens::{RowMeta, SkippedKv};
 

@@ -30,6 +30,20 @@ impl Default for KernelPolicy {
     }
 }
 
+impl KernelPolicy {
+    /// The policy for every matmul of a pass of `rows` rows: the decode copy serves small
+    /// passes (a generated token), never a few rows gathered or narrowed out of a larger pass (a
+    /// token route's run rows, a prompt's scoring rows). So a row's arithmetic does not depend
+    /// on how many other rows share its call, and scoring a choice alone or fused with the
+    /// others picks the same kernels.
+    pub fn for_pass(self, rows: usize) -> Self {
+        match self {
+            KernelPolicy::QuantizedUpTo(max) if rows > max => KernelPolicy::Dense,
+            p => p,
+        }
+    }
+}
+
 /// How a model's matrices are held, decided once per load ([`crate::LoadOptions`] on a device).
 #[derive(Debug, Clone)]
 pub(crate) struct WeightPlan {

@@ -367,8 +367,12 @@ impl Model {
     /// The final norm and LM head with `ops`' norm (the token trainer differentiates through
     /// it); [`Model::head`] is this under [`Ops::Fused`].
     pub fn head_with(&self, x: &Tensor, ops: Ops) -> Result<Tensor> {
+        self.head_under(x, ops, self.policy)
+    }
+
+    fn head_under(&self, x: &Tensor, ops: Ops, policy: KernelPolicy) -> Result<Tensor> {
         let h = ops.norm(x, &self.final_norm, self.cfg.rms_norm_eps as f32)?;
-        self.head.forward(&h, self.policy)
+        self.head.forward(&h, policy)
     }
 
     pub(crate) fn block(&self, layer: usize) -> Result<&DecoderLayer> {
@@ -396,6 +400,13 @@ impl Model {
         self.head_with(x, Ops::Fused)
     }
 
+    /// [`Model::head`] on rows taken out of a pass of `pass_rows` rows, with the kernels the
+    /// whole pass would use ([`KernelPolicy::for_pass`]): a prompt's scoring rows get the same
+    /// arithmetic however few of them there are.
+    pub fn head_for_pass(&self, x: &Tensor, pass_rows: usize) -> Result<Tensor> {
+        self.head_under(x, Ops::Fused, self.policy.for_pass(pass_rows))
+    }
+
     /// Runs `ids` (positions `start ..`) along `path`, using and extending `cache`. A `start`
     /// below the cached length rewinds the cache first. Returns logits as `which` asks.
     pub fn forward(
@@ -413,7 +424,7 @@ impl Model {
                 x.narrow(0, from.min(ids.len()), ids.len() - from.min(ids.len()))?
             }
         };
-        self.head(&rows)
+        self.head_for_pass(&rows, ids.len())
     }
 
     /// Runs `ids` (positions `start ..`) along a token route, using and extending `cache` (built
@@ -431,7 +442,7 @@ impl Model {
         let x = self
             .run_path(self.embed(ids)?, rows, route, |_, _, _| ())?
             .hidden;
-        self.head(&x.narrow(0, ids.len() - 1, 1)?)
+        self.head_for_pass(&x.narrow(0, ids.len() - 1, 1)?, ids.len())
     }
 
     /// Like [`Model::forward`], but returns the hidden states after the last path position

@@ -6,8 +6,7 @@
 //! requests get a 400/404 with an OpenAI-style body and the server keeps serving; routed serving
 //! runs and reports the routers' path; SIGTERM ends it cleanly.
 
-use std::io::BufRead;
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::time::Duration;
 
 use candle_core::D;
@@ -20,64 +19,14 @@ use drllm_tasks::load_dataset;
 use drllm_tests::{http_get, http_post};
 use serde_json::{json, Value};
 
+mod common;
+use common::Server;
+
 const L: usize = 30;
 const D_MODEL: usize = 576;
 
 fn model() -> Option<LoadedModel> {
     drllm_engine::testing::load_default_model_for_tests(&LoadOptions::default())
-}
-
-/// A running `evaluator serve`, killed when dropped.
-struct Server {
-    child: Child,
-    addr: String,
-}
-
-impl Server {
-    fn start(extra: &[&str]) -> Self {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_evaluator"))
-            .args(["serve", "--listen", "127.0.0.1:0"])
-            .args(extra)
-            .env("RUST_BACKTRACE", "0")
-            .stdout(Stdio::piped())
-            .spawn()
-            .unwrap();
-        let stdout = child.stdout.take().unwrap();
-        let (tx, rx) = std::sync::mpsc::channel();
-        std::thread::spawn(move || {
-            let mut line = String::new();
-            let _ = std::io::BufReader::new(stdout).read_line(&mut line);
-            let _ = tx.send(line);
-        });
-        let line = rx
-            .recv_timeout(Duration::from_secs(120))
-            .expect("the server printed no address within 120 s");
-        let addr = line
-            .trim()
-            .strip_prefix("listening on http://")
-            .unwrap_or_else(|| panic!("unexpected first line {line:?}"))
-            .to_string();
-        Self { child, addr }
-    }
-
-    fn post(&self, path: &str, body: &Value) -> (u16, Value) {
-        let (code, text) = http_post(&self.addr, path, &body.to_string());
-        let v = serde_json::from_str(&text).unwrap_or_else(|e| panic!("{e}: {text}"));
-        (code, v)
-    }
-
-    fn complete(&self, body: Value) -> Value {
-        let (code, v) = self.post("/v1/completions", &body);
-        assert_eq!(code, 200, "{v}");
-        v
-    }
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
 }
 
 /// Log-probability of each token of `ids` after its predecessors, along `path`, by the engine.
@@ -152,7 +101,15 @@ fn completions_answer_lm_eval_requests_as_the_engine_scores() {
             );
             assert_eq!(c["text"], lm.tokenizer.decode(ids).unwrap());
             assert_eq!(c["drllm"]["path_len"], L);
-            assert_eq!(c["drllm"]["layer_executions"], ids.len() * L);
+            // The first choice computes the question (but for a start shared with an earlier
+            // question); the others take it from the prefix cache but for its last token, whose
+            // scores of their own choice only its row gives.
+            let cached = c["drllm"]["cached_tokens"].as_u64().unwrap() as usize;
+            match i {
+                0 => assert!(cached < ctx.len() - 1, "{c}"),
+                _ => assert!(cached >= ctx.len() - 1, "{c}"),
+            }
+            assert_eq!(c["drllm"]["layer_executions"], (ids.len() - cached) * L);
             let top = c["logprobs"]["top_logprobs"][1].as_object().unwrap();
             assert_eq!(top.len(), 1);
             assert!(top.values().next().unwrap().as_f64().unwrap() >= lp[1].unwrap() - 1e-6);
@@ -178,12 +135,19 @@ fn completions_answer_lm_eval_requests_as_the_engine_scores() {
     assert_eq!(top.keys().next().unwrap(), last_tok, "{lp}");
     assert_eq!(v["usage"]["completion_tokens"], 1);
 
-    // Concurrent clients: every request is answered (queued), each as it would be alone.
+    // Concurrent clients: every request is answered (queued), each as it would be alone (but
+    // for what the prefix cache saved it).
     let body = json!({"prompt": [ids.clone()], "max_tokens": 2, "echo": true, "logprobs": 2});
-    let alone = srv.complete(body.clone())["choices"].clone();
+    let without_savings = |mut v: Value| {
+        let c = &mut v["choices"][0]["drllm"];
+        c["cached_tokens"] = json!(null);
+        c["layer_executions"] = json!(null);
+        v["choices"].clone()
+    };
+    let alone = without_savings(srv.complete(body.clone()));
     std::thread::scope(|scope| {
         let clients: Vec<_> = (0..6)
-            .map(|_| scope.spawn(|| srv.complete(body.clone())["choices"].clone()))
+            .map(|_| scope.spawn(|| without_savings(srv.complete(body.clone()))))
             .collect();
         for c in clients {
             assert_eq!(c.join().unwrap(), alone);
@@ -234,12 +198,34 @@ fn bad_requests_get_openai_errors(srv: &Server, name: &str) {
         (json!({"prompt": [49152000]}), 400, "prompt"),
         (json!({"prompt": "hi", "max_tokens": -1}), 400, "max_tokens"),
         (
-            json!({"prompt": "hi", "temperature": 0.7}),
+            json!({"prompt": "hi", "temperature": 3}),
             400,
             "temperature",
         ),
+        (json!({"prompt": "hi", "top_p": 0}), 400, "top_p"),
+        (json!({"prompt": "hi", "n": 17}), 400, "n"),
+        (
+            json!({"prompt": "hi", "n": 2, "best_of": 4}),
+            400,
+            "best_of",
+        ),
+        (
+            json!({"prompt": "hi", "presence_penalty": 1}),
+            400,
+            "presence_penalty",
+        ),
         (json!({"prompt": "hi", "model": "gpt-4"}), 404, "model"),
-        (json!({"prompt": "hi", "stream": true}), 400, "stream"),
+        (json!({"prompt": "hi", "stream": "yes"}), 400, "stream"),
+        (
+            json!({"prompt": "hi", "stream_options": {"include_usage": true}}),
+            400,
+            "stream_options",
+        ),
+        (
+            json!({"prompt": "hi", "stream": true, "echo": true, "logprobs": 1}),
+            400,
+            "stream",
+        ),
         (json!({"prompt": "hi", "logprobs": 50}), 400, "logprobs"),
         (json!({"prompt": "hi", "stop": [""]}), 400, "stop"),
         (json!({"prompt": too_long}), 400, "prompt"),
@@ -394,4 +380,81 @@ fn token_routed_serving_runs_the_token_route_at_prefill_and_decode() {
         "{c}"
     );
     assert_eq!(c["drllm"]["layer_executions"], ran, "{c}");
+}
+
+#[test]
+fn the_prefix_cache_changes_no_output() {
+    let Some(lm) = model() else { return };
+    // Dense decode weights: the q8_0 decode copy rounds activations to 8 bits, which turns the
+    // float rounding of rows computed in a batch of another shape into larger differences.
+    let dense = ["--decode-weights", "none"];
+    let without = Server::start(&[&dense[..], &["--prefix-cache-mib", "0"]].concat());
+    let with = Server::start(&dense);
+    // lm-eval's shape: one request per choice, context then continuation; then a chat asked
+    // twice (the second reuses the first's prompt) and a longer one sharing its start.
+    let mut bodies: Vec<(&str, Value)> = Vec::new();
+    for (ctx, conts, _) in loglik_requests(&lm, 3) {
+        for c in conts {
+            let ids = [&ctx[..], &c[..]].concat();
+            let body = json!({"prompt": [ids], "max_tokens": 0, "echo": true, "logprobs": 1});
+            bodies.push(("/v1/completions", body));
+        }
+    }
+    let chat = |content: &str| {
+        json!({"messages": [{"role": "user", "content": content}], "max_tokens": 10,
+            "logprobs": true, "top_logprobs": 3})
+    };
+    for content in [
+        "Name a planet.",
+        "Name a planet.",
+        "Name a planet. Then name a star.",
+    ] {
+        bodies.push(("/v1/chat/completions", chat(content)));
+    }
+    let (mut cached, mut worst) = (0, 0f64);
+    for (path, body) in &bodies {
+        let (a, b) = (without.post(path, body), with.post(path, body));
+        assert_eq!((a.0, b.0), (200, 200), "{}\n{}", a.1, b.1);
+        let (mut a, mut b) = (a.1, b.1);
+        cached += b["usage"]["prompt_tokens_details"]["cached_tokens"]
+            .as_u64()
+            .unwrap();
+        for v in [&mut a, &mut b] {
+            v["id"] = json!(null);
+            v["created"] = json!(null);
+            v["usage"]["prompt_tokens_details"] = json!(null);
+            v["drllm"]["layer_executions"] = json!(null);
+            let c = &mut v["choices"][0]["drllm"];
+            c["cached_tokens"] = json!(null);
+            c["layer_executions"] = json!(null);
+        }
+        worst = worst.max(max_number_diff(&a, &b, &format!("{path} {body}")));
+    }
+    assert!(worst < 1e-4, "log-probabilities {worst} apart");
+    assert!(cached > 100, "the cache reused only {cached} tokens");
+    let metrics = http_get(&with.addr, "/metrics").1;
+    let hits = metrics
+        .lines()
+        .find_map(|l| l.strip_prefix("drllm_serve_prefix_cache_hits_total "))
+        .unwrap_or_else(|| panic!("no hit counter in {metrics}"));
+    assert!(hits.trim().parse::<u64>().unwrap() >= 9, "{metrics}");
+}
+
+/// The largest difference between the numbers of `a` and `b`, which must otherwise be equal
+/// (same shape, same strings: the same tokens and texts).
+fn max_number_diff(a: &Value, b: &Value, at: &str) -> f64 {
+    match (a, b) {
+        (Value::Number(x), Value::Number(y)) => (x.as_f64().unwrap() - y.as_f64().unwrap()).abs(),
+        (Value::Array(x), Value::Array(y)) if x.len() == y.len() => (x.iter().zip(y))
+            .map(|(x, y)| max_number_diff(x, y, at))
+            .fold(0.0, f64::max),
+        (Value::Object(x), Value::Object(y)) if x.len() == y.len() => x
+            .iter()
+            .map(|(k, v)| max_number_diff(v, y.get(k).unwrap_or(&Value::Null), at))
+            .fold(0.0, f64::max),
+        _ => {
+            assert_eq!(a, b, "{at}");
+            0.0
+        }
+    }
 }

@@ -244,7 +244,7 @@ impl Scoring<'_> {
             return Ok((self.score_rows(x)?, rows));
         };
         let mut cache = PathCache::from_slots(path, slots, t)?;
-        let last = lm.model.head(&x.narrow(0, t - 1, 1)?)?;
+        let last = (lm.model).head_for_pass(&x.narrow(0, t - 1, 1)?, prep.rows.len())?;
         let o = generate(self, prompt, &mut cache, &last, feed)?;
         // Every generated token is fed back except a final one the loop stopped on.
         let fed = match o.stop {
@@ -259,10 +259,10 @@ impl Scoring<'_> {
         let (lm, prep) = (self.lm, self.prep);
         let t = prep.prompt_ids.len();
         // One LM-head call for the prompt's last row and every continuation row (they are
-        // contiguous), split back per choice.
-        let logits = lm
-            .model
-            .head(&x.narrow(0, t - 1, prep.rows.len() - t + 1)?)?;
+        // contiguous), split back per choice; with the whole pass's kernels, so one-token
+        // choices (a single head row) score as they do in a request of their own.
+        let rows = prep.rows.len();
+        let logits = (lm.model).head_for_pass(&x.narrow(0, t - 1, rows - t + 1)?, rows)?;
         let last = logits.narrow(0, 0, 1)?;
         let rests = prep
             .segs

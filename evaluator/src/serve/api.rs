@@ -6,13 +6,15 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use serde_json::{json, Map, Value};
 
-use super::infer::Job;
+use super::infer::{Job, Sampling};
 use drllm_engine::TextTokenizer;
 
 /// Most alternatives per position a client may ask for (`logprobs`, `top_logprobs`).
 pub const MAX_LOGPROBS: usize = 20;
 /// Most stop strings per request.
 const MAX_STOPS: usize = 16;
+/// Most choices per prompt (`n`).
+pub const MAX_N: usize = 16;
 /// OpenAI's default `max_tokens` for completions.
 const COMPLETION_MAX_TOKENS: usize = 16;
 /// Default `max_tokens` for chat completions (capped by the context left).
@@ -78,20 +80,56 @@ pub struct Limits<'a> {
     pub context: usize,
 }
 
-/// A parsed `/v1/completions` body: one job per prompt, and each prompt's text for `echo`.
+/// A parsed `/v1/completions` body: `n` jobs per prompt, and each prompt's text for `echo`.
 #[derive(Debug)]
 pub struct CompletionRequest {
-    /// One per prompt, in order.
+    /// `n` per prompt, prompt by prompt: choice `i` is job `i`, of prompt `i / n`.
     pub jobs: Vec<Job>,
     /// The prompts' texts (token-id prompts decoded), for `echo`.
     pub prompt_texts: Vec<String>,
+    /// How the client asked to decode.
+    pub decoding: Decoding,
 }
 
 /// A parsed `/v1/chat/completions` body.
 #[derive(Debug)]
 pub struct ChatRequest {
-    /// The templated conversation's job.
-    pub job: Job,
+    /// The templated conversation's `n` jobs, one per choice.
+    pub jobs: Vec<Job>,
+    /// How the client asked to decode.
+    pub decoding: Decoding,
+}
+
+/// What both endpoints take on decoding: sampling, choices per prompt, streaming.
+#[derive(Debug, Clone, Copy)]
+pub struct Decoding {
+    /// The first choice's sampling; choice `j` draws with seed `seed + j`.
+    pub sampling: Sampling,
+    /// Choices per prompt.
+    pub n: usize,
+    /// `stream: true`: server-sent events, with a usage chunk at the end when
+    /// `stream_options.include_usage` asks for one.
+    pub stream: Option<StreamOptions>,
+}
+
+/// `stream_options`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct StreamOptions {
+    /// Send a last chunk with the request's `usage`.
+    pub include_usage: bool,
+}
+
+impl Decoding {
+    /// The `n` jobs of one prompt: `job` with each choice's seed.
+    fn jobs(&self, job: Job) -> impl Iterator<Item = Job> + '_ {
+        (0..self.n).map(move |j| Job {
+            sampling: Sampling {
+                seed: self.sampling.seed.wrapping_add(j as u64),
+                ..self.sampling
+            },
+            ..job.clone()
+        })
+    }
 }
 
 /// The body as a JSON object, or a 400.
@@ -109,9 +147,19 @@ pub fn object(body: &[u8]) -> Result<Map<String, Value>, ApiError> {
     }
 }
 
+/// Parses a completions body from its bytes.
+pub fn completion_body(body: &[u8], lim: &Limits) -> Result<CompletionRequest, ApiError> {
+    completion(&object(body)?, lim)
+}
+
+/// Parses a chat completions body from its bytes.
+pub fn chat_body(body: &[u8], lim: &Limits) -> Result<ChatRequest, ApiError> {
+    chat(&object(body)?, lim)
+}
+
 /// Parses a completions body.
 pub fn completion(m: &Map<String, Value>, lim: &Limits) -> Result<CompletionRequest, ApiError> {
-    check_common(m, lim)?;
+    let decoding = check_common(m, lim)?;
     let prompts = prompts(m.get("prompt"), lim)?;
     let max_tokens = max_tokens(m, "max_tokens", COMPLETION_MAX_TOKENS)?;
     let logprobs = match m.get("logprobs") {
@@ -119,27 +167,38 @@ pub fn completion(m: &Map<String, Value>, lim: &Limits) -> Result<CompletionRequ
         Some(v) => Some(small_count(v, "logprobs")?),
     };
     let echo = flag(m, "echo")?;
+    if echo && logprobs.is_some() && decoding.stream.is_some() {
+        return Err(ApiError::bad(
+            "stream",
+            "the prompt's log-probabilities (echo with logprobs) are not streamed; send stream:              false",
+        ));
+    }
     let stop = stops(m.get("stop"))?;
     let mut jobs = Vec::with_capacity(prompts.len());
     let mut prompt_texts = Vec::with_capacity(prompts.len());
     for (ids, text) in prompts {
         check_fits(ids.len(), max_tokens, lim, "prompt")?;
-        jobs.push(Job {
+        jobs.extend(decoding.jobs(Job {
             prompt: ids,
             max_tokens,
             stop: stop.clone(),
             logprobs,
             echo,
-        });
+            sampling: decoding.sampling,
+        }));
         prompt_texts.push(text);
     }
-    Ok(CompletionRequest { jobs, prompt_texts })
+    Ok(CompletionRequest {
+        jobs,
+        prompt_texts,
+        decoding,
+    })
 }
 
 /// Parses a chat completions body: the conversation through the model's chat template, with the
 /// assistant's turn opened.
 pub fn chat(m: &Map<String, Value>, lim: &Limits) -> Result<ChatRequest, ApiError> {
-    check_common(m, lim)?;
+    let decoding = check_common(m, lim)?;
     let messages = messages(m.get("messages"))?;
     let template = lim.tokenizer.chat_template().ok_or_else(|| {
         ApiError::bad(
@@ -180,13 +239,17 @@ pub fn chat(m: &Map<String, Value>, lim: &Limits) -> Result<ChatRequest, ApiErro
         stop: stops(m.get("stop"))?,
         logprobs,
         echo: false,
+        sampling: decoding.sampling,
     };
-    Ok(ChatRequest { job })
+    Ok(ChatRequest {
+        jobs: decoding.jobs(job).collect(),
+        decoding,
+    })
 }
 
-/// The fields both endpoints share: the model's name and the sampling options this server can
-/// honour (greedy decoding, one choice, no streaming).
-fn check_common(m: &Map<String, Value>, lim: &Limits) -> Result<(), ApiError> {
+/// The fields both endpoints share: the model's name, sampling, `n` and streaming; what this
+/// server does not do (penalties, logit biases, `best_of` beyond `n`) is refused by name.
+fn check_common(m: &Map<String, Value>, lim: &Limits) -> Result<Decoding, ApiError> {
     match m.get("model") {
         None | Some(Value::Null) => {}
         Some(Value::String(s)) if s == lim.served_name => {}
@@ -203,34 +266,120 @@ fn check_common(m: &Map<String, Value>, lim: &Limits) -> Result<(), ApiError> {
             })
         }
     }
-    if let Some(t) = m.get("temperature").filter(|v| !v.is_null()) {
-        let t = t
-            .as_f64()
-            .ok_or_else(|| ApiError::bad("temperature", "temperature must be a number"))?;
-        if t != 0.0 {
+    for key in ["presence_penalty", "frequency_penalty"] {
+        if number(m, key, 0.0, -2.0..=2.0)? != 0.0 {
             return Err(ApiError::bad(
-                "temperature",
-                format!("temperature {t}: this server decodes greedily; send temperature 0"),
+                key,
+                format!("{key} is not supported; send 0"),
             ));
         }
     }
-    for key in ["n", "best_of"] {
-        if let Some(v) = m.get(key).filter(|v| !v.is_null()) {
-            if v.as_u64() != Some(1) {
+    if m.get("logit_bias")
+        .is_some_and(|v| !v.is_null() && v != &json!({}))
+    {
+        return Err(ApiError::bad("logit_bias", "logit_bias is not supported"));
+    }
+    let n = match m.get("n") {
+        None | Some(Value::Null) => 1,
+        Some(v) => match v.as_u64() {
+            Some(n) if (1..=MAX_N as u64).contains(&n) => n as usize,
+            _ => {
                 return Err(ApiError::bad(
-                    key,
-                    format!("{key} {v}: greedy decoding gives one choice per prompt; send 1"),
-                ));
+                    "n",
+                    format!("n must be 1 to {MAX_N}, got {v}"),
+                ))
             }
+        },
+    };
+    if let Some(v) = m.get("best_of").filter(|v| !v.is_null()) {
+        if v.as_u64() != Some(n as u64) && v.as_u64() != Some(1) {
+            return Err(ApiError::bad(
+                "best_of",
+                format!("best_of {v} is not supported: choices are not ranked; send n"),
+            ));
         }
     }
-    if flag(m, "stream")? {
-        return Err(ApiError::bad(
-            "stream",
-            "streaming is not supported; send stream: false",
-        ));
+    let top_k = match m.get("top_k") {
+        None | Some(Value::Null) => None,
+        Some(v) => match v.as_i64() {
+            Some(-1 | 0) => None,
+            Some(k) if k > 0 => Some(k as usize),
+            _ => {
+                return Err(ApiError::bad(
+                    "top_k",
+                    format!("top_k must be a positive integer (0 or -1: off), got {v}"),
+                ))
+            }
+        },
+    };
+    let top_p = number(m, "top_p", 1.0, 0.0..=1.0)?;
+    if top_p == 0.0 {
+        return Err(ApiError::bad("top_p", "top_p must be above 0 (1: off)"));
     }
-    Ok(())
+    let seed = match m.get("seed") {
+        None | Some(Value::Null) => rand::random(),
+        Some(v) => v
+            .as_u64()
+            .or_else(|| v.as_i64().map(|s| s as u64))
+            .ok_or_else(|| ApiError::bad("seed", format!("seed must be an integer, got {v}")))?,
+    };
+    let sampling = Sampling {
+        // Greedy unless asked (OpenAI's default is 1): scripted evaluation runs expect the same
+        // answer twice.
+        temperature: number(m, "temperature", 0.0, 0.0..=2.0)?,
+        top_k,
+        top_p: (top_p < 1.0).then_some(top_p),
+        seed,
+    };
+    let stream = match (flag(m, "stream")?, m.get("stream_options")) {
+        (false, None | Some(Value::Null)) => None,
+        (false, Some(_)) => {
+            return Err(ApiError::bad(
+                "stream_options",
+                "stream_options needs stream: true",
+            ))
+        }
+        (true, opts) => Some(StreamOptions {
+            include_usage: match opts.and_then(|o| o.get("include_usage")) {
+                None | Some(Value::Null) => false,
+                Some(Value::Bool(b)) => *b,
+                Some(v) => {
+                    return Err(ApiError::bad(
+                        "stream_options",
+                        format!("stream_options.include_usage must be true or false, got {v}"),
+                    ))
+                }
+            },
+        }),
+    };
+    Ok(Decoding {
+        sampling,
+        n,
+        stream,
+    })
+}
+
+/// A number field within `range`, `default` when absent or null.
+fn number(
+    m: &Map<String, Value>,
+    key: &str,
+    default: f64,
+    range: std::ops::RangeInclusive<f64>,
+) -> Result<f64, ApiError> {
+    match m.get(key) {
+        None | Some(Value::Null) => Ok(default),
+        Some(v) => match v.as_f64() {
+            Some(x) if range.contains(&x) => Ok(x),
+            _ => Err(ApiError::bad(
+                key,
+                format!(
+                    "{key} must be a number from {} to {}, got {v}",
+                    range.start(),
+                    range.end()
+                ),
+            )),
+        },
+    }
 }
 
 /// `prompt`: a string, a list of strings, a list of token ids or a list of token-id lists; each

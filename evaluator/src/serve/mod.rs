@@ -3,6 +3,9 @@
 //! router checkpoint. `/v1/completions`, `/v1/chat/completions` and `/v1/models`, plus `/healthz`,
 //! `/readyz` and `/metrics` as the coordinator and workers serve them.
 //!
+//! Prompts that start like an earlier one reuse its keys and values (an exact prefix cache,
+//! `--prefix-cache-mib`, [`infer`]).
+//!
 //! Requests are **queued**, not batched: the HTTP side parses and checks each body at once (a bad
 //! one gets its 400 without waiting), then hands its prompts to one inference thread that owns
 //! the model and runs them one after another (candle already uses every core for one prompt's
@@ -10,8 +13,10 @@
 //! SIGINT/SIGTERM the server stops accepting, answers what is queued and exits.
 
 mod api;
+mod decode;
 mod infer;
 mod response;
+mod stream;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -27,6 +32,7 @@ use axum::routing::{get, post};
 use axum::Router;
 use drllm_proto::http::Health;
 use serde_json::json;
+use tokio::sync::mpsc::UnboundedReceiver;
 use tokio::sync::{mpsc, oneshot};
 
 use api::{ApiError, Limits};
@@ -56,12 +62,35 @@ pub struct Args {
     /// Requests waiting for the inference thread before new ones get a 503.
     #[arg(long, default_value_t = 256)]
     max_queue: usize,
+    /// Memory for the exact prefix cache, in MiB (0: none): prompts' keys and values kept, least
+    /// recently used first out, so that a prompt starting like an earlier one (a shared system
+    /// prompt; lm-eval's choices after one question) computes only what follows. Serves the
+    /// static model and token routers; per-input routers decide from the whole prompt and
+    /// bypass it.
+    #[arg(long, default_value_t = 256)]
+    prefix_cache_mib: usize,
 }
 
 /// Work for the inference thread: a request's prompts and where to send their completions.
 struct Work {
     jobs: Vec<Job>,
-    reply: oneshot::Sender<Result<Vec<Completion>, String>>,
+    reply: Reply,
+}
+
+/// Where the inference thread sends a request's results.
+enum Reply {
+    /// Every completion at once.
+    Whole(oneshot::Sender<Result<Vec<Completion>, String>>),
+    /// Each piece of generated text as it is made, then every completion.
+    Stream(mpsc::UnboundedSender<StreamEvent>),
+}
+
+/// What a streaming request hears from the inference thread.
+enum StreamEvent {
+    /// New text of the choice `choice`.
+    Piece { choice: usize, piece: infer::Piece },
+    /// The request is done.
+    Done(Result<Vec<Completion>, String>),
 }
 
 /// What the HTTP handlers share.
@@ -133,7 +162,8 @@ fn load(a: &Args) -> anyhow::Result<ServedModel> {
         }
         None => None,
     };
-    Ok(ServedModel { lm, routers })
+    let budget = a.prefix_cache_mib.saturating_mul(1 << 20);
+    Ok(ServedModel::new(lm, routers, budget))
 }
 
 /// Serves until SIGINT/SIGTERM, then lets the queue drain (the handlers' senders go with the
@@ -168,24 +198,52 @@ fn inference_loop(engine: &ServedModel, mut rx: mpsc::Receiver<Work>) {
     while let Some(work) = rx.blocking_recv() {
         metrics::gauge!("drllm_serve_queue_depth").set(rx.len() as f64);
         let t = Instant::now();
-        let done = work
-            .jobs
-            .iter()
-            .map(|j| engine.complete(j).map_err(|e| format!("{e}")))
-            .collect::<Result<Vec<_>, _>>();
+        let run = |(i, job): (usize, &Job)| {
+            let done = match &work.reply {
+                Reply::Whole(_) => engine.complete(job),
+                Reply::Stream(tx) => {
+                    // A client that went away stops hearing; the request still completes.
+                    let mut sink = |piece| {
+                        let _ = tx.send(StreamEvent::Piece { choice: i, piece });
+                    };
+                    engine.complete_streamed(job, Some(&mut sink))
+                }
+            };
+            done.map_err(|e| format!("{e}"))
+        };
+        let done: Result<Vec<_>, _> = work.jobs.iter().enumerate().map(run).collect();
         metrics::histogram!("drllm_serve_inference_seconds").record(t.elapsed().as_secs_f64());
         if let Ok(done) = &done {
-            let execs: u64 = done.iter().map(|c| c.layer_executions).sum();
-            let tokens: usize = done
-                .iter()
-                .map(|c| c.prompt_tokens + c.generated.len())
-                .sum();
-            metrics::counter!("drllm_serve_layer_executions_total").increment(execs);
-            metrics::counter!("drllm_serve_tokens_total").increment(tokens as u64);
+            record_completions(done);
         }
+        record_prefix_stats(engine.prefix_stats());
         // The client may have gone; nothing to do then.
-        let _ = work.reply.send(done);
+        let _ = match work.reply {
+            Reply::Whole(tx) => tx.send(done).map_err(drop),
+            Reply::Stream(tx) => tx.send(StreamEvent::Done(done)).map_err(drop),
+        };
     }
+}
+
+/// Token-layers run and tokens seen, in `/metrics`.
+fn record_completions(done: &[Completion]) {
+    let execs: u64 = done.iter().map(|c| c.layer_executions).sum();
+    let tokens: usize = done
+        .iter()
+        .map(|c| c.prompt_tokens + c.generated.len())
+        .sum();
+    metrics::counter!("drllm_serve_layer_executions_total").increment(execs);
+    metrics::counter!("drllm_serve_tokens_total").increment(tokens as u64);
+}
+
+/// The prefix cache's counters and size in `/metrics`.
+fn record_prefix_stats(s: drllm_engine::PrefixStats) {
+    metrics::counter!("drllm_serve_prefix_cache_hits_total").absolute(s.hits);
+    metrics::counter!("drllm_serve_prefix_cache_misses_total").absolute(s.misses);
+    metrics::counter!("drllm_serve_prefix_cache_reused_tokens_total").absolute(s.reused_tokens);
+    metrics::counter!("drllm_serve_prefix_cache_evictions_total").absolute(s.evictions);
+    metrics::gauge!("drllm_serve_prefix_cache_entries").set(s.entries as f64);
+    metrics::gauge!("drllm_serve_prefix_cache_bytes").set(s.bytes as f64);
 }
 
 impl Shared {
@@ -197,14 +255,14 @@ impl Shared {
         }
     }
 
-    fn envelope(&self, prefix: &str) -> Envelope<'_> {
+    fn envelope(&self, prefix: &str) -> Envelope {
         let n = self
             .next_id
             .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         Envelope {
             id: format!("{prefix}-{n}"),
             created: unix_seconds(),
-            model: &self.name,
+            model: self.name.clone(),
             routed: self.engine.routers.is_some(),
             layers: self.engine.num_layers(),
         }
@@ -213,6 +271,20 @@ impl Shared {
     /// Queues `jobs` and waits for their completions; a full queue is a 503.
     async fn infer(&self, jobs: Vec<Job>) -> Result<Vec<Completion>, ApiError> {
         let (reply, done) = oneshot::channel();
+        self.enqueue(jobs, Reply::Whole(reply))?;
+        done.await
+            .map_err(|_| api::internal("the inference thread stopped"))?
+            .map_err(api::internal)
+    }
+
+    /// Queues `jobs` for streaming; a full queue is a 503.
+    fn infer_streamed(&self, jobs: Vec<Job>) -> Result<UnboundedReceiver<StreamEvent>, ApiError> {
+        let (tx, rx) = mpsc::unbounded_channel();
+        self.enqueue(jobs, Reply::Stream(tx))?;
+        Ok(rx)
+    }
+
+    fn enqueue(&self, jobs: Vec<Job>, reply: Reply) -> Result<(), ApiError> {
         self.queue
             .try_send(Work { jobs, reply })
             .map_err(|e| match e {
@@ -229,9 +301,7 @@ impl Shared {
             })?;
         metrics::gauge!("drllm_serve_queue_depth")
             .set((self.queue.max_capacity() - self.queue.capacity()) as f64);
-        done.await
-            .map_err(|_| api::internal("the inference thread stopped"))?
-            .map_err(api::internal)
+        Ok(())
     }
 }
 
@@ -258,8 +328,19 @@ fn answer(endpoint: &'static str, r: Result<serde_json::Value, ApiError>) -> Res
 }
 
 async fn completions(State(s): State<Arc<Shared>>, body: Bytes) -> Response {
+    let req = match api::completion_body(&body, &s.limits()) {
+        Ok(req) => req,
+        Err(e) => return answer("completions", Err(e)),
+    };
+    if let Some(opts) = req.decoding.stream {
+        return stream::respond(
+            s.clone(),
+            stream::Request::completion(&req),
+            opts,
+            "completions",
+        );
+    }
     let r = async {
-        let req = api::completion(&api::object(&body)?, &s.limits())?;
         let done = s.infer(req.jobs.clone()).await?;
         response::completion_body(&s.envelope("cmpl"), &req, &done, &s.engine.lm.tokenizer)
     };
@@ -267,15 +348,17 @@ async fn completions(State(s): State<Arc<Shared>>, body: Bytes) -> Response {
 }
 
 async fn chat(State(s): State<Arc<Shared>>, body: Bytes) -> Response {
+    let req = match api::chat_body(&body, &s.limits()) {
+        Ok(req) => req,
+        Err(e) => return answer("chat", Err(e)),
+    };
+    if let Some(opts) = req.decoding.stream {
+        return stream::respond(s.clone(), stream::Request::chat(&req), opts, "chat");
+    }
     let r = async {
-        let req = api::chat(&api::object(&body)?, &s.limits())?;
-        let done = s.infer(vec![req.job.clone()]).await?;
-        response::chat_body(
-            &s.envelope("chatcmpl"),
-            &req,
-            &done[0],
-            &s.engine.lm.tokenizer,
-        )
+        let done = s.infer(req.jobs.clone()).await?;
+        let env = s.envelope("chatcmpl");
+        response::chat_body(&env, &req, &done, &s.engine.lm.tokenizer)
     };
     answer("chat", r.await)
 }

@@ -5,16 +5,18 @@
 use serde_json::{json, Map, Value};
 
 use super::api::{internal, ApiError, ChatRequest, CompletionRequest};
-use super::infer::{Completion, Finish, Scored};
+use super::infer::{Completion, Finish, Piece, Scored};
 use drllm_engine::TextTokenizer;
 
-/// The `drllm` object of a choice: the path the prompt ran and what it cost.
+/// The `drllm` object of a choice: the path the prompt ran, what it cost and the prompt tokens
+/// the prefix cache gave.
 fn drllm_info(c: &Completion) -> Value {
     json!({
         "path": c.path.layers(),
         "decisions": c.path.counts(),
         "path_len": c.path.len(),
         "layer_executions": c.layer_executions,
+        "cached_tokens": c.cached_tokens,
     })
 }
 
@@ -30,10 +32,12 @@ fn usage(done: &[&Completion], routed: bool, layers: usize) -> (Value, Value) {
     let prompt_tokens: usize = done.iter().map(|c| c.prompt_tokens).sum();
     let completion_tokens: usize = done.iter().map(|c| c.generated.len()).sum();
     let execs: u64 = done.iter().map(|c| c.layer_executions).sum();
+    let cached: usize = done.iter().map(|c| c.cached_tokens).sum();
     let usage = json!({
         "prompt_tokens": prompt_tokens,
         "completion_tokens": completion_tokens,
         "total_tokens": prompt_tokens + completion_tokens,
+        "prompt_tokens_details": {"cached_tokens": cached},
     });
     let summary = json!({"routed": routed, "num_layers": layers, "layer_executions": execs});
     (usage, summary)
@@ -78,13 +82,14 @@ fn logprobs_object(tokens: &[Scored], tok: &TextTokenizer) -> Result<Value, ApiE
 }
 
 /// What the server adds to every response body: its identity and creation time.
-pub struct Envelope<'a> {
+#[derive(Debug, Clone)]
+pub struct Envelope {
     /// `cmpl-…` / `chatcmpl-…`.
     pub id: String,
     /// Unix seconds.
     pub created: u64,
     /// The served model's name.
-    pub model: &'a str,
+    pub model: String,
     /// Whether routers chose the paths.
     pub routed: bool,
     /// The model's layer count.
@@ -123,42 +128,116 @@ pub fn completion_body(
     }))
 }
 
-/// A `chat.completion` object with the assistant's message.
+/// A `chat.completion` object with the assistant's message, one choice per completion.
 pub fn chat_body(
     env: &Envelope,
     req: &ChatRequest,
-    c: &Completion,
+    done: &[Completion],
     tok: &TextTokenizer,
 ) -> Result<Value, ApiError> {
-    let logprobs = match req.job.logprobs {
-        Some(_) => {
-            let texts = token_texts(&c.generated, tok)?;
-            let content = c
-                .generated
-                .iter()
-                .zip(&texts)
-                .map(|(t, text)| {
-                    let top = t
-                        .top
-                        .iter()
-                        .map(|&(id, lp)| {
-                            Ok(json!({"token": tok.decode(&[id]).map_err(internal)?, "logprob": lp}))
-                        })
-                        .collect::<Result<Vec<_>, ApiError>>()?;
-                    Ok(json!({"token": text, "logprob": t.logprob, "top_logprobs": top}))
-                })
-                .collect::<Result<Vec<_>, ApiError>>()?;
-            json!({ "content": content })
-        }
-        None => Value::Null,
-    };
-    let (usage, summary) = usage(&[c], env.routed, env.layers);
+    let mut choices = Vec::with_capacity(done.len());
+    for (i, (c, job)) in done.iter().zip(&req.jobs).enumerate() {
+        let logprobs = match job.logprobs {
+            Some(_) => chat_logprobs(&c.generated, tok)?,
+            None => Value::Null,
+        };
+        choices.push(json!({
+            "index": i, "message": {"role": "assistant", "content": c.text},
+            "logprobs": logprobs, "finish_reason": finish_reason(c.finish), "drllm": drllm_info(c),
+        }));
+    }
+    let (usage, summary) = usage(&done.iter().collect::<Vec<_>>(), env.routed, env.layers);
     Ok(json!({
         "id": env.id, "object": "chat.completion", "created": env.created, "model": env.model,
-        "choices": [{
-            "index": 0, "message": {"role": "assistant", "content": c.text},
-            "logprobs": logprobs, "finish_reason": finish_reason(c.finish), "drllm": drllm_info(c),
-        }],
-        "usage": usage, "drllm": summary,
+        "choices": choices, "usage": usage, "drllm": summary,
     }))
+}
+
+/// The chat `logprobs` object of generated `tokens`.
+fn chat_logprobs(tokens: &[Scored], tok: &TextTokenizer) -> Result<Value, ApiError> {
+    let texts = token_texts(tokens, tok)?;
+    let content = tokens
+        .iter()
+        .zip(&texts)
+        .map(|(t, text)| {
+            let top = t
+                .top
+                .iter()
+                .map(|&(id, lp)| {
+                    Ok(json!({"token": tok.decode(&[id]).map_err(internal)?, "logprob": lp}))
+                })
+                .collect::<Result<Vec<_>, ApiError>>()?;
+            Ok(json!({"token": text, "logprob": t.logprob, "top_logprobs": top}))
+        })
+        .collect::<Result<Vec<_>, ApiError>>()?;
+    Ok(json!({ "content": content }))
+}
+
+/// Which streamed object a chunk belongs to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ChunkKind {
+    /// `text_completion` chunks: `text`.
+    Completion,
+    /// `chat.completion.chunk`: `delta.content`.
+    Chat,
+}
+
+/// A streamed chunk of choice `index`: its new `text`, the log-probabilities of the tokens it
+/// completes when `logprobs`, its finish reason on the last one.
+pub fn chunk(
+    env: &Envelope,
+    kind: ChunkKind,
+    index: usize,
+    text: &str,
+    piece: &Piece,
+    logprobs: bool,
+    tok: &TextTokenizer,
+) -> Result<Value, ApiError> {
+    let finish = piece.finish.map(finish_reason);
+    let choice = match kind {
+        ChunkKind::Completion => {
+            let lp = match logprobs {
+                true => logprobs_object(&piece.tokens, tok)?,
+                false => Value::Null,
+            };
+            json!({"index": index, "text": text, "logprobs": lp, "finish_reason": finish})
+        }
+        ChunkKind::Chat => {
+            let lp = match logprobs {
+                true => chat_logprobs(&piece.tokens, tok)?,
+                false => Value::Null,
+            };
+            let delta = match (text.is_empty(), finish) {
+                (true, Some(_)) => json!({}),
+                _ => json!({"content": text}),
+            };
+            json!({"index": index, "delta": delta, "logprobs": lp, "finish_reason": finish})
+        }
+    };
+    Ok(chunk_object(env, kind, vec![choice]))
+}
+
+/// The chat stream's first chunk of choice `index`: the assistant's role.
+pub fn role_chunk(env: &Envelope, index: usize) -> Value {
+    let choice = json!({"index": index, "delta": {"role": "assistant", "content": ""},
+        "logprobs": null, "finish_reason": null});
+    chunk_object(env, ChunkKind::Chat, vec![choice])
+}
+
+/// The stream's last chunk when the client asked for usage: no choice, the request's usage.
+pub fn usage_chunk(env: &Envelope, kind: ChunkKind, done: &[Completion]) -> Value {
+    let (usage, summary) = usage(&done.iter().collect::<Vec<_>>(), env.routed, env.layers);
+    let mut v = chunk_object(env, kind, Vec::new());
+    v["usage"] = usage;
+    v["drllm"] = summary;
+    v
+}
+
+fn chunk_object(env: &Envelope, kind: ChunkKind, choices: Vec<Value>) -> Value {
+    let object = match kind {
+        ChunkKind::Completion => "text_completion",
+        ChunkKind::Chat => "chat.completion.chunk",
+    };
+    json!({"id": env.id, "object": object, "created": env.created, "model": env.model,
+        "choices": choices})
 }
