@@ -122,45 +122,87 @@ pub fn decode_fed(
     mut observe: impl FnMut(&Tensor, u32) -> Result<()>,
     mut feed: impl FnMut(&mut PathCache, u32, usize) -> Result<Tensor>,
 ) -> Result<Generation> {
-    let eos = &model.config().eos_token_ids;
-    let max_ctx = model.config().max_position_embeddings;
-    let mut tokens = Vec::new();
+    let mut dec = Decoder::new(model, max_new_tokens);
     let mut logits = last_logits.clone();
     loop {
-        if tokens.len() >= max_new_tokens {
-            return Ok(Generation {
-                tokens,
-                stop: StopReason::MaxTokens,
-            });
+        match dec.step(&logits, cache.len(), &mut pick, &mut stop, &mut observe)? {
+            Step::Feed(next) => logits = feed(cache, next, cache.len())?,
+            Step::Done(g) => return Ok(g),
         }
-        let next = pick(&logits)?;
-        observe(&logits, next)?;
-        if eos.contains(&next) {
-            return Ok(Generation {
-                tokens,
-                stop: StopReason::Eos,
-            });
+    }
+}
+
+/// What [`Decoder::step`] says: run this token next, or generation is over.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Step {
+    /// Feed this token (at the cache's next position) and step again with its logits.
+    Feed(u32),
+    /// Done.
+    Done(Generation),
+}
+
+/// Decoding with the caller running the model (a server feeds many sequences' tokens in one
+/// batch): each [`Decoder::step`] takes the logits of the last position and picks, checks the
+/// stop conditions and says what to feed.
+#[derive(Debug, Clone)]
+pub struct Decoder {
+    max_new_tokens: usize,
+    eos: Vec<u32>,
+    max_ctx: usize,
+    tokens: Vec<u32>,
+}
+
+impl Decoder {
+    /// Up to `max_new_tokens` tokens within `model`'s context, stopping at its end tokens.
+    pub fn new(model: &Model, max_new_tokens: usize) -> Self {
+        Self {
+            max_new_tokens,
+            eos: model.config().eos_token_ids.clone(),
+            max_ctx: model.config().max_position_embeddings,
+            tokens: Vec::new(),
         }
-        tokens.push(next);
-        if tokens.len() >= max_new_tokens {
-            return Ok(Generation {
-                tokens,
-                stop: StopReason::MaxTokens,
-            });
+    }
+
+    /// The tokens generated so far (no end token).
+    pub fn tokens(&self) -> &[u32] {
+        &self.tokens
+    }
+
+    /// One token from `logits` (`[1, vocab]`) with `cached` positions in the cache: `pick`
+    /// chooses it, `observe` sees it (a final end token too), `stop` may end generation.
+    pub fn step(
+        &mut self,
+        logits: &Tensor,
+        cached: usize,
+        pick: &mut impl FnMut(&Tensor) -> Result<u32>,
+        stop: &mut impl FnMut(&[u32]) -> bool,
+        observe: &mut impl FnMut(&Tensor, u32) -> Result<()>,
+    ) -> Result<Step> {
+        if self.tokens.len() >= self.max_new_tokens {
+            return Ok(self.done(StopReason::MaxTokens));
         }
-        if stop(&tokens) {
-            return Ok(Generation {
-                tokens,
-                stop: StopReason::Predicate,
-            });
+        let next = pick(logits)?;
+        observe(logits, next)?;
+        if self.eos.contains(&next) {
+            return Ok(self.done(StopReason::Eos));
         }
-        let pos = cache.len();
-        if pos + 1 > max_ctx {
-            return Ok(Generation {
-                tokens,
-                stop: StopReason::ContextFull,
-            });
+        self.tokens.push(next);
+        if self.tokens.len() >= self.max_new_tokens {
+            return Ok(self.done(StopReason::MaxTokens));
         }
-        logits = feed(cache, next, pos)?;
+        if stop(&self.tokens) {
+            return Ok(self.done(StopReason::Predicate));
+        }
+        if cached + 1 > self.max_ctx {
+            return Ok(self.done(StopReason::ContextFull));
+        }
+        Ok(Step::Feed(next))
+    }
+
+    fn done(&mut self, stop: StopReason) -> Step {
+        Step::Done(Generation {
+            tokens: std::mem::take(&mut self.tokens),
+            stop,
+        })
     }
 }

@@ -8,7 +8,7 @@ use candle_nn::ops::{rms_norm, rms_norm_slow, silu, softmax, softmax_last_dim};
 
 use crate::cache::KvSlot;
 use crate::error::Result;
-use crate::linear::{KernelPolicy, Linear, WeightBytes};
+use crate::linear::{KernelPolicy, Kernels, Linear, WeightBytes};
 use crate::rope::Rope;
 use crate::tokens::{run_rows, visibility_mask, RowMeta, SkippedKv};
 
@@ -98,15 +98,46 @@ impl DecoderLayer {
     ) -> Result<Tensor> {
         let ops = Ops::Fused;
         let h = ops.norm(x, &self.attn_norm, self.eps)?;
-        let (q, k, v) = self.qkv_heads(&h, rope, policy, ops)?;
+        let qkv = self.qkv.forward(&h, policy)?;
+        let y = self.attend_sequence(&qkv, rope, slot)?;
+        self.finish(x, &y, Kernels::All(policy), ops)
+    }
+
+    /// Runs the block on the rows of several sequences at once (`x`: `[rows, hidden]`, each
+    /// sequence's rows contiguous, as `seqs` lays them out): the matmuls see every row, with
+    /// each row's weights as `kernels` says; attention runs per sequence on its own slot. Each
+    /// row gets the arithmetic of [`DecoderLayer::forward`] on its sequence alone where the
+    /// kernels' results do not depend on the row count (the decode copy's; dense ones from 2 rows).
+    pub(crate) fn forward_batch(
+        &self,
+        x: &Tensor,
+        seqs: &mut [(usize, &Rope, &mut KvSlot)],
+        kernels: Kernels,
+    ) -> Result<Tensor> {
+        let ops = Ops::Fused;
+        let h = ops.norm(x, &self.attn_norm, self.eps)?;
+        let qkv = self.qkv.forward_rows(&h, kernels)?;
+        let mut at = 0;
+        let mut ys = Vec::with_capacity(seqs.len());
+        for (n, rope, slot) in seqs.iter_mut() {
+            ys.push(self.attend_sequence(&qkv.narrow(0, at, *n)?, rope, slot)?);
+            at += *n;
+        }
+        self.finish(x, &Tensor::cat(&ys, 0)?, kernels, ops)
+    }
+
+    /// Causal attention of one sequence's new rows (`qkv`: their projections) after the keys
+    /// `slot` holds, to which theirs are appended.
+    fn attend_sequence(&self, qkv: &Tensor, rope: &Rope, slot: &mut KvSlot) -> Result<Tensor> {
+        let ops = Ops::Fused;
+        let (q, k, v) = self.split_heads(qkv, rope, ops)?;
         let (k, v) = slot.append(&k, &v)?;
         let t = q.dim(2)?;
         let total = k.dim(2)?;
         let mask = (t > 1)
             .then(|| causal_mask(t, self.n_rep(), total - t, total, q.device()))
             .transpose()?;
-        let y = self.attend(&q, &k, &v, mask.as_ref(), ops)?;
-        self.finish(x, &y, policy, ops)
+        self.attend(&q, &k, &v, mask.as_ref(), ops)
     }
 
     /// Runs the block on the rows of a context and its continuations at once (`x`: `[rows,
@@ -142,7 +173,10 @@ impl DecoderLayer {
         }
         let mut slot = KvSlot::new();
         slot.append(&k, &v)?;
-        Ok((self.finish(x, &Tensor::cat(&ys, 0)?, policy, ops)?, slot))
+        Ok((
+            self.finish(x, &Tensor::cat(&ys, 0)?, Kernels::All(policy), ops)?,
+            slot,
+        ))
     }
 
     /// Runs the block on the rows of `x` that `run` marks (a token route); the others pass
@@ -204,7 +238,7 @@ impl DecoderLayer {
         };
         let mask = visibility_mask(&run_meta, &keys, self.n_rep(), |_, _| false, x.device())?;
         let y = self.attend(&q, &k, &v, mask.as_ref(), ops)?;
-        let y = self.finish(&x_run, &y, policy, ops)?;
+        let y = self.finish(&x_run, &y, Kernels::All(policy), ops)?;
         let order = Tensor::new(order.as_slice(), x.device())?;
         Ok(Tensor::cat(&[x, &y], 0)?.index_select(&order, 0)?)
     }
@@ -231,7 +265,7 @@ impl DecoderLayer {
         let hidden = |i: usize, j: usize| kv == SkippedKv::Mask && !run[j] && i != j;
         let mask = visibility_mask(meta, meta, self.n_rep(), hidden, x.device())?;
         let y = self.attend(&q, &k, &v, mask.as_ref(), ops)?;
-        let y = self.finish(x, &y, policy, ops)?;
+        let y = self.finish(x, &y, Kernels::All(policy), ops)?;
         Ok((x + (y - x)?.broadcast_mul(gate)?)?)
     }
 
@@ -247,9 +281,14 @@ impl DecoderLayer {
         policy: KernelPolicy,
         ops: Ops,
     ) -> Result<(Tensor, Tensor, Tensor)> {
-        let t = h.dim(0)?;
+        self.split_heads(&self.qkv.forward(h, policy)?, rope, ops)
+    }
+
+    /// q, k, v from the rows' fused projections `qkv`, as `[1, heads, seq, head_dim]`, RoPE
+    /// applied.
+    fn split_heads(&self, qkv: &Tensor, rope: &Rope, ops: Ops) -> Result<(Tensor, Tensor, Tensor)> {
+        let t = qkv.dim(0)?;
         let (nh, nkv, hd) = (self.num_heads, self.num_kv_heads, self.head_dim);
-        let qkv = self.qkv.forward(h, policy)?;
         // [seq, heads * hd] -> [1, heads, seq, hd]
         let heads = |start: usize, n: usize, norm: &Option<Tensor>| -> Result<Tensor> {
             let mut y = qkv.narrow(1, start * hd, n * hd)?.reshape((t, n, hd))?;
@@ -296,13 +335,13 @@ impl DecoderLayer {
     }
 
     /// Output projection, residual, then the MLP with its residual.
-    fn finish(&self, x: &Tensor, attn: &Tensor, policy: KernelPolicy, ops: Ops) -> Result<Tensor> {
-        let x = (x + self.o.forward(attn, policy)?)?;
+    fn finish(&self, x: &Tensor, attn: &Tensor, kernels: Kernels, ops: Ops) -> Result<Tensor> {
+        let x = (x + self.o.forward_rows(attn, kernels)?)?;
         let h = ops.norm(&x, &self.ffn_norm, self.eps)?;
-        let gu = self.gate_up.forward(&h, policy)?;
+        let gu = self.gate_up.forward_rows(&h, kernels)?;
         let gate = gu.narrow(1, 0, self.intermediate)?;
         let up = gu.narrow(1, self.intermediate, self.intermediate)?;
-        let mlp = self.down.forward(&(silu(&gate)? * up)?, policy)?;
+        let mlp = self.down.forward_rows(&(silu(&gate)? * up)?, kernels)?;
         Ok((x + mlp)?)
     }
 

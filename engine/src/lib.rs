@@ -5,6 +5,7 @@
 
 #![warn(missing_docs)]
 
+pub mod batch;
 pub mod cache;
 pub mod chat;
 pub mod config;
@@ -30,6 +31,7 @@ pub mod tokenizer;
 pub mod tokens;
 mod weights;
 
+pub use batch::BatchSeq;
 pub use cache::{KvSlot, PathCache};
 pub use candle_core::quantized::GgmlDType;
 pub use config::{Arch, ModelConfig};
@@ -37,15 +39,15 @@ pub use device::{DeviceError, DeviceSpec};
 pub use error::{Error, Result};
 pub use exec::{Pass, Route, Rows};
 pub use generate::{
-    argmax, decode_fed, greedy, greedy_continue, greedy_fed, greedy_observed, Generation,
-    StopReason,
+    argmax, decode_fed, greedy, greedy_continue, greedy_fed, greedy_observed, Decoder, Generation,
+    Step, StopReason,
 };
 pub use layer::Ops;
-pub use linear::{batched_int8_available, KernelPolicy, WeightBytes};
+pub use linear::{batched_int8_available, KernelPolicy, Kernels, WeightBytes};
 pub use loader::{load, resolve, LoadedModel, ModelLocation, DEFAULT_MODEL};
 pub use model::{DTypeChoice, LoadOptions, Logits, MemoryBreakdown, Model};
 pub use path::{LayerPath, PathError, PathSpec};
-pub use prefix::{PrefixCache, PrefixHit, PrefixStats};
+pub use prefix::{common_prefix, PrefixCache, PrefixHit, PrefixStats};
 pub use tokenizer::TextTokenizer;
 pub use tokens::{RowMeta, SkippedKv};
 

@@ -44,6 +44,21 @@ impl KernelPolicy {
     }
 }
 
+/// Which weight copy each row of a call multiplies with: one policy for every row, or, for a
+/// batch of sequences, the decode copy for the first `decode_rows` rows (sequences that are
+/// one-row passes of their own: a generated token each) and the dense weights for the rest. So
+/// every row gets the arithmetic it would get in a pass of its own.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kernels {
+    /// Every row under this policy.
+    All(KernelPolicy),
+    /// The first rows on the decode copy (where the layer has one), the rest dense.
+    Split {
+        /// Rows on the decode copy.
+        decode_rows: usize,
+    },
+}
+
 /// How a model's matrices are held, decided once per load ([`crate::LoadOptions`] on a device).
 #[derive(Debug, Clone)]
 pub(crate) struct WeightPlan {
@@ -148,6 +163,24 @@ impl Linear {
             Some(b) => y.broadcast_add(b)?,
             None => y,
         })
+    }
+
+    /// [`Linear::forward`] with each row's weight copy as `kernels` says.
+    pub fn forward_rows(&self, x: &Tensor, kernels: Kernels) -> Result<Tensor> {
+        let decode = KernelPolicy::QuantizedUpTo(usize::MAX);
+        let (n, rows) = match kernels {
+            Kernels::All(policy) => return self.forward(x, policy),
+            Kernels::Split { decode_rows } => (decode_rows, x.dim(0)?),
+        };
+        match n {
+            0 => self.forward(x, KernelPolicy::Dense),
+            n if n >= rows => self.forward(x, decode),
+            n => {
+                let a = self.forward(&x.narrow(0, 0, n)?, decode)?;
+                let b = self.forward(&x.narrow(0, n, rows - n)?, KernelPolicy::Dense)?;
+                Ok(Tensor::cat(&[a, b], 0)?)
+            }
+        }
     }
 
     /// `x Wᵀ` in the compute dtype, f32 in and out.

@@ -17,7 +17,7 @@ use crate::config::ModelConfig;
 use crate::error::{Error, Result};
 use crate::exec::{Route, Rows};
 use crate::layer::{DecoderLayer, Ops, Segments};
-use crate::linear::{batched_int8, KernelPolicy, Linear, WeightBytes, WeightPlan};
+use crate::linear::{batched_int8, KernelPolicy, Kernels, Linear, WeightBytes, WeightPlan};
 use crate::path::{LayerPath, PathError};
 use crate::rope::{Rope, RopeFreqs};
 use crate::tokens::{RowMeta, SkippedKv};
@@ -368,6 +368,12 @@ impl Model {
     /// it); [`Model::head`] is this under [`Ops::Fused`].
     pub fn head_with(&self, x: &Tensor, ops: Ops) -> Result<Tensor> {
         self.head_under(x, ops, self.policy)
+    }
+
+    /// [`Model::head`] with each row's weight copy as `kernels` says (a batch of sequences).
+    pub fn head_rows(&self, x: &Tensor, kernels: Kernels) -> Result<Tensor> {
+        let h = Ops::Fused.norm(x, &self.final_norm, self.cfg.rms_norm_eps as f32)?;
+        self.head.forward_rows(&h, kernels)
     }
 
     fn head_under(&self, x: &Tensor, ops: Ops, policy: KernelPolicy) -> Result<Tensor> {

@@ -126,6 +126,16 @@ impl<T: Clone> PrefixCache<T> {
         }))
     }
 
+    /// The longest prefix `prompt` shares with an entry under `route`, without counting a
+    /// lookup (a scheduler deciding what to run together).
+    pub fn shared(&self, route: u64, prompt: &[u32]) -> usize {
+        (self.entries.iter())
+            .filter(|e| e.route == route)
+            .map(|e| common_prefix(&e.tokens, prompt))
+            .max()
+            .unwrap_or(0)
+    }
+
     /// Keeps `cache` (holding exactly `tokens`' positions) under `route`. An entry whose tokens
     /// the new ones extend is replaced; if an entry already holds these tokens and more, it is
     /// only refreshed. Least recently used entries go until the budget holds; an entry larger
@@ -167,7 +177,7 @@ impl<T: Clone> PrefixCache<T> {
 }
 
 /// Length of the longest common prefix of `a` and `b`.
-fn common_prefix(a: &[u32], b: &[u32]) -> usize {
+pub fn common_prefix(a: &[u32], b: &[u32]) -> usize {
     a.iter().zip(b).take_while(|(x, y)| x == y).count()
 }
 

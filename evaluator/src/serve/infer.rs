@@ -9,13 +9,10 @@
 use candle_core::{Tensor, D};
 use drllm_engine::exec::{Route, Rows};
 use drllm_engine::layer::Segments;
-use drllm_engine::{
-    decode_fed, LayerPath, LoadedModel, Logits, PathCache, PrefixCache, PrefixStats, StopReason,
-};
+use drllm_engine::{LayerPath, LoadedModel, Logits, PathCache, PrefixCache, PrefixStats, Step};
 use std::sync::{Arc, Mutex};
 
-use super::decode::Stream;
-pub use super::decode::{Piece, Sampling};
+pub use super::decode::{Generating, Piece, Sampling, Sink};
 
 use crate::router::Router;
 
@@ -37,9 +34,17 @@ struct PromptScores {
     scored: Arc<Vec<Scored>>,
 }
 
+/// Where a prompt's prefill starts: a cache holding its first `at` positions (from the prefix
+/// cache) and, for an echo, their tokens' scores (`0 ..= at`).
+pub(super) struct Start {
+    pub(super) cache: PathCache,
+    pub(super) at: usize,
+    reused_scores: Vec<Scored>,
+}
+
 /// What a prefill left: the cache holding the prompt, the logits of the rows it computed that
 /// the request needs (every computed row for an echo, else the last), the token-layers run.
-struct Prefill {
+pub(super) struct Prefill {
     cache: PathCache,
     logits: Tensor,
     ran: u64,
@@ -134,6 +139,11 @@ impl ServedModel {
         self.lm.model.num_layers()
     }
 
+    /// The longest start `prompt` shares with a prompt the prefix cache holds under `route`.
+    pub(super) fn prefix_shared(&self, route: u64, prompt: &[u32]) -> usize {
+        self.prefix_cache().shared(route, prompt)
+    }
+
     /// The prefix cache's hits, misses and size.
     pub fn prefix_stats(&self) -> PrefixStats {
         self.prefix_cache().stats()
@@ -155,69 +165,68 @@ impl ServedModel {
         }
     }
 
+    /// True when every prompt runs the static model: the scheduler batches them
+    /// ([`super::scheduler`]); routed prompts run one at a time.
+    pub fn batchable(&self) -> bool {
+        self.routers.is_none()
+    }
+
     /// Runs one prompt.
     pub fn complete(&self, job: &Job) -> drllm_core::Result<Completion> {
         self.complete_streamed(job, None)
     }
 
-    /// Runs one prompt, showing `sink` each piece of the generated text as it is made.
+    /// Runs one prompt alone, showing `sink` each piece of the generated text as it is made.
     pub fn complete_streamed(
         &self,
         job: &Job,
         sink: Option<&mut dyn FnMut(Piece)>,
     ) -> drllm_core::Result<Completion> {
-        let t = job.prompt.len();
         let pre = match self.route_key() {
-            Some(key) => self.prefill_cached(job, key)?,
+            Some(key) => {
+                let start = self.start(job, key)?;
+                self.prefill_cached(job, key, start)?
+            }
             None => self.prefill_routed(job)?,
         };
-        let from = t - pre.logits.dim(0)?;
-        let prompt = match (job.echo, job.logprobs) {
-            (true, Some(k)) => {
-                let mut scored = pre.reused_scores;
-                scored.extend(score_rows(&job.prompt, from, &pre.logits, k)?);
-                scored
-            }
-            _ => Vec::new(),
+        let sink: Option<Sink<'_>> = sink.map(|s| Box::new(s) as Sink<'_>);
+        let (mut out, last, mut cache) = self.begin(job, pre);
+        let Some(mut gen) = self.generating(job, sink, &mut out)? else {
+            return Ok(out);
         };
-        let last = pre.logits.narrow(0, t - from - 1, 1)?;
-        let mut out = Completion {
-            prompt_tokens: t,
-            cached_tokens: pre.reused,
-            prompt,
-            generated: Vec::new(),
-            text: String::new(),
-            finish: Finish::Length,
-            layer_executions: pre.ran,
-            path: pre.cache.path().clone(),
+        // Each new token of a token route decides its own layers by the same rule as the
+        // prompt's; on a layer path it runs that path.
+        let model = &self.lm.model;
+        let mut gate = match &self.routers {
+            Some((Router::Token(tr), knob)) => Some(tr.gate(*knob)),
+            _ => None,
         };
-        if job.echo && job.logprobs.is_some() {
-            self.remember(job, &pre.cache, &out.prompt);
-        }
-        match (job.max_tokens, sink) {
-            (0, Some(sink)) => sink(Piece {
-                text: String::new(),
-                tokens: Vec::new(),
-                finish: Some(out.finish),
-            }),
-            (0, None) => {}
-            (_, sink) => {
-                let mut cache = pre.cache;
-                self.generate(job, &mut cache, &last, &mut out, sink)?;
+        let path = out.path.clone();
+        let mut logits = last?;
+        let g = loop {
+            match gen.step(&logits, cache.len())? {
+                Step::Feed(next) => {
+                    let pos = cache.len();
+                    logits = match gate.as_mut() {
+                        Some(gate) => gate.feed(model, &mut cache, next, pos)?,
+                        None => model.forward(&[next], &path, &mut cache, pos, Logits::Last)?,
+                    };
+                }
+                Step::Done(g) => break g,
             }
-        }
+        };
+        out.layer_executions += match gate {
+            Some(gate) => gate.ran,
+            None => gen.fed * path.len() as u64,
+        };
+        gen.finish(g, &mut out)?;
         Ok(out)
     }
 
-    /// Prefill along a route fixed per token, from the longest cached prefix of the prompt;
-    /// the cache then holds the prompt.
-    fn prefill_cached(&self, job: &Job, key: u64) -> drllm_core::Result<Prefill> {
-        let model = &self.lm.model;
-        let (t, full) = (job.prompt.len(), LayerPath::full(model.num_layers()));
-        let echo = match (job.echo, job.logprobs) {
-            (true, Some(k)) => Some(k),
-            _ => None,
-        };
+    /// Where a prompt's prefill starts under route `key`: the longest prefix the cache holds.
+    pub(super) fn start(&self, job: &Job, key: u64) -> drllm_core::Result<Start> {
+        let full = LayerPath::full(self.lm.model.num_layers());
+        let echo = job.echo.then_some(job.logprobs).flatten();
         // An echo needs the scores of the reused tokens, and of the first one after them, which
         // only the row before it gives: it reuses one position less. At least 2 rows are left
         // to compute, so that the pass picks the kernels of a prompt, not of a generated token.
@@ -227,22 +236,33 @@ impl ServedModel {
             (Some(_), _) => 0,
         };
         let hit = self.prefix_cache().lookup(key, &job.prompt, 2, reuse)?;
-        let (mut cache, start, reused_scores) = match hit {
-            Some(h) => {
-                let scores = match (echo, h.data) {
+        Ok(match hit {
+            Some(h) => Start {
+                reused_scores: match (echo, h.data) {
                     (Some(k), Some(s)) => {
                         s.scored[..=h.reused].iter().map(|x| x.top_k(k)).collect()
                     }
                     _ => Vec::new(),
-                };
-                (h.cache, h.reused, scores)
-            }
-            None => (PathCache::new(&full), 0, Vec::new()),
-        };
-        let x = model.embed(&job.prompt[start..])?;
+                },
+                cache: h.cache,
+                at: h.reused,
+            },
+            None => Start {
+                cache: PathCache::new(&full),
+                at: 0,
+                reused_scores: Vec::new(),
+            },
+        })
+    }
+
+    /// Prefill along a route fixed per token from `start`; the cache then holds the prompt.
+    fn prefill_cached(&self, job: &Job, key: u64, mut start: Start) -> drllm_core::Result<Prefill> {
+        let model = &self.lm.model;
+        let full = LayerPath::full(model.num_layers());
+        let x = model.embed(&job.prompt[start.at..])?;
         let rows = Rows::Cached {
-            cache: &mut cache,
-            start,
+            cache: &mut start.cache,
+            start: start.at,
         };
         let (pass, ran) = match &self.routers {
             Some((Router::Token(tr), knob)) => {
@@ -253,32 +273,76 @@ impl ServedModel {
                     kv: tr.kv(),
                 };
                 let pass = model.run_path(x, rows, route, |_, _, _| ())?;
-                (pass, gate.ran)
+                (pass, Some(gate.ran))
             }
             _ => {
                 let route = Route::Path {
                     path: &full,
                     from: 0,
                 };
-                let pass = model.run_path(x, rows, route, |_, _, _| ())?;
-                let ran = (t - start) as u64 * full.len() as u64;
-                (pass, ran)
+                (model.run_path(x, rows, route, |_, _, _| ())?, None)
             }
         };
-        let n = t - start;
-        let from = if echo.is_some() { 0 } else { n - 1 };
-        let logits = model.head_for_pass(&pass.hidden.narrow(0, from, n - from)?, n)?;
-        if echo.is_none() {
-            self.prefix_cache()
-                .insert(key, job.prompt.clone(), cache.clone(), None);
+        self.prefilled(job, key, start, &pass.hidden, ran)
+    }
+
+    /// The prompt's rows from `start` on have run (`hidden`, `ran` token-layers; `None`: every
+    /// row along the full path): the logits the request needs, the prompt kept in the cache.
+    pub(super) fn prefilled(
+        &self,
+        job: &Job,
+        key: u64,
+        start: Start,
+        hidden: &Tensor,
+        ran: Option<u64>,
+    ) -> drllm_core::Result<Prefill> {
+        let model = &self.lm.model;
+        let n = job.prompt.len() - start.at;
+        let echo = job.echo && job.logprobs.is_some();
+        let from = if echo { 0 } else { n - 1 };
+        let logits = model.head_for_pass(&hidden.narrow(0, from, n - from)?, n)?;
+        if !echo {
+            let cache = start.cache.clone();
+            (self.prefix_cache()).insert(key, job.prompt.clone(), cache, None);
         }
         Ok(Prefill {
-            cache,
+            ran: ran.unwrap_or((n * model.num_layers()) as u64),
+            cache: start.cache,
             logits,
-            ran,
-            reused: start,
-            reused_scores,
+            reused: start.at,
+            reused_scores: start.reused_scores,
         })
+    }
+
+    /// The completion as far as the prompt: its scores for an echo (kept in the prefix cache
+    /// with the prompt), the logits of its last position and the cache to generate from.
+    pub(super) fn begin(
+        &self,
+        job: &Job,
+        pre: Prefill,
+    ) -> (Completion, drllm_core::Result<Tensor>, PathCache) {
+        let t = job.prompt.len();
+        let mut out = Completion {
+            prompt_tokens: t,
+            cached_tokens: pre.reused,
+            prompt: Vec::new(),
+            generated: Vec::new(),
+            text: String::new(),
+            finish: Finish::Length,
+            layer_executions: pre.ran,
+            path: pre.cache.path().clone(),
+        };
+        let scored = (|| {
+            let from = t - pre.logits.dim(0)?;
+            if let (true, Some(k)) = (job.echo, job.logprobs) {
+                let mut scored = pre.reused_scores;
+                scored.extend(score_rows(&job.prompt, from, &pre.logits, k)?);
+                out.prompt = scored;
+                self.remember(job, &pre.cache, &out.prompt);
+            }
+            Ok(pre.logits.narrow(0, t - from - 1, 1)?)
+        })();
+        (out, scored, pre.cache)
     }
 
     /// Keeps an echoed prompt's cache with its scores, for later prompts sharing its start.
@@ -332,102 +396,34 @@ impl ServedModel {
         })
     }
 
-    /// Generation after the prefill, into `out`, each token chosen as `job.sampling` says. A
-    /// final end token is reported among the generated tokens (not in the text), as OpenAI's API
-    /// does: clients that score a prompt with `max_tokens: 1` (lm-eval) count on one entry past
-    /// the prompt.
-    fn generate(
-        &self,
+    /// The generation of `job` after its prompt, or `None` when it asks for no token (a
+    /// streaming client then gets the one, empty, last piece).
+    pub(super) fn generating<'s>(
+        &'s self,
         job: &Job,
-        cache: &mut PathCache,
-        last: &Tensor,
+        sink: Option<Sink<'s>>,
         out: &mut Completion,
-        sink: Option<&mut dyn FnMut(Piece)>,
-    ) -> drllm_core::Result<()> {
-        let (tok, model) = (&self.lm.tokenizer, &self.lm.model);
-        let stops = |ids: &[u32]| {
-            !job.stop.is_empty()
-                && tok
-                    .decode(ids)
-                    .is_ok_and(|text| job.stop.iter().any(|s| text.contains(s.as_str())))
-        };
-        let mut stream = Stream::new(tok, &job.stop, sink);
-        let observe = |logits: &Tensor, id: u32| {
-            let scored = match job.logprobs {
-                Some(k) => {
-                    let lp = log_softmax_rows(logits)?.remove(0);
-                    scored_token(id, Some(lp[id as usize]), &lp, k)
-                }
-                None => scored_token(id, None, &[], 0),
-            };
-            stream.push(scored, model.config().eos_token_ids.contains(&id))?;
-            Ok(())
-        };
-        // Each new token of a token route decides its own layers by the same rule as the
-        // prompt's; on a layer path it runs that path.
-        let mut gate = match &self.routers {
-            Some((Router::Token(tr), knob)) => Some(tr.gate(*knob)),
-            _ => None,
-        };
-        let path = out.path.clone();
-        let feed = |cache: &mut PathCache, next: u32, pos: usize| match gate.as_mut() {
-            Some(gate) => gate.feed(model, cache, next, pos),
-            None => model.forward(&[next], &path, cache, pos, Logits::Last),
-        };
-        let limits = (job.max_tokens, model);
-        let pick = job.sampling.picker();
-        let g = decode_fed(cache, last, limits, pick, stops, observe, feed)?;
-        out.layer_executions += match gate {
-            Some(gate) => gate.ran,
-            None => {
-                let fed = match g.stop {
-                    StopReason::Eos => g.tokens.len(),
-                    _ => g.tokens.len().saturating_sub(1),
-                };
-                fed as u64 * path.len() as u64
-            }
-        };
-        let text = tok.decode(&g.tokens)?;
-        let cut = job.stop.iter().filter_map(|s| text.find(s.as_str())).min();
-        out.finish = match (g.stop, cut) {
-            (_, Some(_)) | (StopReason::Eos | StopReason::Predicate, _) => Finish::Stop,
-            _ => Finish::Length,
-        };
-        let kept = match cut {
-            Some(at) => kept_tokens(tok, &g.tokens, at)?,
-            None => stream.picked.len(),
-        };
-        out.text = match cut {
-            Some(at) => text[..at].to_string(),
-            None => text,
-        };
-        stream.picked.truncate(kept);
-        stream.finish(&out.text, out.finish);
-        out.generated = stream.picked;
-        Ok(())
-    }
-}
-
-/// How many of `tokens` it takes for their text to reach byte `at` (where a stop string starts).
-fn kept_tokens(
-    tok: &drllm_engine::TextTokenizer,
-    tokens: &[u32],
-    at: usize,
-) -> drllm_core::Result<usize> {
-    for n in 0..=tokens.len() {
-        if tok.decode(&tokens[..n])?.len() >= at {
-            return Ok(n);
+    ) -> drllm_core::Result<Option<Generating<'s>>> {
+        if job.max_tokens > 0 {
+            return Ok(Some(Generating::new(&self.lm, job, sink)));
         }
+        if let Some(mut sink) = sink {
+            sink(Piece {
+                text: String::new(),
+                tokens: Vec::new(),
+                finish: Some(out.finish),
+            });
+        }
+        Ok(None)
     }
-    Ok(tokens.len())
 }
 
 /// Log-softmax of each row of `logits` (`[rows, vocab]`), as the choice-loglik reward computes it.
-fn log_softmax_rows(logits: &Tensor) -> drllm_engine::Result<Vec<Vec<f32>>> {
+pub(super) fn log_softmax_rows(logits: &Tensor) -> drllm_engine::Result<Vec<Vec<f32>>> {
     Ok(candle_nn::ops::log_softmax(logits, D::Minus1)?.to_vec2::<f32>()?)
 }
 
-fn scored_token(id: u32, logprob: Option<f32>, row: &[f32], k: usize) -> Scored {
+pub(super) fn scored_token(id: u32, logprob: Option<f32>, row: &[f32], k: usize) -> Scored {
     Scored {
         id,
         logprob,

@@ -6,16 +6,18 @@
 //! Prompts that start like an earlier one reuse its keys and values (an exact prefix cache,
 //! `--prefix-cache-mib`, [`infer`]).
 //!
-//! Requests are **queued**, not batched: the HTTP side parses and checks each body at once (a bad
-//! one gets its 400 without waiting), then hands its prompts to one inference thread that owns
-//! the model and runs them one after another (candle already uses every core for one prompt's
-//! matmuls). The queue is bounded (`--max-queue`); past it a request gets a 503 to retry. On
-//! SIGINT/SIGTERM the server stops accepting, answers what is queued and exits.
+//! The HTTP side parses and checks each body at once (a bad one gets its 400 without waiting),
+//! then hands its prompts to one inference thread that owns the model. For the static model it
+//! batches every request in flight, prompts and generated tokens, one layer at a time
+//! ([`scheduler`]); routed prompts run one after another. The queue is bounded (`--max-queue`);
+//! past it a request gets a 503 to retry. On SIGINT/SIGTERM the server stops accepting, answers
+//! what is queued and exits.
 
 mod api;
 mod decode;
 mod infer;
 mod response;
+mod scheduler;
 mod stream;
 
 use std::net::SocketAddr;
@@ -69,6 +71,12 @@ pub struct Args {
     /// bypass it.
     #[arg(long, default_value_t = 256)]
     prefix_cache_mib: usize,
+    /// Prompt tokens a batch step admits: the static model batches every request in flight,
+    /// prompts and generated tokens, one layer at a time; at least one prompt is admitted per
+    /// step whatever its length. 0: no batching, one request at a time (as routed serving
+    /// runs).
+    #[arg(long, default_value_t = 512)]
+    max_batch_tokens: usize,
 }
 
 /// Work for the inference thread: a request's prompts and where to send their completions.
@@ -121,9 +129,13 @@ pub fn run(a: Args) -> anyhow::Result<()> {
     let (tx, rx) = mpsc::channel(a.max_queue);
     let worker = {
         let engine = engine.clone();
+        let max_batch_tokens = a.max_batch_tokens;
         std::thread::Builder::new()
             .name("inference".into())
-            .spawn(move || inference_loop(&engine, rx))?
+            .spawn(move || match engine.batchable() && max_batch_tokens > 0 {
+                true => scheduler::run(&engine, rx, max_batch_tokens),
+                false => inference_loop(&engine, rx),
+            })?
     };
     let shared = Arc::new(Shared {
         engine,
@@ -193,7 +205,8 @@ async fn serve(addr: SocketAddr, shared: Arc<Shared>) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// The inference thread: runs each request's prompts in order until every sender is gone.
+/// The inference thread under routers: runs each request's prompts in order, one at a time,
+/// until every sender is gone.
 fn inference_loop(engine: &ServedModel, mut rx: mpsc::Receiver<Work>) {
     while let Some(work) = rx.blocking_recv() {
         metrics::gauge!("drllm_serve_queue_depth").set(rx.len() as f64);

@@ -1,0 +1,331 @@
+//! Continuous batching for the static model. The inference thread keeps every request in flight
+//! as sequences (one per choice): each step runs every sequence's new rows, the prompts being
+//! prefilled and the tokens being decoded, through each layer in one batch
+//! ([`drllm_engine::Model::forward_batch`]), then picks each sequence's next token. A request
+//! joins between steps and leaves when its last choice is done. Every row keeps the arithmetic
+//! it has alone, so an answer does not depend on what else was in flight.
+//!
+//! A step admits waiting prompts up to `--max-batch-tokens` prompt rows, in arrival order. A
+//! prompt that shares a longer start with one admitted in the same step than with anything the
+//! prefix cache holds waits one step, to take that start from the cache instead of computing it
+//! twice (lm-eval's choices of one question, sent at once).
+
+use std::collections::VecDeque;
+use std::time::Instant;
+
+use candle_core::Tensor;
+use drllm_engine::{common_prefix, BatchSeq, Kernels, LayerPath, PathCache, Step};
+use tokio::sync::mpsc;
+
+use super::infer::{Completion, Generating, Job, ServedModel, Sink, Start};
+use super::{record_completions, record_prefix_stats, Reply, StreamEvent, Work};
+
+/// The static model's route key in the prefix cache.
+const ROUTE: u64 = 0;
+
+/// A prompt shares this many more tokens with one admitted in the same step than the cache
+/// gives it: it waits a step.
+const SHARED_WAIT: usize = 16;
+
+/// A request in flight.
+struct InFlight {
+    reply: Reply,
+    jobs: Vec<Job>,
+    done: Vec<Option<Completion>>,
+    left: usize,
+    since: Instant,
+}
+
+/// One choice of a request being computed.
+struct Seq<'e> {
+    req: usize,
+    choice: usize,
+    cache: PathCache,
+    phase: Phase<'e>,
+}
+
+enum Phase<'e> {
+    /// The prompt runs from position `at` (what the prefix cache gave before).
+    Prefill(Start),
+    /// Generating; `next` is the token to feed.
+    Decode {
+        gen: Box<Generating<'e>>,
+        out: Completion,
+        next: u32,
+    },
+}
+
+/// Serves `rx` until every sender is gone, batching as the module doc says.
+pub(super) fn run(engine: &ServedModel, mut rx: mpsc::Receiver<Work>, max_batch_tokens: usize) {
+    let mut s = Scheduler {
+        engine,
+        requests: Vec::new(),
+        waiting: VecDeque::new(),
+        seqs: Vec::new(),
+    };
+    loop {
+        if s.seqs.is_empty() && s.waiting.is_empty() {
+            s.requests.clear(); // every one answered
+            match rx.blocking_recv() {
+                Some(work) => s.admit(work),
+                None => return,
+            }
+        }
+        while let Ok(work) = rx.try_recv() {
+            s.admit(work);
+        }
+        metrics::gauge!("drllm_serve_queue_depth").set(rx.len() as f64);
+        s.start_waiting(max_batch_tokens);
+        s.step();
+        record_prefix_stats(engine.prefix_stats());
+    }
+}
+
+struct Scheduler<'e> {
+    engine: &'e ServedModel,
+    /// Requests by slot; `None` once answered.
+    requests: Vec<Option<InFlight>>,
+    /// Choices not started yet: (request, choice).
+    waiting: VecDeque<(usize, usize)>,
+    seqs: Vec<Seq<'e>>,
+}
+
+impl<'e> Scheduler<'e> {
+    fn admit(&mut self, work: Work) {
+        let n = work.jobs.len();
+        let slot = self.requests.len();
+        self.requests.push(Some(InFlight {
+            reply: work.reply,
+            done: vec![None; n],
+            left: n,
+            jobs: work.jobs,
+            since: Instant::now(),
+        }));
+        self.waiting.extend((0..n).map(|c| (slot, c)));
+    }
+
+    fn job(&self, req: usize, choice: usize) -> &Job {
+        &self.requests[req].as_ref().expect("in flight").jobs[choice]
+    }
+
+    /// Starts waiting prompts up to `budget` prompt rows (at least one), as the module doc says.
+    fn start_waiting(&mut self, budget: usize) {
+        let mut chosen: Vec<(usize, usize)> = Vec::new();
+        let mut rows = 0;
+        let mut held = VecDeque::new();
+        while let Some((r, c)) = self.waiting.pop_front() {
+            let prompt = &self.job(r, c).prompt;
+            if !chosen.is_empty() && rows + prompt.len() > budget {
+                held.push_back((r, c));
+                held.extend(self.waiting.drain(..));
+                break;
+            }
+            let cached = self.engine.prefix_shared(ROUTE, prompt);
+            let with_chosen = (chosen.iter())
+                .map(|&(r2, c2)| common_prefix(&self.job(r2, c2).prompt, prompt))
+                .max()
+                .unwrap_or(0);
+            if with_chosen >= cached + SHARED_WAIT {
+                held.push_back((r, c));
+                continue;
+            }
+            chosen.push((r, c));
+            rows += prompt.len();
+        }
+        self.waiting = held;
+        for (req, choice) in chosen {
+            let job = self.job(req, choice).clone();
+            match self.engine.start(&job, ROUTE) {
+                Ok(start) => self.seqs.push(Seq {
+                    req,
+                    choice,
+                    cache: start.cache.clone(),
+                    phase: Phase::Prefill(start),
+                }),
+                Err(e) => self.fail(req, &e.to_string()),
+            }
+        }
+    }
+
+    /// Runs one batch: every sequence's new rows through the model, then each its next token.
+    fn step(&mut self) {
+        if self.seqs.is_empty() {
+            return;
+        }
+        let model = &self.engine.lm.model;
+        let full = LayerPath::full(model.num_layers());
+        let feeds: Vec<(Vec<u32>, usize)> = (self.seqs.iter())
+            .map(|s| match &s.phase {
+                Phase::Prefill(st) => (self.job(s.req, s.choice).prompt[st.at..].to_vec(), st.at),
+                Phase::Decode { next, .. } => (vec![*next], s.cache.len()),
+            })
+            .collect();
+        let rows: usize = feeds.iter().map(|(ids, _)| ids.len()).sum();
+        metrics::gauge!("drllm_serve_batch_rows").set(rows as f64);
+        metrics::gauge!("drllm_serve_batch_sequences").set(self.seqs.len() as f64);
+        metrics::counter!("drllm_serve_batch_steps_total").increment(1);
+        let mut batch: Vec<BatchSeq<'_>> = (self.seqs.iter_mut().zip(&feeds))
+            .map(|(s, (ids, start))| BatchSeq {
+                ids,
+                cache: &mut s.cache,
+                start: *start,
+            })
+            .collect();
+        let hidden = model.forward_batch(&full, &mut batch);
+        drop(batch);
+        let hidden = match hidden.and_then(|h| self.decode_logits(h)) {
+            Ok(h) => h,
+            Err(e) => {
+                let reqs: Vec<usize> = self.seqs.iter().map(|s| s.req).collect();
+                for r in reqs {
+                    self.fail(r, &e.to_string());
+                }
+                return;
+            }
+        };
+        let seqs = std::mem::take(&mut self.seqs);
+        for (seq, h) in seqs.into_iter().zip(hidden) {
+            let req = seq.req;
+            if self.requests[req].is_none() {
+                continue; // failed meanwhile
+            }
+            if let Err(e) = self.advance(seq, h) {
+                self.fail(req, &e.to_string());
+            }
+        }
+    }
+
+    /// The prefill sequences' hidden rows as they are, the decode sequences' as their logits
+    /// (one head call for all of them, each row on the kernels of its own pass).
+    fn decode_logits(&self, hidden: Vec<Tensor>) -> drllm_engine::Result<Vec<Tensor>> {
+        let model = &self.engine.lm.model;
+        let decoding: Vec<usize> = (self.seqs.iter().enumerate())
+            .filter(|(_, s)| matches!(s.phase, Phase::Decode { .. }))
+            .map(|(i, _)| i)
+            .collect();
+        if decoding.is_empty() {
+            return Ok(hidden);
+        }
+        let mut hidden = hidden;
+        if !model.uses_decode_copy(1) {
+            // Dense kernels differ between one row and several: each head call alone.
+            for &i in &decoding {
+                hidden[i] = model.head_for_pass(&hidden[i], 1)?;
+            }
+            return Ok(hidden);
+        }
+        let rows: Vec<&Tensor> = decoding.iter().map(|&i| &hidden[i]).collect();
+        let kernels = Kernels::Split {
+            decode_rows: rows.len(),
+        };
+        let logits = model.head_rows(&Tensor::cat(&rows, 0)?, kernels)?;
+        for (j, &i) in decoding.iter().enumerate() {
+            hidden[i] = logits.narrow(0, j, 1)?;
+        }
+        Ok(hidden)
+    }
+
+    /// After a step: a prefilled prompt starts generating (or is done), a decoding sequence
+    /// takes its next token (`h`: its hidden rows, or its logits when decoding).
+    fn advance(&mut self, seq: Seq<'e>, h: Tensor) -> drllm_core::Result<()> {
+        let Seq {
+            req,
+            choice,
+            cache,
+            phase,
+        } = seq;
+        let (gen, out, logits) = match phase {
+            Phase::Prefill(mut start) => {
+                let job = self.job(req, choice).clone();
+                start.cache = cache;
+                let pre = self.engine.prefilled(&job, ROUTE, start, &h, None)?;
+                let (mut out, last, cache) = self.engine.begin(&job, pre);
+                let last = last?;
+                let sink = self.sink(req, choice);
+                match self.engine.generating(&job, sink, &mut out)? {
+                    Some(gen) => {
+                        return self.decode(req, choice, cache, Box::new(gen), out, &last);
+                    }
+                    None => return self.deliver(req, choice, out),
+                }
+            }
+            Phase::Decode { gen, out, .. } => (gen, out, h),
+        };
+        self.decode(req, choice, cache, gen, out, &logits)
+    }
+
+    /// Picks the next token of a generating sequence from `logits`: it continues, or is done.
+    fn decode(
+        &mut self,
+        req: usize,
+        choice: usize,
+        cache: PathCache,
+        mut gen: Box<Generating<'e>>,
+        mut out: Completion,
+        logits: &Tensor,
+    ) -> drllm_core::Result<()> {
+        match gen.step(logits, cache.len())? {
+            Step::Feed(next) => {
+                self.seqs.push(Seq {
+                    req,
+                    choice,
+                    cache,
+                    phase: Phase::Decode { gen, out, next },
+                });
+                Ok(())
+            }
+            Step::Done(g) => {
+                out.layer_executions += gen.fed * cache.path().len() as u64;
+                gen.finish(g, &mut out)?;
+                self.deliver(req, choice, out)
+            }
+        }
+    }
+
+    /// A streaming request's sink for choice `choice`.
+    fn sink(&self, req: usize, choice: usize) -> Option<Sink<'e>> {
+        match &self.requests[req].as_ref()?.reply {
+            Reply::Whole(_) => None,
+            Reply::Stream(tx) => {
+                let tx = tx.clone();
+                Some(Box::new(move |piece| {
+                    let _ = tx.send(StreamEvent::Piece { choice, piece });
+                }))
+            }
+        }
+    }
+
+    /// A finished choice; the request is answered once its last one is.
+    fn deliver(&mut self, req: usize, choice: usize, out: Completion) -> drllm_core::Result<()> {
+        let r = self.requests[req].as_mut().expect("in flight");
+        r.done[choice] = Some(out);
+        r.left -= 1;
+        if r.left == 0 {
+            let r = self.requests[req].take().expect("in flight");
+            let done: Vec<Completion> = r.done.into_iter().map(|c| c.expect("done")).collect();
+            record_completions(&done);
+            metrics::histogram!("drllm_serve_inference_seconds")
+                .record(r.since.elapsed().as_secs_f64());
+            answer(r.reply, Ok(done));
+        }
+        Ok(())
+    }
+
+    /// Answers `req` with an error and drops what is left of it.
+    fn fail(&mut self, req: usize, message: &str) {
+        if let Some(r) = self.requests[req].take() {
+            tracing::warn!("request failed: {message}");
+            answer(r.reply, Err(message.to_string()));
+        }
+        self.seqs.retain(|s| s.req != req);
+        self.waiting.retain(|&(r, _)| r != req);
+    }
+}
+
+fn answer(reply: Reply, done: Result<Vec<Completion>, String>) {
+    // The client may have gone; nothing to do then.
+    let _ = match reply {
+        Reply::Whole(tx) => tx.send(done).map_err(drop),
+        Reply::Stream(tx) => tx.send(StreamEvent::Done(done)).map_err(drop),
+    };
+}

@@ -1,0 +1,87 @@
+//! `evaluator serve` batches the requests in flight (continuous batching, the static model):
+//! 16 concurrent clients get exactly the answers each gets alone (greedy and seeded sampling,
+//! completions with echoed log-probabilities, chat), in fewer batch steps than one at a time.
+
+use serde_json::{json, Value};
+
+mod common;
+use common::Server;
+
+/// The counter `name`'s value in a `/metrics` body.
+fn counter(metrics: &str, name: &str) -> f64 {
+    metrics
+        .lines()
+        .find_map(|l| l.strip_prefix(name)?.trim().parse().ok())
+        .unwrap_or_else(|| panic!("no {name} in {metrics}"))
+}
+
+/// Request `i` of the mix: generation of varied lengths, a log-likelihood echo, chat.
+fn request(i: usize) -> (&'static str, Value) {
+    let topics = [
+        "the sea", "a robot", "winter", "bread", "a violin", "Mars", "tea", "rain",
+    ];
+    let topic = topics[i % topics.len()];
+    match i % 4 {
+        0 => (
+            "/v1/completions",
+            json!({"prompt": format!("A short poem about {topic}:"), "max_tokens": 6 + i,
+                "logprobs": 2}),
+        ),
+        1 => (
+            "/v1/completions",
+            json!({"prompt": format!("Question: What is {topic}?\nAnswer: It is"),
+                "max_tokens": 0, "echo": true, "logprobs": 1}),
+        ),
+        2 => (
+            "/v1/chat/completions",
+            json!({"messages": [{"role": "user", "content": format!("Tell me about {topic}.")}],
+                "max_tokens": 12, "logprobs": true, "top_logprobs": 2}),
+        ),
+        _ => (
+            "/v1/chat/completions",
+            json!({"messages": [{"role": "user", "content": format!("Describe {topic}.")}],
+                "max_tokens": 10, "temperature": 0.9, "seed": i, "n": 2}),
+        ),
+    }
+}
+
+fn without_ids(mut v: Value) -> Value {
+    v["id"] = Value::Null;
+    v["created"] = Value::Null;
+    v
+}
+
+#[test]
+fn sixteen_concurrent_clients_get_what_each_gets_alone() {
+    if drllm_engine::testing::default_model_for_tests().is_none() {
+        return;
+    }
+    // No prefix cache: a hit would change which rows are computed, not what they are.
+    let srv = Server::start(&["--prefix-cache-mib", "0"]);
+    let steps = || {
+        counter(
+            &drllm_tests::http_get(&srv.addr, "/metrics").1,
+            "drllm_serve_batch_steps_total",
+        )
+    };
+    let post = |i: usize| {
+        let (path, body) = request(i);
+        let (code, v) = srv.post(path, &body);
+        assert_eq!(code, 200, "{body}: {v}");
+        without_ids(v)
+    };
+    let alone: Vec<Value> = (0..16).map(post).collect();
+    let after_alone = steps();
+    let together: Vec<Value> = std::thread::scope(|scope| {
+        let clients: Vec<_> = (0..16).map(|i| scope.spawn(move || post(i))).collect();
+        clients.into_iter().map(|c| c.join().unwrap()).collect()
+    });
+    let concurrent_steps = steps() - after_alone;
+    for (i, (a, b)) in alone.iter().zip(&together).enumerate() {
+        assert_eq!(a, b, "request {i}: {:?}", request(i));
+    }
+    assert!(
+        concurrent_steps < after_alone / 2.0,
+        "{concurrent_steps} batch steps for 16 concurrent requests, {after_alone} one at a time"
+    );
+}
