@@ -2,7 +2,8 @@
 # The GPU host's checks of issue 8, as one script for a short lease: the CUDA binaries from
 # deploy/cuda/build.sh against the reference logits, a local search, the same search with several
 # lanes, the engine benchmark, the PyTorch + transformers baseline with identical settings, and
-# (5b) the realized speedup of token routes. Writes every result as JSON lines to
+# (5b) the realized speedup of token routes, (5c) the server under a concurrent load. Writes
+# every result as JSON lines to
 # $OUT/gpu-check.jsonl (and logs next to it).
 #
 #   BIN=dist/cuda MODEL=/path/SmolLM2-135M-Instruct.Q4_1.gguf OUT=/tmp/out N=30 \
@@ -106,6 +107,24 @@ for reward in choice-loglik generate; do
   "$BIN/worker" bench-tokens --device "$DEVICE" --dataset arc_easy --limit 24 --reward "$reward" \
     --skip 0,0.1,0.3 --rounds 3 2>"$OUT/bench-tokens-$reward.log" |
     while read -r line; do record "bench-tokens-$reward" "$line"; done
+done
+
+# 5c. Serving (issue 39): `evaluator serve` on the GPU (continuous batching, prefix cache) under
+#     bench/serve_load.py's chat load at concurrency 1, 4 and 16 (plain HTTP when the host has no
+#     `openai` package); one request at a time (--max-batch-tokens 0) as the baseline.
+for mode in batched one-at-a-time; do
+  args=""; [ "$mode" = one-at-a-time ] && args="--max-batch-tokens 0 --prefix-cache-mib 0"
+  # shellcheck disable=SC2086
+  "$BIN/evaluator" serve --device "$DEVICE" --model "$MODEL" --listen 127.0.0.1:8799 $args \
+    > "$OUT/serve-$mode.log" 2>&1 &
+  spid=$!
+  for _ in $(seq 1 120); do curl -fsS http://127.0.0.1:8799/healthz > /dev/null 2>&1 && break; sleep 1; done
+  for c in 1 4 16; do
+    out=$(python3 "$ROOT/bench/serve_load.py" --base-url http://127.0.0.1:8799/v1 \
+      --requests "${REQUESTS:-200}" --concurrency "$c" 2>>"$OUT/serve-$mode.log" | tail -1)
+    record "serve-$mode-c$c" "${out:-null}"
+  done
+  kill "$spid"; wait "$spid" 2>/dev/null
 done
 
 # 6. A Llama-3.1-8B-shaped bf16 checkpoint (seeded random weights): drllm against transformers

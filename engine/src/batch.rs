@@ -33,12 +33,16 @@ impl Model {
 
     /// Runs every sequence of `seqs` along `path` as one batch per layer, extending each cache;
     /// returns each sequence's hidden rows after the path (before the final norm), in order.
-    /// Equal to running each alone ([`Model::forward_hidden`]) where the kernels' results do not
-    /// depend on the row count (see the module doc).
+    /// With `decode_copy`, equal to running each alone ([`Model::forward_hidden`]) where the
+    /// kernels' results do not depend on the row count (see the module doc); without, every row
+    /// multiplies with the dense weights (batched matmuls run faster than the decode copy's
+    /// row-by-row dot products, and a generated token's arithmetic then differs from its pass
+    /// alone in the last bits).
     pub fn forward_batch(
         &self,
         path: &LayerPath,
         seqs: &mut [BatchSeq<'_>],
+        decode_copy: bool,
     ) -> Result<Vec<Tensor>> {
         self.check_path(path)?;
         for s in seqs.iter_mut() {
@@ -55,7 +59,7 @@ impl Model {
         let mut order: Vec<usize> = (0..seqs.len()).collect();
         order.sort_by_key(|&i| !self.uses_decode_copy(seqs[i].ids.len()));
         let decode_rows = (order.iter())
-            .filter(|&&i| self.uses_decode_copy(seqs[i].ids.len()))
+            .filter(|&&i| decode_copy && self.uses_decode_copy(seqs[i].ids.len()))
             .map(|&i| seqs[i].ids.len())
             .sum();
         let ropes = (order.iter())

@@ -44,7 +44,7 @@ fn a_batch_gives_each_sequence_what_it_gets_alone() {
     let mut seqs: Vec<BatchSeq<'_>> = (caches.iter_mut().zip(&news).zip(&shapes))
         .map(|((cache, ids), &(start, _))| BatchSeq { ids, cache, start })
         .collect();
-    let batched = model.forward_batch(&path, &mut seqs).unwrap();
+    let batched = model.forward_batch(&path, &mut seqs, true).unwrap();
     for (i, (a, b)) in alone.iter().zip(&batched).enumerate() {
         let d = (a - b).unwrap().abs().unwrap().flatten_all().unwrap();
         let d = d.max(0).unwrap().to_scalar::<f32>().unwrap();

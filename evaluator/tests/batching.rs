@@ -85,3 +85,35 @@ fn sixteen_concurrent_clients_get_what_each_gets_alone() {
         "{concurrent_steps} batch steps for 16 concurrent requests, {after_alone} one at a time"
     );
 }
+
+#[test]
+fn the_throughput_mode_answers_concurrent_clients_in_the_same_shapes() {
+    if drllm_engine::testing::default_model_for_tests().is_none() {
+        return;
+    }
+    let exact = Server::start(&["--prefix-cache-mib", "0"]);
+    let fast = Server::start(&["--prefix-cache-mib", "0", "--batch-kernels", "throughput"]);
+    let post = |srv: &Server, i: usize| {
+        let (path, body) = request(i);
+        let (code, v) = srv.post(path, &body);
+        assert_eq!(code, 200, "{body}: {v}");
+        v
+    };
+    let alone: Vec<Value> = (0..8).map(|i| post(&exact, i)).collect();
+    let together: Vec<Value> = std::thread::scope(|scope| {
+        let (post, fast) = (&post, &fast);
+        let clients: Vec<_> = (0..8).map(|i| scope.spawn(move || post(fast, i))).collect();
+        clients.into_iter().map(|c| c.join().unwrap()).collect()
+    });
+    for (i, (a, b)) in alone.iter().zip(&together).enumerate() {
+        let (a, b) = (
+            a["choices"].as_array().unwrap(),
+            b["choices"].as_array().unwrap(),
+        );
+        assert_eq!(a.len(), b.len(), "request {i}");
+        // The prompt's scores run the dense kernels in both modes: the same numbers.
+        if i % 4 == 1 {
+            assert_eq!(a[0]["logprobs"], b[0]["logprobs"], "request {i}");
+        }
+    }
+}

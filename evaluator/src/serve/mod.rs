@@ -77,6 +77,12 @@ pub struct Args {
     /// runs).
     #[arg(long, default_value_t = 512)]
     max_batch_tokens: usize,
+    /// What a batch computes with: `exact` (each row the kernels of its own pass, so an answer
+    /// never depends on what else is in flight) or `throughput` (generated tokens batched on the
+    /// dense weights too, whose batched matmuls run faster on the CPU than the q8_0 decode
+    /// copy's dot products; answers can then differ in the last bits from one request alone).
+    #[arg(long, default_value = "exact", value_parser = ["exact", "throughput"])]
+    batch_kernels: String,
 }
 
 /// Work for the inference thread: a request's prompts and where to send their completions.
@@ -129,13 +135,18 @@ pub fn run(a: Args) -> anyhow::Result<()> {
     let (tx, rx) = mpsc::channel(a.max_queue);
     let worker = {
         let engine = engine.clone();
-        let max_batch_tokens = a.max_batch_tokens;
+        let opts = scheduler::BatchOptions {
+            max_batch_tokens: a.max_batch_tokens,
+            exact: a.batch_kernels == "exact",
+        };
         std::thread::Builder::new()
             .name("inference".into())
-            .spawn(move || match engine.batchable() && max_batch_tokens > 0 {
-                true => scheduler::run(&engine, rx, max_batch_tokens),
-                false => inference_loop(&engine, rx),
-            })?
+            .spawn(
+                move || match engine.batchable() && opts.max_batch_tokens > 0 {
+                    true => scheduler::run(&engine, rx, opts),
+                    false => inference_loop(&engine, rx),
+                },
+            )?
     };
     let shared = Arc::new(Shared {
         engine,

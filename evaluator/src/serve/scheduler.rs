@@ -56,9 +56,11 @@ enum Phase<'e> {
 }
 
 /// Serves `rx` until every sender is gone, batching as the module doc says.
-pub(super) fn run(engine: &ServedModel, mut rx: mpsc::Receiver<Work>, max_batch_tokens: usize) {
+pub(super) fn run(engine: &ServedModel, mut rx: mpsc::Receiver<Work>, opts: BatchOptions) {
+    let max_batch_tokens = opts.max_batch_tokens;
     let mut s = Scheduler {
         engine,
+        exact: opts.exact,
         requests: Vec::new(),
         waiting: VecDeque::new(),
         seqs: Vec::new(),
@@ -81,8 +83,19 @@ pub(super) fn run(engine: &ServedModel, mut rx: mpsc::Receiver<Work>, max_batch_
     }
 }
 
+/// How the scheduler batches.
+#[derive(Debug, Clone, Copy)]
+pub(super) struct BatchOptions {
+    /// Prompt tokens a step admits.
+    pub(super) max_batch_tokens: usize,
+    /// Each row on the kernels of its own pass (answers independent of what else is in
+    /// flight); `false`: generated tokens in a batch on the dense weights too (throughput).
+    pub(super) exact: bool,
+}
+
 struct Scheduler<'e> {
     engine: &'e ServedModel,
+    exact: bool,
     /// Requests by slot; `None` once answered.
     requests: Vec<Option<InFlight>>,
     /// Choices not started yet: (request, choice).
@@ -164,6 +177,12 @@ impl<'e> Scheduler<'e> {
         metrics::gauge!("drllm_serve_batch_rows").set(rows as f64);
         metrics::gauge!("drllm_serve_batch_sequences").set(self.seqs.len() as f64);
         metrics::counter!("drllm_serve_batch_steps_total").increment(1);
+        // A lone generated token keeps the decode copy whatever the mode: one dense row reads
+        // every weight in f32 for one token.
+        let decoding = (self.seqs.iter())
+            .filter(|s| matches!(s.phase, Phase::Decode { .. }))
+            .count();
+        let decode_copy = self.exact || decoding < 2;
         let mut batch: Vec<BatchSeq<'_>> = (self.seqs.iter_mut().zip(&feeds))
             .map(|(s, (ids, start))| BatchSeq {
                 ids,
@@ -171,7 +190,7 @@ impl<'e> Scheduler<'e> {
                 start: *start,
             })
             .collect();
-        let hidden = model.forward_batch(&full, &mut batch);
+        let hidden = model.forward_batch(&full, &mut batch, decode_copy);
         drop(batch);
         let hidden = match hidden.and_then(|h| self.decode_logits(h)) {
             Ok(h) => h,
@@ -195,29 +214,31 @@ impl<'e> Scheduler<'e> {
         }
     }
 
-    /// The prefill sequences' hidden rows as they are, the decode sequences' as their logits
-    /// (one head call for all of them, each row on the kernels of its own pass).
+    /// The prefill sequences' hidden rows as they are, the decode sequences' as their logits:
+    /// one head call for all of them where the kernels' results do not depend on the row count
+    /// (the decode copy's; the dense weights' when the batch runs for throughput), else one call
+    /// each (dense kernels differ between one row and several).
     fn decode_logits(&self, hidden: Vec<Tensor>) -> drllm_engine::Result<Vec<Tensor>> {
         let model = &self.engine.lm.model;
         let decoding: Vec<usize> = (self.seqs.iter().enumerate())
             .filter(|(_, s)| matches!(s.phase, Phase::Decode { .. }))
             .map(|(i, _)| i)
             .collect();
-        if decoding.is_empty() {
-            return Ok(hidden);
-        }
         let mut hidden = hidden;
-        if !model.uses_decode_copy(1) {
-            // Dense kernels differ between one row and several: each head call alone.
+        let kernels = match (self.exact, model.uses_decode_copy(1)) {
+            (true, true) => Some(Kernels::Split {
+                decode_rows: decoding.len(),
+            }),
+            (false, _) if decoding.len() > 1 => Some(Kernels::Split { decode_rows: 0 }),
+            _ => None,
+        };
+        let Some(kernels) = kernels.filter(|_| !decoding.is_empty()) else {
             for &i in &decoding {
                 hidden[i] = model.head_for_pass(&hidden[i], 1)?;
             }
             return Ok(hidden);
-        }
-        let rows: Vec<&Tensor> = decoding.iter().map(|&i| &hidden[i]).collect();
-        let kernels = Kernels::Split {
-            decode_rows: rows.len(),
         };
+        let rows: Vec<&Tensor> = decoding.iter().map(|&i| &hidden[i]).collect();
         let logits = model.head_rows(&Tensor::cat(&rows, 0)?, kernels)?;
         for (j, &i) in decoding.iter().enumerate() {
             hidden[i] = logits.narrow(0, j, 1)?;
