@@ -117,3 +117,40 @@ fn the_throughput_mode_answers_concurrent_clients_in_the_same_shapes() {
         }
     }
 }
+
+#[test]
+fn a_client_that_goes_away_stops_its_generation() {
+    use std::io::{Read, Write};
+    if drllm_engine::testing::default_model_for_tests().is_none() {
+        return;
+    }
+    let srv = Server::start(&[]);
+    let body = r#"{"prompt": "Once upon a time", "max_tokens": 1500, "stream": true}"#;
+    let mut conn = std::net::TcpStream::connect(&srv.addr).unwrap();
+    write!(
+        conn,
+        "POST /v1/completions HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n\
+         Content-Length: {}\r\n\r\n{body}",
+        body.len()
+    )
+    .unwrap();
+    let mut first = [0u8; 256];
+    let n = conn.read(&mut first).unwrap();
+    assert!(String::from_utf8_lossy(&first[..n]).starts_with("HTTP/1.1 200"));
+    drop(conn);
+    let metrics = || drllm_tests::http_get(&srv.addr, "/metrics").1;
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    while !metrics().contains("drllm_serve_abandoned_total 1") {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "never dropped: {}",
+            metrics()
+        );
+        std::thread::sleep(std::time::Duration::from_millis(200));
+    }
+    let steps = counter(&metrics(), "drllm_serve_batch_steps_total");
+    assert!(
+        steps < 1000.0,
+        "{steps} steps for an abandoned request of 1500 tokens"
+    );
+}

@@ -5,7 +5,8 @@
 //! joins between steps and leaves when its last choice is done. Every row keeps the arithmetic
 //! it has alone, so an answer does not depend on what else was in flight.
 //!
-//! A step admits waiting prompts up to `--max-batch-tokens` prompt rows, in arrival order. A
+//! A request whose client went away is dropped before the next step. A step admits waiting
+//! prompts up to `--max-batch-tokens` prompt rows, in arrival order. A
 //! prompt that shares a longer start with one admitted in the same step than with anything the
 //! prefix cache holds waits one step, to take that start from the cache instead of computing it
 //! twice (lm-eval's choices of one question, sent at once).
@@ -160,8 +161,26 @@ impl<'e> Scheduler<'e> {
         }
     }
 
+    /// Drops the requests whose client went away (the connection closed: its receiver is gone).
+    fn drop_abandoned(&mut self) {
+        let gone: Vec<usize> = (self.requests.iter().enumerate())
+            .filter_map(|(i, r)| {
+                let closed = match &r.as_ref()?.reply {
+                    Reply::Whole(tx) => tx.is_closed(),
+                    Reply::Stream(tx) => tx.is_closed(),
+                };
+                closed.then_some(i)
+            })
+            .collect();
+        for req in gone {
+            metrics::counter!("drllm_serve_abandoned_total").increment(1);
+            self.fail(req, "the client went away");
+        }
+    }
+
     /// Runs one batch: every sequence's new rows through the model, then each its next token.
     fn step(&mut self) {
+        self.drop_abandoned();
         if self.seqs.is_empty() {
             return;
         }
