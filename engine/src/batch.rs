@@ -56,33 +56,32 @@ impl Model {
             s.cache.rewind_to(s.start)?;
         }
         // Decode-copy sequences first: one split point per matmul.
-        let mut order: Vec<usize> = (0..seqs.len()).collect();
-        order.sort_by_key(|&i| !self.uses_decode_copy(seqs[i].ids.len()));
-        let decode_rows = (order.iter())
-            .filter(|&&i| decode_copy && self.uses_decode_copy(seqs[i].ids.len()))
-            .map(|&i| seqs[i].ids.len())
+        let count = seqs.len();
+        let mut ordered: Vec<(usize, &mut BatchSeq<'_>)> = seqs.iter_mut().enumerate().collect();
+        ordered.sort_by_key(|(_, s)| !self.uses_decode_copy(s.ids.len()));
+        let decode_rows = (ordered.iter())
+            .filter(|(_, s)| decode_copy && self.uses_decode_copy(s.ids.len()))
+            .map(|(_, s)| s.ids.len())
             .sum();
-        let ropes = (order.iter())
-            .map(|&i| self.rope(seqs[i].start, seqs[i].ids.len()))
+        let ropes = (ordered.iter())
+            .map(|(_, s)| self.rope(s.start, s.ids.len()))
             .collect::<Result<Vec<_>>>()?;
-        let embeds = (order.iter())
-            .map(|&i| self.embed(seqs[i].ids))
+        let embeds = (ordered.iter())
+            .map(|(_, s)| self.embed(s.ids))
             .collect::<Result<Vec<_>>>()?;
         let mut x = Tensor::cat(&embeds, 0)?;
         let kernels = Kernels::Split { decode_rows };
-        let mut ordered: Vec<&mut BatchSeq<'_>> = seqs.iter_mut().collect();
-        ordered.sort_by_key(|s| !self.uses_decode_copy(s.ids.len()));
         for (pos, &layer) in path.layers().iter().enumerate() {
             let mut parts: Vec<_> = (ordered.iter_mut().zip(&ropes))
-                .map(|(s, rope)| (s.ids.len(), rope, s.cache.slot_mut(pos)))
+                .map(|((_, s), rope)| (s.ids.len(), rope, s.cache.slot_mut(pos)))
                 .collect();
             x = self
                 .block(layer as usize)?
                 .forward_batch(&x, &mut parts, kernels)?;
         }
-        let mut out = vec![None; order.len()];
+        let mut out = vec![None; count];
         let mut at = 0;
-        for (s, &i) in ordered.into_iter().zip(&order) {
+        for (i, s) in ordered {
             let n = s.ids.len();
             s.cache.set_len(s.start + n);
             out[i] = Some(x.narrow(0, at, n)?);

@@ -103,21 +103,6 @@ pub fn greedy_fed(
     cache: &mut PathCache,
     last_logits: &Tensor,
     max_new_tokens: usize,
-    stop: impl FnMut(&[u32]) -> bool,
-    observe: impl FnMut(&Tensor, u32) -> Result<()>,
-    feed: impl FnMut(&mut PathCache, u32, usize) -> Result<Tensor>,
-) -> Result<Generation> {
-    let limits = (max_new_tokens, model);
-    decode_fed(cache, last_logits, limits, argmax, stop, observe, feed)
-}
-
-/// Decoding as [`greedy_fed`] with `pick(logits)` choosing each token (argmax, or a sampler),
-/// up to `limits.0` new tokens within `limits.1`'s context, stopping at its end tokens.
-pub fn decode_fed(
-    cache: &mut PathCache,
-    last_logits: &Tensor,
-    (max_new_tokens, model): (usize, &Model),
-    mut pick: impl FnMut(&Tensor) -> Result<u32>,
     mut stop: impl FnMut(&[u32]) -> bool,
     mut observe: impl FnMut(&Tensor, u32) -> Result<()>,
     mut feed: impl FnMut(&mut PathCache, u32, usize) -> Result<Tensor>,
@@ -125,7 +110,7 @@ pub fn decode_fed(
     let mut dec = Decoder::new(model, max_new_tokens);
     let mut logits = last_logits.clone();
     loop {
-        match dec.step(&logits, cache.len(), &mut pick, &mut stop, &mut observe)? {
+        match dec.step(&logits, cache.len(), &mut argmax, &mut stop, &mut observe)? {
             Step::Feed(next) => logits = feed(cache, next, cache.len())?,
             Step::Done(g) => return Ok(g),
         }
@@ -161,11 +146,6 @@ impl Decoder {
             max_ctx: model.config().max_position_embeddings,
             tokens: Vec::new(),
         }
-    }
-
-    /// The tokens generated so far (no end token).
-    pub fn tokens(&self) -> &[u32] {
-        &self.tokens
     }
 
     /// One token from `logits` (`[1, vocab]`) with `cached` positions in the cache: `pick`

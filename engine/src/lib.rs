@@ -39,8 +39,8 @@ pub use device::{DeviceError, DeviceSpec};
 pub use error::{Error, Result};
 pub use exec::{Pass, Route, Rows};
 pub use generate::{
-    argmax, decode_fed, greedy, greedy_continue, greedy_fed, greedy_observed, Decoder, Generation,
-    Step, StopReason,
+    argmax, greedy, greedy_continue, greedy_fed, greedy_observed, Decoder, Generation, Step,
+    StopReason,
 };
 pub use layer::Ops;
 pub use linear::{batched_int8_available, KernelPolicy, Kernels, WeightBytes};

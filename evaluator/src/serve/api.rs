@@ -222,16 +222,10 @@ pub fn chat(m: &Map<String, Value>, lim: &Limits) -> Result<ChatRequest, ApiErro
     let left = lim.context.saturating_sub(prompt.len());
     let max_tokens = max_tokens(m, key, CHAT_MAX_TOKENS.min(left))?;
     check_fits(prompt.len(), max_tokens, lim, "messages")?;
-    let logprobs = match (flag(m, "logprobs")?, m.get("top_logprobs")) {
-        (false, None | Some(Value::Null)) => None,
-        (false, Some(_)) => {
-            return Err(ApiError::bad(
-                "top_logprobs",
-                "top_logprobs needs logprobs: true",
-            ))
-        }
-        (true, None | Some(Value::Null)) => Some(0),
-        (true, Some(v)) => Some(small_count(v, "top_logprobs")?),
+    let logprobs = match with_option(m, "logprobs", "top_logprobs")? {
+        None => None,
+        Some(None) => Some(0),
+        Some(Some(v)) => Some(small_count(v, "top_logprobs")?),
     };
     let job = Job {
         prompt,
@@ -331,15 +325,9 @@ fn check_common(m: &Map<String, Value>, lim: &Limits) -> Result<Decoding, ApiErr
         top_p: (top_p < 1.0).then_some(top_p),
         seed,
     };
-    let stream = match (flag(m, "stream")?, m.get("stream_options")) {
-        (false, None | Some(Value::Null)) => None,
-        (false, Some(_)) => {
-            return Err(ApiError::bad(
-                "stream_options",
-                "stream_options needs stream: true",
-            ))
-        }
-        (true, opts) => Some(StreamOptions {
+    let stream = match with_option(m, "stream", "stream_options")? {
+        None => None,
+        Some(opts) => Some(StreamOptions {
             include_usage: match opts.and_then(|o| o.get("include_usage")) {
                 None | Some(Value::Null) => false,
                 Some(Value::Bool(b)) => *b,
@@ -511,6 +499,21 @@ fn small_count(v: &Value, key: &str) -> Result<usize, ApiError> {
             key,
             format!("{key} must be an integer from 0 to {MAX_LOGPROBS}, got {v}"),
         )),
+    }
+}
+
+/// A flag and the field that only goes with it: `None` when the flag is off (the field must then
+/// be absent), else the field if given.
+fn with_option<'m>(
+    m: &'m Map<String, Value>,
+    key: &str,
+    option: &str,
+) -> Result<Option<Option<&'m Value>>, ApiError> {
+    let given = m.get(option).filter(|v| !v.is_null());
+    match (flag(m, key)?, given) {
+        (false, None) => Ok(None),
+        (false, Some(_)) => Err(ApiError::bad(option, format!("{option} needs {key}: true"))),
+        (true, given) => Ok(Some(given)),
     }
 }
 

@@ -71,6 +71,14 @@ pub struct Job {
     pub sampling: Sampling,
 }
 
+impl Job {
+    /// The alternatives per prompt token when the client asked for the prompt's
+    /// log-probabilities (`echo` with `logprobs`).
+    pub fn scored_prompt(&self) -> Option<usize> {
+        self.logprobs.filter(|_| self.echo)
+    }
+}
+
 /// A token with its log-probability under the model and the most likely alternatives.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Scored {
@@ -226,7 +234,7 @@ impl ServedModel {
     /// Where a prompt's prefill starts under route `key`: the longest prefix the cache holds.
     pub(super) fn start(&self, job: &Job, key: u64) -> drllm_core::Result<Start> {
         let full = LayerPath::full(self.lm.model.num_layers());
-        let echo = job.echo.then_some(job.logprobs).flatten();
+        let echo = job.scored_prompt();
         // An echo needs the scores of the reused tokens, and of the first one after them, which
         // only the row before it gives: it reuses one position less. At least 2 rows are left
         // to compute, so that the pass picks the kernels of a prompt, not of a generated token.
@@ -296,17 +304,14 @@ impl ServedModel {
         hidden: &Tensor,
         ran: Option<u64>,
     ) -> drllm_core::Result<Prefill> {
-        let model = &self.lm.model;
         let n = job.prompt.len() - start.at;
-        let echo = job.echo && job.logprobs.is_some();
-        let from = if echo { 0 } else { n - 1 };
-        let logits = model.head_for_pass(&hidden.narrow(0, from, n - from)?, n)?;
-        if !echo {
+        let logits = self.prompt_logits(job, hidden, n)?;
+        if job.scored_prompt().is_none() {
             let cache = start.cache.clone();
             (self.prefix_cache()).insert(key, job.prompt.clone(), cache, None);
         }
         Ok(Prefill {
-            ran: ran.unwrap_or((n * model.num_layers()) as u64),
+            ran: ran.unwrap_or((n * self.num_layers()) as u64),
             cache: start.cache,
             logits,
             reused: start.at,
@@ -334,7 +339,7 @@ impl ServedModel {
         };
         let scored = (|| {
             let from = t - pre.logits.dim(0)?;
-            if let (true, Some(k)) = (job.echo, job.logprobs) {
+            if let Some(k) = job.scored_prompt() {
                 let mut scored = pre.reused_scores;
                 scored.extend(score_rows(&job.prompt, from, &pre.logits, k)?);
                 out.prompt = scored;
@@ -345,9 +350,20 @@ impl ServedModel {
         (out, scored, pre.cache)
     }
 
+    /// The logits a request needs of the `n` rows a prefill computed (`hidden`): every row for
+    /// an echo, else the last, on the kernels of the whole pass.
+    fn prompt_logits(&self, job: &Job, hidden: &Tensor, n: usize) -> drllm_core::Result<Tensor> {
+        let from = if job.scored_prompt().is_some() {
+            0
+        } else {
+            n - 1
+        };
+        Ok((self.lm.model).head_for_pass(&hidden.narrow(0, from, n - from)?, n)?)
+    }
+
     /// Keeps an echoed prompt's cache with its scores, for later prompts sharing its start.
     fn remember(&self, job: &Job, cache: &PathCache, scored: &[Scored]) {
-        if let (Some(key), Some(k)) = (self.route_key(), job.logprobs) {
+        if let (Some(key), Some(k)) = (self.route_key(), job.scored_prompt()) {
             let scores = PromptScores {
                 k,
                 scored: Arc::new(scored.to_vec()),
@@ -381,12 +397,7 @@ impl ServedModel {
             Route::Decide(&mut decide),
             |_, _, _| (),
         )?;
-        let from = if job.echo && job.logprobs.is_some() {
-            0
-        } else {
-            t - 1
-        };
-        let logits = model.head_for_pass(&pass.hidden.narrow(0, from, t - from)?, t)?;
+        let logits = self.prompt_logits(job, &pass.hidden, t)?;
         Ok(Prefill {
             ran: t as u64 * pass.path.len() as u64,
             cache: PathCache::from_slots(&pass.path, slots, t)?,

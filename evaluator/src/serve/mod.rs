@@ -99,6 +99,17 @@ enum Reply {
     Stream(mpsc::UnboundedSender<StreamEvent>),
 }
 
+impl Reply {
+    /// Answers the request with its completions (or why it failed).
+    fn send(self, done: Result<Vec<Completion>, String>) {
+        // The client may have gone; nothing to do then.
+        let _ = match self {
+            Reply::Whole(tx) => tx.send(done).map_err(drop),
+            Reply::Stream(tx) => tx.send(StreamEvent::Done(done)).map_err(drop),
+        };
+    }
+}
+
 /// What a streaming request hears from the inference thread.
 enum StreamEvent {
     /// New text of the choice `choice`.
@@ -241,11 +252,7 @@ fn inference_loop(engine: &ServedModel, mut rx: mpsc::Receiver<Work>) {
             record_completions(done);
         }
         record_prefix_stats(engine.prefix_stats());
-        // The client may have gone; nothing to do then.
-        let _ = match work.reply {
-            Reply::Whole(tx) => tx.send(done).map_err(drop),
-            Reply::Stream(tx) => tx.send(StreamEvent::Done(done)).map_err(drop),
-        };
+        work.reply.send(done);
     }
 }
 

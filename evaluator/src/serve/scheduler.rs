@@ -108,7 +108,7 @@ impl<'e> Scheduler<'e> {
     fn admit(&mut self, work: Work) {
         let n = work.jobs.len();
         if n == 0 {
-            return answer(work.reply, Ok(Vec::new()));
+            return work.reply.send(Ok(Vec::new()));
         }
         let slot = self.requests.len();
         self.requests.push(Some(InFlight {
@@ -349,7 +349,7 @@ impl<'e> Scheduler<'e> {
             record_completions(&done);
             metrics::histogram!("drllm_serve_inference_seconds")
                 .record(r.since.elapsed().as_secs_f64());
-            answer(r.reply, Ok(done));
+            r.reply.send(Ok(done));
         }
         Ok(())
     }
@@ -358,17 +358,9 @@ impl<'e> Scheduler<'e> {
     fn fail(&mut self, req: usize, message: &str) {
         if let Some(r) = self.requests[req].take() {
             tracing::warn!("request failed: {message}");
-            answer(r.reply, Err(message.to_string()));
+            r.reply.send(Err(message.to_string()));
         }
         self.seqs.retain(|s| s.req != req);
         self.waiting.retain(|&(r, _)| r != req);
     }
-}
-
-fn answer(reply: Reply, done: Result<Vec<Completion>, String>) {
-    // The client may have gone; nothing to do then.
-    let _ = match reply {
-        Reply::Whole(tx) => tx.send(done).map_err(drop),
-        Reply::Stream(tx) => tx.send(StreamEvent::Done(done)).map_err(drop),
-    };
 }
