@@ -8,9 +8,10 @@ use candle_nn::ops::{rms_norm, rms_norm_slow, silu, softmax, softmax_last_dim};
 
 use crate::cache::KvSlot;
 use crate::error::Result;
+use crate::group::{Member, TokenRows};
 use crate::linear::{KernelPolicy, Kernels, Linear, WeightBytes};
 use crate::rope::Rope;
-use crate::tokens::{run_rows, visibility_mask, RowMeta, SkippedKv};
+use crate::tokens::{visibility_mask, RowMeta, SkippedKv};
 
 /// Which kernels a block's norms, RoPE and softmax use: candle's fused kernels, or compositions of
 /// primitive ops that candle's autograd differentiates (the fused kernels have no backward).
@@ -103,32 +104,14 @@ impl DecoderLayer {
         self.finish(x, &y, Kernels::All(policy), ops)
     }
 
-    /// Runs the block on the rows of several sequences at once (`x`: `[rows, hidden]`, each
-    /// sequence's rows contiguous, as `seqs` lays them out): the matmuls see every row, with
-    /// each row's weights as `kernels` says; attention runs per sequence on its own slot. Each
-    /// row gets the arithmetic of [`DecoderLayer::forward`] on its sequence alone where the
-    /// kernels' results do not depend on the row count (the decode copy's; dense ones from 2 rows).
-    pub(crate) fn forward_batch(
-        &self,
-        x: &Tensor,
-        seqs: &mut [(usize, &Rope, &mut KvSlot)],
-        kernels: Kernels,
-    ) -> Result<Tensor> {
-        let ops = Ops::Fused;
-        let h = ops.norm(x, &self.attn_norm, self.eps)?;
-        let qkv = self.qkv.forward_rows(&h, kernels)?;
-        let mut at = 0;
-        let mut ys = Vec::with_capacity(seqs.len());
-        for (n, rope, slot) in seqs.iter_mut() {
-            ys.push(self.attend_sequence(&qkv.narrow(0, at, *n)?, rope, slot)?);
-            at += *n;
-        }
-        self.finish(x, &Tensor::cat(&ys, 0)?, kernels, ops)
-    }
-
     /// Causal attention of one sequence's new rows (`qkv`: their projections) after the keys
     /// `slot` holds, to which theirs are appended.
-    fn attend_sequence(&self, qkv: &Tensor, rope: &Rope, slot: &mut KvSlot) -> Result<Tensor> {
+    pub(crate) fn attend_sequence(
+        &self,
+        qkv: &Tensor,
+        rope: &Rope,
+        slot: &mut KvSlot,
+    ) -> Result<Tensor> {
         let ops = Ops::Fused;
         let (q, k, v) = self.split_heads(qkv, rope, ops)?;
         let (k, v) = slot.append(&k, &v)?;
@@ -195,52 +178,16 @@ impl DecoderLayer {
         kv: SkippedKv,
         policy: KernelPolicy,
     ) -> Result<Tensor> {
-        let ops = Ops::Fused;
-        let (rows, order) = run_rows(run);
         let n = run.len();
-        let policy = policy.for_pass(n);
-        let cached = match slot.positions() {
-            Some(p) => p.to_vec(),
-            None => (0..slot.len() as u32).collect(),
-        };
-        let idx = Tensor::new(rows.as_slice(), x.device())?;
-        let x_run = x.index_select(&idx, 0)?;
-        let run_meta = meta.select(&rows);
-        let (q, k, v) = match kv {
-            SkippedKv::Project => {
-                let h = ops.norm(x, &self.attn_norm, self.eps)?;
-                let (q, k, v) = self.qkv_heads(&h, rope, policy, ops)?;
-                let (k, v) = slot.append(&k, &v)?;
-                let q = match rows.is_empty() {
-                    true => q,
-                    false => q.index_select(&idx, 2)?,
-                };
-                (q, k, v)
-            }
-            SkippedKv::Mask => {
-                if rows.is_empty() {
-                    slot.append_sparse(None, &[], n)?;
-                    return Ok(x.clone());
-                }
-                let h = ops.norm(&x_run, &self.attn_norm, self.eps)?;
-                let (q, k, v) = self.qkv_heads(&h, &rope.select(&idx)?, policy, ops)?;
-                slot.append_sparse(Some((&k, &v)), &run_meta.pos, n)?;
-                let (k, v) = slot.kv().expect("keys were just appended");
-                (q, k.clone(), v.clone())
-            }
-        };
-        if rows.is_empty() {
-            return Ok(x.clone());
-        }
-        let keys = match kv {
-            SkippedKv::Project => meta.after_cached(cached),
-            SkippedKv::Mask => run_meta.after_cached(cached),
-        };
-        let mask = visibility_mask(&run_meta, &keys, self.n_rep(), |_, _| false, x.device())?;
-        let y = self.attend(&q, &k, &v, mask.as_ref(), ops)?;
-        let y = self.finish(&x_run, &y, Kernels::All(policy), ops)?;
-        let order = Tensor::new(order.as_slice(), x.device())?;
-        Ok(Tensor::cat(&[x, &y], 0)?.index_select(&order, 0)?)
+        let mut one = [Member {
+            at: 0,
+            n,
+            rope,
+            slot,
+            decode: policy.decode_copy(n),
+            tokens: Some(TokenRows { run, meta, kv }),
+        }];
+        self.forward_group(x, &mut one)
     }
 
     /// Runs the block on every row of `x` (positions from 0, laid out as `meta` says) and mixes
@@ -269,7 +216,7 @@ impl DecoderLayer {
         Ok((x + (y - x)?.broadcast_mul(gate)?)?)
     }
 
-    fn n_rep(&self) -> usize {
+    pub(crate) fn n_rep(&self) -> usize {
         self.num_heads / self.num_kv_heads
     }
 
@@ -286,7 +233,12 @@ impl DecoderLayer {
 
     /// q, k, v from the rows' fused projections `qkv`, as `[1, heads, seq, head_dim]`, RoPE
     /// applied.
-    fn split_heads(&self, qkv: &Tensor, rope: &Rope, ops: Ops) -> Result<(Tensor, Tensor, Tensor)> {
+    pub(crate) fn split_heads(
+        &self,
+        qkv: &Tensor,
+        rope: &Rope,
+        ops: Ops,
+    ) -> Result<(Tensor, Tensor, Tensor)> {
         let t = qkv.dim(0)?;
         let (nh, nkv, hd) = (self.num_heads, self.num_kv_heads, self.head_dim);
         // [seq, heads * hd] -> [1, heads, seq, hd]
@@ -306,7 +258,7 @@ impl DecoderLayer {
     /// Attention of the queries `q` (`[1, heads, t, hd]`) over `k`, `v` (`[1, kv_heads, total,
     /// hd]`) under the additive `mask` (`[n_rep * t, total]`; `None`: every key is seen);
     /// returns `[t, heads * hd]`.
-    fn attend(
+    pub(crate) fn attend(
         &self,
         q: &Tensor,
         k: &Tensor,
@@ -335,7 +287,13 @@ impl DecoderLayer {
     }
 
     /// Output projection, residual, then the MLP with its residual.
-    fn finish(&self, x: &Tensor, attn: &Tensor, kernels: Kernels, ops: Ops) -> Result<Tensor> {
+    pub(crate) fn finish(
+        &self,
+        x: &Tensor,
+        attn: &Tensor,
+        kernels: Kernels,
+        ops: Ops,
+    ) -> Result<Tensor> {
         let x = (x + self.o.forward_rows(attn, kernels)?)?;
         let h = ops.norm(&x, &self.ffn_norm, self.eps)?;
         let gu = self.gate_up.forward_rows(&h, kernels)?;

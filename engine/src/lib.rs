@@ -14,6 +14,7 @@ pub mod device;
 pub mod error;
 pub mod exec;
 pub mod generate;
+mod group;
 mod hf_config;
 pub mod layer;
 pub mod linear;
@@ -31,7 +32,7 @@ pub mod tokenizer;
 pub mod tokens;
 mod weights;
 
-pub use batch::BatchSeq;
+pub use batch::{BatchSeq, SeqRoute};
 pub use cache::{KvSlot, PathCache};
 pub use candle_core::quantized::GgmlDType;
 pub use config::{Arch, ModelConfig};

@@ -42,6 +42,11 @@ impl KernelPolicy {
             p => p,
         }
     }
+
+    /// True when a pass of `rows` rows multiplies with the decode copy (where a layer has one).
+    pub fn decode_copy(self, rows: usize) -> bool {
+        matches!(self.for_pass(rows), KernelPolicy::QuantizedUpTo(max) if rows <= max)
+    }
 }
 
 /// Which weight copy each row of a call multiplies with: one policy for every row, or, for a
@@ -173,14 +178,25 @@ impl Linear {
             Kernels::Split { decode_rows } => (decode_rows, x.dim(0)?),
         };
         match n {
-            0 => self.forward(x, KernelPolicy::Dense),
+            0 => self.dense_rows(x),
             n if n >= rows => self.forward(x, decode),
             n => {
                 let a = self.forward(&x.narrow(0, 0, n)?, decode)?;
-                let b = self.forward(&x.narrow(0, n, rows - n)?, KernelPolicy::Dense)?;
+                let b = self.dense_rows(&x.narrow(0, n, rows - n)?)?;
                 Ok(Tensor::cat(&[a, b], 0)?)
             }
         }
+    }
+
+    /// The dense weights on rows that share a call with others in one pass and alone in
+    /// another (a token route's run rows, a batch's): a single row runs as two, since the dense
+    /// kernels give each row the same result from 2 rows on but another for 1.
+    fn dense_rows(&self, x: &Tensor) -> Result<Tensor> {
+        if x.dim(0)? != 1 {
+            return self.forward(x, KernelPolicy::Dense);
+        }
+        let y = self.forward(&Tensor::cat(&[x, x], 0)?, KernelPolicy::Dense)?;
+        Ok(y.narrow(0, 0, 1)?)
     }
 
     /// `x Wᵀ` in the compute dtype, f32 in and out.

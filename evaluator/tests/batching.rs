@@ -1,18 +1,18 @@
-//! `evaluator serve` batches the requests in flight (continuous batching, the static model):
-//! 16 concurrent clients get exactly the answers each gets alone (greedy and seeded sampling,
-//! completions with echoed log-probabilities, chat), in fewer batch steps than one at a time.
+//! `evaluator serve` batches the requests in flight (continuous batching): 16 concurrent clients
+//! get exactly the answers each gets alone (greedy and seeded sampling, completions with echoed
+//! log-probabilities, chat), in fewer batch steps than one at a time, under the static model,
+//! per-input routers (each prompt its own path) and token routers (each token its own layers).
 
 use serde_json::{json, Value};
 
 mod common;
 use common::Server;
 
-/// The counter `name`'s value in a `/metrics` body.
+/// The counter `name`'s value in a `/metrics` body (0 before its first increment).
 fn counter(metrics: &str, name: &str) -> f64 {
-    metrics
-        .lines()
+    (metrics.lines())
         .find_map(|l| l.strip_prefix(name)?.trim().parse().ok())
-        .unwrap_or_else(|| panic!("no {name} in {metrics}"))
+        .unwrap_or(0.0)
 }
 
 /// Request `i` of the mix: generation of varied lengths, a log-likelihood echo, chat.
@@ -51,13 +51,9 @@ fn without_ids(mut v: Value) -> Value {
     v
 }
 
-#[test]
-fn sixteen_concurrent_clients_get_what_each_gets_alone() {
-    if drllm_engine::testing::default_model_for_tests().is_none() {
-        return;
-    }
-    // No prefix cache: a hit would change which rows are computed, not what they are.
-    let srv = Server::start(&["--prefix-cache-mib", "0"]);
+/// Asserts that `n` concurrent clients of `srv` get, byte for byte, what each gets alone, in
+/// fewer than half the batch steps; returns the answers.
+fn concurrent_equals_alone(srv: &Server, n: usize) -> Vec<Value> {
     let steps = || {
         counter(
             &drllm_tests::http_get(&srv.addr, "/metrics").1,
@@ -70,20 +66,89 @@ fn sixteen_concurrent_clients_get_what_each_gets_alone() {
         assert_eq!(code, 200, "{body}: {v}");
         without_ids(v)
     };
-    let alone: Vec<Value> = (0..16).map(post).collect();
-    let after_alone = steps();
+    let before = steps();
+    let alone: Vec<Value> = (0..n).map(post).collect();
+    let alone_steps = steps() - before;
     let together: Vec<Value> = std::thread::scope(|scope| {
-        let clients: Vec<_> = (0..16).map(|i| scope.spawn(move || post(i))).collect();
+        let clients: Vec<_> = (0..n).map(|i| scope.spawn(move || post(i))).collect();
         clients.into_iter().map(|c| c.join().unwrap()).collect()
     });
-    let concurrent_steps = steps() - after_alone;
+    let concurrent_steps = steps() - before - alone_steps;
     for (i, (a, b)) in alone.iter().zip(&together).enumerate() {
         assert_eq!(a, b, "request {i}: {:?}", request(i));
     }
     assert!(
-        concurrent_steps < after_alone / 2.0,
-        "{concurrent_steps} batch steps for 16 concurrent requests, {after_alone} one at a time"
+        concurrent_steps < alone_steps / 2.0,
+        "{concurrent_steps} batch steps for {n} concurrent requests, {alone_steps} one at a time"
     );
+    alone
+}
+
+#[test]
+fn sixteen_concurrent_clients_get_what_each_gets_alone() {
+    if drllm_engine::testing::default_model_for_tests().is_none() {
+        return;
+    }
+    // No prefix cache: a hit would change which rows are computed, not what they are.
+    concurrent_equals_alone(&Server::start(&["--prefix-cache-mib", "0"]), 16);
+}
+
+#[test]
+fn per_input_routers_batch_each_prompt_on_its_own_path() {
+    use drllm_core::router::{RouterConfig, Routers};
+    let Some(lm) = drllm_engine::testing::load_default_model_for_tests(&Default::default()) else {
+        return;
+    };
+    let (l, d) = (lm.model.num_layers(), lm.model.config().hidden_size);
+    let dir = tempfile::tempdir().unwrap();
+    // Untrained routers: decisions that differ from prompt to prompt.
+    RouterConfig::new("default", &lm.fingerprint, l, d, 8, drllm_tests::training())
+        .save(dir.path(), &Routers::init(l, d, 7).unwrap())
+        .unwrap();
+    let ckpt = dir.path().to_str().unwrap();
+    let srv = Server::start(&["--routers", ckpt, "--budget", "-0.5"]);
+    let answers = concurrent_equals_alone(&srv, 16);
+    let paths: std::collections::BTreeSet<String> = (answers.iter())
+        .map(|v| v["choices"][0]["drllm"]["path"].to_string())
+        .collect();
+    assert!(paths.len() > 1, "every prompt took one path: {paths:?}");
+}
+
+#[test]
+fn token_routers_batch_each_token_on_its_own_layers() {
+    use drllm_core::router::{GateInput, TokenRouter};
+    let Some(lm) = drllm_engine::testing::load_default_model_for_tests(&Default::default()) else {
+        return;
+    };
+    let (l, d) = (lm.model.num_layers(), lm.model.config().hidden_size);
+    for kv in ["mask", "project"] {
+        let dir = tempfile::tempdir().unwrap();
+        let mut cfg = drllm_tests::token_router_config(&lm.fingerprint, l, d, 4, GateInput::Own);
+        cfg.random_skip = Some(0.3);
+        cfg.skipped_kv = kv.into();
+        TokenRouter::init(cfg, 4.0)
+            .unwrap()
+            .save(dir.path())
+            .unwrap();
+        let ckpt = dir.path().to_str().unwrap();
+        // No prefix cache, as for the static model.
+        let srv = Server::start(&[
+            "--routers",
+            ckpt,
+            "--budget",
+            "0.5",
+            "--prefix-cache-mib",
+            "0",
+        ]);
+        let answers = concurrent_equals_alone(&srv, 8);
+        let full = (l as u64) * answers[1]["usage"]["prompt_tokens"].as_u64().unwrap();
+        let ran = answers[1]["choices"][0]["drllm"]["layer_executions"].as_u64();
+        assert!(
+            ran.unwrap() < full,
+            "{kv}: no token-layer skipped: {}",
+            answers[1]
+        );
+    }
 }
 
 #[test]

@@ -1,20 +1,20 @@
-//! What the server computes for one prompt: a prefill along the route the server runs (the
-//! static model; a token router's per-token route; per-input routers' path, chosen once at
-//! prefill as `evaluator run` routes), starting from the longest prefix the prefix cache holds
-//! where the route is fixed per token, the prompt's log-probabilities when the client asks for
-//! an echo, and generation on that route from the key/value slots the prefill filled (greedy or
-//! sampled, streamed or not: [`super::decode`]). Everything here is synchronous: one inference
-//! thread owns the [`ServedModel`] and serves the queue ([`super`]).
+//! What the server computes for one prompt, around the batched passes the scheduler runs
+//! ([`super::scheduler`]): the route each sequence takes ([`Routing`]: the static model; a
+//! token router's per-token route; per-input routers' path, chosen once at prefill as
+//! `evaluator run` routes, then fixed), where its prefill starts (the longest prefix the prefix
+//! cache holds, where the route is fixed per token), the prompt's log-probabilities when the
+//! client asks for an echo, and generation on that route from the key/value slots the prefill
+//! filled (greedy or sampled, streamed or not: [`super::decode`]). Everything here is
+//! synchronous: one inference thread owns the [`ServedModel`] and serves the queue.
 
 use candle_core::{Tensor, D};
-use drllm_engine::exec::{Route, Rows};
-use drllm_engine::layer::Segments;
-use drllm_engine::{LayerPath, LoadedModel, Logits, PathCache, PrefixCache, PrefixStats, Step};
+use drllm_core::router::TokenGate;
+use drllm_engine::{LayerPath, LoadedModel, PathCache, PrefixCache, PrefixStats, SeqRoute};
 use std::sync::{Arc, Mutex};
 
 pub use super::decode::{Generating, Piece, Sampling, Sink};
 
-use crate::router::Router;
+use crate::router::{Router, Seen};
 
 /// The model and, for routed serving, its routers.
 pub struct ServedModel {
@@ -40,6 +40,75 @@ pub(super) struct Start {
     pub(super) cache: PathCache,
     pub(super) at: usize,
     reused_scores: Vec<Scored>,
+}
+
+impl Start {
+    /// Where the prompt's new rows start.
+    pub(super) fn at(&self) -> usize {
+        self.at
+    }
+
+    /// Takes the cache out (for the batch to extend), leaving an empty one of its path; put
+    /// it back before [`ServedModel::prefilled`].
+    pub(super) fn take_cache(&mut self) -> PathCache {
+        let empty = PathCache::new(self.cache.path());
+        std::mem::replace(&mut self.cache, empty)
+    }
+
+    /// Puts the cache the batch extended back.
+    pub(super) fn put_cache(&mut self, cache: PathCache) {
+        self.cache = cache;
+    }
+}
+
+/// How one sequence routes through the batched passes: along the cache's path (the static
+/// model, or a per-input router's path once its prompt chose it), by per-input decisions while
+/// its prompt runs, or by a token gate.
+pub(super) enum Routing<'e> {
+    /// Along the path the sequence's cache was built for.
+    Path,
+    /// A per-layer router or path menu deciding, at prefill, from the prompt's state.
+    Decide {
+        router: &'e Router,
+        knob: f32,
+        /// What the router saw.
+        seen: Seen,
+    },
+    /// A token router's gate; it counts the token-layers its passes ran.
+    Tokens(TokenGate<'e>),
+}
+
+impl Routing<'_> {
+    /// The route of the sequence's next pass (`prefill`: its prompt; else a generated token).
+    pub(super) fn route(&mut self, prefill: bool) -> SeqRoute<'_> {
+        match self {
+            Routing::Decide { router, knob, seen } if prefill => {
+                let knob = *knob;
+                SeqRoute::Decide(Box::new(move |layer, h| {
+                    router.decide(knob, layer, h, seen)
+                }))
+            }
+            Routing::Tokens(gate) => {
+                if !prefill {
+                    gate.next_pass();
+                }
+                let kv = gate.kv();
+                SeqRoute::Tokens {
+                    gate: Box::new(move |layer, h| gate.decide(layer, h)),
+                    kv,
+                }
+            }
+            Routing::Path | Routing::Decide { .. } => SeqRoute::Path,
+        }
+    }
+
+    /// Token-layers a token gate has run; `None` for a path (rows × path positions).
+    pub(super) fn ran(&self) -> Option<u64> {
+        match self {
+            Routing::Tokens(gate) => Some(gate.ran),
+            _ => None,
+        }
+    }
 }
 
 /// What a prefill left: the cache holding the prompt, the logits of the rows it computed that
@@ -147,9 +216,11 @@ impl ServedModel {
         self.lm.model.num_layers()
     }
 
-    /// The longest start `prompt` shares with a prompt the prefix cache holds under `route`.
-    pub(super) fn prefix_shared(&self, route: u64, prompt: &[u32]) -> usize {
-        self.prefix_cache().shared(route, prompt)
+    /// The longest start `prompt` shares with a prompt the prefix cache holds for the served
+    /// route (0 where prompts bypass it).
+    pub(super) fn prefix_shared(&self, prompt: &[u32]) -> usize {
+        self.route_key()
+            .map_or(0, |key| self.prefix_cache().shared(key, prompt))
     }
 
     /// The prefix cache's hits, misses and size.
@@ -165,7 +236,7 @@ impl ServedModel {
     /// The prefix cache's name for the route every prompt runs, when the route is fixed per
     /// token (the static model, a token router: a position's keys and values depend on the
     /// tokens up to it alone); `None` for routers that decide once from the whole prompt.
-    fn route_key(&self) -> Option<u64> {
+    pub(super) fn route_key(&self) -> Option<u64> {
         match &self.routers {
             None => Some(0),
             Some((Router::Token(_), knob)) => Some(1 + knob.to_bits() as u64),
@@ -173,67 +244,31 @@ impl ServedModel {
         }
     }
 
-    /// True when every prompt runs the static model: the scheduler batches them
-    /// ([`super::scheduler`]); routed prompts run one at a time.
-    pub fn batchable(&self) -> bool {
-        self.routers.is_none()
+    /// A new sequence's route, as the served checkpoint routes ([`Routing`]).
+    pub(super) fn routing(&self) -> Routing<'_> {
+        match &self.routers {
+            None => Routing::Path,
+            Some((Router::Token(tr), knob)) => Routing::Tokens(tr.gate(*knob)),
+            Some((router, knob)) => Routing::Decide {
+                router,
+                knob: *knob,
+                seen: Seen::new(),
+            },
+        }
     }
 
-    /// Runs one prompt.
-    pub fn complete(&self, job: &Job) -> drllm_core::Result<Completion> {
-        self.complete_streamed(job, None)
-    }
-
-    /// Runs one prompt alone, showing `sink` each piece of the generated text as it is made.
-    pub fn complete_streamed(
-        &self,
-        job: &Job,
-        sink: Option<&mut dyn FnMut(Piece)>,
-    ) -> drllm_core::Result<Completion> {
-        let pre = match self.route_key() {
-            Some(key) => {
-                let start = self.start(job, key)?;
-                self.prefill_cached(job, key, start)?
-            }
-            None => self.prefill_routed(job)?,
-        };
-        let sink: Option<Sink<'_>> = sink.map(|s| Box::new(s) as Sink<'_>);
-        let (mut out, last, mut cache) = self.begin(job, pre);
-        let Some(mut gen) = self.generating(job, sink, &mut out)? else {
-            return Ok(out);
-        };
-        // Each new token of a token route decides its own layers by the same rule as the
-        // prompt's; on a layer path it runs that path.
-        let model = &self.lm.model;
-        let mut gate = match &self.routers {
-            Some((Router::Token(tr), knob)) => Some(tr.gate(*knob)),
-            _ => None,
-        };
-        let path = out.path.clone();
-        let mut logits = last?;
-        let g = loop {
-            match gen.step(&logits, cache.len())? {
-                Step::Feed(next) => {
-                    let pos = cache.len();
-                    logits = match gate.as_mut() {
-                        Some(gate) => gate.feed(model, &mut cache, next, pos)?,
-                        None => model.forward(&[next], &path, &mut cache, pos, Logits::Last)?,
-                    };
-                }
-                Step::Done(g) => break g,
-            }
-        };
-        out.layer_executions += match gate {
-            Some(gate) => gate.ran,
-            None => gen.fed * path.len() as u64,
-        };
-        gen.finish(g, &mut out)?;
-        Ok(out)
-    }
-
-    /// Where a prompt's prefill starts under route `key`: the longest prefix the cache holds.
-    pub(super) fn start(&self, job: &Job, key: u64) -> drllm_core::Result<Start> {
+    /// Where a prompt's prefill starts: the longest prefix the cache holds for the served route
+    /// (none where prompts bypass it).
+    pub(super) fn start(&self, job: &Job) -> drllm_core::Result<Start> {
         let full = LayerPath::full(self.lm.model.num_layers());
+        let fresh = || Start {
+            cache: PathCache::new(&full),
+            at: 0,
+            reused_scores: Vec::new(),
+        };
+        let Some(key) = self.route_key() else {
+            return Ok(fresh());
+        };
         let echo = job.scored_prompt();
         // An echo needs the scores of the reused tokens, and of the first one after them, which
         // only the row before it gives: it reuses one position less. At least 2 rows are left
@@ -255,63 +290,27 @@ impl ServedModel {
                 cache: h.cache,
                 at: h.reused,
             },
-            None => Start {
-                cache: PathCache::new(&full),
-                at: 0,
-                reused_scores: Vec::new(),
-            },
+            None => fresh(),
         })
     }
 
-    /// Prefill along a route fixed per token from `start`; the cache then holds the prompt.
-    fn prefill_cached(&self, job: &Job, key: u64, mut start: Start) -> drllm_core::Result<Prefill> {
-        let model = &self.lm.model;
-        let full = LayerPath::full(model.num_layers());
-        let x = model.embed(&job.prompt[start.at..])?;
-        let rows = Rows::Cached {
-            cache: &mut start.cache,
-            start: start.at,
-        };
-        let (pass, ran) = match &self.routers {
-            Some((Router::Token(tr), knob)) => {
-                let mut gate = tr.gate(*knob);
-                let mut decide = |layer: usize, h: &Tensor| gate.decide(layer, h);
-                let route = Route::Tokens {
-                    gate: &mut decide,
-                    kv: tr.kv(),
-                };
-                let pass = model.run_path(x, rows, route, |_, _, _| ())?;
-                (pass, Some(gate.ran))
-            }
-            _ => {
-                let route = Route::Path {
-                    path: &full,
-                    from: 0,
-                };
-                (model.run_path(x, rows, route, |_, _, _| ())?, None)
-            }
-        };
-        self.prefilled(job, key, start, &pass.hidden, ran)
-    }
-
     /// The prompt's rows from `start` on have run (`hidden`, `ran` token-layers; `None`: every
-    /// row along the full path): the logits the request needs, the prompt kept in the cache.
+    /// row along the cache's path): the logits the request needs, the prompt kept in the cache.
     pub(super) fn prefilled(
         &self,
         job: &Job,
-        key: u64,
         start: Start,
         hidden: &Tensor,
         ran: Option<u64>,
     ) -> drllm_core::Result<Prefill> {
         let n = job.prompt.len() - start.at;
         let logits = self.prompt_logits(job, hidden, n)?;
-        if job.scored_prompt().is_none() {
+        if let (Some(key), None) = (self.route_key(), job.scored_prompt()) {
             let cache = start.cache.clone();
             (self.prefix_cache()).insert(key, job.prompt.clone(), cache, None);
         }
         Ok(Prefill {
-            ran: ran.unwrap_or((n * self.num_layers()) as u64),
+            ran: ran.unwrap_or((n * start.cache.path().len()) as u64),
             cache: start.cache,
             logits,
             reused: start.at,
@@ -370,41 +369,6 @@ impl ServedModel {
             };
             (self.prefix_cache()).insert(key, job.prompt.clone(), cache.clone(), Some(scores));
         }
-    }
-
-    /// Prefill under routers that decide the path once from the whole prompt (no prefix
-    /// reuse: the path is not known before the prompt has run).
-    fn prefill_routed(&self, job: &Job) -> drllm_core::Result<Prefill> {
-        let model = &self.lm.model;
-        let t = job.prompt.len();
-        let Some((router, knob)) = &self.routers else {
-            unreachable!("the static model has a route key")
-        };
-        let segs = Segments {
-            ctx: t,
-            conts: Vec::new(),
-        };
-        let mut slots = Vec::with_capacity(2 * model.num_layers());
-        let rows = Rows::Fused {
-            segs: &segs,
-            slots: &mut slots,
-        };
-        let mut seen = Vec::new();
-        let mut decide = |layer: usize, h: &Tensor| router.decide(*knob, layer, h, &mut seen);
-        let pass = model.run_path(
-            model.embed(&job.prompt)?,
-            rows,
-            Route::Decide(&mut decide),
-            |_, _, _| (),
-        )?;
-        let logits = self.prompt_logits(job, &pass.hidden, t)?;
-        Ok(Prefill {
-            ran: t as u64 * pass.path.len() as u64,
-            cache: PathCache::from_slots(&pass.path, slots, t)?,
-            logits,
-            reused: 0,
-            reused_scores: Vec::new(),
-        })
     }
 
     /// The generation of `job` after its prompt, or `None` when it asks for no token (a

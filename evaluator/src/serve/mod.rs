@@ -7,9 +7,9 @@
 //! `--prefix-cache-mib`, [`infer`]).
 //!
 //! The HTTP side parses and checks each body at once (a bad one gets its 400 without waiting),
-//! then hands its prompts to one inference thread that owns the model. For the static model it
-//! batches every request in flight, prompts and generated tokens, one layer at a time
-//! ([`scheduler`]); routed prompts run one after another. The queue is bounded (`--max-queue`);
+//! then hands its prompts to one inference thread that owns the model. It batches every request
+//! in flight, prompts and generated tokens, grouped by the layer each route executes
+//! ([`scheduler`]), for the static model and every kind of router alike. The queue is bounded (`--max-queue`);
 //! past it a request gets a 503 to retry. On SIGINT/SIGTERM the server stops accepting, answers
 //! what is queued and exits.
 
@@ -23,7 +23,7 @@ mod stream;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::time::{Instant, SystemTime, UNIX_EPOCH};
+use std::time::{SystemTime, UNIX_EPOCH};
 
 use anyhow::Context;
 use axum::body::Bytes;
@@ -71,10 +71,10 @@ pub struct Args {
     /// bypass it.
     #[arg(long, default_value_t = 256)]
     prefix_cache_mib: usize,
-    /// Prompt tokens a batch step admits: the static model batches every request in flight,
-    /// prompts and generated tokens, one layer at a time; at least one prompt is admitted per
-    /// step whatever its length. 0: no batching, one request at a time (as routed serving
-    /// runs).
+    /// Prompt tokens a batch step admits: every request in flight, prompts and generated
+    /// tokens, runs in one batch grouped by the layers each route executes (the static model,
+    /// a certified pruned path, per-input or token routers); at least one prompt is admitted
+    /// per step whatever its length. 0: no batching, one sequence at a time.
     #[arg(long, default_value_t = 512)]
     max_batch_tokens: usize,
     /// What a batch computes with: `exact` (each row the kernels of its own pass, so an answer
@@ -152,12 +152,7 @@ pub fn run(a: Args) -> anyhow::Result<()> {
         };
         std::thread::Builder::new()
             .name("inference".into())
-            .spawn(
-                move || match engine.batchable() && opts.max_batch_tokens > 0 {
-                    true => scheduler::run(&engine, rx, opts),
-                    false => inference_loop(&engine, rx),
-                },
-            )?
+            .spawn(move || scheduler::run(&engine, rx, opts))?
     };
     let shared = Arc::new(Shared {
         engine,
@@ -225,35 +220,6 @@ async fn serve(addr: SocketAddr, shared: Arc<Shared>) -> anyhow::Result<()> {
         .context("HTTP server")?;
     eprintln!("shutting down: answering the queued requests");
     Ok(())
-}
-
-/// The inference thread under routers: runs each request's prompts in order, one at a time,
-/// until every sender is gone.
-fn inference_loop(engine: &ServedModel, mut rx: mpsc::Receiver<Work>) {
-    while let Some(work) = rx.blocking_recv() {
-        metrics::gauge!("drllm_serve_queue_depth").set(rx.len() as f64);
-        let t = Instant::now();
-        let run = |(i, job): (usize, &Job)| {
-            let done = match &work.reply {
-                Reply::Whole(_) => engine.complete(job),
-                Reply::Stream(tx) => {
-                    // A client that went away stops hearing; the request still completes.
-                    let mut sink = |piece| {
-                        let _ = tx.send(StreamEvent::Piece { choice: i, piece });
-                    };
-                    engine.complete_streamed(job, Some(&mut sink))
-                }
-            };
-            done.map_err(|e| format!("{e}"))
-        };
-        let done: Result<Vec<_>, _> = work.jobs.iter().enumerate().map(run).collect();
-        metrics::histogram!("drllm_serve_inference_seconds").record(t.elapsed().as_secs_f64());
-        if let Ok(done) = &done {
-            record_completions(done);
-        }
-        record_prefix_stats(engine.prefix_stats());
-        work.reply.send(done);
-    }
 }
 
 /// Token-layers run and tokens seen, in `/metrics`.

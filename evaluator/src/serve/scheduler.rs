@@ -1,28 +1,28 @@
-//! Continuous batching for the static model. The inference thread keeps every request in flight
-//! as sequences (one per choice): each step runs every sequence's new rows, the prompts being
-//! prefilled and the tokens being decoded, through each layer in one batch
-//! ([`drllm_engine::Model::forward_batch`]), then picks each sequence's next token. A request
-//! joins between steps and leaves when its last choice is done. Every row keeps the arithmetic
-//! it has alone, so an answer does not depend on what else was in flight.
+//! Continuous batching. The inference thread keeps every request in flight as sequences (one per
+//! choice): each step runs every sequence's new rows, the prompts being prefilled and the tokens
+//! being decoded, through the model in one batch grouped by layer
+//! ([`drllm_engine::Model::forward_batch`]: each sequence on its own route, the static model's
+//! path, a per-input router's decisions and then its path, or a token gate), then picks each
+//! sequence's next token. A request joins between steps and leaves when its last choice is done.
+//! Every row keeps the arithmetic it has alone, so an answer does not depend on what else was in
+//! flight.
 //!
 //! A request whose client went away is dropped before the next step. A step admits waiting
-//! prompts up to `--max-batch-tokens` prompt rows, in arrival order. A
-//! prompt that shares a longer start with one admitted in the same step than with anything the
-//! prefix cache holds waits one step, to take that start from the cache instead of computing it
-//! twice (lm-eval's choices of one question, sent at once).
+//! prompts up to `--max-batch-tokens` prompt rows, in arrival order (0: one sequence at a time,
+//! each run to its end before the next starts). A prompt that shares a longer start with one
+//! admitted in the same step than with anything the prefix cache holds waits one step, to take
+//! that start from the cache instead of computing it twice (lm-eval's choices of one question,
+//! sent at once).
 
 use std::collections::VecDeque;
 use std::time::Instant;
 
 use candle_core::Tensor;
-use drllm_engine::{common_prefix, BatchSeq, Kernels, LayerPath, PathCache, Step};
+use drllm_engine::{common_prefix, BatchSeq, Kernels, PathCache, Step};
 use tokio::sync::mpsc;
 
-use super::infer::{Completion, Generating, Job, ServedModel, Sink, Start};
+use super::infer::{Completion, Generating, Job, Routing, ServedModel, Sink, Start};
 use super::{record_completions, record_prefix_stats, Reply, StreamEvent, Work};
-
-/// The static model's route key in the prefix cache.
-const ROUTE: u64 = 0;
 
 /// A prompt shares this many more tokens with one admitted in the same step than the cache
 /// gives it: it waits a step.
@@ -39,14 +39,21 @@ struct InFlight {
 
 /// One choice of a request being computed.
 struct Seq<'e> {
-    req: usize,
-    choice: usize,
-    cache: PathCache,
+    lane: Lane<'e>,
     phase: Phase<'e>,
 }
 
+/// What a sequence keeps through its phases.
+struct Lane<'e> {
+    req: usize,
+    choice: usize,
+    cache: PathCache,
+    routing: Routing<'e>,
+}
+
 enum Phase<'e> {
-    /// The prompt runs from position `at` (what the prefix cache gave before).
+    /// The prompt runs from where `Start` says (what the prefix cache gave before); the cache
+    /// is the sequence's meanwhile.
     Prefill(Start),
     /// Generating; `next` is the token to feed.
     Decode {
@@ -87,7 +94,7 @@ pub(super) fn run(engine: &ServedModel, mut rx: mpsc::Receiver<Work>, opts: Batc
 /// How the scheduler batches.
 #[derive(Debug, Clone, Copy)]
 pub(super) struct BatchOptions {
-    /// Prompt tokens a step admits.
+    /// Prompt tokens a step admits (0: one sequence at a time).
     pub(super) max_batch_tokens: usize,
     /// Each row on the kernels of its own pass (answers independent of what else is in
     /// flight); `false`: generated tokens in a batch on the dense weights too (throughput).
@@ -125,11 +132,16 @@ impl<'e> Scheduler<'e> {
         &self.requests[req].as_ref().expect("in flight").jobs[choice]
     }
 
-    /// Starts waiting prompts up to `budget` prompt rows (at least one), as the module doc says.
+    /// Starts waiting prompts up to `budget` prompt rows (at least one; with a budget of 0, one
+    /// once nothing runs), as the module doc says.
     fn start_waiting(&mut self, budget: usize) {
+        if budget == 0 && !self.seqs.is_empty() {
+            return;
+        }
         let mut chosen: Vec<(usize, usize)> = Vec::new();
         let mut rows = 0;
         let mut held = VecDeque::new();
+        let shares = self.engine.route_key().is_some();
         while let Some((r, c)) = self.waiting.pop_front() {
             let prompt = &self.job(r, c).prompt;
             if !chosen.is_empty() && rows + prompt.len() > budget {
@@ -137,8 +149,9 @@ impl<'e> Scheduler<'e> {
                 held.extend(self.waiting.drain(..));
                 break;
             }
-            let cached = self.engine.prefix_shared(ROUTE, prompt);
+            let cached = self.engine.prefix_shared(prompt);
             let with_chosen = (chosen.iter())
+                .filter(|_| shares)
                 .map(|&(r2, c2)| common_prefix(&self.job(r2, c2).prompt, prompt))
                 .max()
                 .unwrap_or(0);
@@ -151,12 +164,14 @@ impl<'e> Scheduler<'e> {
         }
         self.waiting = held;
         for (req, choice) in chosen {
-            let job = self.job(req, choice).clone();
-            match self.engine.start(&job, ROUTE) {
-                Ok(start) => self.seqs.push(Seq {
-                    req,
-                    choice,
-                    cache: start.cache.clone(),
+            match self.engine.start(self.job(req, choice)) {
+                Ok(mut start) => self.seqs.push(Seq {
+                    lane: Lane {
+                        req,
+                        choice,
+                        cache: start.take_cache(),
+                        routing: self.engine.routing(),
+                    },
                     phase: Phase::Prefill(start),
                 }),
                 Err(e) => self.fail(req, &e.to_string()),
@@ -187,37 +202,40 @@ impl<'e> Scheduler<'e> {
         if self.seqs.is_empty() {
             return;
         }
-        let model = &self.engine.lm.model;
-        let full = LayerPath::full(model.num_layers());
         let feeds: Vec<(Vec<u32>, usize)> = (self.seqs.iter())
             .map(|s| match &s.phase {
-                Phase::Prefill(st) => (self.job(s.req, s.choice).prompt[st.at..].to_vec(), st.at),
-                Phase::Decode { next, .. } => (vec![*next], s.cache.len()),
+                Phase::Prefill(st) => {
+                    let prompt = &self.job(s.lane.req, s.lane.choice).prompt;
+                    (prompt[st.at()..].to_vec(), st.at())
+                }
+                Phase::Decode { next, .. } => (vec![*next], s.lane.cache.len()),
             })
             .collect();
         let rows: usize = feeds.iter().map(|(ids, _)| ids.len()).sum();
         metrics::gauge!("drllm_serve_batch_rows").set(rows as f64);
         metrics::gauge!("drllm_serve_batch_sequences").set(self.seqs.len() as f64);
         metrics::counter!("drllm_serve_batch_steps_total").increment(1);
+        let decoding: Vec<usize> = (self.seqs.iter().enumerate())
+            .filter(|(_, s)| matches!(s.phase, Phase::Decode { .. }))
+            .map(|(i, _)| i)
+            .collect();
         // A lone generated token keeps the decode copy whatever the mode: one dense row reads
         // every weight in f32 for one token.
-        let decoding = (self.seqs.iter())
-            .filter(|s| matches!(s.phase, Phase::Decode { .. }))
-            .count();
-        let decode_copy = self.exact || decoding < 2;
+        let decode_copy = self.exact || decoding.len() < 2;
         let mut batch: Vec<BatchSeq<'_>> = (self.seqs.iter_mut().zip(&feeds))
             .map(|(s, (ids, start))| BatchSeq {
                 ids,
-                cache: &mut s.cache,
+                cache: &mut s.lane.cache,
                 start: *start,
+                route: (s.lane.routing).route(matches!(s.phase, Phase::Prefill(_))),
             })
             .collect();
-        let hidden = model.forward_batch(&full, &mut batch, decode_copy);
+        let hidden = self.engine.lm.model.forward_batch(&mut batch, decode_copy);
         drop(batch);
-        let hidden = match hidden.and_then(|h| self.decode_logits(h)) {
+        let hidden = match hidden.and_then(|h| self.decode_logits(h, &decoding)) {
             Ok(h) => h,
             Err(e) => {
-                let reqs: Vec<usize> = self.seqs.iter().map(|s| s.req).collect();
+                let reqs: Vec<usize> = self.seqs.iter().map(|s| s.lane.req).collect();
                 for r in reqs {
                     self.fail(r, &e.to_string());
                 }
@@ -226,7 +244,7 @@ impl<'e> Scheduler<'e> {
         };
         let seqs = std::mem::take(&mut self.seqs);
         for (seq, h) in seqs.into_iter().zip(hidden) {
-            let req = seq.req;
+            let req = seq.lane.req;
             if self.requests[req].is_none() {
                 continue; // failed meanwhile
             }
@@ -236,16 +254,16 @@ impl<'e> Scheduler<'e> {
         }
     }
 
-    /// The prefill sequences' hidden rows as they are, the decode sequences' as their logits:
-    /// one head call for all of them where the kernels' results do not depend on the row count
-    /// (the decode copy's; the dense weights' when the batch runs for throughput), else one call
-    /// each (dense kernels differ between one row and several).
-    fn decode_logits(&self, hidden: Vec<Tensor>) -> drllm_engine::Result<Vec<Tensor>> {
+    /// The prefill sequences' hidden rows as they are, the decode sequences' (`decoding`) as
+    /// their logits: one head call for all of them where the kernels' results do not depend on
+    /// the row count (the decode copy's; the dense weights' when the batch runs for
+    /// throughput), else one call each (dense kernels differ between one row and several).
+    fn decode_logits(
+        &self,
+        hidden: Vec<Tensor>,
+        decoding: &[usize],
+    ) -> drllm_engine::Result<Vec<Tensor>> {
         let model = &self.engine.lm.model;
-        let decoding: Vec<usize> = (self.seqs.iter().enumerate())
-            .filter(|(_, s)| matches!(s.phase, Phase::Decode { .. }))
-            .map(|(i, _)| i)
-            .collect();
         let mut hidden = hidden;
         let kernels = match (self.exact, model.uses_decode_copy(1)) {
             (true, true) => Some(Kernels::Split {
@@ -255,7 +273,7 @@ impl<'e> Scheduler<'e> {
             _ => None,
         };
         let Some(kernels) = kernels.filter(|_| !decoding.is_empty()) else {
-            for &i in &decoding {
+            for &i in decoding {
                 hidden[i] = model.head_for_pass(&hidden[i], 1)?;
             }
             return Ok(hidden);
@@ -271,56 +289,48 @@ impl<'e> Scheduler<'e> {
     /// After a step: a prefilled prompt starts generating (or is done), a decoding sequence
     /// takes its next token (`h`: its hidden rows, or its logits when decoding).
     fn advance(&mut self, seq: Seq<'e>, h: Tensor) -> drllm_core::Result<()> {
-        let Seq {
-            req,
-            choice,
-            cache,
-            phase,
-        } = seq;
-        let (gen, out, logits) = match phase {
+        let Seq { mut lane, phase } = seq;
+        match phase {
             Phase::Prefill(mut start) => {
-                let job = self.job(req, choice).clone();
-                start.cache = cache;
-                let pre = self.engine.prefilled(&job, ROUTE, start, &h, None)?;
+                let job = self.job(lane.req, lane.choice).clone();
+                start.put_cache(lane.cache);
+                let pre = (self.engine).prefilled(&job, start, &h, lane.routing.ran())?;
                 let (mut out, last, cache) = self.engine.begin(&job, pre);
+                lane.cache = cache;
                 let last = last?;
-                let sink = self.sink(req, choice);
+                let sink = self.sink(lane.req, lane.choice);
                 match self.engine.generating(&job, sink, &mut out)? {
-                    Some(gen) => {
-                        return self.decode(req, choice, cache, Box::new(gen), out, &last);
-                    }
-                    None => return self.deliver(req, choice, out),
+                    Some(gen) => self.decode(lane, Box::new(gen), out, &last),
+                    None => self.deliver(lane.req, lane.choice, out),
                 }
             }
-            Phase::Decode { gen, out, .. } => (gen, out, h),
-        };
-        self.decode(req, choice, cache, gen, out, &logits)
+            Phase::Decode { gen, out, .. } => self.decode(lane, gen, out, &h),
+        }
     }
 
     /// Picks the next token of a generating sequence from `logits`: it continues, or is done.
     fn decode(
         &mut self,
-        req: usize,
-        choice: usize,
-        cache: PathCache,
+        lane: Lane<'e>,
         mut gen: Box<Generating<'e>>,
         mut out: Completion,
         logits: &Tensor,
     ) -> drllm_core::Result<()> {
-        match gen.step(logits, cache.len())? {
+        match gen.step(logits, lane.cache.len())? {
             Step::Feed(next) => {
                 self.seqs.push(Seq {
-                    req,
-                    choice,
-                    cache,
+                    lane,
                     phase: Phase::Decode { gen, out, next },
                 });
                 Ok(())
             }
             Step::Done(g) => {
-                out.layer_executions += gen.fed * cache.path().len() as u64;
+                out.layer_executions = match lane.routing.ran() {
+                    Some(ran) => ran,
+                    None => out.layer_executions + gen.fed * lane.cache.path().len() as u64,
+                };
                 gen.finish(g, &mut out)?;
-                self.deliver(req, choice, out)
+                self.deliver(lane.req, lane.choice, out)
             }
         }
     }
@@ -360,7 +370,7 @@ impl<'e> Scheduler<'e> {
             tracing::warn!("request failed: {message}");
             r.reply.send(Err(message.to_string()));
         }
-        self.seqs.retain(|s| s.req != req);
+        self.seqs.retain(|s| s.lane.req != req);
         self.waiting.retain(|&(r, _)| r != req);
     }
 }
