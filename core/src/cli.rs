@@ -85,6 +85,34 @@ fn parse_decode_dtype(s: &str) -> Result<DecodeWeights, String> {
     })))
 }
 
+/// The prefix cache of the commands that score a dataset (`evaluator run`, `baseline`).
+#[derive(clap::Args, Debug, Clone, Copy)]
+pub struct PrefixCacheArgs {
+    /// Memory for the exact prefix cache, in MiB (0: none): a generating example's prompt starts
+    /// from the keys and values of the longest start an earlier prompt left along the same route
+    /// (the chat template's system turn, a few-shot preamble); no outcome changes. Static paths
+    /// and token routers use it; per-input routers decide from the whole prompt and bypass it,
+    /// and choice-loglik keeps its fused pass per question.
+    #[arg(long, default_value_t = 256)]
+    pub prefix_cache_mib: usize,
+}
+
+impl PrefixCacheArgs {
+    /// The cache these flags ask for.
+    pub fn cache(&self) -> crate::tasks::PromptCache {
+        crate::tasks::PromptCache::new(self.prefix_cache_mib.saturating_mul(1 << 20))
+    }
+}
+
+/// The prefix cache's counters, for a command's summary.
+pub fn prefix_summary(cache: &crate::tasks::PromptCache) -> serde_json::Value {
+    let s = cache.stats();
+    serde_json::json!({
+        "hits": s.hits, "misses": s.misses, "reused_tokens": s.reused_tokens,
+        "evictions": s.evictions, "entries": s.entries, "bytes": s.bytes,
+    })
+}
+
 /// Options shared by every command that evaluates examples of a dataset.
 #[derive(clap::Args, Debug, Clone)]
 pub struct TaskArgs {

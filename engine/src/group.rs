@@ -12,7 +12,7 @@ use candle_core::Tensor;
 
 use crate::cache::KvSlot;
 use crate::error::Result;
-use crate::layer::{DecoderLayer, Ops};
+use crate::layer::{padded, DecoderLayer, Ops, KEY_BLOCK};
 use crate::linear::Kernels;
 use crate::rope::Rope;
 use crate::tokens::{run_rows, visibility_mask, RowMeta, SkippedKv};
@@ -164,8 +164,48 @@ impl DecoderLayer {
             SkippedKv::Project => t.meta.after_cached(cached),
             SkippedKv::Mask => run_meta.after_cached(cached),
         };
-        let mask = visibility_mask(&run_meta, &keys, self.n_rep(), |_, _| false, qkv.device())?;
-        Ok(Some(self.attend(&q, &k, &v, mask.as_ref(), ops)?))
+        if t.meta.seg.iter().any(|&s| s != 0) {
+            // Fused continuations: keys of several segments share positions.
+            let mask = visibility_mask(&run_meta, &keys, self.n_rep(), |_, _| false, qkv.device())?;
+            return Ok(Some(self.attend(&q, &k, &v, mask.as_ref(), ops)?));
+        }
+        Ok(Some(self.attend_blocked(&q, &k, &v, &run_meta, &keys)?))
+    }
+
+    /// A sequence's token-route attention in key blocks of fixed absolute positions, as
+    /// [`DecoderLayer::attend_causal`] for a path: the queries (positions `queries`, ascending)
+    /// of block `b` attend over the held keys (positions `keys`, ascending) before `(b + 1) ·
+    /// KEY_BLOCK`, laid out on as many slots as that block has positions, those past the last
+    /// key masked zeros. A query's sums then run over the same slots whatever else its pass
+    /// holds: a prompt resumed after a cached prefix computes what running it whole does.
+    fn attend_blocked(
+        &self,
+        q: &Tensor,
+        k: &Tensor,
+        v: &Tensor,
+        queries: &RowMeta,
+        keys: &RowMeta,
+    ) -> Result<Tensor> {
+        let ops = Ops::Fused;
+        let mut ys = Vec::new();
+        let mut i = 0;
+        while i < queries.len() {
+            let end = (queries.pos[i] as usize / KEY_BLOCK + 1) * KEY_BLOCK;
+            let rows = queries.pos[i..].partition_point(|&p| (p as usize) < end);
+            let held = keys.pos.partition_point(|&p| (p as usize) < end);
+            let mut slots = keys.select(&(0..held as u32).collect::<Vec<_>>());
+            slots.pos.resize(end, u32::MAX); // never seen
+            slots.seg.resize(end, 0);
+            let group = queries.select(&(i as u32..(i + rows) as u32).collect::<Vec<_>>());
+            let mask = visibility_mask(&group, &slots, self.n_rep(), |_, _| false, q.device())?;
+            let (kb, vb) = (
+                padded(&k.narrow(2, 0, held)?, end)?,
+                padded(&v.narrow(2, 0, held)?, end)?,
+            );
+            ys.push(self.attend(&q.narrow(2, i, rows)?, &kb, &vb, mask.as_ref(), ops)?);
+            i += rows;
+        }
+        Ok(Tensor::cat(&ys, 0)?)
     }
 }
 

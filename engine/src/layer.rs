@@ -115,20 +115,42 @@ impl DecoderLayer {
         let ops = Ops::Fused;
         let (q, k, v) = self.split_heads(qkv, rope, ops)?;
         let (k, v) = slot.append(&k, &v)?;
-        let t = q.dim(2)?;
-        let total = k.dim(2)?;
-        let mask = (t > 1)
-            .then(|| causal_mask(t, self.n_rep(), total - t, total, q.device()))
-            .transpose()?;
-        self.attend(&q, &k, &v, mask.as_ref(), ops)
+        self.attend_causal(&q, &k, &v, ops)
+    }
+
+    /// Causal attention of the last `t` positions (`q`: `[1, heads, t, hd]`) over every
+    /// position's keys and values (`[1, kv_heads, total, hd]`), in blocks of [`KEY_BLOCK`]
+    /// absolute positions: the queries of block `b` attend to the keys `0 .. (b + 1) · KEY_BLOCK`,
+    /// zero keys masked out past the last position. So a query's sums run over the same keys in
+    /// the same order whatever comes after it in its pass: a prompt resumed after a cached
+    /// prefix computes, to the bit, what running it whole computes (and a continuation after
+    /// its context, what a fused pass computes). Blocks past a query are never computed.
+    fn attend_causal(&self, q: &Tensor, k: &Tensor, v: &Tensor, ops: Ops) -> Result<Tensor> {
+        let (t, total) = (q.dim(2)?, k.dim(2)?);
+        if t == 0 {
+            return self.attend(q, k, v, None, ops);
+        }
+        let start = total - t;
+        let mut ys = Vec::with_capacity(t / KEY_BLOCK + 1);
+        let mut p = start;
+        while p < total {
+            let end = (p / KEY_BLOCK + 1) * KEY_BLOCK;
+            let rows = end.min(total) - p;
+            let (k, v) = (padded(k, end)?, padded(v, end)?);
+            let mask = causal_mask(rows, self.n_rep(), p, end, q.device())?;
+            let q = q.narrow(2, p - start, rows)?;
+            ys.push(self.attend(&q, &k, &v, Some(&mask), ops)?);
+            p += rows;
+        }
+        Ok(Tensor::cat(&ys, 0)?)
     }
 
     /// Runs the block on the rows of a context and its continuations at once (`x`: `[rows,
     /// hidden]` laid out as `segs` says, `rope`: each row's position). The matmuls see all rows
     /// together; attention runs per segment. Returns the output and the keys and values of every
     /// row (in `x`'s order). The result equals running the context first and then each
-    /// continuation on a copy of its cache, up to the matmul kernels' rounding (which depends on
-    /// the row count for some shapes).
+    /// continuation on a copy of its cache where the matmul kernels' results do not depend on
+    /// the row count (dense ones from 2 rows).
     pub fn forward_fused(
         &self,
         x: &Tensor,
@@ -141,13 +163,7 @@ impl DecoderLayer {
         let (q, k, v) = self.qkv_heads(&h, rope, policy, ops)?;
         let rows = |t: &Tensor, off: usize, n: usize| t.narrow(2, off, n);
         let (kc, vc) = (rows(&k, 0, segs.ctx)?, rows(&v, 0, segs.ctx)?);
-        let causal = |q: &Tensor, k: &Tensor, v: &Tensor| -> Result<Tensor> {
-            let (t, total) = (q.dim(2)?, k.dim(2)?);
-            let mask = (t > 1)
-                .then(|| causal_mask(t, self.n_rep(), total - t, total, q.device()))
-                .transpose()?;
-            self.attend(q, k, v, mask.as_ref(), ops)
-        };
+        let causal = |q: &Tensor, k: &Tensor, v: &Tensor| self.attend_causal(q, k, v, ops);
         let mut ys = vec![causal(&rows(&q, 0, segs.ctx)?, &kc, &vc)?];
         for (off, n) in segs.cont_offsets() {
             let k_i = Tensor::cat(&[&kc, &rows(&k, off, n)?], 2)?;
@@ -274,13 +290,28 @@ impl DecoderLayer {
         let q = q.contiguous()?.reshape((nkv, n_rep * t, hd))?;
         let k = k.squeeze(0)?.contiguous()?;
         let v = v.squeeze(0)?.contiguous()?;
+        // The matmul kernels give a row what they give it in any taller call only from
+        // MIN_ATTN_ROWS rows on: fewer query rows run padded with zero rows (dropped after).
+        let m = n_rep * t;
+        let pad = MIN_ATTN_ROWS.saturating_sub(m);
+        let q = match pad {
+            0 => q,
+            _ => Tensor::cat(
+                &[&q, &Tensor::zeros((nkv, pad, hd), q.dtype(), q.device())?],
+                1,
+            )?,
+        };
         let scale = 1.0 / (hd as f64).sqrt();
         let mut att = (q.matmul(&k.t()?)? * scale)?;
         if let Some(mask) = mask {
-            att = att.broadcast_add(mask)?;
+            let mask = match pad {
+                0 => mask.clone(),
+                _ => mask.pad_with_zeros(0, 0, pad)?,
+            };
+            att = att.broadcast_add(&mask)?;
         }
         let att = ops.softmax(&att)?;
-        let y = att.matmul(&v)?; // [kv_heads, n_rep * seq, hd]
+        let y = att.matmul(&v)?.narrow(1, 0, m)?; // [kv_heads, n_rep * seq, hd]
         Ok(y.reshape((nh, t, hd))?
             .transpose(0, 1)?
             .reshape((t, nh * hd))?)
@@ -319,6 +350,23 @@ impl DecoderLayer {
             + self.gate_up.memory()
             + self.down.memory()
     }
+}
+
+/// Query rows (heads × tokens per kv head) below which attention's matmuls run padded.
+const MIN_ATTN_ROWS: usize = 16;
+
+/// Positions per key block of causal attention ([`DecoderLayer::attend_causal`]).
+pub(crate) const KEY_BLOCK: usize = 32;
+
+/// The keys (or values) `x` (`[1, kv_heads, total, hd]`) of positions `0 .. len`, zeros past
+/// `total`.
+pub(crate) fn padded(x: &Tensor, len: usize) -> Result<Tensor> {
+    let (b, h, total, hd) = x.dims4()?;
+    if len <= total {
+        return Ok(x.narrow(2, 0, len)?);
+    }
+    let zeros = Tensor::zeros((b, h, len - total, hd), x.dtype(), x.device())?;
+    Ok(Tensor::cat(&[x, &zeros], 2)?)
 }
 
 /// `[n_rep * seq, total]` additive mask: query `i` (absolute position `start + i`) sees keys

@@ -7,7 +7,7 @@ use std::time::Instant;
 
 use anyhow::Context;
 use drllm_contract::RewardMode;
-use drllm_core::tasks::score_example;
+use drllm_core::tasks::score_example_with;
 use drllm_engine::{LayerPath, PathSpec, StopReason};
 use serde_json::json;
 
@@ -17,6 +17,8 @@ pub struct Args {
     model: drllm_core::cli::ModelArgs,
     #[command(flatten)]
     task: drllm_core::cli::TaskArgs,
+    #[command(flatten)]
+    prefix: drllm_core::cli::PrefixCacheArgs,
     /// train, dev or test for ARC; train or validation for DART.
     #[arg(long, default_value = "test")]
     split: String,
@@ -42,12 +44,13 @@ pub fn run(a: Args) -> anyhow::Result<()> {
         )),
         None => None,
     };
+    let prompts = a.prefix.cache();
     let bar = drllm_core::cli::progress_bar(examples.len());
     let t0 = Instant::now();
     let (mut acc, mut acc_norm, mut early, mut tokens) = (0usize, 0usize, 0usize, 0usize);
     for (i, ex) in examples.iter().enumerate() {
-        let o =
-            score_example(&lm, ex, &path, &opts).with_context(|| format!("example {}", ex.id))?;
+        let o = score_example_with(&lm, ex, &path, &opts, Some(&prompts))
+            .with_context(|| format!("example {}", ex.id))?;
         acc += usize::from(o.correct_acc.unwrap_or(o.correct));
         acc_norm += usize::from(o.correct_acc_norm.unwrap_or(o.correct));
         early += usize::from(o.stop == Some(StopReason::Predicate));
@@ -80,6 +83,7 @@ pub fn run(a: Args) -> anyhow::Result<()> {
     } else {
         summary["stopped_early"] = json!(early);
         summary["tokens_generated"] = json!(tokens);
+        summary["prefix_cache"] = drllm_core::cli::prefix_summary(&prompts);
     }
     println!("{summary}");
     Ok(())

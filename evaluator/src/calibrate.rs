@@ -218,7 +218,9 @@ impl Runner<'_> {
     /// decision; each point from `k` on that decides the same from it runs the same path, so it
     /// gets this outcome too.
     fn pass(&mut self, q: usize, lead: f32, k: usize) -> anyhow::Result<Answer> {
-        let r = (self.router).evaluate(self.lm, &self.examples[q], &self.opts, lead)?;
+        // No prefix cache: a pass decides other knobs' points from what the router saw at
+        // every prompt position, which a reused prefix was not shown.
+        let r = (self.router).evaluate(self.lm, &self.examples[q], &self.opts, lead, None)?;
         self.passes += 1;
         let answer = answer_of(&r.outcome, &self.opts);
         let route = self.router.decisions(lead, &r.seen);

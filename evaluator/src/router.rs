@@ -16,6 +16,7 @@ use drllm_core::router::{
     TokenRouter, CHECKPOINT_FILE, MENU_FILE, MENU_STATIC, TOKEN_FILE, TOKEN_STATIC, TOKEN_WEIGHTS,
 };
 use drllm_core::tasks::reward::{Outcome, RewardOptions};
+use drllm_core::tasks::PromptCache;
 use drllm_engine::{LayerPath, LoadedModel};
 
 /// A loaded checkpoint, checked against the model.
@@ -171,18 +172,20 @@ impl Router {
         }
     }
 
-    /// Routed inference of `ex` at `knob`.
+    /// Routed inference of `ex` at `knob`; a token route's generating prompt starts from the
+    /// longest start `prompts` holds for it (per-input routers read the whole prompt).
     pub fn evaluate(
         &self,
         lm: &LoadedModel,
         ex: &Example,
         opts: &RewardOptions,
         knob: f32,
+        prompts: Option<&PromptCache>,
     ) -> anyhow::Result<Routing> {
         let mut seen = Seen::new();
         if let Self::Token(t) = self {
             let mut gate = t.gate(knob);
-            let outcome = evaluate_tokens(lm, ex, opts, &mut gate)?;
+            let outcome = evaluate_tokens(lm, ex, opts, &mut gate, prompts)?;
             let executions = gate.ran as f64 / (gate.rows as f64 / lm.model.num_layers() as f64);
             return Ok(Routing {
                 outcome,

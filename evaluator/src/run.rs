@@ -17,7 +17,7 @@ use crate::certify::{answer_of, operating_point};
 use crate::router::Router;
 use drllm_contract::Example;
 use drllm_core::tasks::reward::{prepare, RewardOptions};
-use drllm_core::tasks::score_example;
+use drllm_core::tasks::{score_example_with, PromptCache};
 use drllm_engine::{LayerPath, LoadedModel};
 
 use crate::prune::{evaluators, score_path, CurveKey, Pruner, DEFAULT_REUSE_MIB};
@@ -33,6 +33,8 @@ pub struct Args {
     routers: PathBuf,
     #[command(flatten)]
     task: drllm_core::cli::TaskArgs,
+    #[command(flatten)]
+    prefix: drllm_core::cli::PrefixCacheArgs,
     /// train, dev or test for ARC; train or validation for DART.
     #[arg(long, default_value = "test")]
     split: String,
@@ -98,6 +100,8 @@ struct Routed<'a> {
     opts: RewardOptions,
     router: &'a Router,
     knob: f32,
+    /// Generating prompts' keys and values, for the static and the routed passes.
+    prompts: PromptCache,
 }
 
 pub fn run(a: Args) -> anyhow::Result<std::process::ExitCode> {
@@ -117,6 +121,7 @@ pub fn run(a: Args) -> anyhow::Result<std::process::ExitCode> {
         opts,
         router: &router,
         knob: op.knob,
+        prompts: a.prefix.cache(),
     };
     let mut results = routed.all(&examples, &oracle, &jsonl)?;
     let static_pruned = match &a.prune_split {
@@ -194,10 +199,12 @@ impl Routed<'_> {
     fn example(&self, ex: &Example, oracle_found: Option<bool>) -> anyhow::Result<ExampleResult> {
         let (lm, opts) = (self.lm, &self.opts);
         let t = Instant::now();
-        let s = score_example(lm, ex, &LayerPath::full(lm.model.num_layers()), opts)?;
+        let full = LayerPath::full(lm.model.num_layers());
+        let s = score_example_with(lm, ex, &full, opts, Some(&self.prompts))?;
         let static_s = t.elapsed().as_secs_f64();
         let t = Instant::now();
-        let routing = self.router.evaluate(lm, ex, opts, self.knob)?;
+        let prompts = Some(&self.prompts);
+        let routing = self.router.evaluate(lm, ex, opts, self.knob, prompts)?;
         let (r, path) = (&routing.outcome, &routing.path);
         let routed_s = t.elapsed().as_secs_f64();
         let rows = prepare(lm, ex, opts)?.segments().rows();

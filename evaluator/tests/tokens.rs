@@ -87,7 +87,7 @@ fn token_routers_run_and_certify_through_the_evaluator() {
     );
     for (ex, r) in examples("test", 4).iter().zip(&got) {
         let mut gate = control.gate(0.5);
-        let o = evaluate_tokens(&lm, ex, &opts, &mut gate).unwrap();
+        let o = evaluate_tokens(&lm, ex, &opts, &mut gate, None).unwrap();
         assert_eq!(r["routed_correct"].as_bool(), Some(o.correct), "{}", ex.id);
         let layers = r["path_len"].as_f64().unwrap();
         let want = gate.ran as f64 * 30.0 / gate.rows as f64;
@@ -179,7 +179,7 @@ fn token_routers_generate_answers_through_the_evaluator() {
     };
     for (ex, r) in examples("test", 3).iter().zip(run(&mixed, "gen-mixed")) {
         let mut gate = router.gate(0.5);
-        let o = evaluate_tokens(&lm, ex, &opts, &mut gate).unwrap();
+        let o = evaluate_tokens(&lm, ex, &opts, &mut gate, None).unwrap();
         assert_eq!(r["routed_correct"].as_bool(), Some(o.correct), "{}", ex.id);
         assert!(o.response.is_some() && o.tokens_generated > 0, "{o:?}");
         let prompt = drllm_core::tasks::reward::prepare(&lm, ex, &opts).unwrap();

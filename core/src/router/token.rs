@@ -355,6 +355,11 @@ impl TokenGate<'_> {
         }
     }
 
+    /// The run-logit below which a token skips (the knob, as this gate applies it).
+    pub fn cut(&self) -> f32 {
+        self.cut
+    }
+
     /// What later tokens read of a token that skipped a layer (the router's setting).
     pub fn kv(&self) -> SkippedKv {
         self.router.kv()

@@ -18,6 +18,8 @@ use drllm_tasks::{letter, math};
 
 use drllm_contract::{RewardMode, RewardSettings};
 
+use super::prompt_cache::PromptCache;
+
 /// The reward settings resolved for one model: [`RewardSettings`] with the prompt style decided.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct RewardOptions {
@@ -181,19 +183,37 @@ pub fn score_example(
     path: &LayerPath,
     opts: &RewardOptions,
 ) -> Result<Outcome> {
+    score_example_with(lm, ex, path, opts, None)
+}
+
+/// [`score_example`], a generating example's prompt starting from the longest prefix `prompts`
+/// holds for `path` (an exact reuse: the same outcome).
+pub fn score_example_with(
+    lm: &LoadedModel,
+    ex: &Example,
+    path: &LayerPath,
+    opts: &RewardOptions,
+    prompts: Option<&PromptCache>,
+) -> Result<Outcome> {
     let prep = prepare(lm, ex, opts)?;
-    let mut slots = Vec::with_capacity(path.len());
-    let rows = prep.rows(&mut slots);
-    let route = Route::Path { path, from: 0 };
-    let pass = lm
-        .model
-        .run_path(prep.embed(lm)?, rows, route, |_, _, _| ())?;
     let scoring = Scoring {
         lm,
         ex,
         prep: &prep,
         opts,
     };
+    let route = Route::Path { path, from: 0 };
+    if let Some(pc) = prompts.filter(|_| prep.gen.is_some()) {
+        let key = PromptCache::path_key(path);
+        let p = pc.run_prompt(lm, &prep.prompt_ids, key, route)?;
+        pc.keep(key, &prep.prompt_ids, &p.cache, Vec::new());
+        return Ok(scoring.generate_after(path, &p.hidden, p.cache, None)?.0);
+    }
+    let mut slots = Vec::with_capacity(path.len());
+    let rows = prep.rows(&mut slots);
+    let pass = lm
+        .model
+        .run_path(prep.embed(lm)?, rows, route, |_, _, _| ())?;
     Ok(scoring.finish(path, &pass.hidden, slots)?.0)
 }
 
@@ -236,22 +256,44 @@ impl Scoring<'_> {
         slots: Vec<KvSlot>,
         feed: Option<Feed<'_>>,
     ) -> Result<(Outcome, u64)> {
-        let (lm, prep) = (self.lm, self.prep);
+        let prep = self.prep;
         let positions = path.len() as u64;
         let rows = prep.rows.len() as u64 * positions;
         let t = prep.prompt_ids.len();
-        let Some(prompt) = &prep.gen else {
+        if prep.gen.is_none() {
             return Ok((self.score_rows(x)?, rows));
+        }
+        let cache = PathCache::from_slots(path, slots, t)?;
+        self.generate_after(path, x, cache, feed)
+    }
+
+    /// A generating example after its prompt ran: `x` the hidden rows of the prompt positions
+    /// the pass computed (the last one is the prompt's last), `cache` the whole prompt's keys
+    /// and values along `path`. Returns the outcome and the layer executions of those rows and
+    /// of generation.
+    pub fn generate_after(
+        &self,
+        path: &LayerPath,
+        x: &Tensor,
+        mut cache: PathCache,
+        feed: Option<Feed<'_>>,
+    ) -> Result<(Outcome, u64)> {
+        let Some(prompt) = &self.prep.gen else {
+            return Err(Error::Reward {
+                id: self.ex.id.clone(),
+                reason: "choice-loglik examples do not generate".into(),
+            });
         };
-        let mut cache = PathCache::from_slots(path, slots, t)?;
-        let last = (lm.model).head_for_pass(&x.narrow(0, t - 1, 1)?, prep.rows.len())?;
+        let positions = path.len() as u64;
+        let n = x.dim(0)?;
+        let last = (self.lm.model).head_for_pass(&x.narrow(0, n - 1, 1)?, n)?;
         let o = generate(self, prompt, &mut cache, &last, feed)?;
         // Every generated token is fed back except a final one the loop stopped on.
         let fed = match o.stop {
             Some(StopReason::Eos) | None => o.tokens_generated,
             _ => o.tokens_generated.saturating_sub(1),
         };
-        Ok((o, rows + fed as u64 * positions))
+        Ok((o, (n as u64 + fed as u64) * positions))
     }
 
     /// choice-loglik: scores the choices from the hidden rows after the path.
