@@ -1,8 +1,8 @@
 //! An exact prefix cache: the keys and values a prompt left in its [`PathCache`], kept so that a
 //! later prompt starting with the same tokens, run along the same route, starts from them
 //! instead of recomputing them. Causal attention makes a position's keys and values depend on
-//! the tokens up to it and on the route alone, so reuse changes no output (beyond float rounding
-//! of the rows computed in a different batch).
+//! the tokens up to it and on the route alone, and attention sums over key blocks of fixed
+//! absolute positions ([`crate::layer`]), so reuse changes no output, to the bit.
 //!
 //! Entries are whole prompts under a route key (the caller's name for a route: a layer path, a
 //! token router at a knob). Lookup finds the entry sharing the longest token prefix; insertion
